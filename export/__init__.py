@@ -1,0 +1,1 @@
+"""Train the Keras subclassed models and export them as verified, versioned SavedModels for TF Serving."""

@@ -1,0 +1,51 @@
+"""TF Serving warmup records: ``assets.extra/tf_serving_warmup_requests``.
+
+Without them the first requests after a version loads pay for graph optimisation and memory
+allocation and can be orders of magnitude slower. TF Serving reads a TFRecord file of serialised
+``PredictionLog`` messages (at most 1000) and replays each before marking the version AVAILABLE.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+WARMUP_BATCH_SIZES: tuple[int, ...] = (1, 8, 64, 256)
+MAX_WARMUP_RECORDS = 1000  # TF Serving's limit
+
+
+def warmup_requests(
+    model_name: str, signatures: Iterable[str], input_name: str, rows: np.ndarray
+) -> list[prediction_log_pb2.PredictionLog]:
+    """One request per (signature, batch size), built from real rows (cycled when the data is small)."""
+    logs = []
+    for signature in signatures:
+        for batch in WARMUP_BATCH_SIZES:
+            batch_rows = np.resize(rows, (batch, rows.shape[1])).astype(np.float32)
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature)
+            )
+            request.inputs[input_name].CopyFrom(tf.make_tensor_proto(batch_rows))
+            logs.append(prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request)))
+    if len(logs) > MAX_WARMUP_RECORDS:
+        raise ValueError(f"{len(logs)} warmup records exceed TF Serving's limit of {MAX_WARMUP_RECORDS}")
+    return logs
+
+
+def write_warmup_file(path: Path, logs: list[prediction_log_pb2.PredictionLog]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for log in logs:
+            writer.write(log.SerializeToString())
+
+
+def read_warmup_file(path: Path) -> list[prediction_log_pb2.PredictionLog]:
+    """Parse every record (raises on a corrupt file): used by verify and by the embedded server."""
+    records = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(str(path))]
+    if len(records) > MAX_WARMUP_RECORDS:
+        raise ValueError(f"{path}: {len(records)} warmup records exceed TF Serving's limit of {MAX_WARMUP_RECORDS}")
+    return records
