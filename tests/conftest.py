@@ -1,0 +1,27 @@
+"""Shared fixtures. The expensive one is a real export of every model, done once per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def exported_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """All three models exported with short training, residual_regressor twice (v1 and v2).
+
+    Verification is skipped here to keep the session short: tests/test_export_pipeline.py runs the full
+    fresh-process verification on its own export.
+    """
+    from export.pipeline import ExportConfig, export_models
+
+    out = tmp_path_factory.mktemp("models")
+    export_models(ExportConfig(out_dir=out, epochs=3, verify=False))
+    export_models(ExportConfig(models=("residual_regressor",), out_dir=out, epochs=3, verify=False, seed=7))
+    return out
