@@ -424,7 +424,7 @@ def test_k8s_service_and_hpa():
 
 
 class _FakeStatus(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: the script must stop at Content-Length, not wait for EOF
+    protocol_version = "HTTP/1.1"
     states: dict[str, str] = {}
 
     def do_GET(self):  # noqa: N802
@@ -443,6 +443,9 @@ class _FakeStatus(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+        # Ignore the client's "Connection: close" (as a keep-alive proxy might): the script must stop
+        # reading after Content-Length bytes instead of waiting for EOF.
+        self.close_connection = False
 
     def log_message(self, *args):
         pass
