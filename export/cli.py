@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from export.data import DATASETS
-from export.models import MODEL_NAMES
+from export.catalog import MODEL_NAMES
 
 EPILOG = """\
 examples:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DATASETS: tuple[str, ...] = ("diabetes", "california", "synthetic")
+from export.catalog import DATASETS  # re-exported
 
 
 class DatasetUnavailable(RuntimeError):

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 PACKAGE = "tfserve_bench"
-MODEL_NAMES: tuple[str, ...] = ("residual_regressor", "reconstructing_regressor", "softplus_regressor")
+from export.catalog import MODEL_NAMES  # noqa: E402  (re-exported)
 
 # Weight of the reconstruction loss that ReconstructingRegressor adds through add_loss.
 RECONSTRUCTION_WEIGHT = 0.05

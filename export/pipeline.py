@@ -18,7 +18,7 @@ from pathlib import Path
 
 from export.data import DATASETS
 from export.layout import KERAS_FILE, MANIFEST_FILE, WARMUP_FILE, list_versions, model_dir
-from export.models import MODEL_NAMES
+from export.catalog import MODEL_NAMES
 
 
 class ExportError(RuntimeError):
