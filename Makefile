@@ -1,0 +1,80 @@
+# tfserve-bench — every target installs what it needs into .venv first.
+# `make help` lists the targets; variables can be set on the command line (make export MODELS=residual_regressor).
+
+PYTHON_SYS ?= $(shell command -v python3.11 || command -v python3)
+VENV       := .venv
+PY         := $(VENV)/bin/python
+STAMP      := $(VENV)/.installed
+ARTIFACTS  ?= artifacts
+MODELS_DIR ?= $(ARTIFACTS)/models
+RESULTS_DIR?= $(ARTIFACTS)/results
+
+MODELS     ?= residual_regressor reconstructing_regressor softplus_regressor
+DATASET    ?= diabetes
+MODE       ?= graph
+SERVER     ?= auto
+GRPC_PORT  ?= 8500
+REST_PORT  ?= 8501
+QUICK      ?= 0
+USERS      ?= 8
+SPAWN_RATE ?= 4
+RUN_TIME   ?= 20s
+WORKERS    ?= 0
+BASE       ?=
+NEW        ?=
+
+# TensorFlow's C++ logging is noisy on CPU-only machines; keep warnings and errors.
+export TF_CPP_MIN_LOG_LEVEL ?= 1
+export PYTHONUNBUFFERED := 1
+
+.DEFAULT_GOAL := help
+.PHONY: help venv export verify serve check-deploy bench loadtest compare demo reliability test clean
+
+help: ## List every target and what it does
+	@echo "tfserve-bench targets (variables in CAPS can be set: make export MODELS=residual_regressor)"
+	@grep -E '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | awk -F'\t' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -n "$(PYTHON_SYS)" || { echo "error: Python 3.11 not found (set PYTHON_SYS=/path/to/python3.11)"; exit 1; }
+	@echo ">> creating $(VENV) with $(PYTHON_SYS) and installing pinned dependencies (a few minutes the first time)"
+	$(PYTHON_SYS) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --progress-bar off -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP) ## Create .venv and install the pinned dependencies
+
+export: $(STAMP) ## Train, export and verify SavedModels into artifacts/models/<model>/<version>/ (MODELS=, DATASET=)
+	$(PY) -m export --models $(MODELS) --dataset $(DATASET) --out $(MODELS_DIR)
+
+verify: $(STAMP) ## Re-verify every exported version in a fresh process
+	$(PY) -m export verify --out $(MODELS_DIR)
+
+serve: $(STAMP) ## Serve artifacts/models: real TF Serving if Docker answers, else the embedded server (SERVER=, MODE=graph|xla|eager, GRPC_PORT=, REST_PORT=)
+	$(PY) -m serving launch --server $(SERVER) --mode $(MODE) --grpc-port $(GRPC_PORT) --rest-port $(REST_PORT) --models-dir $(MODELS_DIR)
+
+check-deploy: $(STAMP) ## Check the real TF Serving deployment files (docker/, docker/k8s/, models.config) by machine, no Docker needed
+	$(PY) -m serving.tfserving_config docker/batching/batching_cpu.config docker/batching/batching_gpu.config docker/monitoring.config $(if $(wildcard $(MODELS_DIR)/models.config),$(MODELS_DIR)/models.config --models-dir $(MODELS_DIR),docker/models.config.example)
+	$(PY) -m pytest -q tests/test_deploy_configs.py tests/test_launch.py
+
+bench: $(STAMP) ## Standard benchmark suite into artifacts/results/<run-id>/ (QUICK=1 for a <2 min smoke run)
+	$(PY) -m benchmarks suite --models-dir $(MODELS_DIR) --results-dir $(RESULTS_DIR) $(if $(filter 1,$(QUICK)),--quick,)
+
+loadtest: $(STAMP) ## Locust headless run against the embedded server (USERS=, SPAWN_RATE=, RUN_TIME=, WORKERS=)
+	$(PY) -m benchmarks locust --models-dir $(MODELS_DIR) --results-dir $(RESULTS_DIR) --users $(USERS) --spawn-rate $(SPAWN_RATE) --run-time $(RUN_TIME) --workers $(WORKERS)
+
+compare: $(STAMP) ## Compare two result runs: make compare BASE=<run-id|dir> NEW=<run-id|dir>
+	@test -n "$(BASE)" -a -n "$(NEW)" || { echo "usage: make compare BASE=<run-id> NEW=<run-id>"; exit 2; }
+	$(PY) -m benchmarks compare $(BASE) $(NEW) --results-dir $(RESULTS_DIR)
+
+demo: $(STAMP) ## The main job end to end on the embedded server: export, serve graph & eager, benchmark, tables, plots
+	$(PY) -m benchmarks demo --models-dir $(MODELS_DIR) --results-dir $(RESULTS_DIR)
+
+reliability: $(STAMP) ## Rollout, faults, hostile input and a 10-minute soak; prints the reliability table
+	$(PY) -m benchmarks reliability --models-dir $(MODELS_DIR) --results-dir $(RESULTS_DIR)
+
+test: $(STAMP) ## Run the test suite (no Docker, no GPU needed)
+	$(PY) -m pytest
+
+clean: ## Remove artifacts/ (models and results); keeps .venv
+	rm -rf $(ARTIFACTS)
