@@ -1,0 +1,53 @@
+"""`python -m serving`: `serve` runs the embedded server, `launch` picks real TF Serving or the embedded one."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m serving",
+        description="Serve exported models. `serve`: the embedded server (TF Serving's gRPC + REST APIs, "
+                    "graph/xla/eager modes). `launch`: real TF Serving in Docker when a Docker engine answers, "
+                    "else the embedded server. Run `python -m serving <command> --help` for each one's flags.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{serve,launch}")
+    from serving.config import add_serve_arguments
+
+    add_serve_arguments(sub.add_parser("serve", help="run the embedded server in the foreground"))
+    launch = sub.add_parser("launch", help="run TF Serving (Docker) or the embedded server, whichever is available")
+    from serving.launch import add_launch_arguments
+
+    add_launch_arguments(launch)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "launch":
+        from serving.launch import run_launch
+
+        return run_launch(args)
+    from serving.config import config_from_args
+    from serving.server import run_server
+
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return run_server(config)
+
+
+if __name__ == "__main__":
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # TF and gRPC leave non-daemon C++ threads whose teardown at interpreter exit can hang for seconds; the
+    # server has already drained and closed everything it owns, so leave without running those finalizers.
+    os._exit(code)

@@ -1,0 +1,146 @@
+"""Transport-independent request handling shared by the gRPC and REST front ends.
+
+predict / metadata / status are implemented once here, against the ModelManager; grpc_api.py and
+rest_api.py only translate their wire formats. This module also builds a loaded version (the loader the
+ModelManager calls): runner for the chosen mode, batch queues, warmup replay.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from serving.batching import BatchQueue, SharedBatchScheduler
+from serving.errors import ServingError, deadline_exceeded, invalid_argument
+from serving.metrics import ServingMetrics
+from serving.model_manager import ModelManager, ServableVersion
+from serving.runners import DEFAULT_SIGNATURE, load_runner
+from serving.tensors import SignatureSpec, batch_size_of, check_input_names, tensor_proto_to_ndarray
+from serving.warmup import replay
+
+log = logging.getLogger("serving.core")
+
+UNKNOWN_MODEL_LABEL = "<unknown>"  # metrics label for names not in the config: bounded label cardinality
+
+
+class ServingCore:
+    def __init__(self, mode: str, metrics: ServingMetrics, scheduler: SharedBatchScheduler | None,
+                 max_tensor_elements: int, enable_warmup: bool = True) -> None:
+        self.mode = mode
+        self.metrics = metrics
+        self.scheduler = scheduler
+        self.max_tensor_elements = max_tensor_elements
+        self.enable_warmup = enable_warmup
+        self.manager: ModelManager | None = None
+
+    # ------------------------------------------------------------------ loading
+    def load_version(self, name: str, version: int, path: Path) -> ServableVersion:
+        label = f"{name} v{version} ({self.mode})"
+        runner = load_runner(self.mode, path, label)
+        sv = ServableVersion(name, version, runner, extras={"queues": {}, "queues_lock": threading.Lock()})
+        if self.scheduler is not None:
+            def close_queues() -> None:
+                for queue in sv.extras["queues"].values():
+                    self.scheduler.remove_queue(queue)
+            sv.on_close(close_queues)
+        if self.enable_warmup:
+            try:
+                replay(path, lambda request: self._run_direct(sv, *self._decode_request(sv, request)), label)
+                self._warm_padded_sizes(sv)
+            except Exception:
+                runner.close()
+                raise
+        return sv
+
+    def _decode_request(self, sv: ServableVersion, request: Any) -> tuple[SignatureSpec, dict[str, np.ndarray]]:
+        sig = self.signature(sv, request.model_spec.signature_name)
+        check_input_names(list(request.inputs), sig)
+        inputs = {k: tensor_proto_to_ndarray(v, sig.inputs[k], sig.name, self.max_tensor_elements)
+                  for k, v in request.inputs.items()}
+        return sig, inputs
+
+    def _warm_padded_sizes(self, sv: ServableVersion) -> None:
+        """With allowed_batch_sizes, every padded size is a distinct shape: run each once (XLA compiles per shape)."""
+        if self.scheduler is None or not self.scheduler.allowed:
+            return
+        for sig in sv.runner.signatures.values():
+            if not _batchable(sig):
+                continue
+            for size in self.scheduler.allowed:
+                probe = {k: np.zeros((size,) + tuple(d if d > 0 else 1 for d in t.shape[1:]), t.np_dtype)
+                         for k, t in sig.inputs.items()}
+                sv.runner.run(sig.name, probe)
+
+    # ------------------------------------------------------------------ predict
+    def signature(self, sv: ServableVersion, name: str) -> SignatureSpec:
+        key = name or DEFAULT_SIGNATURE
+        sig = sv.runner.signatures.get(key)
+        if sig is None:
+            raise invalid_argument(f'Serving signature name: "{key}" not found in signature def '
+                                   f"(available: {', '.join(sorted(sv.runner.signatures))})")
+        return sig
+
+    def _run_direct(self, sv: ServableVersion, sig: SignatureSpec, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        started = time.perf_counter()
+        out = sv.runner.run(sig.name, inputs)
+        self.metrics.runtime_latency.labels(sv.model, "predict", self.mode).observe((time.perf_counter() - started) * 1e6)
+        return out
+
+    def _queue_for(self, sv: ServableVersion, sig: SignatureSpec, inputs: dict[str, np.ndarray]) -> BatchQueue:
+        key = (sig.name,) + tuple(sorted((k, v.shape[1:], v.dtype.str) for k, v in inputs.items()))
+        queues = sv.extras["queues"]
+        queue = queues.get(key)
+        if queue is None:
+            with sv.extras["queues_lock"]:
+                queue = queues.get(key)
+                if queue is None:
+                    queue = self.scheduler.add_queue(lambda merged, _sig=sig: self._run_direct(sv, _sig, merged),
+                                                     sv.model, f"{sv.model} v{sv.version} {sig.name}")
+                    queues[key] = queue
+        return queue
+
+    def run(self, sv: ServableVersion, sig: SignatureSpec, inputs: dict[str, np.ndarray],
+            deadline: float | None) -> dict[str, np.ndarray]:
+        """Execute a validated request, batched when batching is on and the signature is batch-major."""
+        if deadline is not None and time.monotonic() >= deadline:
+            raise deadline_exceeded("Deadline exceeded before the request could run")
+        if self.scheduler is not None and _batchable(sig):
+            rows = batch_size_of(inputs)
+            return self._queue_for(sv, sig, inputs).run(inputs, rows, deadline)
+        return self._run_direct(sv, sig, inputs)
+
+    def observed(self, model_name: str, entrypoint: str, api: str = "predict") -> "_Observation":
+        known = self.manager is not None and model_name in self.manager.model_names()
+        return _Observation(self.metrics, model_name if known else UNKNOWN_MODEL_LABEL, api, entrypoint)
+
+
+def _batchable(sig: SignatureSpec) -> bool:
+    """Batching needs every input to have a free leading (batch) dimension."""
+    return all(t.shape is not None and len(t.shape) >= 1 and t.shape[0] < 0 for t in sig.inputs.values())
+
+
+class _Observation:
+    """Context manager recording request_count{status} and request_latency for one request."""
+
+    def __init__(self, metrics: ServingMetrics, model: str, api: str, entrypoint: str) -> None:
+        self.metrics, self.model, self.api, self.entrypoint = metrics, model, api, entrypoint
+
+    def __enter__(self) -> "_Observation":
+        self.started = time.perf_counter()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        status = "OK" if exc is None else (exc.code.name if isinstance(exc, ServingError) else "INTERNAL")
+        self.metrics.count_request(self.model, status)
+        if exc is None:
+            self.metrics.request_latency.labels(self.model, self.api, self.entrypoint).observe(
+                (time.perf_counter() - self.started) * 1e6)
+
+
+def deadline_from_timeout(seconds: float | None) -> float | None:
+    return None if seconds is None else time.monotonic() + max(0.0, seconds)
+

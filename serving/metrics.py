@@ -1,0 +1,80 @@
+"""Prometheus metrics under TF Serving's names, in a registry of our own.
+
+TF Serving's exporter turns metric paths into names by replacing '/' with ':'
+(/tensorflow/serving/request_count -> :tensorflow:serving:request_count), and dashboards built for it
+query exactly those names, so we use them verbatim. Histograms are in microseconds with TF Serving's
+exponential buckets (10 us * 1.8^i, i < 33: servables/tensorflow/util.cc).
+
+request_count is exported *without* the `_total` suffix prometheus_client adds to counters (TF Serving's
+exporter does not add it): it is a custom collector producing an untyped family with TF Serving's sample name.
+"""
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+
+from prometheus_client import CollectorRegistry, Histogram, disable_created_metrics, generate_latest
+from prometheus_client.core import UnknownMetricFamily
+from prometheus_client.registry import Collector
+
+LATENCY_BUCKETS_US = tuple(10.0 * 1.8**i for i in range(33))
+BATCH_SIZE_BUCKETS = tuple(float(2**i) for i in range(15))  # 1 .. 16384 rows
+PREFIX = ":tensorflow:serving"
+
+
+class _RequestCountCollector(Collector):
+    """`:tensorflow:serving:request_count{model_name,status}` exactly as TF Serving spells it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, str], int] = defaultdict(int)
+
+    def inc(self, model_name: str, status: str) -> None:
+        with self._lock:
+            self._counts[(model_name, status)] += 1
+
+    def collect(self):
+        family = UnknownMetricFamily(f"{PREFIX}:request_count", "The total number of requests.",
+                                     labels=["model_name", "status"])
+        with self._lock:
+            items = sorted(self._counts.items())
+        for (model, status), value in items:
+            family.add_metric([model, status], value)
+        yield family
+
+
+class ServingMetrics:
+    """All metrics of one server process; `exposition()` is what /monitoring/prometheus/metrics returns."""
+
+    def __init__(self) -> None:
+        # TF Serving exports no *_created series; they would only add noise to every histogram.
+        disable_created_metrics()
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._request_count = _RequestCountCollector()
+        self.registry.register(self._request_count)
+        self.request_latency = Histogram(
+            f"{PREFIX}:request_latency", "Distribution of wall time (in microseconds) for Tensorflow Serving request.",
+            ["model_name", "API", "entrypoint"], buckets=LATENCY_BUCKETS_US, registry=self.registry)
+        self.runtime_latency = Histogram(
+            f"{PREFIX}:runtime_latency", "Distribution of wall time (in microseconds) for Tensorflow runtime.",
+            ["model_name", "API", "runtime"], buckets=LATENCY_BUCKETS_US, registry=self.registry)
+        self.queuing_latency = Histogram(
+            f"{PREFIX}:batching_session:queuing_latency",
+            "Distribution of wall time spent (in microseconds) in queuing",
+            ["thread_pool_name"], buckets=LATENCY_BUCKETS_US, registry=self.registry)
+        self.input_batch_size = Histogram(
+            f"{PREFIX}:batching_session:input_batch_size", "Tracks the batch size distribution on the inputs.",
+            ["model_name"], buckets=BATCH_SIZE_BUCKETS, registry=self.registry)
+        self.processed_batch_size = Histogram(
+            f"{PREFIX}:batching_session:processed_batch_size",
+            "Tracks the batch size distribution on processing (after padding).",
+            ["model_name"], buckets=BATCH_SIZE_BUCKETS, registry=self.registry)
+        self.padding_size = Histogram(
+            f"{PREFIX}:batching_session:padding_size", "Tracks the padding size distribution on batches.",
+            ["model_name", "execution_batch_size"], buckets=(0.0,) + BATCH_SIZE_BUCKETS, registry=self.registry)
+
+    def count_request(self, model_name: str, status: str) -> None:
+        self._request_count.inc(model_name, status)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

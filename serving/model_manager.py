@@ -1,0 +1,359 @@
+"""Which versions of which models are served: discovery, version policy, labels, loading, warmup, unloading.
+
+* Models and their base paths come only from the ModelServerConfig (or the --model-name/--model-base-path
+  pair): a request's model name is looked up in that table and never turned into a path.
+* Every `poll_seconds` each base path is listed; the policy (latest N / all / specific) picks the versions
+  to serve from the integer directories found. New ones are loaded (warmup replayed) *before* old ones are
+  unloaded, so a model never goes dark during a rollout.
+* A version that fails to load (half-written, corrupt, wrong signatures) is reported in GetModelStatus with
+  its error and is left out of the policy, so the previous version keeps serving. It is retried only when
+  the files in its directory change (a copy that was still in progress has finished), never in a hot loop.
+  A new directory must also look the same on two consecutive polls before it is loaded, so a version being
+  copied in is not read half-way.
+* In-flight requests hold a reference on the version they use (`acquire`); an unloaded version is closed
+  only when its last request has finished, so swapping versions never fails a request.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import grpc
+
+from serving.errors import ServingError, invalid_argument, not_found
+
+log = logging.getLogger("serving.models")
+
+# tensorflow.serving.ModelVersionStatus.State (apis/get_model_status.proto)
+START, LOADING, AVAILABLE, UNLOADING, END = "START", "LOADING", "AVAILABLE", "UNLOADING", "END"
+
+
+@dataclass
+class VersionStatus:
+    version: int
+    state: str
+    error: ServingError | None = None
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """One model of the config: name, base path, version policy, labels."""
+
+    name: str
+    base_path: Path
+    policy: str = "latest"  # latest | all | specific
+    num_versions: int = 1
+    specific: tuple[int, ...] = ()
+    labels: dict[str, int] = field(default_factory=dict)
+
+    def aspired(self, candidates: list[int]) -> list[int]:
+        if self.policy == "all":
+            return sorted(candidates)
+        if self.policy == "specific":
+            return sorted(v for v in candidates if v in self.specific)
+        return sorted(candidates)[-self.num_versions:]
+
+
+def sources_from_config(config: Any) -> list[ModelSource]:
+    """ModelSources from a tensorflow.serving.ModelServerConfig proto (already checked by tfserving_config)."""
+    out = []
+    for entry in config.model_config_list.config:
+        base = Path(entry.base_path)
+        if not base.is_absolute():
+            raise invalid_argument(f"model '{entry.name}': base_path {entry.base_path!r} must be absolute "
+                                   "(use models.local.config, which export writes with absolute paths)")
+        policy = entry.model_version_policy
+        which = policy.WhichOneof("policy_choice") or "latest"
+        out.append(ModelSource(
+            name=entry.name,
+            base_path=base,
+            policy=which,
+            num_versions=policy.latest.num_versions if which == "latest" and policy.latest.num_versions else 1,
+            specific=tuple(policy.specific.versions) if which == "specific" else (),
+            labels=dict(entry.version_labels),
+        ))
+    return out
+
+
+class ServableVersion:
+    """A loaded version: its runner plus a reference count of the requests using it."""
+
+    def __init__(self, model: str, version: int, runner: Any, extras: dict[str, Any] | None = None) -> None:
+        self.model = model
+        self.version = version
+        self.runner = runner
+        self.extras = extras or {}  # per-version helpers made by the loader (e.g. batch queues)
+        self._refs = 0
+        self._retired = False
+        self._lock = threading.Lock()
+        self._on_close: list[Callable[[], None]] = []
+
+    def on_close(self, fn: Callable[[], None]) -> None:
+        self._on_close.append(fn)
+
+    def _acquire(self) -> None:
+        with self._lock:
+            self._refs += 1
+
+    def _release(self) -> None:
+        with self._lock:
+            self._refs -= 1
+            close = self._retired and self._refs == 0
+        if close:
+            self._close()
+
+    def retire(self) -> None:
+        with self._lock:
+            self._retired = True
+            close = self._refs == 0
+        if close:
+            self._close()
+
+    def _close(self) -> None:
+        for fn in self._on_close:
+            with contextlib.suppress(Exception):
+                fn()
+        with contextlib.suppress(Exception):
+            self.runner.close()
+        log.info("%s version %d unloaded", self.model, self.version)
+
+
+Loader = Callable[[str, int, Path], ServableVersion]
+
+
+class _Model:
+    def __init__(self, source: ModelSource) -> None:
+        self.source = source
+        self.available: dict[int, ServableVersion] = {}
+        self.status: dict[int, VersionStatus] = {}
+        self.failed_fingerprint: dict[int, tuple] = {}
+        self.seen_fingerprint: dict[int, tuple] = {}
+
+
+def _fingerprint(path: Path) -> tuple:
+    """Names, sizes and mtimes of every file under a version dir: changes whenever a copy makes progress."""
+    entries = []
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            p = os.path.join(root, name)
+            with contextlib.suppress(OSError):
+                st = os.stat(p)
+                entries.append((os.path.relpath(p, path), st.st_size, st.st_mtime_ns))
+    return tuple(sorted(entries))
+
+
+def list_version_dirs(base: Path) -> list[int]:
+    if not base.is_dir():
+        return []
+    with contextlib.suppress(OSError):
+        return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0)
+    return []
+
+
+class ModelManager:
+    def __init__(self, sources: list[ModelSource], loader: Loader, poll_seconds: float = 1.0) -> None:
+        self._loader = loader
+        self._poll_seconds = poll_seconds
+        self._lock = threading.RLock()  # guards the tables; loads happen outside it
+        self._sync_lock = threading.Lock()  # one sync at a time (poller vs config reload)
+        self._models: dict[str, _Model] = {s.name: _Model(s) for s in sources}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Load what the policy wants now (blocking, with progress logs), then poll in the background."""
+        self.sync(initial=True)
+        if self._poll_seconds > 0:
+            self._thread = threading.Thread(target=self._poll, name="model-poller", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        with self._lock:
+            for model in self._models.values():
+                for sv in model.available.values():
+                    sv.retire()
+                model.available.clear()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self._poll_seconds):
+            try:
+                self.sync()
+            except Exception:  # the poller must survive anything the filesystem throws at it
+                log.exception("model poll failed")
+
+    def model_names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._models)
+
+    def all_models_available(self) -> bool:
+        with self._lock:
+            return bool(self._models) and all(m.available for m in self._models.values())
+
+    # ------------------------------------------------------------------ config reload
+    def replace_sources(self, sources: list[ModelSource]) -> None:
+        """Install a new config whole (as TF Serving does): new models load, dropped ones unload."""
+        with self._lock:
+            old = self._models
+            self._models = {}
+            for s in sources:
+                m = old.pop(s.name, None) or _Model(s)
+                m.source = s
+                self._models[s.name] = m
+            dropped = list(old.values())
+        for m in dropped:
+            for sv in m.available.values():
+                sv.retire()
+            log.info("model %s removed from the config: unloaded", m.source.name)
+        self.sync(initial=True)
+
+    # ------------------------------------------------------------------ the sync step
+    def sync(self, initial: bool = False) -> None:
+        with self._sync_lock:
+            with self._lock:
+                models = list(self._models.values())
+            for model in models:
+                self._sync_model(model, initial)
+
+    def _sync_model(self, model: _Model, initial: bool) -> None:
+        src = model.source
+        present = list_version_dirs(src.base_path)
+        if not present and initial:
+            log.warning("model %s: no version directories under %s yet", src.name, src.base_path)
+        fingerprints = {v: _fingerprint(src.base_path / str(v)) for v in present}
+        candidates = []
+        for v in present:
+            fp = fingerprints[v]
+            if model.failed_fingerprint.get(v) == fp:
+                continue  # failed before and nothing changed since: keep it out of the policy
+            candidates.append(v)
+        aspired = src.aspired(candidates)
+        to_load = [v for v in sorted(aspired, reverse=True) if v not in model.available]
+        for v in to_load:
+            if not initial and model.seen_fingerprint.get(v) != fingerprints[v]:
+                # New or still changing: wait until it looks the same on two consecutive polls.
+                model.seen_fingerprint[v] = fingerprints[v]
+                continue
+            self._load(model, v, fingerprints[v])
+        for v in present:
+            model.seen_fingerprint[v] = fingerprints[v]
+        # Unload only once everything the policy wants (that could load) is available.
+        with self._lock:
+            keep = set(aspired) & set(model.available) if any(v in model.available for v in aspired) else set(model.available)
+            retire = [sv for v, sv in model.available.items() if v not in keep]
+            for sv in retire:
+                del model.available[sv.version]
+                model.status[sv.version] = VersionStatus(sv.version, END)
+        for sv in retire:
+            log.info("%s version %d no longer wanted by the version policy: unloading once idle", src.name, sv.version)
+            sv.retire()
+        for v in list(model.failed_fingerprint):
+            if v not in present:
+                model.failed_fingerprint.pop(v, None)
+        self._check_labels(model)
+
+    def _load(self, model: _Model, version: int, fingerprint: tuple) -> None:
+        name = model.source.name
+        path = model.source.base_path / str(version)
+        with self._lock:
+            model.status[version] = VersionStatus(version, LOADING)
+        log.info("loading %s version %d from %s ...", name, version, path)
+        started = time.monotonic()
+        try:
+            sv = self._loader(name, version, path)
+        except ServingError as exc:
+            self._refuse(model, version, fingerprint, exc)
+            return
+        except Exception as exc:  # TF raises many types for broken SavedModels; all become a clear status
+            self._refuse(model, version, fingerprint,
+                         ServingError(grpc.StatusCode.UNKNOWN, f"failed to load {path}: {type(exc).__name__}: "
+                                      f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"))
+            return
+        with self._lock:
+            model.available[version] = sv
+            model.status[version] = VersionStatus(version, AVAILABLE)
+            model.failed_fingerprint.pop(version, None)
+        log.info("%s version %d AVAILABLE (loaded in %.1f s)", name, version, time.monotonic() - started)
+
+    def _refuse(self, model: _Model, version: int, fingerprint: tuple, exc: ServingError) -> None:
+        with self._lock:
+            model.status[version] = VersionStatus(version, END, exc)
+            model.failed_fingerprint[version] = fingerprint
+        serving = sorted(model.available)
+        log.error("%s version %d refused: %s (still serving versions %s)", model.source.name, version,
+                  exc.message, serving or "none")
+
+    def _check_labels(self, model: _Model) -> None:
+        for label, v in model.source.labels.items():
+            if v not in model.available and model.status.get(v, VersionStatus(v, START)).state != LOADING:
+                log.debug("%s: label %r points at version %d, which is not loaded", model.source.name, label, v)
+
+    # ------------------------------------------------------------------ request side
+    def _resolve(self, name: str, version: int | None, label: str | None) -> ServableVersion:
+        with self._lock:
+            model = self._models.get(name)
+            if model is None:
+                what = f"Latest({name})" if version is None and not label else \
+                    f"Specific({name}, {version})" if version is not None else f"Label({name}, {label})"
+                raise not_found(f"Servable not found for request: {what}: model '{name}' is not served")
+            if version is not None and label:
+                raise invalid_argument(f"Both model version ({version}) and model version label ({label}) cannot be supplied.")
+            if label:
+                if label not in model.source.labels:
+                    known = ", ".join(sorted(model.source.labels)) or "none"
+                    raise not_found(f"Unrecognized servable version label: {label} (model '{name}' has labels: {known})")
+                version = model.source.labels[label]
+                sv = model.available.get(version)
+                if sv is None:
+                    raise not_found(f"Servable not found for request: label '{label}' of model '{name}' points at "
+                                    f"version {version}, which is not loaded")
+                return sv
+            if version is not None:
+                sv = model.available.get(version)
+                if sv is None:
+                    raise not_found(f"Servable not found for request: Specific({name}, {version}); "
+                                    f"loaded versions: {sorted(model.available) or 'none'}")
+                return sv
+            if not model.available:
+                raise not_found(f"Servable not found for request: Latest({name}): no version is available yet")
+            return model.available[max(model.available)]
+
+    @contextlib.contextmanager
+    def acquire(self, name: str, version: int | None = None, label: str | None = None) -> Iterator[ServableVersion]:
+        """Hold a version for the duration of a request (it will not be closed under us)."""
+        with self._lock:
+            sv = self._resolve(name, version, label)
+            sv._acquire()
+        try:
+            yield sv
+        finally:
+            sv._release()
+
+    def status(self, name: str, version: int | None = None, label: str | None = None) -> list[VersionStatus]:
+        with self._lock:
+            model = self._models.get(name)
+            if model is None:
+                raise not_found(f"Could not find any versions of model {name}")
+            if version is not None and label:
+                raise invalid_argument(f"Both model version ({version}) and model version label ({label}) cannot be supplied.")
+            if label:
+                if label not in model.source.labels:
+                    raise not_found(f"Unrecognized servable version label: {label}")
+                version = model.source.labels[label]
+            if version is not None:
+                st = model.status.get(version)
+                if st is None:
+                    raise not_found(f"Could not find version {version} of model {name}")
+                return [st]
+            if not model.status:
+                raise not_found(f"Could not find any versions of model {name}")
+            return [model.status[v] for v in sorted(model.status, reverse=True)]

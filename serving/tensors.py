@@ -1,0 +1,342 @@
+"""Tensors in and out: TensorProto and TF Serving's REST JSON <-> numpy, validated against the signature.
+
+Everything a client sends is checked *before* memory is allocated from it: a TensorProto's declared shape
+is compared with the number of values it actually carries and with the signature, and the element count is
+capped, so a request claiming shape [10**12, 10] costs nothing. Messages name the input, the signature and
+the problem, like TF Serving's (tensorflow_serving/util/json_tensor.cc, servables/tensorflow/predict_util.cc).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+
+from serving.errors import invalid_argument, unimplemented
+
+# DataType enum -> (numpy dtype, TensorProto repeated field holding the values when tensor_content is empty).
+_DTYPES: dict[int, tuple[np.dtype, str]] = {
+    types_pb2.DT_FLOAT: (np.dtype(np.float32), "float_val"),
+    types_pb2.DT_DOUBLE: (np.dtype(np.float64), "double_val"),
+    types_pb2.DT_HALF: (np.dtype(np.float16), "half_val"),
+    types_pb2.DT_INT8: (np.dtype(np.int8), "int_val"),
+    types_pb2.DT_INT16: (np.dtype(np.int16), "int_val"),
+    types_pb2.DT_INT32: (np.dtype(np.int32), "int_val"),
+    types_pb2.DT_INT64: (np.dtype(np.int64), "int64_val"),
+    types_pb2.DT_UINT8: (np.dtype(np.uint8), "int_val"),
+    types_pb2.DT_UINT16: (np.dtype(np.uint16), "int_val"),
+    types_pb2.DT_UINT32: (np.dtype(np.uint32), "uint32_val"),
+    types_pb2.DT_UINT64: (np.dtype(np.uint64), "uint64_val"),
+    types_pb2.DT_BOOL: (np.dtype(np.bool_), "bool_val"),
+}
+_NUMPY_TO_ENUM: dict[np.dtype, int] = {np_dtype: enum for enum, (np_dtype, _) in _DTYPES.items()}
+
+
+def dtype_name(enum: int) -> str:
+    try:
+        return types_pb2.DataType.Name(enum)
+    except ValueError:
+        return f"<unknown dtype {enum}>"
+
+
+def shape_str(shape: tuple[int, ...] | list[int] | None) -> str:
+    return "[?]" if shape is None else "[" + ",".join(str(d) for d in shape) + "]"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One signature input or output: its dtype and shape (-1 = any size; None = unknown rank)."""
+
+    name: str
+    dtype_enum: int
+    shape: tuple[int, ...] | None
+
+    @property
+    def np_dtype(self) -> np.dtype:
+        if self.dtype_enum not in _DTYPES:
+            raise unimplemented(f"tensor '{self.name}' has dtype {dtype_name(self.dtype_enum)}, "
+                                "which this server does not convert (numeric and bool tensors only)")
+        return _DTYPES[self.dtype_enum][0]
+
+
+@dataclass(frozen=True)
+class SignatureSpec:
+    name: str
+    inputs: dict[str, TensorSpec]
+    outputs: dict[str, TensorSpec]
+
+
+def _shape_from_proto(shape: tensor_shape_pb2.TensorShapeProto) -> tuple[int, ...] | None:
+    return None if shape.unknown_rank else tuple(int(d.size) for d in shape.dim)
+
+
+def signature_spec(name: str, signature_def: Any) -> SignatureSpec:
+    """SignatureSpec from a tensorflow.SignatureDef proto."""
+    def specs(infos: Any) -> dict[str, TensorSpec]:
+        return {k: TensorSpec(k, v.dtype, _shape_from_proto(v.tensor_shape)) for k, v in infos.items()}
+
+    return SignatureSpec(name, specs(signature_def.inputs), specs(signature_def.outputs))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Checks shared by gRPC and REST
+# --------------------------------------------------------------------------------------------------------
+
+def check_input_names(sent: set[str] | list[str], sig: SignatureSpec) -> None:
+    sent_set, expected = set(sent), set(sig.inputs)
+    if not sent_set:
+        raise invalid_argument(f"request has no inputs; signature '{sig.name}' expects: {', '.join(sorted(expected))}")
+    if sent_set != expected:
+        extra, missing = sorted(sent_set - expected), sorted(expected - sent_set)
+        raise invalid_argument(
+            f"input names do not match signature '{sig.name}': "
+            f"sent {{{', '.join(sorted(sent_set))}}}, expected {{{', '.join(sorted(expected))}}}. "
+            f"Sent extra: {{{', '.join(extra)}}}. Missing but required: {{{', '.join(missing)}}}."
+        )
+
+
+def check_shape(name: str, shape: tuple[int, ...], spec: TensorSpec, sig_name: str) -> None:
+    """Compare a concrete shape with the signature's (rank and every fixed dimension); refuse empty batches."""
+    if spec.shape is not None:
+        ok = len(shape) == len(spec.shape) and all(e < 0 or e == d for d, e in zip(shape, spec.shape))
+        if not ok:
+            raise invalid_argument(
+                f"input '{name}' has shape {shape_str(shape)} but signature '{sig_name}' expects "
+                f"{shape_str(spec.shape)} (-1 = any size)"
+            )
+    if shape and shape[0] == 0:
+        raise invalid_argument(f"input '{name}' has an empty batch (dimension 0 is 0): send at least one row")
+
+
+def batch_size_of(inputs: dict[str, np.ndarray]) -> int:
+    """Rows in a request whose inputs all share dimension 0 (what batching and the REST row format need)."""
+    sizes = {name: (arr.shape[0] if arr.ndim else None) for name, arr in inputs.items()}
+    distinct = set(sizes.values())
+    if None in distinct:
+        raise invalid_argument("batching needs every input to have a batch dimension; scalar inputs: "
+                               + ", ".join(n for n, s in sizes.items() if s is None))
+    if len(distinct) != 1:
+        raise invalid_argument("inputs disagree on dimension 0 (batch size): "
+                               + ", ".join(f"{n}={s}" for n, s in sorted(sizes.items())))
+    return distinct.pop()
+
+
+# --------------------------------------------------------------------------------------------------------
+# TensorProto <-> numpy
+# --------------------------------------------------------------------------------------------------------
+
+def tensor_proto_to_ndarray(proto: tensor_pb2.TensorProto, spec: TensorSpec, sig_name: str,
+                            max_elements: int) -> np.ndarray:
+    """Decode one request TensorProto, refusing anything that does not match its own shape or the signature.
+
+    Never calls tf.make_ndarray on untrusted input: that would allocate prod(shape) elements (broadcasting a
+    single value) before noticing anything is wrong.
+    """
+    name = spec.name
+    if proto.dtype != spec.dtype_enum:
+        raise invalid_argument(
+            f"input '{name}' has dtype {dtype_name(proto.dtype)} but signature '{sig_name}' expects "
+            f"{dtype_name(spec.dtype_enum)}"
+        )
+    np_dtype, field_name = _DTYPES.get(proto.dtype, (None, ""))
+    if np_dtype is None:
+        raise unimplemented(f"input '{name}': dtype {dtype_name(proto.dtype)} is not supported by this server")
+    if proto.tensor_shape.unknown_rank:
+        raise invalid_argument(f"input '{name}' has unknown rank: the TensorProto must give its shape")
+    dims = tuple(int(d.size) for d in proto.tensor_shape.dim)
+    if any(d < 0 for d in dims):
+        raise invalid_argument(f"input '{name}' declares a negative dimension in shape {shape_str(dims)}")
+    count = math.prod(dims)  # Python ints: no overflow, whatever the client claims
+    if count > max_elements:
+        raise invalid_argument(
+            f"input '{name}' declares shape {shape_str(dims)} = {count} elements, more than the server's "
+            f"limit of {max_elements} (--max-tensor-elements)"
+        )
+    check_shape(name, dims, spec, sig_name)
+
+    if proto.tensor_content:
+        expected_bytes = count * np_dtype.itemsize
+        if len(proto.tensor_content) != expected_bytes:
+            raise invalid_argument(
+                f"input '{name}': tensor_content has {len(proto.tensor_content)} bytes but shape "
+                f"{shape_str(dims)} of {dtype_name(proto.dtype)} needs {expected_bytes}"
+            )
+        return np.frombuffer(proto.tensor_content, dtype=np_dtype).reshape(dims)
+
+    values = getattr(proto, field_name)
+    n = len(values)
+    if n == count:
+        if proto.dtype == types_pb2.DT_HALF:  # half_val holds the raw 16-bit patterns
+            return np.asarray(values, dtype=np.uint16).view(np.float16).reshape(dims)
+        return np.asarray(values, dtype=np_dtype).reshape(dims)
+    if n == 1 and count > 0:
+        # TF's own rule: a single value fills the whole (already size-checked) shape.
+        value = np.asarray(values, dtype=np.uint16).view(np.float16) if proto.dtype == types_pb2.DT_HALF else \
+            np.asarray(values, dtype=np_dtype)
+        return np.full(dims, value[0], dtype=np_dtype)
+    raise invalid_argument(
+        f"input '{name}' declares shape {shape_str(dims)} ({count} elements) but carries {n} values in {field_name}"
+    )
+
+
+def ndarray_to_tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
+    """Fast numeric TensorProto (tensor_content bytes), as TF Serving writes outputs; no tf.make_tensor_proto."""
+    array = np.ascontiguousarray(array)
+    enum = _NUMPY_TO_ENUM.get(array.dtype)
+    if enum is None:
+        raise unimplemented(f"output dtype {array.dtype} cannot be encoded by this server")
+    shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in array.shape])
+    return tensor_pb2.TensorProto(dtype=enum, tensor_shape=shape, tensor_content=array.tobytes())
+
+
+# --------------------------------------------------------------------------------------------------------
+# REST JSON (g3doc/api_rest.md)
+# --------------------------------------------------------------------------------------------------------
+
+ROW, COLUMNAR = "row", "columnar"
+
+
+def parse_json_body(body: bytes) -> dict[str, Any]:
+    if not body:
+        raise invalid_argument("JSON Parse error: The document is empty")
+    try:
+        # Python's json accepts NaN / Infinity / -Infinity, as TF Serving's REST API does.
+        doc = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise invalid_argument(f"JSON Parse error: {exc}") from None
+    if not isinstance(doc, dict):
+        raise invalid_argument(f"JSON Value: {_preview(doc)} Is not object")
+    return doc
+
+
+def signature_name_of(doc: dict[str, Any]) -> str:
+    name = doc.get("signature_name", "")
+    if not isinstance(name, str):
+        raise invalid_argument("'signature_name' key must be a string value")
+    return name
+
+
+def _preview(value: Any, limit: int = 120) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def json_value_to_ndarray(value: Any, spec: TensorSpec, sig_name: str, max_elements: int, what: str) -> np.ndarray:
+    """One (nested-list) JSON value -> numpy array of the signature dtype, with TF Serving's type rules.
+
+    numpy does the heavy lifting (fast for big bodies); its inferred dtype tells us whether the JSON was all
+    numbers: strings, null, objects, mixed nesting ("ragged") all end up non-numeric or raise.
+    """
+    target = spec.np_dtype
+    try:
+        arr = np.array(value)
+    except (ValueError, OverflowError) as exc:
+        raise invalid_argument(f"{what}: ragged or inconsistent nested lists ({exc}); every row must have the same shape") from None
+    if arr.size > max_elements:
+        raise invalid_argument(f"{what}: {arr.size} elements exceed the server's limit of {max_elements}")
+    kind = arr.dtype.kind
+    if target.kind == "b":
+        if kind != "b":
+            raise invalid_argument(f"{what}: JSON values must be true/false for {dtype_name(spec.dtype_enum)}")
+    elif kind == "b" or kind not in "iuf":
+        if kind == "O":
+            raise invalid_argument(f"{what}: ragged nested lists or non-numeric values (null/objects) "
+                                   f"where {dtype_name(spec.dtype_enum)} numbers are expected")
+        raise invalid_argument(f"{what}: JSON value {_preview(value)} is not of expected type: "
+                               f"{dtype_name(spec.dtype_enum)} (numbers only)")
+    elif target.kind in "iu" and kind == "f":
+        raise invalid_argument(f"{what}: decimal numbers where integers ({dtype_name(spec.dtype_enum)}) are expected")
+    if target.kind == "f" and kind == "f" and target.itemsize < arr.dtype.itemsize:
+        finite = np.isfinite(arr)
+        if np.any(np.abs(arr[finite]) > np.finfo(target).max):
+            raise invalid_argument(f"{what}: a value is out of range for {dtype_name(spec.dtype_enum)} "
+                                   "(cannot convert without loss of precision)")
+    if target.kind in "iu":
+        info = np.iinfo(target)
+        if arr.size and (arr.min() < info.min or arr.max() > info.max):
+            raise invalid_argument(f"{what}: a value is out of range for {dtype_name(spec.dtype_enum)}")
+    return arr.astype(target, copy=False)
+
+
+def parse_predict_inputs(doc: dict[str, Any], sig: SignatureSpec, max_elements: int) -> tuple[dict[str, np.ndarray], str]:
+    """The inputs of a REST predict body in row ("instances") or columnar ("inputs") format, and which format."""
+    has_instances, has_inputs = "instances" in doc, "inputs" in doc
+    if has_instances and has_inputs:
+        raise invalid_argument("Not formatted correctly: expecting only one of 'inputs' or 'instances' keys to exist")
+    if not has_instances and not has_inputs:
+        raise invalid_argument("Missing 'inputs' or 'instances' key")
+    names = list(sig.inputs)
+    if has_instances:
+        instances = doc["instances"]
+        if not isinstance(instances, list):
+            raise invalid_argument("Expecting 'instances' to be an list/array")
+        if not instances:
+            raise invalid_argument("No values in 'instances' array")
+        first_is_obj = isinstance(instances[0], dict) and set(instances[0]) != {"b64"}
+        if len(names) > 1 and not first_is_obj:
+            raise invalid_argument("instances is a plain list, but expecting list of objects as multiple input "
+                                   f"tensors required as per signature '{sig.name}': {', '.join(sorted(names))}")
+        if first_is_obj:
+            columns: dict[str, list[Any]] = {n: [] for n in names}
+            for i, item in enumerate(instances):
+                if not isinstance(item, dict):
+                    raise invalid_argument(f"Expecting object but got {type(item).__name__} at item {i} of 'instances'")
+                if set(item) != set(names):
+                    check_input_names(list(item), sig)  # raises with the extra/missing breakdown
+                for n in names:
+                    columns[n].append(item[n])
+            raw = columns
+        else:
+            if any(isinstance(item, dict) for item in instances):
+                raise invalid_argument("Expecting value/list but got object in 'instances' list")
+            raw = {names[0]: instances}
+        fmt = ROW
+    else:
+        value = doc["inputs"]
+        if isinstance(value, dict) and set(value) != {"b64"}:
+            check_input_names(list(value), sig)
+            raw = value
+        else:
+            if len(names) > 1:
+                raise invalid_argument("inputs is a plain value/list, but expecting an object as multiple input "
+                                       f"tensors required as per signature '{sig.name}': {', '.join(sorted(names))}")
+            raw = {names[0]: value}
+        fmt = COLUMNAR
+    arrays: dict[str, np.ndarray] = {}
+    for name, value in raw.items():
+        spec = sig.inputs[name]
+        arr = json_value_to_ndarray(value, spec, sig.name, max_elements, f"input '{name}'")
+        check_shape(name, arr.shape, spec, sig.name)
+        arrays[name] = arr
+    return arrays, fmt
+
+
+def _to_json_value(arr: np.ndarray) -> Any:
+    return arr.tolist()
+
+
+def format_predict_outputs(outputs: dict[str, np.ndarray], fmt: str) -> dict[str, Any]:
+    """TF Serving's response shapes: {"predictions": ...} for rows, {"outputs": ...} for columnar; a single
+    output drops its name, several become per-row objects (row) or a name -> tensor object (columnar)."""
+    if not outputs:
+        raise invalid_argument("Cannot convert empty tensor map to JSON")
+    names = sorted(outputs)
+    if fmt == COLUMNAR:
+        if len(names) == 1:
+            return {"outputs": _to_json_value(outputs[names[0]])}
+        return {"outputs": {n: _to_json_value(outputs[n]) for n in names}}
+    batch = None
+    for n in names:
+        arr = outputs[n]
+        if arr.ndim == 0:
+            raise invalid_argument(f"Tensor name: {n} has no shape information")
+        if batch is not None and arr.shape[0] != batch:
+            raise invalid_argument(f"Tensor name: {n} has inconsistent batch size: {arr.shape[0]} expecting: {batch}")
+        batch = arr.shape[0]
+    if len(names) == 1:
+        return {"predictions": _to_json_value(outputs[names[0]])}
+    lists = {n: _to_json_value(outputs[n]) for n in names}
+    return {"predictions": [{n: lists[n][i] for n in names} for i in range(batch or 0)]}
