@@ -222,7 +222,16 @@ def _serve_rest(core: NoopCore, ready: threading.Event, port_box: list[int], sto
     import gevent
     from gevent.pywsgi import WSGIServer
 
-    server = WSGIServer((core.cfg.host, core.cfg.rest_port), _rest_app(core), log=None, error_log=None)
+    from gevent import socket as gsocket
+
+    # TCP_NODELAY (inherited by accepted sockets on Linux): pywsgi writes headers and body in two
+    # sends; with Nagle on, the body waits for the client's delayed ACK -- a 40 ms stall per request.
+    listener = gsocket.socket(gsocket.AF_INET, gsocket.SOCK_STREAM)
+    listener.setsockopt(gsocket.SOL_SOCKET, gsocket.SO_REUSEADDR, 1)
+    listener.setsockopt(gsocket.IPPROTO_TCP, gsocket.TCP_NODELAY, 1)
+    listener.bind((core.cfg.host, core.cfg.rest_port))
+    listener.listen(1024)
+    server = WSGIServer(listener, _rest_app(core), log=None, error_log=None)
     server.start()
     port_box.append(server.server_port)
     ready.set()
@@ -231,14 +240,33 @@ def _serve_rest(core: NoopCore, ready: threading.Event, port_box: list[int], sto
     server.stop(timeout=1)
 
 
+def _rest_child(cfg: NoopConfig, q, stop) -> None:
+    import signal as _signal
+
+    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)  # the parent decides when we stop
+    core = NoopCore(cfg)
+    ready, port_box, tstop = threading.Event(), [], threading.Event()
+    t = threading.Thread(target=_serve_rest, args=(core, ready, port_box, tstop), daemon=True)
+    t.start()
+    ready.wait(30)
+    q.put(port_box[0])
+    stop.wait()
+    tstop.set()
+    t.join(timeout=5)
+
+
 class NoopServer:
     """Runs both endpoints in background threads of the calling process (handy in tests).
     For capacity measurements run it as its own process (`python -m benchmarks noop-server`) so the
     server does not share the load generator's GIL."""
 
-    def __init__(self, cfg: NoopConfig) -> None:
+    def __init__(self, cfg: NoopConfig, rest_process: bool = False) -> None:
         self.cfg = cfg
         self.core = NoopCore(cfg)
+        # Both servers in one process share a GIL: a busy gRPC loop then delays REST replies by the
+        # interpreter's 5 ms switch interval. The CLI therefore runs REST in a forked child process.
+        self.rest_process = rest_process
+        self._child = None
         self.grpc_port = 0
         self.rest_port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -257,9 +285,22 @@ class NoopServer:
             self._grpc_stop = asyncio.Event()
             self._loop.run_until_complete(_serve_grpc(self.core, g_ready, g_port, self._grpc_stop))
 
-        self._threads = [threading.Thread(target=grpc_thread, daemon=True, name="noop-grpc"),
-                         threading.Thread(target=_serve_rest, args=(self.core, r_ready, r_port, self._rest_stop),
-                                          daemon=True, name="noop-rest")]
+        if self.rest_process:
+            import multiprocessing as mp
+
+            ctx = mp.get_context("fork")  # before any gRPC object exists in this process: fork-safe
+            q = ctx.Queue()
+            self._child_stop = ctx.Event()
+            self._child = ctx.Process(target=_rest_child, args=(self.cfg, q, self._child_stop), daemon=True,
+                                      name="noop-rest")
+            self._child.start()
+            r_port.append(q.get(timeout=30))
+            r_ready.set()
+            self._threads = [threading.Thread(target=grpc_thread, daemon=True, name="noop-grpc")]
+        else:
+            self._threads = [threading.Thread(target=grpc_thread, daemon=True, name="noop-grpc"),
+                             threading.Thread(target=_serve_rest, args=(self.core, r_ready, r_port, self._rest_stop),
+                                              daemon=True, name="noop-rest")]
         for t in self._threads:
             t.start()
         if not (g_ready.wait(30) and r_ready.wait(30)):
@@ -271,6 +312,11 @@ class NoopServer:
         if self._loop and self._grpc_stop:
             self._loop.call_soon_threadsafe(self._grpc_stop.set)
         self._rest_stop.set()
+        if self._child is not None:
+            self._child_stop.set()
+            self._child.join(timeout=5)
+            if self._child.is_alive():
+                self._child.terminate()
         for t in self._threads:
             t.join(timeout=5)
 
@@ -292,7 +338,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s noop-server %(message)s")
-    srv = NoopServer(NoopConfig(args.grpc_port, args.rest_port, args.host, args.delay_ms, tuple(args.models))).start()
+    srv = NoopServer(NoopConfig(args.grpc_port, args.rest_port, args.host, args.delay_ms, tuple(args.models)),
+                     rest_process=True).start()
     msg = {"grpc_port": srv.grpc_port, "rest_port": srv.rest_port}
     if args.ready_file:
         from pathlib import Path

@@ -1,4 +1,4 @@
-"""Async transports for TF Serving's Predict: gRPC (grpc.aio) and REST (aiohttp).
+"""Async transports for TF Serving's Predict: gRPC (grpc.aio) and REST (asyncio streams + h11).
 
 Both send pre-built bytes (see payloads.py) and return (status, response bytes). Status is the gRPC
 status name ("OK", "UNAVAILABLE", ...) for gRPC and the HTTP code as a string ("200", "503", ...) or
@@ -57,48 +57,119 @@ class GrpcTransport:
             await ch.close()
 
 
+class _Conn:
+    __slots__ = ("reader", "writer", "h")
+
+    def __init__(self, reader, writer, h) -> None:
+        self.reader, self.writer, self.h = reader, writer, h
+
+
 class RestTransport:
+    """HTTP/1.1 keep-alive client on asyncio streams, with h11 (already a pinned dependency) doing the
+    protocol work. A pool of at most `connections` sockets; one request per socket at a time, like
+    a browser or wrk connection."""
+
     name = "rest"
 
     def __init__(self, target: str, path: str, *, connections: int = 64, timeout_s: float = 30.0) -> None:
-        import aiohttp
+        import h11
 
-        self._aiohttp = aiohttp
+        self._h11 = h11
         self.target = target
-        self.url = f"http://{target}{path}"
+        self.host, _, port = target.rpartition(":")
+        self.port = int(port)
+        self.path = path
         self.timeout_s = timeout_s
-        self._connections = connections
-        self._session: "aiohttp.ClientSession | None" = None
-
-    def _sess(self):
-        if self._session is None:
-            aiohttp = self._aiohttp
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._connections, force_close=False),
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-                headers={"Content-Type": "application/json"}, skip_auto_headers=("User-Agent",))
-        return self._session
+        self._limit = max(1, connections)
+        self._idle: list[_Conn] = []
+        self._open = 0
+        self._waiters: "asyncio.Queue[_Conn | None] | None" = None
 
     def with_path(self, path: str) -> "RestTransport":
-        self.url = f"http://{self.target}{path}"
+        self.path = path
         return self
 
+    async def _acquire(self) -> _Conn:
+        if self._idle:
+            return self._idle.pop()
+        if self._open < self._limit:
+            self._open += 1
+            try:
+                reader, writer = await asyncio.open_connection(self.host, self.port)
+            except BaseException:
+                self._open -= 1
+                raise
+            return _Conn(reader, writer, self._h11.Connection(self._h11.CLIENT))
+        if self._waiters is None:
+            self._waiters = asyncio.Queue()
+        conn = await self._waiters.get()
+        if conn is None:  # a connection died: open a fresh one
+            return await self._acquire()
+        return conn
+
+    def _release(self, conn: _Conn | None) -> None:
+        if conn is None:
+            self._open -= 1
+        if self._waiters is not None and self._waiters._getters:  # type: ignore[attr-defined]
+            self._waiters.put_nowait(conn)
+        elif conn is not None:
+            self._idle.append(conn)
+
+    async def _roundtrip(self, conn: _Conn, payload: bytes) -> tuple[int, bytes]:
+        h11 = self._h11
+        h = conn.h
+        data = h.send(h11.Request(method="POST", target=self.path, headers=[
+            ("Host", self.target), ("Content-Type", "application/json"), ("Content-Length", str(len(payload)))]))
+        data += h.send(h11.Data(data=payload)) + h.send(h11.EndOfMessage())
+        conn.writer.write(data)
+        status, chunks = 0, []
+        while True:
+            ev = h.next_event()
+            if ev is h11.NEED_DATA:
+                h.receive_data(await conn.reader.read(65536))
+                continue
+            if isinstance(ev, h11.Response):
+                status = ev.status_code
+            elif isinstance(ev, h11.Data):
+                chunks.append(bytes(ev.data))
+            elif isinstance(ev, h11.EndOfMessage):
+                break
+            elif isinstance(ev, h11.ConnectionClosed):
+                raise ConnectionResetError("server closed the connection mid-response")
+        return status, b"".join(chunks)
+
     async def send(self, payload: bytes) -> tuple[str, bytes | None]:
+        h11 = self._h11
         try:
-            async with self._sess().post(self.url, data=payload) as resp:
-                body = await resp.read()
-                return str(resp.status), (body if resp.status == 200 else None)
-        except asyncio.TimeoutError:
-            return "timeout", None
-        except self._aiohttp.ClientConnectionError:
+            conn = await self._acquire()
+        except OSError:
             return "connection_error", None
-        except self._aiohttp.ClientError as e:
-            return type(e).__name__, None
+        try:
+            status, body = await asyncio.wait_for(self._roundtrip(conn, payload), self.timeout_s)
+        except asyncio.TimeoutError:
+            self._drop(conn)
+            return "timeout", None
+        except (OSError, h11.ProtocolError):
+            self._drop(conn)
+            return "connection_error", None
+        except BaseException:
+            self._drop(conn)
+            raise
+        if conn.h.our_state is h11.DONE and conn.h.their_state is h11.DONE:
+            conn.h.start_next_cycle()
+            self._release(conn)
+        else:  # server asked to close (Connection: close) or HTTP/1.0
+            self._drop(conn)
+        return str(status), (body if status == 200 else None)
+
+    def _drop(self, conn: _Conn) -> None:
+        conn.writer.close()
+        self._release(None)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for c in self._idle:
+            c.writer.close()
+        self._idle.clear()
 
 
 def ok(status: str) -> bool:

@@ -1,0 +1,85 @@
+"""Server-side figures from a Prometheus text endpoint (TF Serving: /monitoring/prometheus/metrics).
+
+We scrape before and after a measured point and report the difference, so numbers belong to that
+point only: request count by status, mean server-side request latency (TF Serving records µs), and
+mean batch size where the batching session exposes it. Parsing uses prometheus_client's parser.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+REQUEST_COUNT = ":tensorflow:serving:request_count"
+REQUEST_LATENCY = ":tensorflow:serving:request_latency"
+RUNTIME_LATENCY = ":tensorflow:serving:runtime_latency"
+BATCH_SIZE_NAMES = (":tensorflow:serving:batching_session:processed_batch_size",
+                    ":tensorflow:serving:batching_session:input_batch_size")
+
+
+@dataclass
+class Snapshot:
+    # (metric sample name, sorted label items) -> value
+    samples: dict[tuple[str, tuple], float] = field(default_factory=dict)
+
+    def total(self, name: str, **match: str) -> float:
+        tot = 0.0
+        for (n, labels), v in self.samples.items():
+            if n == name and all(dict(labels).get(k) == val for k, val in match.items()):
+                tot += v
+        return tot
+
+    def by_label(self, name: str, label: str, **match: str) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for (n, labels), v in self.samples.items():
+            d = dict(labels)
+            if n == name and all(d.get(k) == val for k, val in match.items()):
+                out[d.get(label, "")] = out.get(d.get(label, ""), 0.0) + v
+        return out
+
+
+def parse(text: str) -> Snapshot:
+    snap = Snapshot()
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            snap.samples[(s.name, tuple(sorted(s.labels.items())))] = float(s.value)
+    return snap
+
+
+def scrape(url: str, timeout_s: float = 5.0) -> Snapshot | None:
+    """None when the endpoint is absent or unreachable: server metrics are optional extras."""
+    if not url:
+        return None
+    try:
+        r = requests.get(url, timeout=timeout_s)
+        if r.status_code != 200:
+            return None
+        return parse(r.text)
+    except requests.RequestException:
+        return None
+
+
+def delta(before: Snapshot | None, after: Snapshot | None, model: str = "") -> dict:
+    """Server-side summary of what happened between two scrapes (empty dict when unavailable)."""
+    if before is None or after is None:
+        return {}
+    m = {"model_name": model} if model else {}
+    out: dict = {}
+    counts = {k: v - before.by_label(REQUEST_COUNT, "status", **m).get(k, 0.0)
+              for k, v in after.by_label(REQUEST_COUNT, "status", **m).items()}
+    if counts:
+        out["request_count_by_status"] = {k: int(v) for k, v in counts.items() if v}
+    for name, key in ((REQUEST_LATENCY, "request_latency"), (RUNTIME_LATENCY, "runtime_latency")):
+        n = after.total(name + "_count", **m) - before.total(name + "_count", **m)
+        s = after.total(name + "_sum", **m) - before.total(name + "_sum", **m)
+        if n > 0:
+            out[f"{key}_mean_ms"] = s / n / 1000.0  # TF Serving records microseconds
+            out[f"{key}_count"] = int(n)
+    for name in BATCH_SIZE_NAMES:
+        n = after.total(name + "_count", **m) - before.total(name + "_count", **m)
+        s = after.total(name + "_sum", **m) - before.total(name + "_sum", **m)
+        if n > 0:
+            out[name.rsplit(":", 1)[1] + "_mean"] = s / n
+            out[name.rsplit(":", 1)[1] + "_batches"] = int(n)
+    return out

@@ -1,0 +1,132 @@
+"""Small synchronous helpers to talk to a TF Serving-API server with the official protos.
+
+Used between and after faults: "is version N AVAILABLE / refused with what message", "does a valid request
+still get a correct answer", "what does the server's own request counter say". No TensorFlow import
+(benchmarks.protos loads only the generated modules).
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import requests
+
+from benchmarks import protos
+from benchmarks.payloads import build_predict_request, make_inputs
+
+MODEL = "residual_regressor"
+N_FEATURES = 10
+
+
+@dataclass
+class VersionState:
+    version: int
+    state: str  # START | LOADING | AVAILABLE | UNLOADING | END
+    error_code: int
+    error_message: str
+
+
+def channel(target: str):
+    import grpc
+
+    from benchmarks.reliability.load import CHANNEL_OPTIONS
+
+    return grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+
+
+def model_status(target: str, model: str = MODEL, version: int | None = None, timeout: float = 5.0) -> list[VersionState]:
+    p = protos.load()
+    req = p["get_model_status_pb2"].GetModelStatusRequest()
+    req.model_spec.name = model
+    if version is not None:
+        req.model_spec.version.value = version
+    with channel(target) as ch:
+        stub = p["model_service_pb2_grpc"].ModelServiceStub(ch)
+        resp = stub.GetModelStatus(req, timeout=timeout)
+    state_name = p["get_model_status_pb2"].ModelVersionStatus.State.Name
+    return [VersionState(int(s.version), state_name(s.state), int(s.status.error_code), s.status.error_message)
+            for s in resp.model_version_status]
+
+
+def available_versions(target: str, model: str = MODEL) -> list[int]:
+    try:
+        return sorted(s.version for s in model_status(target, model) if s.state == "AVAILABLE")
+    except Exception:
+        return []
+
+
+def wait_for(predicate, timeout_s: float, interval_s: float = 0.1, what: str = "condition"):
+    """Poll predicate() until truthy; return its value, or raise TimeoutError naming `what`."""
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+        except Exception as exc:  # a server that is restarting answers with errors for a while
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval_s)
+    raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what} (last: {last!r})")
+
+
+def predict_payload(model: str = MODEL, batch: int = 1, version: int | None = None, seed: int = 0) -> bytes:
+    return build_predict_request(model, make_inputs(batch, N_FEATURES, seed), version=version).SerializeToString()
+
+
+def predict(target: str, model: str = MODEL, batch: int = 1, version: int | None = None,
+            timeout: float = 10.0, seed: int = 0) -> tuple[int, np.ndarray]:
+    """One valid Predict; returns (version that answered, predictions [batch, 1]). Raises grpc.RpcError."""
+    p = protos.load()
+    req = build_predict_request(model, make_inputs(batch, N_FEATURES, seed), version=version)
+    with channel(target) as ch:
+        stub = p["prediction_service_pb2_grpc"].PredictionServiceStub(ch)
+        resp = stub.Predict(req, timeout=timeout)
+    out = resp.outputs["predictions"]
+    dims = [d.size for d in out.tensor_shape.dim]
+    values = np.frombuffer(out.tensor_content, dtype="<f4") if out.tensor_content else np.asarray(out.float_val, "f4")
+    return int(resp.model_spec.version.value), values.reshape(dims)
+
+
+def check_valid_request(grpc_target: str, rest_target: str | None = None, batch: int = 3) -> str | None:
+    """After hostile input: does a valid request still get a correct answer over gRPC (and REST)?
+
+    Correct = one finite prediction per row, and REST agreeing with gRPC on the same rows. Returns a problem
+    description, or None when all is well.
+    """
+    try:
+        _, preds = predict(grpc_target, batch=batch)
+    except Exception as exc:
+        return f"valid gRPC Predict failed: {exc!r}"
+    if preds.shape != (batch, 1) or not np.all(np.isfinite(preds)):
+        return f"valid gRPC Predict answered shape {preds.shape} / non-finite values"
+    if rest_target:
+        x = make_inputs(batch, N_FEATURES, 0)
+        try:
+            r = requests.post(f"http://{rest_target}/v1/models/{MODEL}:predict", json={"instances": x.tolist()},
+                              timeout=10)
+        except requests.RequestException as exc:
+            return f"valid REST predict failed: {exc!r}"
+        if r.status_code != 200:
+            return f"valid REST predict answered HTTP {r.status_code}: {r.text[:200]}"
+        rest = np.asarray(r.json()["predictions"], dtype=np.float32)
+        if rest.shape != (batch, 1) or not np.allclose(rest, preds, rtol=1e-5, atol=1e-5):
+            return f"REST predictions {rest.ravel()[:3]} disagree with gRPC {preds.ravel()[:3]}"
+    return None
+
+
+_COUNT_RE = re.compile(r'^:tensorflow:serving:request_count\{([^}]*)\}\s+([0-9.eE+-]+)$', re.M)
+
+
+def request_counts(rest_target: str, model: str = MODEL) -> dict[str, float]:
+    """Server-side `:tensorflow:serving:request_count` by status for one model (Prometheus endpoint)."""
+    text = requests.get(f"http://{rest_target}/monitoring/prometheus/metrics", timeout=5).text
+    out: dict[str, float] = {}
+    for labels, value in _COUNT_RE.findall(text):
+        d = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        if d.get("model_name") == model:
+            out[d.get("status", "")] = out.get(d.get("status", ""), 0.0) + float(value)
+    return out
