@@ -30,11 +30,22 @@ def run_capacity(w: ResultWriter, *, concurrencies=(16, 64, 256), transports=("g
     p = build_payload("noop_model", 1, 10)
     with ManagedServer("noop", log_path=w.run_dir / "noop-server.log") as srv:
         sproc = psutil.Process(srv.proc.pid)
+
+        def server_cpu_s() -> float:
+            # the no-op REST endpoint runs in a forked child: count the whole process tree
+            total = 0.0
+            for pr in [sproc, *sproc.children(recursive=True)]:
+                try:
+                    t = pr.cpu_times()
+                    total += t.user + t.system
+                except psutil.NoSuchProcess:
+                    pass
+            return total
         bar = tqdm(total=len(transports) * len(concurrencies), desc="capacity", disable=not progress)
         for kind in transports:
             for conc in concurrencies:
                 target = srv.grpc_target if kind == "grpc" else srv.rest_target
-                c0 = sum(sproc.cpu_times()[:2])
+                c0 = server_cpu_s()
 
                 async def point():
                     t = make_transport(kind, target, p.rest_path, concurrency=conc, grpc_channels=grpc_channels)
@@ -45,7 +56,8 @@ def run_capacity(w: ResultWriter, *, concurrencies=(16, 64, 256), transports=("g
                         await t.close()
 
                 r = asyncio.run(point())
-                server_cpu = 100.0 * (sum(sproc.cpu_times()[:2]) - c0) / max(r.duration_s * r.windows / 3, 1e-9)
+                # approximate: server CPU over the whole point (warm-up + all windows) / that wall time
+                server_cpu = 100.0 * (server_cpu_s() - c0) / max(r.wall_s, 1e-9)
                 row = ResultRow.from_histogram(r.hist, duration_s=r.duration_s, errors=r.n_errors,
                                                errors_by_code=r.errors, kind=kind, model="noop_model", mode="noop",
                                                batch_size=1, scenario="capacity", concurrency=conc, stable=r.stable,

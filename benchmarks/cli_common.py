@@ -6,8 +6,6 @@ import logging
 import sys
 from pathlib import Path
 
-from .plots import write_plots
-from .report import write_report
 from .results import ResultWriter, capture_environment, new_run_id
 
 DEFAULT_RESULTS = Path("artifacts/results")
@@ -35,8 +33,12 @@ def open_run(args: argparse.Namespace, prefix: str, *, server_kind: str = "", se
 
 def finish_run(w: ResultWriter, *, plots: bool = True) -> Path:
     """Plots and report.md beside results.json; returns the report path."""
-    made = write_plots(w.rows, w.run_dir) if plots else []
     from dataclasses import asdict
+
+    from .plots import write_plots  # matplotlib costs seconds to import: only when plotting
+    from .report import write_report
+
+    made = write_plots(w.rows, w.run_dir) if plots else []
 
     path = write_report(w.run_dir, w.run_id, asdict(w.environment), w.rows, made)
     print(f">> report: {path}" + (f"  plots: {', '.join(p.name for p in made)}" if made else ""), flush=True)

@@ -103,7 +103,7 @@ class ClosedResult:
     client_cpu_pct: float
     system_cpu_pct: float
     window_throughputs: list[float] = field(default_factory=list)
-    first_error: str = ""
+    wall_s: float = 0.0  # whole point including warm-up
 
     @property
     def n_errors(self) -> int:
@@ -132,6 +132,7 @@ async def run_closed_loop(transport: Transport, payloads: list[bytes], concurren
     """
     rec = Recorder()
     stop = False
+    t_begin = time.perf_counter()
 
     async def worker(i: int) -> None:
         k = i
@@ -177,4 +178,5 @@ async def run_closed_loop(transport: Transport, payloads: list[bytes], concurren
         merged.merge(w.hist)
         errors.update(w.errors)
     return ClosedResult(concurrency, merged, dict(errors), sum(w.duration_s for w in use), len(windows), stable,
-                        dev, client_cpu, sys_cpu, [round(w.throughput, 1) for w in windows])
+                        dev, client_cpu, sys_cpu, [round(w.throughput, 1) for w in windows],
+                        time.perf_counter() - t_begin)

@@ -25,16 +25,18 @@ class Snapshot:
 
     def total(self, name: str, **match: str) -> float:
         tot = 0.0
+        names = (name, name + "_total")  # counters may be exposed with or without the _total suffix
         for (n, labels), v in self.samples.items():
-            if n == name and all(dict(labels).get(k) == val for k, val in match.items()):
+            if n in names and all(dict(labels).get(k) == val for k, val in match.items()):
                 tot += v
         return tot
 
     def by_label(self, name: str, label: str, **match: str) -> dict[str, float]:
         out: dict[str, float] = {}
+        names = (name, name + "_total")
         for (n, labels), v in self.samples.items():
             d = dict(labels)
-            if n == name and all(d.get(k) == val for k, val in match.items()):
+            if n in names and all(d.get(k) == val for k, val in match.items()):
                 out[d.get(label, "")] = out.get(d.get(label, ""), 0.0) + v
         return out
 

@@ -57,6 +57,18 @@ def available_versions(target: str, model: str = MODEL) -> list[int]:
         return []
 
 
+def wait_settled(target: str, model: str = MODEL, timeout_s: float = 120.0) -> list[int]:
+    """Wait until no version of `model` is LOADING/UNLOADING (a "ready" server may still be loading older
+    versions the policy wants); return the AVAILABLE versions."""
+    def settled():
+        states = model_status(target, model)
+        busy = [s for s in states if s.state in ("START", "LOADING", "UNLOADING")]
+        return None if busy or not any(s.state == "AVAILABLE" for s in states) else states
+
+    wait_for(settled, timeout_s, interval_s=0.1, what=f"{model} versions to finish loading")
+    return available_versions(target, model)
+
+
 def wait_for(predicate, timeout_s: float, interval_s: float = 0.1, what: str = "condition"):
     """Poll predicate() until truthy; return its value, or raise TimeoutError naming `what`."""
     deadline = time.monotonic() + timeout_s
