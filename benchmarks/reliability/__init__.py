@@ -11,3 +11,10 @@ One module per job:
   report     the result dataclasses, the printed table, JSON + Markdown files
   cli        `python -m benchmarks reliability`
 """
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point used by `python -m benchmarks reliability ...` (benchmarks/__main__.py delegates here)."""
+    from benchmarks.reliability.cli import main as _main
+
+    return _main(argv)
