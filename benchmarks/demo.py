@@ -67,8 +67,8 @@ def main(args: argparse.Namespace) -> int:
                 run_served(ServedConfig(kind=kind, target=target, models=[(first.name, first.n_features)],
                                         batch_sizes=(1, 32), concurrencies=(1, 4, 16), window_s=1.0, max_windows=5,
                                         server_label=srv.label, metrics_url=srv.metrics_url,
-                                        loadgen_scenarios=("server",), loadgen_qps=(50.0,),
-                                        loadgen_min_duration_ms=2000, loadgen_dir=w.run_dir / "loadgen",
+                                        loadgen_scenarios=("server",), loadgen_qps=(100.0,),
+                                        loadgen_min_duration_ms=5000, loadgen_dir=w.run_dir / "loadgen",
                                         progress=not args.no_progress), w)
             if not args.skip_locust:
                 run_locust(LocustConfig(srv.grpc_target, srv.rest_target, model=first.name,

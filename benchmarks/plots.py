@@ -9,11 +9,25 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from .results import ResultRow  # noqa: E402
 
 MODE_STYLE = {"eager": ("tab:red", "o"), "predict_on_batch": ("tab:orange", "v"), "graph": ("tab:blue", "s"),
               "xla": ("tab:green", "^"), "savedmodel": ("tab:purple", "D")}
+
+
+_PLAIN = FuncFormatter(lambda v, _pos: f"{v:g}")
+
+
+def _plain_axes(ax, x: bool = False) -> None:
+    """Log axes with plain numbers (2, 5, 10, 20 ms) instead of 2x10^1."""
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(_PLAIN)
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    if x:
+        ax.xaxis.set_major_formatter(_PLAIN)
+        ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _ok(v) -> bool:
@@ -25,7 +39,8 @@ def plot_inprocess(rows: list[ResultRow], out: Path) -> Path | None:
     if not steady:
         return None
     models = sorted({r.model for r in steady})
-    fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 4.4), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(models), figsize=(max(7.5, 5.2 * len(models)), 4.8), squeeze=False,
+                             sharey=True)
     for ax, model in zip(axes[0], models):
         for mode in MODE_STYLE:
             pts = sorted((r.batch_size, r.p50_ms, r.p99_ms) for r in steady if r.model == model and r.mode == mode)
@@ -37,12 +52,13 @@ def plot_inprocess(rows: list[ResultRow], out: Path) -> Path | None:
             ax.fill_between(b, [p[1] for p in pts], [p[2] for p in pts], color=color, alpha=0.12)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
+        _plain_axes(ax, x=True)
         ax.set_title(model)
         ax.set_xlabel("batch size (rows per call)")
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel("latency per call, ms (line p50, band to p99)")
     axes[0][-1].legend(fontsize=8, loc="upper left")
-    fig.suptitle("In-process latency: Keras eager vs tf.function graph vs XLA vs SavedModel")
+    fig.suptitle("In-process latency per call by batch size\n(Keras eager vs tf.function graph vs XLA vs SavedModel)")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -73,6 +89,7 @@ def plot_latency_throughput(rows: list[ResultRow], out: Path) -> Path | None:
         ax.set_xlabel("throughput, requests/s")
         ax.set_ylabel(f"{name} latency, ms")
         ax.set_yscale("log")
+        _plain_axes(ax)
         ax.grid(True, which="both", alpha=0.3)
         ax.set_title(f"{name} latency vs throughput (closed loop; × = unstable point)")
     axes[1].legend(fontsize=7, loc="best")
@@ -93,9 +110,12 @@ def plot_spectrum(rows: list[ResultRow], out: Path, max_lines: int = 10) -> Path
     if len(cand) > max_lines:
         step = len(cand) / max_lines
         cand = [cand[int(i * step)] for i in range(max_lines)]
-    fig, ax = plt.subplots(figsize=(9, 5))
+    fig, ax = plt.subplots(figsize=(10, 6.5))
     for r in cand:
         pct, vals = r.histogram_obj().spectrum()
+        # beyond 1 - 1/n the "percentile" is just the max repeated: stop the line there
+        keep = (1 - pct / 100.0) >= 1.0 / r.n
+        pct, vals = pct[keep], vals[keep]
         x = -np_log10(1 - pct / 100.0)
         load = f"c={r.concurrency}" if r.concurrency is not None else f"{r.target_rate or 0:g}/s"
         ax.plot(x, vals, label=f"{r.kind} {r.server or r.mode} {r.model} b={r.batch_size} {r.scenario} {load}")
@@ -103,11 +123,12 @@ def plot_spectrum(rows: list[ResultRow], out: Path, max_lines: int = 10) -> Path
     ax.set_xticks(ticks)
     ax.set_xticklabels(["50%", "90%", "99%", "99.9%", "99.99%", "99.999%"])
     ax.set_yscale("log")
+    _plain_axes(ax)
     ax.set_xlabel("percentile")
     ax.set_ylabel("latency, ms")
     ax.grid(True, which="both", alpha=0.3)
-    ax.set_title("Latency percentile spectrum (HdrHistogram)")
-    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title("Latency percentile spectrum (HdrHistogram; each line ends at its 1 - 1/n percentile)")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)

@@ -113,8 +113,12 @@ def render(run_id: str, environment: dict, rows: list[ResultRow], plots: list[Pa
             parts += [f"## {title}", "", body, ""]
     warns = [(r, w) for r in rows for w in r.warnings]
     if warns:
-        parts += ["## Warnings", ""] + [f"- {r.kind} {r.model} {r.mode} b={r.batch_size} "
-                                        f"c={r.concurrency if r.concurrency is not None else r.target_rate}: {w}"
+        def load(r: ResultRow) -> str:
+            if r.concurrency is not None:
+                return f"c={r.concurrency}"
+            return f"{r.scenario} {r.target_rate:g}/s" if r.target_rate else r.scenario
+
+        parts += ["## Warnings", ""] + [f"- {r.kind} {r.model} {r.mode} b={r.batch_size} {load(r)}: {w}"
                                         for r, w in warns] + [""]
     if plots:
         parts += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
