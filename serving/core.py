@@ -87,7 +87,8 @@ class ServingCore:
     def _run_direct(self, sv: ServableVersion, sig: SignatureSpec, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         started = time.perf_counter()
         out = sv.runner.run(sig.name, inputs)
-        self.metrics.runtime_latency.labels(sv.model, "predict", self.mode).observe((time.perf_counter() - started) * 1e6)
+        self.metrics.child(self.metrics.runtime_latency, sv.model, "predict", self.mode).observe(
+            (time.perf_counter() - started) * 1e6)
         return out
 
     def _queue_for(self, sv: ServableVersion, sig: SignatureSpec, inputs: dict[str, np.ndarray]) -> BatchQueue:
@@ -114,7 +115,7 @@ class ServingCore:
         return self._run_direct(sv, sig, inputs)
 
     def observed(self, model_name: str, entrypoint: str, api: str = "predict") -> "_Observation":
-        known = self.manager is not None and model_name in self.manager.model_names()
+        known = self.manager is not None and self.manager.has_model(model_name)
         return _Observation(self.metrics, model_name if known else UNKNOWN_MODEL_LABEL, api, entrypoint)
 
 
@@ -137,7 +138,7 @@ class _Observation:
         status = "OK" if exc is None else (exc.code.name if isinstance(exc, ServingError) else "INTERNAL")
         self.metrics.count_request(self.model, status)
         if exc is None:
-            self.metrics.request_latency.labels(self.model, self.api, self.entrypoint).observe(
+            self.metrics.child(self.metrics.request_latency, self.model, self.api, self.entrypoint).observe(
                 (time.perf_counter() - self.started) * 1e6)
 
 

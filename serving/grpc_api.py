@@ -24,7 +24,7 @@ from tensorflow_serving.apis import (
 from serving.core import ServingCore, deadline_from_timeout
 from serving.errors import ServingError, failed_precondition, invalid_argument, unimplemented
 from serving.model_manager import ModelManager, sources_from_config
-from serving.tensors import ndarray_to_tensor_proto
+from serving.tensors import fill_tensor_proto
 
 log = logging.getLogger("serving.grpc")
 
@@ -68,7 +68,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                     response.model_spec.signature_name = sig.name
                     for key, value in outputs.items():
                         if not wanted or key in wanted:
-                            response.outputs[key].CopyFrom(ndarray_to_tensor_proto(value))
+                            fill_tensor_proto(response.outputs[key], value)
                     return response
         except Exception as exc:
             _abort(context, exc)

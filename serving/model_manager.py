@@ -191,6 +191,9 @@ class ModelManager:
             except Exception:  # the poller must survive anything the filesystem throws at it
                 log.exception("model poll failed")
 
+    def has_model(self, name: str) -> bool:
+        return name in self._models  # dict membership is atomic; no lock needed on the request path
+
     def model_names(self) -> list[str]:
         with self._lock:
             return sorted(self._models)

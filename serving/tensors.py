@@ -182,14 +182,23 @@ def tensor_proto_to_ndarray(proto: tensor_pb2.TensorProto, spec: TensorSpec, sig
     )
 
 
-def ndarray_to_tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
-    """Fast numeric TensorProto (tensor_content bytes), as TF Serving writes outputs; no tf.make_tensor_proto."""
+def fill_tensor_proto(proto: tensor_pb2.TensorProto, array: np.ndarray) -> tensor_pb2.TensorProto:
+    """Write `array` into `proto` as TF Serving writes outputs (tensor_content bytes); no tf.make_tensor_proto,
+    and in place, so a response field is filled without building and copying a temporary message."""
     array = np.ascontiguousarray(array)
     enum = _NUMPY_TO_ENUM.get(array.dtype)
     if enum is None:
         raise unimplemented(f"output dtype {array.dtype} cannot be encoded by this server")
-    shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in array.shape])
-    return tensor_pb2.TensorProto(dtype=enum, tensor_shape=shape, tensor_content=array.tobytes())
+    proto.dtype = enum
+    dims = proto.tensor_shape.dim
+    for d in array.shape:
+        dims.add(size=d)
+    proto.tensor_content = array.tobytes()
+    return proto
+
+
+def ndarray_to_tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
+    return fill_tensor_proto(tensor_pb2.TensorProto(), array)
 
 
 # --------------------------------------------------------------------------------------------------------
