@@ -66,7 +66,12 @@ def run_capacity(w: ResultWriter, *, concurrencies=(16, 64, 256), transports=("g
                                                server="noop", target=target)
                 row.achieved_rate = row.throughput_rps
                 row.warnings = r.warnings()
+                # CPU the client spends per request -> what it could drive with one full core to itself
+                # (on this shared 2-core box the server takes the other core, so this is a ceiling).
+                us_per_req = (r.client_cpu_pct / 100.0) * 1e6 / row.throughput_rps if row.throughput_rps else None
                 row.extra = {"server_cpu_percent_approx": round(server_cpu, 1),
+                             "client_cpu_us_per_request": round(us_per_req, 1) if us_per_req else None,
+                             "projected_client_ceiling_rps": round(1e6 / us_per_req) if us_per_req else None,
                              "system_cpu_percent": round(r.system_cpu_pct, 1), "goal_rps": GOAL_RPS,
                              "window_throughputs": r.window_throughputs, "grpc_channels": grpc_channels}
                 rows.append(w.append(row))
@@ -79,5 +84,7 @@ def run_capacity(w: ResultWriter, *, concurrencies=(16, 64, 256), transports=("g
                        f"BELOW the {GOAL_RPS:,} req/s goal")
             print(f">> capacity {kind}: {best.throughput_rps:,.0f} req/s at concurrency {best.concurrency} "
                   f"(client CPU {best.client_cpu_percent:.0f}% of a core, server ~{best.extra['server_cpu_percent_approx']:.0f}%, "
-                  f"machine {best.extra['system_cpu_percent']:.0f}%) -> {verdict}", flush=True)
+                  f"machine {best.extra['system_cpu_percent']:.0f}%) -> {verdict}; client cost "
+                  f"{best.extra['client_cpu_us_per_request']} µs CPU/request = ceiling ~"
+                  f"{best.extra['projected_client_ceiling_rps']:,} req/s on one free core", flush=True)
     return rows

@@ -74,7 +74,8 @@ def run_wrk(wrk: str, target: str, path: str, body: bytes, conc: int, duration_s
     return {k: float(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
 
 
-def explain_gap(ours: ResultRow, wrk_p50: float) -> list[str]:
+def explain_gap(ours: ResultRow, wrk_row: ResultRow) -> list[str]:
+    wrk_p50 = wrk_row.p50_ms
     gap = (ours.p50_ms / wrk_p50 - 1) * 100 if wrk_p50 > 0 else float("nan")
     lines = [f"our p50 is {gap:+.1f}% vs wrk"]
     if abs(gap) <= GAP_PCT:
@@ -82,7 +83,7 @@ def explain_gap(ours: ResultRow, wrk_p50: float) -> list[str]:
         return lines
     per_req_us = (ours.client_cpu_percent or 0) / 100 * 1e6 / ours.throughput_rps if ours.throughput_rps else float("nan")
     lines += [f"gap above {GAP_PCT:g}%. Why it can differ:",
-              f"- client cost: our Python/aiohttp client spends ~{per_req_us:.0f} µs of CPU per request "
+              f"- client cost: our Python client (asyncio + h11) spends ~{per_req_us:.0f} µs of CPU per request "
               f"({ours.client_cpu_percent:.0f}% of a core); wrk's C event loop spends a few µs. On a loaded "
               "2-core machine that CPU is taken from the server, and queueing inside our event loop is "
               "counted in our latency.",
@@ -92,6 +93,16 @@ def explain_gap(ours: ResultRow, wrk_p50: float) -> list[str]:
               "sends, so event-loop scheduling delay is included in ours."]
     if ours.client_saturated:
         lines.append("- our client was near CPU saturation: its latency includes its own queueing.")
+    if wrk_row.throughput_rps > 1.15 * ours.throughput_rps:
+        lines.append(f"- here wrk pushed {wrk_row.throughput_rps:.0f} req/s vs our {ours.throughput_rps:.0f}: with the "
+                     "same connections, the slower client is the bottleneck (ours), so its p50 is the less "
+                     "trustworthy one at this concurrency.")
+    for name, row in (("wrk", wrk_row), ("ours", ours)):
+        if row.p50_ms > 0 and row.p90_ms / row.p50_ms > 8 and row.p90_ms > 30:
+            lines.append(f"- {name} shows a bimodal distribution (p90 {row.p90_ms:.0f} ms vs p50 {row.p50_ms:.1f} ms): "
+                         "a ~40 ms mode is the Nagle + delayed-ACK stall of a request or response written in "
+                         "two TCP segments; which requests hit it depends on how each client writes, so it "
+                         "shifts percentiles between clients.")
     return lines
 
 
@@ -144,7 +155,7 @@ def main(args: argparse.Namespace) -> int:
                              duration_s=dur, server=label, target=target,
                              extra={"wrk": wrk, "script": str(w.run_dir / "wrk" / "post.lua"),
                                     "note": "wrk keeps no raw histogram we can store; percentiles from its done()"})
-            ours_row.extra["explanation"] = explain_gap(ours_row, wrow.p50_ms)
+            ours_row.extra["explanation"] = explain_gap(ours_row, wrow)
             w.append(wrow)
             w.flush()
             print(f"\n{'client':<8}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'req/s':>10}{'errors':>8}")

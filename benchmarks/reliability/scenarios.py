@@ -240,6 +240,7 @@ def kill_and_restart_under_load(grpc_target: str, kill: Callable[[], None], star
     writer = ResultWriter(run_dir, capture_environment(server_kind="embedded", server_mode="graph",
                                                        settings={"scenario": "kill_restart"}))
     phase = {"name": "before_kill"}
+    window_start_phase = {"name": "before_kill"}  # a window is labelled by the phase it started in
     first_ok_after: dict[str, float] = {}
 
     def on_window(w: Window) -> None:
@@ -247,9 +248,11 @@ def kill_and_restart_under_load(grpc_target: str, kill: Callable[[], None], star
             w.hist, duration_s=w.t1 - w.t0, errors=sum(w.errors.values()), errors_by_code=w.errors,
             kind="grpc", model=model, mode="graph", batch_size=1, scenario="kill_restart",
             concurrency=concurrency, server=server_label, target=grpc_target,
-            extra={"window": w.index, "t0_s": round(w.t0, 3), "t1_s": round(w.t1, 3), "phase": phase["name"],
+            extra={"window": w.index, "t0_s": round(w.t0, 3), "t1_s": round(w.t1, 3),
+                   "phase": window_start_phase["name"], "phase_at_end": phase["name"],
                    "versions": {str(k): v for k, v in w.versions.items()}})
         writer.append(row)
+        window_start_phase["name"] = phase["name"]
         if phase["name"] == "after_restart" and w.ok and "t" not in first_ok_after:
             first_ok_after["t"] = time.monotonic()
 
@@ -279,7 +282,7 @@ def kill_and_restart_under_load(grpc_target: str, kill: Callable[[], None], star
     phases: dict[str, int] = {}
     for r in run.rows:
         phases[r.extra.get("phase", "?")] = phases.get(r.extra.get("phase", "?"), 0) + r.n + r.errors
-    ok_after = sum(r.n for r in run.rows if r.extra.get("phase") == "after_restart")
+    ok_after = sum(r.n for r in run.rows if r.extra.get("phase_at_end") == "after_restart")
     return KillResult(load_figures(summary), str(writer.run_dir / "results.json"), len(run.rows),
                       sum(r.n + r.errors for r in run.rows), sum(r.n for r in run.rows), ok_before, ok_after,
                       dict(summary.errors), round(t_ready - t_kill, 2), round(t_first_ok - t_kill, 2), phases)
