@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator
 
 import grpc
 
-from serving.errors import ServingError, invalid_argument, not_found
+from serving.errors import ServingError, invalid_argument, not_found, unavailable
 
 log = logging.getLogger("serving.models")
 
@@ -164,12 +164,16 @@ class ModelManager:
         self._sync_lock = threading.Lock()  # one sync at a time (poller vs config reload)
         self._models: dict[str, _Model] = {s.name: _Model(s) for s in sources}
         self._stop = threading.Event()
+        self._initial_done = threading.Event()
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         """Load what the policy wants now (blocking, with progress logs), then poll in the background."""
-        self.sync(initial=True)
+        try:
+            self.sync(initial=True)
+        finally:
+            self._initial_done.set()
         if self._poll_seconds > 0:
             self._thread = threading.Thread(target=self._poll, name="model-poller", daemon=True)
             self._thread.start()
@@ -323,12 +327,25 @@ class ModelManager:
             if version is not None:
                 sv = model.available.get(version)
                 if sv is None:
+                    if self._loading(model, version):
+                        raise unavailable(f"version {version} of model '{name}' is still loading; retry")
                     raise not_found(f"Servable not found for request: Specific({name}, {version}); "
                                     f"loaded versions: {sorted(model.available) or 'none'}")
                 return sv
             if not model.available:
-                raise not_found(f"Servable not found for request: Latest({name}): no version is available yet")
+                # A configured model that is still loading is a retryable condition (UNAVAILABLE), not "no such
+                # model" (NOT_FOUND), which clients and load balancers treat as final.
+                if self._loading(model):
+                    raise unavailable(f"model '{name}' is loading: no version is AVAILABLE yet; retry")
+                raise not_found(f"Servable not found for request: Latest({name}): no version is available "
+                                f"(none found under its base path, or all failed to load)")
             return model.available[max(model.available)]
+
+    def _loading(self, model: _Model, version: int | None = None) -> bool:
+        if not self._initial_done.is_set():
+            return True
+        states = [model.status.get(version)] if version is not None else list(model.status.values())
+        return any(st is not None and st.state in (START, LOADING) for st in states)
 
     @contextlib.contextmanager
     def acquire(self, name: str, version: int | None = None, label: str | None = None) -> Iterator[ServableVersion]:

@@ -114,7 +114,8 @@ class RestApp:
             sig_name = signature_name_of(doc)
             with self.manager.acquire(name, version, label) as sv:
                 sig = self.core.signature(sv, sig_name)
-                inputs, fmt = parse_predict_inputs(doc, sig, self.core.max_tensor_elements)
+                inputs, fmt = parse_predict_inputs(doc, sig, self.core.max_tensor_elements,
+                                                   may_hold_bools=b"true" in body or b"false" in body)
                 outputs = self.core.run(sv, sig, inputs, deadline)
                 return format_predict_outputs(outputs, fmt)
 

@@ -214,6 +214,8 @@ def parse_json_body(body: bytes) -> dict[str, Any]:
     try:
         # Python's json accepts NaN / Infinity / -Infinity, as TF Serving's REST API does.
         doc = json.loads(body)
+    except RecursionError:  # e.g. "[" * 100000: a client error, never a 500
+        raise invalid_argument("JSON Parse error: nesting too deep") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise invalid_argument(f"JSON Parse error: {exc}") from None
     if not isinstance(doc, dict):
@@ -233,7 +235,8 @@ def _preview(value: Any, limit: int = 120) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def json_value_to_ndarray(value: Any, spec: TensorSpec, sig_name: str, max_elements: int, what: str) -> np.ndarray:
+def json_value_to_ndarray(value: Any, spec: TensorSpec, sig_name: str, max_elements: int, what: str,
+                          may_hold_bools: bool = True) -> np.ndarray:
     """One (nested-list) JSON value -> numpy array of the signature dtype, with TF Serving's type rules.
 
     numpy does the heavy lifting (fast for big bodies); its inferred dtype tells us whether the JSON was all
@@ -256,6 +259,9 @@ def json_value_to_ndarray(value: Any, spec: TensorSpec, sig_name: str, max_eleme
                                    f"where {dtype_name(spec.dtype_enum)} numbers are expected")
         raise invalid_argument(f"{what}: JSON value {_preview(value)} is not of expected type: "
                                f"{dtype_name(spec.dtype_enum)} (numbers only)")
+    elif may_hold_bools and _holds_bool(arr, value):
+        # numpy silently reads true/false as 1/0 when they are mixed with numbers; TF Serving refuses them.
+        raise invalid_argument(f"{what}: JSON value true/false is not of expected type: {dtype_name(spec.dtype_enum)}")
     elif target.kind in "iu" and kind == "f":
         raise invalid_argument(f"{what}: decimal numbers where integers ({dtype_name(spec.dtype_enum)}) are expected")
     if target.kind == "f" and kind == "f" and target.itemsize < arr.dtype.itemsize:
@@ -270,7 +276,15 @@ def json_value_to_ndarray(value: Any, spec: TensorSpec, sig_name: str, max_eleme
     return arr.astype(target, copy=False)
 
 
-def parse_predict_inputs(doc: dict[str, Any], sig: SignatureSpec, max_elements: int) -> tuple[dict[str, np.ndarray], str]:
+def _holds_bool(arr: np.ndarray, value: Any) -> bool:
+    if arr.ndim == 0:
+        return isinstance(value, bool)
+    return any(isinstance(v, bool) for v in np.array(value, dtype=object).ravel())
+
+
+def parse_predict_inputs(doc: dict[str, Any], sig: SignatureSpec, max_elements: int,
+                         may_hold_bools: bool = True) -> tuple[dict[str, np.ndarray], str]:
+    """`may_hold_bools=False` (the raw body has no true/false token) skips the per-element bool scan."""
     """The inputs of a REST predict body in row ("instances") or columnar ("inputs") format, and which format."""
     has_instances, has_inputs = "instances" in doc, "inputs" in doc
     if has_instances and has_inputs:
@@ -317,7 +331,7 @@ def parse_predict_inputs(doc: dict[str, Any], sig: SignatureSpec, max_elements: 
     arrays: dict[str, np.ndarray] = {}
     for name, value in raw.items():
         spec = sig.inputs[name]
-        arr = json_value_to_ndarray(value, spec, sig.name, max_elements, f"input '{name}'")
+        arr = json_value_to_ndarray(value, spec, sig.name, max_elements, f"input '{name}'", may_hold_bools)
         check_shape(name, arr.shape, spec, sig.name)
         arrays[name] = arr
     return arrays, fmt

@@ -86,6 +86,10 @@ def test_json_nan_infinity_and_formats() -> None:
         format_predict_outputs({"a": np.ones((2, 1)), "b": np.zeros((3,))}, ROW)
     with pytest.raises(ServingError, match="true/false|not of expected type"):
         parse_predict_inputs({"instances": [[True, False, True]]}, SIG, 1000)
+    with pytest.raises(ServingError, match="true/false"):  # mixed with numbers numpy would read 1.0
+        parse_predict_inputs({"instances": [[True, 0.5, 0.5]]}, SIG, 1000)
+    with pytest.raises(ServingError, match="nesting too deep"):
+        parse_json_body(b'{"instances": ' + b"[" * 100000 + b"]" * 100000 + b"}")
 
 
 # ------------------------------------------------------------------------------------------------ batching
@@ -182,6 +186,10 @@ def test_policy_labels_refusal_and_refcounted_unload(tmp_path: Path) -> None:
     _make_versions(base, 1, 2, 3)
     src = ModelSource("m", base, policy="latest", num_versions=2, labels={"stable": 2})
     manager = ModelManager([src], _loader, poll_seconds=0)
+    with pytest.raises(ServingError) as err:  # configured but still loading: retryable, not "no such model"
+        with manager.acquire("m"):
+            pass
+    assert err.value.code == grpc.StatusCode.UNAVAILABLE
     manager.start()
     assert [s.version for s in manager.status("m") if s.state == "AVAILABLE"] == [3, 2]
     with manager.acquire("m", label="stable") as sv:
