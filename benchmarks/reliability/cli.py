@@ -181,9 +181,15 @@ def run_reliability(args: argparse.Namespace) -> int:
                 report.faults.append(FaultLine(
                     "soak", f"{so.rate_rps:.0f} req/s open loop for {so.seconds:.0f}s (half of capacity)", ok,
                     so.load["sent"], so.failed,
-                    f"RSS growth {growth}% after warm-up; p50 {so.first_window['p50_ms']}→{so.last_window['p50_ms']} ms, "
-                    f"p99 {so.first_window['p99_ms']}→{so.last_window['p99_ms']} ms (first→last fifth); "
-                    f"stable: {stable}"))
+                    f"RSS growth {growth}% after warm-up; typical window p50 "
+                    f"{so.first_window['median_window_p50_ms']}→{so.last_window['median_window_p50_ms']} ms, p99 "
+                    f"{so.first_window['median_window_p99_ms']}→{so.last_window['median_window_p99_ms']} ms "
+                    f"(first→last fifth; merged p99 {so.first_window['p99_ms']}→{so.last_window['p99_ms']} ms); "
+                    f"stable: {stable}; other processes used {so.other_cpu_pct}% of the machine"))
+                if so.other_cpu_pct > 20:
+                    report.notes.append(f"during the soak other processes used {so.other_cpu_pct}% of this machine's "
+                                        "CPU: latency stability was measured next to a noisy neighbour; rerun on a "
+                                        "quiet machine before reading a drift into it")
                 report.load_held.append(_held("soak", so.load))
                 save()
 
