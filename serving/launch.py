@@ -183,6 +183,8 @@ def embedded_command(args: argparse.Namespace, python: str = sys.executable) -> 
         "--grpc-port", str(args.grpc_port),
         "--rest-port", str(args.rest_port),
         "--model-config-file", str(config),
+        # Same as the TF Serving container: batching on, with the file it reads.
+        "--enable-batching",
         "--batching-parameters-file", str(BATCHING_CPU),
     ]  # fmt: skip
     return Command(argv, {})

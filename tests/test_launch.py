@@ -127,9 +127,16 @@ def test_auto_without_docker_runs_embedded_server(models_dir, capsys):
     assert argv == [
         sys.executable, "-m", "serving", "serve", "--mode", "xla", "--grpc-port", "9500", "--rest-port", "9501",
         "--model-config-file", str(models_dir.resolve() / "models.local.config"),
+        "--enable-batching",
         "--batching-parameters-file", str(ROOT / "docker" / "batching" / "batching_cpu.config"),
     ]  # fmt: skip
     assert env == {}
+    # The embedded server's own parser and validation accept exactly this command line.
+    from serving.__main__ import build_parser
+    from serving.config import config_from_args
+
+    config = config_from_args(build_parser().parse_args(argv[3:]))
+    assert config.enable_batching and config.mode == "xla"
     out = capsys.readouterr().out
     assert "server: embedded (no Docker engine answered" in out and "running: " in out
 
