@@ -22,6 +22,7 @@ RUN_TIME   ?= 20s
 WORKERS    ?= 0
 BASE       ?=
 NEW        ?=
+SOAK_SECONDS ?= 600
 
 # TensorFlow's C++ logging is noisy on CPU-only machines; keep warnings and errors.
 export TF_CPP_MIN_LOG_LEVEL ?= 1
@@ -70,8 +71,8 @@ compare: $(STAMP) ## Compare two result runs: make compare BASE=<run-id|dir> NEW
 demo: $(STAMP) ## The main job end to end on the embedded server: export, serve graph & eager, benchmark, tables, plots
 	$(PY) -m benchmarks demo --models-dir $(MODELS_DIR) --results-dir $(RESULTS_DIR)
 
-reliability: $(STAMP) ## Rollout, faults, hostile input and a 10-minute soak; prints the reliability table
-	$(PY) -m benchmarks reliability --models-dir $(MODELS_DIR) --results-dir $(RESULTS_DIR)
+reliability: $(STAMP) ## Rollout, faults, hostile input, kill/restart, overload and a soak (SOAK_SECONDS=600, QUICK=1); prints the table
+	$(PY) -m benchmarks reliability --models-dir $(MODELS_DIR) --results-dir $(RESULTS_DIR) --soak-seconds $(SOAK_SECONDS) $(if $(filter 1,$(QUICK)),--quick,)
 
 test: $(STAMP) ## Run the test suite (no Docker, no GPU needed)
 	$(PY) -m pytest
