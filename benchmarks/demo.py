@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .cli_common import DEFAULT_MODELS, finish_run, open_run
 from .payloads import discover_models
-from .report import eager_vs_graph, grpc_vs_rest, table
+from .report import eager_vs_graph, grpc_vs_rest, openloop_table, table
 from .servers import ManagedServer
 
 
@@ -32,7 +32,7 @@ def served_modes_table(rows) -> str:
     if len(servers) < 2:
         return ""
     by = {(r.kind, r.model, r.batch_size, r.concurrency, r.server): r for r in served}
-    keys = sorted({(r.kind, r.model, r.batch_size, r.concurrency) for r in served}, key=lambda k: tuple(map(str, k)))
+    keys = sorted({(r.kind, r.model, r.batch_size, r.concurrency) for r in served})
     out = []
     for k in keys:
         vals = [by.get((*k, s)) for s in servers]
@@ -81,5 +81,6 @@ def main(args: argparse.Namespace) -> int:
     if smt:
         print("\n## Served: server modes side by side\n" + smt)
     print("\n## gRPC vs REST\n" + grpc_vs_rest(w.rows))
+    print("\n## Open loop (LoadGen Server scenario) and Locust\n" + openloop_table(w.rows))
     print(f"\n>> demo done in {time.perf_counter() - t0:.0f}s; everything is in {w.run_dir}", flush=True)
     return 0

@@ -62,7 +62,8 @@ def grpc_vs_rest(rows: list[ResultRow]) -> str:
     for r in served:
         by[(r.server, r.model, r.batch_size, r.concurrency)][r.kind] = r
     out = []
-    for (server, model, bs, conc), d in sorted(by.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
+    for (server, model, bs, conc), d in sorted(by.items(), key=lambda kv: (str(kv[0][0]), kv[0][1], kv[0][2],
+                                                                            kv[0][3] or 0)):
         g, h = d.get("grpc"), d.get("rest")
         out.append([server, model, bs, conc, g.p50_ms if g else None, h.p50_ms if h else None,
                     g.p99_ms if g else None, h.p99_ms if h else None,
@@ -71,6 +72,21 @@ def grpc_vs_rest(rows: list[ResultRow]) -> str:
                     g.serialize_ms if g else None, h.serialize_ms if h else None])
     return table(["server", "model", "batch", "conc", "gRPC p50", "REST p50", "gRPC p99", "REST p99", "gRPC req/s",
                   "REST req/s", "REST/gRPC p50", "gRPC encode ms", "REST encode ms"], out)
+
+
+def openloop_table(rows: list[ResultRow]) -> str:
+    """LoadGen and Locust rows: what was asked (rate / users), what came back, and LoadGen's verdict."""
+    sel = [r for r in rows if r.kind == "locust" or (r.kind in ("grpc", "rest") and r.scenario != "closed")]
+    if not sel:
+        return ""
+    out = []
+    for r in sel:
+        lg = r.extra.get("loadgen", {}) if isinstance(r.extra, dict) else {}
+        asked = f"{r.target_rate:g}/s" if r.target_rate else (f"{r.concurrency} users" if r.kind == "locust" else "–")
+        out.append([r.kind, r.server, r.model, r.scenario, r.batch_size, asked, r.achieved_rate, r.n, r.p50_ms,
+                    r.p99_ms, r.max_ms, r.errors, lg.get("verdict", "")])
+    return table(["kind", "server", "model", "scenario", "batch", "asked", "achieved req/s", "n", "p50 ms", "p99 ms",
+                  "max ms", "errors", "LoadGen verdict"], out)
 
 
 def served_table(rows: list[ResultRow]) -> str:
@@ -108,7 +124,8 @@ def render(run_id: str, environment: dict, rows: list[ResultRow], plots: list[Pa
     for title, body in (("In-process: eager vs graph vs XLA (p50, ms)", eager_vs_graph(rows)),
                         ("In-process detail", inprocess_table(rows)),
                         ("gRPC vs REST (closed loop)", grpc_vs_rest(rows)),
-                        ("Served / load-test rows", served_table(rows))):
+                        ("Open loop (LoadGen) and Locust", openloop_table(rows)),
+                        ("All served / load-test rows", served_table(rows))):
         if body:
             parts += [f"## {title}", "", body, ""]
     warns = [(r, w) for r in rows for w in r.warnings]

@@ -81,39 +81,16 @@ class RestTransport:
         self.path = path
         self.timeout_s = timeout_s
         self._limit = max(1, connections)
-        self._idle: list[_Conn] = []
-        self._open = 0
-        self._waiters: "asyncio.Queue[_Conn | None] | None" = None
+        self._idle: list[_Conn] = []  # open keep-alive connections not in use
+        self._slots: asyncio.Semaphore | None = None  # at most `connections` requests (sockets) at once
 
     def with_path(self, path: str) -> "RestTransport":
         self.path = path
         return self
 
-    async def _acquire(self) -> _Conn:
-        if self._idle:
-            return self._idle.pop()
-        if self._open < self._limit:
-            self._open += 1
-            try:
-                reader, writer = await asyncio.open_connection(self.host, self.port)
-            except BaseException:
-                self._open -= 1
-                raise
-            return _Conn(reader, writer, self._h11.Connection(self._h11.CLIENT))
-        if self._waiters is None:
-            self._waiters = asyncio.Queue()
-        conn = await self._waiters.get()
-        if conn is None:  # a connection died: open a fresh one
-            return await self._acquire()
-        return conn
-
-    def _release(self, conn: _Conn | None) -> None:
-        if conn is None:
-            self._open -= 1
-        if self._waiters is not None and self._waiters._getters:  # type: ignore[attr-defined]
-            self._waiters.put_nowait(conn)
-        elif conn is not None:
-            self._idle.append(conn)
+    async def _connect(self) -> _Conn:
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        return _Conn(reader, writer, self._h11.Connection(self._h11.CLIENT))
 
     async def _roundtrip(self, conn: _Conn, payload: bytes) -> tuple[int, bytes]:
         h11 = self._h11
@@ -139,32 +116,34 @@ class RestTransport:
         return status, b"".join(chunks)
 
     async def send(self, payload: bytes) -> tuple[str, bytes | None]:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self._limit)  # created lazily: binds to the running loop
+        async with self._slots:
+            return await self._send(payload)
+
+    async def _send(self, payload: bytes) -> tuple[str, bytes | None]:
         h11 = self._h11
         try:
-            conn = await self._acquire()
+            conn = self._idle.pop() if self._idle else await self._connect()
         except OSError:
             return "connection_error", None
         try:
             status, body = await asyncio.wait_for(self._roundtrip(conn, payload), self.timeout_s)
         except asyncio.TimeoutError:
-            self._drop(conn)
+            conn.writer.close()
             return "timeout", None
         except (OSError, h11.ProtocolError):
-            self._drop(conn)
+            conn.writer.close()
             return "connection_error", None
         except BaseException:
-            self._drop(conn)
+            conn.writer.close()
             raise
         if conn.h.our_state is h11.DONE and conn.h.their_state is h11.DONE:
             conn.h.start_next_cycle()
-            self._release(conn)
-        else:  # server asked to close (Connection: close) or HTTP/1.0
-            self._drop(conn)
+            self._idle.append(conn)
+        else:  # server asked to close (Connection: close) or HTTP/1.0: do not reuse
+            conn.writer.close()
         return str(status), (body if status == 200 else None)
-
-    def _drop(self, conn: _Conn) -> None:
-        conn.writer.close()
-        self._release(None)
 
     async def close(self) -> None:
         for c in self._idle:
