@@ -78,3 +78,47 @@ def test_served_rows_carry_loadgen_verdict_and_server_metrics(tmp_path, noop):
     assert sm["processed_batch_size_mean"] == pytest.approx(4.0)
     assert lg.scenario == "single_stream" and lg.extra["loadgen"]["verdict"] in ("VALID", "INVALID")
     assert (tmp_path / "lg").exists()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("reply,expected_status,expected_body", [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", "200", b"hello"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhel\r\n2\r\nlo\r\n0\r\n\r\n", "200", b"hello"),
+    (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello", "200", b"hello"),
+    (b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 2\r\n\r\n{}", "503", None),
+    (b"SMTP ready\r\n\r\n", "protocol_error", None),
+])
+def test_rest_transport_parses_what_servers_send(reply, expected_status, expected_body):
+    import asyncio
+
+    from benchmarks.transports import RestTransport
+
+    async def scenario():
+        seen = []
+
+        async def handle(reader, writer):
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    break
+                n = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                seen.append(await reader.readexactly(n))
+                writer.write(reply)
+                await writer.drain()
+                if b"Connection: close" in reply:
+                    break
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        t = RestTransport(f"127.0.0.1:{port}", "/v1/models/m:predict", connections=1)
+        results = [await t.send(b'{"instances":[[1.0]]}') for _ in range(3)]
+        await t.close()
+        server.close()
+        return results, seen
+
+    results, seen = asyncio.run(scenario())
+    assert results == [(expected_status, expected_body)] * 3  # also after reuse / reconnect
+    if expected_status != "protocol_error":
+        assert seen == [b'{"instances":[[1.0]]}'] * 3
