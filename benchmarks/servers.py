@@ -60,7 +60,8 @@ class ManagedServer:
         py = sys.executable
         if self.kind == "noop":
             return [py, "-m", "benchmarks", "noop-server", "--grpc-port", str(self.grpc_port),
-                    "--rest-port", str(self.rest_port), "--delay-ms", str(self.delay_ms), *self.extra_args]
+                    "--rest-port", str(self.rest_port), "--delay-ms", str(self.delay_ms),
+                    "--ready-file", str(self._ready_file()), *self.extra_args]
         if self.kind == "embedded":
             if self.models_dir is None:
                 raise ValueError("embedded server needs models_dir")
@@ -70,6 +71,13 @@ class ManagedServer:
             return [py, "-m", "serving", "serve", "--mode", self.mode, "--grpc-port", str(self.grpc_port),
                     "--rest-port", str(self.rest_port), "--model-config-file", str(config), *self.extra_args]
         raise ValueError(f"unknown server kind {self.kind!r} (embedded|noop)")
+
+    def _ready_file(self) -> Path:
+        import tempfile
+
+        if not getattr(self, "_ready_path", None):
+            self._ready_path = Path(tempfile.mkdtemp(prefix="noop-ready-")) / "ready.json"
+        return self._ready_path
 
     def start(self) -> "ManagedServer":
         self.grpc_port = self.grpc_port or free_port()
@@ -95,13 +103,16 @@ class ManagedServer:
             if self.proc and self.proc.poll() is not None:
                 raise RuntimeError(f"{self.label} server exited with {self.proc.returncode} before it was ready"
                                    + (f"; see {self.log_path}" if self.log_path else ""))
+            if self.kind == "noop":
+                # the no-op server writes its ready file only once BOTH endpoints listen
+                if self._ready_file().exists():
+                    return
+                time.sleep(0.05)
+                continue
             try:
                 ready = True
                 for m in probe:
                     r = requests.get(f"http://{self.rest_target}/v1/models/{m}", timeout=2)
-                    if self.kind == "noop":
-                        ready = r.status_code in (200, 404)
-                        continue
                     states = [v.get("state") for v in r.json().get("model_version_status", [])] if r.ok else []
                     if "AVAILABLE" not in states:
                         ready, last = False, f"{m}: HTTP {r.status_code} {states}"
@@ -119,7 +130,16 @@ class ManagedServer:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
 
+    def _cleanup(self) -> None:
+        rp = getattr(self, "_ready_path", None)
+        if rp is not None:
+            import shutil
+
+            shutil.rmtree(rp.parent, ignore_errors=True)
+            self._ready_path = None
+
     def stop(self) -> None:
+        self._cleanup()
         if not self.proc or self.proc.poll() is not None:
             return
         try:

@@ -83,7 +83,7 @@ def explain_gap(ours: ResultRow, wrk_row: ResultRow) -> list[str]:
         return lines
     per_req_us = (ours.client_cpu_percent or 0) / 100 * 1e6 / ours.throughput_rps if ours.throughput_rps else float("nan")
     lines += [f"gap above {GAP_PCT:g}%. Why it can differ:",
-              f"- client cost: our Python client (asyncio + h11) spends ~{per_req_us:.0f} µs of CPU per request "
+              f"- client cost: our Python client (asyncio streams) spends ~{per_req_us:.0f} µs of CPU per request "
               f"({ours.client_cpu_percent:.0f}% of a core); wrk's C event loop spends a few µs. On a loaded "
               "2-core machine that CPU is taken from the server, and queueing inside our event loop is "
               "counted in our latency.",
