@@ -50,6 +50,7 @@ class Comparison:
     n_base: int
     n_new: int
     verdict: str
+    stable: str = ""  # "" when both points were stable (or not sweeps); otherwise which side was not
 
 
 def median_change_ci(base: np.ndarray, new: np.ndarray, *, confidence: float = 0.95, n_resamples: int = 2000,
@@ -112,14 +113,30 @@ def compare_rows(base_rows: list[ResultRow], new_rows: list[ResultRow], *, thres
         else:
             verdict, p, lo_f, hi_f = compare_samples(bs, ns, threshold, seed)
             point, lo, hi = p * 100, lo_f * 100, hi_f * 100
+        unstable = [side for side, r in (("base", b), ("new", n)) if r.stable is False]
         out.append(Comparison(kd, b.p50_ms, n.p50_ms, b.p99_ms, n.p99_ms, point, lo, hi, _pct(b.p99_ms, n.p99_ms),
-                              None if math.isnan(tp) else tp, b.n, n.n, verdict))
+                              None if math.isnan(tp) else tp, b.n, n.n, verdict,
+                              ("unstable in " + "+".join(unstable)) if unstable else ""))
     only_b = [dict(zip(fields, k)) for k in bmap if k not in nmap]
     only_n = [dict(zip(fields, k)) for k in nmap if k not in bmap]
     return out, only_b, only_n
 
 
-def render(cmps: list[Comparison], base_id: str, new_id: str, threshold: float, only_b: list, only_n: list) -> str:
+ENV_KEYS = ("cpu_model", "cpu_cores_logical", "memory_gib", "gpus", "server_kind", "server_mode")
+
+
+def environment_differences(base: dict, new: dict) -> list[str]:
+    """What differs between two runs' machines/software: a change there explains a change in numbers."""
+    out = [f"{k}: {base.get(k)!r} -> {new.get(k)!r}" for k in ENV_KEYS if base.get(k) != new.get(k)]
+    bv, nv = base.get("versions") or {}, new.get("versions") or {}
+    out += [f"{k}: {bv.get(k)} -> {nv.get(k)}" for k in sorted(set(bv) | set(nv)) if bv.get(k) != nv.get(k)]
+    if base.get("git_commit") != new.get("git_commit"):
+        out.append(f"git: {str(base.get('git_commit'))[:10]} -> {str(new.get('git_commit'))[:10]}")
+    return out
+
+
+def render(cmps: list[Comparison], base_id: str, new_id: str, threshold: float, only_b: list, only_n: list,
+           env_diff: list[str] | None = None) -> str:
     rows = []
     for c in cmps:
         k = c.key
@@ -129,13 +146,18 @@ def render(cmps: list[Comparison], base_id: str, new_id: str, threshold: float, 
         rows.append([k.get("kind"), k.get("server") or "", k.get("model"), k.get("mode"), k.get("scenario"),
                      k.get("batch_size"), load, c.base_p50_ms, c.new_p50_ms, f"{c.change_pct:+.1f}%", ci,
                      f"{c.p99_change_pct:+.1f}%" if not math.isnan(c.p99_change_pct) else "–",
-                     f"{c.throughput_change_pct:+.1f}%" if c.throughput_change_pct is not None else "–", flag])
+                     f"{c.throughput_change_pct:+.1f}%" if c.throughput_change_pct is not None else "–", flag,
+                     c.stable])
     parts = [f"# Compare {base_id} → {new_id}", "",
              f"Median latency change with 95% bootstrap CI; regression = CI above 0 and change > {threshold * 100:g}%.",
              "", table(["kind", "server", "model", "mode", "scenario", "batch", "conc/rate", "base p50 ms",
-                        "new p50 ms", "Δ p50", "95% CI", "Δ p99", "Δ req/s", "verdict"], rows), ""]
+                        "new p50 ms", "Δ p50", "95% CI", "Δ p99", "Δ req/s", "verdict", "note"], rows), ""]
     if only_b or only_n:
         parts += [f"Rows only in base: {len(only_b)}; only in new: {len(only_n)} (not compared).", ""]
+    if env_diff:
+        parts += ["Environment differences (may explain changes):", ""] + [f"- {d}" for d in env_diff] + [""]
+    if any(c.stable for c in cmps):
+        parts += ["Rows marked unstable never had 3 agreeing measurement windows: treat their verdicts with care.", ""]
     return "\n".join(parts)
 
 
@@ -143,7 +165,8 @@ def run_compare(base: Path, new: Path, *, threshold: float = 0.05, max_samples: 
                 ignore: tuple[str, ...] = (), write: bool = True) -> tuple[int, str, list[Comparison]]:
     b, n = load_run(base), load_run(new)
     cmps, only_b, only_n = compare_rows(b.rows, n.rows, threshold=threshold, max_samples=max_samples, ignore=ignore)
-    text = render(cmps, b.run_id, n.run_id, threshold, only_b, only_n)
+    text = render(cmps, b.run_id, n.run_id, threshold, only_b, only_n,
+                  environment_differences(b.environment, n.environment))
     if not cmps:
         text += "\nNo matching rows: nothing was compared (different settings or models?).\n"
     if write:

@@ -68,8 +68,8 @@ def run_served(cfg: ServedConfig, writer: ResultWriter | None = None) -> list[Re
     if cfg.kind not in ("grpc", "rest"):
         raise ValueError(f"kind must be grpc or rest, not {cfg.kind!r}")
     rows: list[ResultRow] = []
-    points = len(cfg.models) * len(cfg.batch_sizes) * (len(cfg.concurrencies) +
-                                                       len(cfg.loadgen_scenarios) * len(cfg.loadgen_qps))
+    n_lg = sum(len(cfg.loadgen_qps) if s == "server" else 1 for s in cfg.loadgen_scenarios)
+    points = len(cfg.models) * len(cfg.batch_sizes) * (len(cfg.concurrencies) + n_lg)
     bar = tqdm(total=points, desc=f"{cfg.kind} {cfg.target}", unit="pt", disable=not cfg.progress)
     for model, n_features in cfg.models:
         for bs in cfg.batch_sizes:
@@ -120,7 +120,10 @@ def run_served(cfg: ServedConfig, writer: ResultWriter | None = None) -> list[Re
                     writer.append(row)
                 bar.update(1)
             for scenario in cfg.loadgen_scenarios:
-                for qps in cfg.loadgen_qps:
+                # SingleStream has no rate; Offline issues everything at once (the rate only sizes the
+                # query set), so both run once. Server runs once per arrival rate.
+                rates = cfg.loadgen_qps if scenario == "server" else (max(cfg.loadgen_qps),)
+                for qps in rates:
                     bar.set_postfix_str(f"{model} b={bs} loadgen {scenario} {qps:g}/s")
                     rows.append(_loadgen_point(cfg, p, payload, scenario, qps, common, writer))
                     bar.update(1)

@@ -26,14 +26,16 @@ class SuitePlan:
     loadgen: tuple[str, ...]
     loadgen_qps: tuple[float, ...]
     loadgen_ms: int
+    loadgen_batches: tuple[int, ...]  # LoadGen runs on the first model only, at these batch sizes
 
 
 # LoadGen's early-stopping rule needs ~500 queries before a Server run can be VALID at p99, so the
 # rates x durations below are chosen to issue at least that many.
-QUICK = SuitePlan(1, ("eager", "graph"), (1, 32), 0.3, (1, 32), (1, 8), 0.5, 4, ("server",), (250.0,), 2000)
+QUICK = SuitePlan(1, ("eager", "graph"), (1, 32), 0.3, (1, 32), (1, 8), 0.5, 4, ("server",), (250.0,), 2000, (1,))
+# Full: ~3-4 min in-process, 72 closed-loop points of <= 10 s, 10 LoadGen runs of >= 5 s: ~15-20 min here.
 FULL = SuitePlan(99, ("eager", "predict_on_batch", "graph", "xla", "savedmodel"),
-                 (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), 1.0, (1, 8, 64, 512), (1, 4, 16, 64), 2.0, 10,
-                 ("single_stream", "server", "offline"), (100.0, 300.0), 5000)
+                 (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), 1.0, (1, 32, 256), (1, 4, 16, 64), 1.5, 6,
+                 ("single_stream", "server", "offline"), (100.0, 300.0), 5000, (1,))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -74,14 +76,18 @@ def main(args: argparse.Namespace) -> int:
         else:
             targets = {"grpc": args.grpc_target, "rest": args.rest_target}
             label, metrics = "external", f"http://{args.rest_target}/monitoring/prometheus/metrics"
-        print(">> [3/3] gRPC and REST", flush=True)
+        print(">> [3/3] gRPC and REST: closed-loop sweeps, then LoadGen open-loop scenarios", flush=True)
         for kind in ("grpc", "rest"):
             run_served(ServedConfig(kind=kind, target=targets[kind], models=[(i.name, i.n_features) for i in infos],
                                     batch_sizes=plan.served_batches, concurrencies=plan.concurrencies,
                                     window_s=plan.window_s, max_windows=plan.max_windows, warmup_s=min(0.5, plan.window_s),
-                                    server_label=label, metrics_url=metrics, loadgen_scenarios=plan.loadgen,
-                                    loadgen_qps=plan.loadgen_qps, loadgen_min_duration_ms=plan.loadgen_ms,
-                                    loadgen_dir=w.run_dir / "loadgen", progress=not args.no_progress), w)
+                                    server_label=label, metrics_url=metrics, progress=not args.no_progress), w)
+        for kind in ("grpc", "rest"):
+            run_served(ServedConfig(kind=kind, target=targets[kind], models=[(infos[0].name, infos[0].n_features)],
+                                    batch_sizes=plan.loadgen_batches, concurrencies=(), server_label=label,
+                                    metrics_url=metrics, loadgen_scenarios=plan.loadgen, loadgen_qps=plan.loadgen_qps,
+                                    loadgen_min_duration_ms=plan.loadgen_ms, loadgen_dir=w.run_dir / "loadgen",
+                                    progress=not args.no_progress), w)
     finally:
         if server:
             server.stop()
