@@ -77,10 +77,10 @@ def run_locust(cfg: LocustConfig, writer: ResultWriter | None = None) -> list[Re
     classes = [USER_CLASSES[t] for t in cfg.transports]
     base = [sys.executable, "-m", "locust", "-f", files, "--host", f"http://{cfg.rest_target}",
             "--loglevel", "WARNING", "--stop-timeout", "2"]
-    master = base + ["--headless", "-t", f"{int(run_s)}s", "--csv", str(out / "locust"), "--html",
-                     str(out / "locust.html"), "--exit-code-on-error", "0", "--only-summary"]
-    if not cfg.step_shape:
-        master += ["-u", str(cfg.users), "-r", str(cfg.spawn_rate)]
+    master = base + ["--headless", "--csv", str(out / "locust"), "--html", str(out / "locust.html"),
+                     "--exit-code-on-error", "0", "--only-summary"]
+    if not cfg.step_shape:  # a LoadTestShape owns users, rate and the end of the test itself
+        master += ["-u", str(cfg.users), "-r", str(cfg.spawn_rate), "-t", f"{max(1, int(round(run_s)))}s"]
     procs: list[subprocess.Popen] = []
     logs = []
     port = free_port()
@@ -137,7 +137,9 @@ def run_locust(cfg: LocustConfig, writer: ResultWriter | None = None) -> list[Re
                      "distributed": raw.get("distributed"), "run_time": cfg.run_time, "spawn_rate": cfg.spawn_rate,
                      "locust_csv": str(out / "locust_stats.csv"), "locust_html": str(out / "locust.html"),
                      "locust_rounded_stats": raw.get("locust_stats", {}), "master_exit_code": rc,
-                     "note": "duration includes the spawn ramp; throughput = requests / (test_start..test_stop)"}
+                     "note": "duration includes the spawn ramp; throughput = requests / (test_start..test_stop)"
+                             + ("; one row for the whole step ramp, per-step figures in locust_stats_history.csv"
+                                if cfg.step_shape else "")}
         if raw.get("cpu_warning"):
             row.warnings.append("Locust reported a load-generator CPU above 90%: results are client-bound")
         if errors:
