@@ -97,10 +97,15 @@ def served_table(rows: list[ResultRow]) -> str:
     for r in served:
         load = r.concurrency if r.concurrency is not None else (f"{r.target_rate:g}/s" if r.target_rate else "–")
         verdict = r.extra.get("loadgen", {}).get("verdict") if isinstance(r.extra, dict) else None
+        sm = r.extra.get("server_metrics", {}) if isinstance(r.extra, dict) else {}
+        errs = f"{r.errors} (" + ", ".join(f"{k}:{v}" for k, v in sorted(r.errors_by_code.items())) + ")" \
+            if r.errors else "0"
         out.append([r.kind, r.server, r.model, r.scenario, r.batch_size, load, r.n, r.p50_ms, r.p90_ms, r.p99_ms,
-                    r.p999_ms, r.max_ms, r.throughput_rps, r.errors, r.stable, verdict or "", r.client_cpu_percent])
+                    r.p999_ms, r.max_ms, r.throughput_rps, errs, r.stable, verdict or "", r.client_cpu_percent,
+                    sm.get("request_latency_mean_ms"), sm.get("processed_batch_size_mean")])
     return table(["kind", "server", "model", "scenario", "batch", "conc/rate", "n", "p50 ms", "p90", "p99", "p99.9",
-                  "max", "req/s", "errors", "stable", "LoadGen", "client CPU %"], out)
+                  "max", "req/s", "errors (by code)", "stable", "LoadGen", "client CPU %", "server mean ms",
+                  "server batch mean"], out)
 
 
 def inprocess_table(rows: list[ResultRow]) -> str:
