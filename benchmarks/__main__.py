@@ -42,8 +42,8 @@ def _models_arg(args: argparse.Namespace) -> list[tuple[str, int]]:
 
 
 def _served_args(p: argparse.ArgumentParser, kind: str) -> None:
-    default_port = 8500 if kind == "grpc" else 8501
-    p.add_argument("--target", default=f"127.0.0.1:{default_port}", help=f"host:port of the {kind} endpoint")
+    p.add_argument("--target", default=None,
+                   help="host:port of the endpoint (default 127.0.0.1:8500 for gRPC, 127.0.0.1:8501 for REST)")
     p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS,
                    help="exported models (read for names and n_features; nothing is loaded)")
     p.add_argument("--models", nargs="*", default=[], metavar="NAME[:N_FEATURES]",
@@ -76,6 +76,8 @@ def cmd_served(args: argparse.Namespace) -> int:
     from .served import ServedConfig, run_served
 
     kind = args.command if args.command in ("grpc", "rest") else args.kind
+    if args.target is None:
+        args.target = "127.0.0.1:8500" if kind == "grpc" else "127.0.0.1:8501"
     w = open_run(args, kind, server_kind=args.server_label or "external")
     cfg = ServedConfig(kind=kind, target=args.target, models=_models_arg(args), batch_sizes=args.batch_sizes,
                        concurrencies=() if args.command == "loadgen" else args.concurrency,

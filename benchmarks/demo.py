@@ -23,6 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server-modes", nargs="*", default=["graph", "eager"], choices=["graph", "xla", "eager"])
     p.add_argument("--skip-locust", action="store_true")
     p.add_argument("--locust-workers", type=int, default=0)
+    p.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                   help="extra argument for `python -m serving serve` (repeat), e.g. --server-arg=--enable-batching "
+                        "--server-arg=--batching-parameters-file=docker/batching/batching_cpu.config")
 
 
 def served_modes_table(rows) -> str:
@@ -62,7 +65,7 @@ def main(args: argparse.Namespace) -> int:
     for mode in args.server_modes:
         print(f">> embedded server, {mode} mode", flush=True)
         with ManagedServer("embedded", mode=mode, models_dir=models_dir, models=tuple(i.name for i in infos),
-                           log_path=w.run_dir / f"embedded-{mode}.log") as srv:
+                           log_path=w.run_dir / f"embedded-{mode}.log", extra_args=list(args.server_arg)) as srv:
             for kind, target in (("grpc", srv.grpc_target), ("rest", srv.rest_target)):
                 run_served(ServedConfig(kind=kind, target=target, models=[(first.name, first.n_features)],
                                         batch_sizes=(1, 32), concurrencies=(1, 4, 16), window_s=1.0, max_windows=5,

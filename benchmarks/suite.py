@@ -47,6 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grpc-target", default="127.0.0.1:8500")
     p.add_argument("--rest-target", default="127.0.0.1:8501")
     p.add_argument("--skip-inprocess", action="store_true")
+    p.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                   help="extra argument for `python -m serving serve` (repeat), e.g. --server-arg=--enable-batching "
+                        "--server-arg=--batching-parameters-file=docker/batching/batching_cpu.config")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -70,7 +73,8 @@ def main(args: argparse.Namespace) -> int:
             print(f">> [2/3] starting {args.server} server ({args.mode})", flush=True)
             server = ManagedServer(args.server, mode=args.mode, models_dir=args.models_dir,
                                    models=tuple(i.name for i in infos) if args.server == "embedded" else (),
-                                   log_path=w.run_dir / f"{args.server}-server.log").start()
+                                   log_path=w.run_dir / f"{args.server}-server.log",
+                                   extra_args=list(args.server_arg) if args.server == "embedded" else []).start()
             targets = {"grpc": server.grpc_target, "rest": server.rest_target}
             label, metrics = server.label, server.metrics_url
         else:
