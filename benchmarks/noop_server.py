@@ -240,19 +240,18 @@ def _serve_rest(core: NoopCore, ready: threading.Event, port_box: list[int], sto
     server.stop(timeout=1)
 
 
-def _rest_child(cfg: NoopConfig, q, stop) -> None:
+def _rest_child(cfg: NoopConfig, q) -> None:
     import signal as _signal
 
-    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)  # the parent decides when we stop
+    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)  # Ctrl-C goes to the parent, which SIGTERMs us
+    _signal.signal(_signal.SIGTERM, _signal.SIG_DFL)  # a no-op server has nothing to drain
     core = NoopCore(cfg)
     ready, port_box, tstop = threading.Event(), [], threading.Event()
     t = threading.Thread(target=_serve_rest, args=(core, ready, port_box, tstop), daemon=True)
     t.start()
     ready.wait(30)
     q.put(port_box[0])
-    stop.wait()
-    tstop.set()
-    t.join(timeout=5)
+    t.join()
 
 
 class NoopServer:
@@ -290,9 +289,7 @@ class NoopServer:
 
             ctx = mp.get_context("fork")  # before any gRPC object exists in this process: fork-safe
             q = ctx.Queue()
-            self._child_stop = ctx.Event()
-            self._child = ctx.Process(target=_rest_child, args=(self.cfg, q, self._child_stop), daemon=True,
-                                      name="noop-rest")
+            self._child = ctx.Process(target=_rest_child, args=(self.cfg, q), daemon=True, name="noop-rest")
             self._child.start()
             r_port.append(q.get(timeout=30))
             r_ready.set()
@@ -313,10 +310,14 @@ class NoopServer:
             self._loop.call_soon_threadsafe(self._grpc_stop.set)
         self._rest_stop.set()
         if self._child is not None:
-            self._child_stop.set()
-            self._child.join(timeout=5)
+            # SIGTERM, not a multiprocessing.Event: Event.set() blocks forever when the child is
+            # already gone (e.g. the whole process group got SIGTERM), hanging the shutdown.
             if self._child.is_alive():
                 self._child.terminate()
+            self._child.join(timeout=5)
+            if self._child.is_alive():
+                self._child.kill()
+                self._child.join(timeout=5)
         for t in self._threads:
             t.join(timeout=5)
 
