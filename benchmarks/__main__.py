@@ -14,7 +14,6 @@ Typical use:
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import os
 import sys
@@ -167,16 +166,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_reliability(args: argparse.Namespace) -> int:
-    # The reliability scenarios are owned by another part of the project; delegate when present.
-    if importlib.util.find_spec("benchmarks.reliability") is None:
-        print("error: benchmarks.reliability is not available in this checkout", file=sys.stderr)
-        return 2
-    from . import reliability  # type: ignore[attr-defined]
-
-    return reliability.main(args.rest)
-
-
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -266,9 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results-dir", type=Path, default=Path("artifacts/results"))
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("reliability", help="rollout / faults / hostile input / soak (delegates to benchmarks.reliability)")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_reliability)
+    from .reliability.cli import add_reliability_arguments, run_reliability
+
+    p = sub.add_parser("reliability", help="rollout, broken versions, kill/restart, overload, hostile input, soak")
+    add_reliability_arguments(p)
+    p.set_defaults(func=run_reliability)
     return ap
 
 

@@ -32,15 +32,24 @@ class SuitePlan:
 # LoadGen's early-stopping rule needs ~500 queries before a Server run can be VALID at p99, so the
 # rates x durations below are chosen to issue at least that many.
 QUICK = SuitePlan(1, ("eager", "graph"), (1, 32), 0.3, (1, 32), (1, 8), 0.5, 4, ("server",), (250.0,), 2000, (1,))
-# Full: ~3-4 min in-process, 72 closed-loop points of <= 10 s, 10 LoadGen runs of >= 5 s: ~15-20 min here.
-FULL = SuitePlan(99, ("eager", "predict_on_batch", "graph", "xla", "savedmodel"),
+# Standard (`make bench`): every model and in-process mode at 5 batch sizes, 36 closed-loop points of
+# <= 5 windows of 1 s, one run of each LoadGen scenario: a few minutes here.
+STANDARD = SuitePlan(99, ("eager", "predict_on_batch", "graph", "xla", "savedmodel"),
+                     (1, 8, 64, 256, 1024), 0.5, (1, 32), (1, 8, 64), 1.0, 5,
+                     ("single_stream", "server", "offline"), (100.0,), 5000, (1,))
+# Extended (--extended): ~3-4 min in-process, 72 closed-loop points of <= 10 s, 10 LoadGen runs of >= 5 s:
+# ~15-20 min here.
+EXTENDED = SuitePlan(99, ("eager", "predict_on_batch", "graph", "xla", "savedmodel"),
                  (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), 1.0, (1, 32, 256), (1, 4, 16, 64), 1.5, 6,
                  ("single_stream", "server", "offline"), (100.0, 300.0), 5000, (1,))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS)
-    p.add_argument("--quick", action="store_true", help="smoke run (< 2 min): 1 model, eager+graph, tiny sweeps")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="smoke run (< 2 min): 1 model, eager+graph, tiny sweeps")
+    size.add_argument("--extended", action="store_true",
+                      help="11 batch sizes, 4 concurrencies, 2 LoadGen rates, longer windows (~15-20 min)")
     p.add_argument("--server", choices=["embedded", "noop", "none"], default="embedded",
                    help="server to benchmark: start the embedded one (default), the no-op one, or use --grpc-target/--rest-target")
     p.add_argument("--mode", choices=["graph", "xla", "eager"], default="graph", help="embedded server mode")
@@ -56,11 +65,11 @@ def main(args: argparse.Namespace) -> int:
     from .inprocess import InprocessConfig, run_inprocess
     from .served import ServedConfig, run_served
 
-    plan = QUICK if args.quick else FULL
+    plan = QUICK if args.quick else EXTENDED if args.extended else STANDARD
     infos = discover_models(args.models_dir)[: plan.models]
     if not infos:
         raise FileNotFoundError(f"no exported models under {args.models_dir}: run `make export` first")
-    w = open_run(args, "suite-quick" if args.quick else "suite", server_kind=args.server, server_mode=args.mode)
+    w = open_run(args, "suite-quick" if args.quick else "suite-extended" if args.extended else "suite", server_kind=args.server, server_mode=args.mode)
     t0 = time.perf_counter()
     if not args.skip_inprocess:
         print(">> [1/3] in-process", flush=True)
