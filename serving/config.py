@@ -64,8 +64,8 @@ class ServerConfig:
     rest_api_timeout_ms: int = 30_000
     max_request_bytes: int = 64 * 1024 * 1024
     max_tensor_elements: int = 16 * 1024 * 1024
-    intra_op_parallelism: int = 0
-    inter_op_parallelism: int = 0
+    intra_op_parallelism: int = -1  # -1 = auto (serving.server.tf_thread_counts), 0 = TF's default
+    inter_op_parallelism: int = -1
     drain_timeout_seconds: float = 30.0
     full_queue_status: str = "RESOURCE_EXHAUSTED"
     log_level: str = "INFO"
@@ -125,10 +125,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     run.add_argument("--enable-config-reload", action="store_true",
                      help="allow ModelService.HandleReloadConfigRequest to replace the model config (off by default: "
                           "anyone who can reach the port could otherwise point the server at other directories)")
-    run.add_argument("--tensorflow-intra-op-parallelism", "--tensorflow_intra_op_parallelism", type=int, default=0,
-                     dest="intra_op_parallelism", help="TF intra-op threads (0 = TF's default)")
-    run.add_argument("--tensorflow-inter-op-parallelism", "--tensorflow_inter_op_parallelism", type=int, default=0,
-                     dest="inter_op_parallelism", help="TF inter-op threads (0 = TF's default)")
+    run.add_argument("--tensorflow-intra-op-parallelism", "--tensorflow_intra_op_parallelism", type=int, default=-1,
+                     dest="intra_op_parallelism",
+                     help="TF intra-op threads (default -1 = auto: CPUs - 1, at least 1, leaving a core to the "
+                          "Python front end; 0 = TF's own default, one per CPU)")
+    run.add_argument("--tensorflow-inter-op-parallelism", "--tensorflow_inter_op_parallelism", type=int, default=-1,
+                     dest="inter_op_parallelism", help="TF inter-op threads (default -1 = auto, as above; 0 = TF's default)")
     run.add_argument("--drain-timeout-seconds", type=float, default=30.0,
                      help="on SIGINT/SIGTERM, how long in-flight requests may take to finish (default 30)")
     run.add_argument("--log-level", default=os.environ.get("SERVING_LOG_LEVEL", "INFO"),

@@ -72,7 +72,14 @@ def _probe_inputs(spec: SignatureSpec, rows: int = 2) -> dict[str, np.ndarray]:
 
 
 class _FlatCall:
-    """Call a ConcreteFunction through its AtomicFunction with pre-resolved argument order and captures.
+    """Call a ConcreteFunction the way its AtomicFunction does, minus the Python layers in between.
+
+    AtomicFunction.call_flat ends in `pywrap_tfe.TFE_Py_Execute(ctx, device, function_name, inputs, attrs,
+    n_outputs)`: the function is executed as one eager op named after it. We make that call directly with
+    everything resolved at load time (argument order, captured variable handles, the call attributes, the
+    output order) and build the input tensors with the EagerTensor constructor that tf.convert_to_tensor
+    ends in. Measured (serving/graph_call_bench.py): ~60-80 us less CPU per batch-1 call than call_flat with
+    convert_to_tensor, which is a third of the model call for the exported models.
 
     Falls back to the public keyword call when the private attributes are missing (another TF version) or
     when the fast path disagrees with it on a probe input.
@@ -94,9 +101,31 @@ class _FlatCall:
             if set(keywords) != set(spec.inputs):
                 raise ValueError(f"argument names {keywords} differ from signature inputs {sorted(spec.inputs)}")
 
+            from tensorflow.python import pywrap_tfe
+            from tensorflow.python.eager import context, core
+            from tensorflow.python.framework import ops
+
+            ctx = context.context()
+            ctx.ensure_initialized()
+            handle, device = ctx._handle, ctx.device_name
+            fn_name = atomic.name.decode() if isinstance(atomic.name, bytes) else str(atomic.name)
+            n_out = len(atomic.function_type.flat_outputs)
+            if n_out != len(out_names):
+                raise ValueError(f"{n_out} flat outputs but {len(out_names)} named outputs")
+            # Context.call_function's attrs (executor_type, config_proto), fixed after the threads are set.
+            attrs = tuple(x for kv in ctx.function_call_options.as_attrs().items() for x in kv)
+            np_dtypes = [spec.inputs[k].np_dtype for k in keywords]
+            enums = [d.as_datatype_enum for d in dtypes]
+            EagerTensor, execute, status_to_exception = ops.EagerTensor, pywrap_tfe.TFE_Py_Execute, core._status_to_exception
+            not_ok = core._NotOkStatusException
+            arg_plan = list(zip(keywords, np_dtypes, enums))
+
             def fast(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-                args = [tf.convert_to_tensor(inputs[k], dtype=d) for k, d in zip(keywords, dtypes)]
-                outs = atomic.call_flat(*args, *captured)
+                args = [EagerTensor(np.asarray(inputs[k], dtype=nd), device, e) for k, nd, e in arg_plan]
+                try:
+                    outs = execute(handle, device, fn_name, args + captured, attrs, n_out)
+                except not_ok as exc:  # what execute.execute does: the matching tf.errors class
+                    raise status_to_exception(exc) from None
                 return {n: o.numpy() for n, o in zip(out_names, outs)}
 
             probe = _probe_inputs(spec)
