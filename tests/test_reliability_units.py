@@ -156,3 +156,19 @@ def test_cli_help_and_missing_models(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "--soak-seconds" in out and "--quick" in out
     assert main(["--models-dir", str(tmp_path), "--results-dir", str(tmp_path / "r")]) == 2
     assert "export the models first" in capsys.readouterr().err
+
+
+def test_soak_latency_stability_rule_on_planted_windows() -> None:
+    from benchmarks.reliability.scenarios import SoakResult
+
+    def soak(first_p50: float, first_p99: float, last_p50: float, last_p99: float) -> SoakResult:
+        def end(p50: float, p99: float) -> dict:
+            return {"n": 100, "median_window_p50_ms": p50, "median_window_p99_ms": p99}
+
+        return SoakResult(100.0, 200.0, 60.0, {"failed": 0, "unaccounted": 0}, {}, end(first_p50, first_p99),
+                          end(last_p50, last_p99), [])
+
+    assert soak(2.0, 8.0, 2.5, 9.0).latency_stable()
+    assert not soak(2.0, 8.0, 2.0, 40.0).latency_stable()  # p99 drifted 5x: a growing queue or a leak
+    assert not soak(2.0, 8.0, 12.0, 20.0).latency_stable()  # p50 drifted
+    assert soak(0.2, 0.5, 3.0, 5.0).latency_stable(slack_ms=5.0)  # sub-ms noise is inside the slack
