@@ -15,6 +15,7 @@ like any other task and reassembled.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -43,6 +44,10 @@ class _Task:
     deadline: float | None  # time.monotonic() seconds
     enqueued: float
     future: Future = field(default_factory=Future)
+    # Set for tasks of the asyncio gRPC front end: the result goes to this asyncio future instead of `future`,
+    # delivered on its event loop together with the rest of the batch (one loop wake-up per batch, not per task).
+    aio: Any = None
+    loop: Any = None
 
     def expired(self, now: float) -> bool:
         return self.deadline is not None and now >= self.deadline
@@ -69,6 +74,10 @@ class BatchQueue:
     def submit(self, inputs: dict[str, np.ndarray], size: int, deadline: float | None) -> Future:
         """Queue one request (all inputs share dimension 0 = `size`); returns a Future of its outputs."""
         return self.scheduler._submit(self, inputs, size, deadline)
+
+    async def run_async(self, inputs: dict[str, np.ndarray], size: int, deadline: float | None) -> dict[str, np.ndarray]:
+        """run() for coroutines: waits on the event loop, so no thread is held while the task is queued."""
+        return await self.scheduler._run_async(self, inputs, size, deadline)
 
     def run(self, inputs: dict[str, np.ndarray], size: int, deadline: float | None) -> dict[str, np.ndarray]:
         """submit() and wait for the result, honouring the deadline."""
@@ -99,6 +108,7 @@ class SharedBatchScheduler:
         self._queues: list[BatchQueue] = []
         self._rr = 0
         self._stopping = False
+        self._wake_scheduled: set[Any] = set()  # event loops with a pending _wake (touched on their own thread)
         self._threads = [threading.Thread(target=self._loop, name=f"{self.pool_name}-{i}", daemon=True)
                          for i in range(max(1, int(settings.num_batch_threads)))]
         for t in self._threads:
@@ -136,6 +146,41 @@ class SharedBatchScheduler:
         if self.metrics is not None:
             self.metrics.input_batch_size.labels(queue.model_name).observe(size)
         return task.future
+
+    async def _run_async(self, queue: BatchQueue, inputs: dict[str, np.ndarray], size: int,
+                         deadline: float | None) -> dict[str, np.ndarray]:
+        if size > self.split_size and self.splitting:  # rare: reuse the thread path's reassembly
+            future = asyncio.wrap_future(self._submit(queue, inputs, size, deadline))
+        else:
+            if size > self.max_batch_size:
+                raise invalid_argument(f"Task size {size} is larger than maximum input batch size {self.max_batch_size}")
+            loop = asyncio.get_running_loop()
+            now = time.monotonic()
+            task = _Task(inputs, size, deadline, now, aio=loop.create_future(), loop=loop)
+            with self._cond:
+                if queue.closed or self._stopping:
+                    raise unavailable("this model version is being unloaded; retry")
+                self._enqueue_locked(queue, task, now)
+            # Wake an idle batch thread once per event-loop iteration, not once per task: requests that arrived
+            # together are decoded in the same iteration and so join the same batch, instead of an idle thread
+            # grabbing each one alone while the loop (the GIL-bound part) is still decoding the rest. The cost
+            # is at most the rest of the current iteration, which is work the loop would do first anyway.
+            if loop not in self._wake_scheduled:
+                self._wake_scheduled.add(loop)
+                loop.call_soon(self._wake, loop)
+            if self.metrics is not None:
+                self.metrics.child(self.metrics.input_batch_size, queue.model_name).observe(size)
+            future = task.aio
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            return await asyncio.wait_for(future, timeout)  # cancels the future on timeout: the batch skips it
+        except asyncio.TimeoutError:
+            raise deadline_exceeded("Deadline exceeded while waiting in the batch queue") from None
+
+    def _wake(self, loop: Any) -> None:
+        self._wake_scheduled.discard(loop)
+        with self._cond:
+            self._cond.notify_all()
 
     def _enqueue_locked(self, queue: BatchQueue, task: _Task, now: float) -> None:
         limit = self.split_size if self.splitting else self.max_batch_size
@@ -231,13 +276,41 @@ class SharedBatchScheduler:
     def _process(self, queue: BatchQueue, batch: _Batch) -> None:
         start = time.monotonic()
         live: list[_Task] = []
+        replies: dict[Any, list[tuple[Any, Any, bool]]] = {}  # loop -> [(asyncio future, value, is_error)]
         for task in batch.tasks:
-            if not task.future.set_running_or_notify_cancel():
+            if task.aio is not None:
+                if task.aio.cancelled():  # racy read from this thread, but only ever saves work: checked again on delivery
+                    continue
+                if task.expired(start):
+                    replies.setdefault(task.loop, []).append(
+                        (task.aio, deadline_exceeded("Deadline exceeded while waiting in the batch queue"), True))
+                    continue
+            elif not task.future.set_running_or_notify_cancel():
                 continue  # its caller gave up (deadline) before we got to it
-            if task.expired(start):
+            elif task.expired(start):
                 task.future.set_exception(deadline_exceeded("Deadline exceeded while waiting in the batch queue"))
                 continue
             live.append(task)
+        try:
+            self._run_batch(queue, live, start, replies)
+        finally:
+            for loop, items in replies.items():
+                try:
+                    loop.call_soon_threadsafe(_deliver, items)
+                except RuntimeError:  # the loop is closed: its callers are gone
+                    pass
+
+    def _run_batch(self, queue: BatchQueue, live: list[_Task], start: float,
+                   replies: dict[Any, list[tuple[Any, Any, bool]]]) -> None:
+        def reply(t: _Task, value: Any, error: bool) -> None:
+            if t.aio is not None:
+                replies.setdefault(t.loop, []).append((t.aio, value, error))
+            elif error:
+                if not t.future.done():
+                    t.future.set_exception(value)
+            else:
+                t.future.set_result(value)
+
         if not live:
             return
         rows = sum(t.size for t in live)
@@ -252,10 +325,12 @@ class SharedBatchScheduler:
                     parts.append(np.repeat(first, padded - rows, axis=0))
                 merged[name] = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
             if self.metrics is not None:
+                m = self.metrics
+                queuing = m.child(m.queuing_latency, self.pool_name)
                 for t in live:
-                    self.metrics.queuing_latency.labels(self.pool_name).observe((start - t.enqueued) * 1e6)
-                self.metrics.processed_batch_size.labels(queue.model_name).observe(padded)
-                self.metrics.padding_size.labels(queue.model_name, str(padded)).observe(padded - rows)
+                    queuing.observe((start - t.enqueued) * 1e6)
+                m.child(m.processed_batch_size, queue.model_name).observe(padded)
+                m.child(m.padding_size, queue.model_name, str(padded)).observe(padded - rows)
             outputs = queue.process(merged)
             for name, value in outputs.items():
                 if value.ndim == 0 or value.shape[0] != padded:
@@ -264,13 +339,14 @@ class SharedBatchScheduler:
                         "every output must be batch-major to serve this signature with batching")
             offset = 0
             for t in live:
-                t.future.set_result({k: v[offset:offset + t.size] for k, v in outputs.items()})
+                reply(t, {k: v[offset:offset + t.size] for k, v in outputs.items()}, False)
                 offset += t.size
         except Exception as exc:  # one bad batch must never kill a batch thread
             err = exc if isinstance(exc, ServingError) else ServingError(grpc.StatusCode.INTERNAL, f"batch failed: {exc}")
+            answered = {id(f) for items in replies.values() for f, _, _ in items}
             for t in live:
-                if not t.future.done():
-                    t.future.set_exception(err)
+                if t.aio is None or id(t.aio) not in answered:
+                    reply(t, err, True)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Process what is queued, then let the threads exit."""
@@ -280,3 +356,14 @@ class SharedBatchScheduler:
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
+
+
+def _deliver(items: list[tuple[Any, Any, bool]]) -> None:
+    """On the event loop: hand each asyncio caller of a batch its rows (or error), skipping those that gave up."""
+    for future, value, error in items:
+        if future.done():  # cancelled by its deadline meanwhile
+            continue
+        if error:
+            future.set_exception(value)
+        else:
+            future.set_result(value)

@@ -95,8 +95,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     net.add_argument("--rest-port", "--rest_api_port", type=int, default=8501,
                      help="REST port (default 8501; -1 disables REST; 0 = pick a free one)")
     net.add_argument("--grpc-max-threads", "--grpc_max_threads", type=int, default=64,
-                     help="gRPC worker threads = requests handled at once. A request waiting for its batch holds "
-                          "a thread, so keep this >= the number of concurrent clients you want batched (default 64)")
+                     help="accepted for command-line compatibility with TF Serving; the embedded gRPC server is "
+                          "asyncio (one event loop, no thread per request: a request waiting for its batch holds no "
+                          "thread), so there is no request thread pool to size")
     net.add_argument("--rest-api-timeout-ms", "--rest_api_timeout_in_ms", type=int, default=30_000,
                      help="deadline of a REST request in ms (default 30000, like TF Serving)")
     net.add_argument("--max-request-bytes", type=int, default=64 * 1024 * 1024,

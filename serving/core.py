@@ -6,9 +6,12 @@ ModelManager calls): runner for the chosen mode, batch queues, warmup replay.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,10 @@ class ServingCore:
         self.max_tensor_elements = max_tensor_elements
         self.enable_warmup = enable_warmup
         self.manager: ModelManager | None = None
+        # Unbatched gRPC requests that arrive while others are in flight run here (see run_async): one thread
+        # per CPU is enough, TensorFlow releases the GIL while it computes and more threads only contend for it.
+        self.model_threads = max(1, os.cpu_count() or 1)
+        self._model_pool: ThreadPoolExecutor | None = None
 
     # ------------------------------------------------------------------ loading
     def load_version(self, name: str, version: int, path: Path) -> ServableVersion:
@@ -114,6 +121,30 @@ class ServingCore:
             return self._queue_for(sv, sig, inputs).run(inputs, rows, deadline)
         return self._run_direct(sv, sig, inputs)
 
+    async def run_async(self, sv: ServableVersion, sig: SignatureSpec, inputs: dict[str, np.ndarray],
+                        deadline: float | None, inline: bool) -> dict[str, np.ndarray]:
+        """run() for the asyncio gRPC front end.
+
+        Batched requests wait on the event loop (no thread held) and are answered one loop wake-up per batch.
+        Unbatched ones run on the loop thread itself when `inline` (nothing else is in flight: saves two thread
+        hand-offs, the largest part of a lone request's latency), otherwise on the small model thread pool so
+        the loop keeps receiving and decoding while TensorFlow (which releases the GIL) computes.
+        """
+        if deadline is not None and time.monotonic() >= deadline:
+            raise deadline_exceeded("Deadline exceeded before the request could run")
+        if self.scheduler is not None and _batchable(sig):
+            rows = batch_size_of(inputs)
+            return await self._queue_for(sv, sig, inputs).run_async(inputs, rows, deadline)
+        if inline:
+            return self._run_direct(sv, sig, inputs)
+        if self._model_pool is None:
+            self._model_pool = ThreadPoolExecutor(max_workers=self.model_threads, thread_name_prefix="model")
+        return await asyncio.get_running_loop().run_in_executor(self._model_pool, self._run_direct, sv, sig, inputs)
+
+    def close(self) -> None:
+        if self._model_pool is not None:
+            self._model_pool.shutdown(wait=True)
+
     def observed(self, model_name: str, entrypoint: str, api: str = "predict") -> "_Observation":
         known = self.manager is not None and self.manager.has_model(model_name)
         return _Observation(self.metrics, model_name if known else UNKNOWN_MODEL_LABEL, api, entrypoint)
@@ -129,12 +160,18 @@ class _Observation:
 
     def __init__(self, metrics: ServingMetrics, model: str, api: str, entrypoint: str) -> None:
         self.metrics, self.model, self.api, self.entrypoint = metrics, model, api, entrypoint
+        self.deadline: float | None = None  # set by callers that know it (to classify a cancellation)
 
     def __enter__(self) -> "_Observation":
         self.started = time.perf_counter()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        if isinstance(exc, asyncio.CancelledError):
+            # The gRPC runtime cancelled the handler: the deadline passed (or the client went away) first.
+            status = "DEADLINE_EXCEEDED" if self.deadline is not None and time.monotonic() >= self.deadline else "CANCELLED"
+            self.metrics.count_request(self.model, status)
+            return
         status = "OK" if exc is None else (exc.code.name if isinstance(exc, ServingError) else "INTERNAL")
         self.metrics.count_request(self.model, status)
         if exc is None:

@@ -1,19 +1,31 @@
 """TF Serving's gRPC API (tensorflow.serving.PredictionService / ModelService) plus grpc.health.v1.
 
 Built on the official generated servicers from tensorflow-serving-api, so the method names, request and
-response messages are exactly TF Serving's. The synchronous grpc server is used: a request waiting for its
-batch simply blocks its worker thread, which keeps deadlines (context.time_remaining) and batching simple.
+response messages are exactly TF Serving's.
+
+The server is grpc.aio (asyncio) on one event-loop thread, not the thread-pool server. Why (measured,
+PERFORMANCE.md): with the thread-pool server every request, and every request waiting for its batch, holds a
+worker thread; 64 concurrent streams meant 64+ threads taking turns on the GIL, a wake-up per request when
+its batch finished, and batching that saved no CPU at all. Here a request waiting for its batch is just a
+pending future on the loop, a finished batch wakes the loop once, and the per-request Python work (decode,
+validate, encode) happens on one thread. Model calls run in the batch threads (batching on), inline on the
+loop when the request is alone, or in a small model thread pool (TensorFlow releases the GIL while computing).
 """
 from __future__ import annotations
 
+import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import Future
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import (
+    classification_pb2,
     get_model_metadata_pb2,
+    inference_pb2,
+    regression_pb2,
     get_model_status_pb2,
     model_management_pb2,
     predict_pb2,
@@ -37,23 +49,26 @@ def _spec(model_spec: Any) -> tuple[str, int | None, str | None]:
     return model_spec.name, version, (model_spec.version_label or None)
 
 
-def _abort(context: grpc.ServicerContext, exc: Exception) -> None:
+async def _abort(context: grpc.aio.ServicerContext, exc: Exception) -> None:
     if isinstance(exc, ServingError):
-        context.abort(exc.code, exc.message)
-    log.exception("unexpected error")
-    context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+        await context.abort(exc.code, exc.message)
+    log.error("unexpected error", exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, core: ServingCore, manager: ModelManager) -> None:
         self.core = core
         self.manager = manager
+        self.in_flight = 0  # Predict calls between entry and exit; only touched on the loop thread
 
-    def Predict(self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext) -> predict_pb2.PredictResponse:
+    async def Predict(self, request: predict_pb2.PredictRequest,
+                      context: grpc.aio.ServicerContext) -> predict_pb2.PredictResponse:
         name, version, label = _spec(request.model_spec)
+        self.in_flight += 1
         try:
-            with self.core.observed(name, "GRPC"):
-                deadline = deadline_from_timeout(context.time_remaining())
+            with self.core.observed(name, "GRPC") as obs:
+                deadline = obs.deadline = deadline_from_timeout(context.time_remaining())
                 with self.manager.acquire(name, version, label) as sv:
                     sig, inputs = self.core._decode_request(sv, request)
                     wanted = list(request.output_filter)
@@ -61,7 +76,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                         if alias not in sig.outputs:
                             raise invalid_argument(f"output tensor alias not found in signature: {alias} "
                                                    f"(outputs of '{sig.name}': {', '.join(sorted(sig.outputs))})")
-                    outputs = self.core.run(sv, sig, inputs, deadline)
+                    outputs = await self.core.run_async(sv, sig, inputs, deadline, inline=self.in_flight == 1)
                     response = predict_pb2.PredictResponse()
                     response.model_spec.name = name
                     response.model_spec.version.value = sv.version
@@ -71,9 +86,11 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                             fill_tensor_proto(response.outputs[key], value)
                     return response
         except Exception as exc:
-            _abort(context, exc)
+            await _abort(context, exc)
+        finally:
+            self.in_flight -= 1
 
-    def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
+    async def GetModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         name, version, label = _spec(request.model_spec)
         try:
             if not request.metadata_field:
@@ -83,21 +100,21 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                     raise invalid_argument(f"Metadata field {f} is not supported (only '{SIGNATURE_DEF_FIELD}')")
             return model_metadata(self.manager, name, version, label)
         except Exception as exc:
-            _abort(context, exc)
+            await _abort(context, exc)
 
-    def _unimplemented(self, what: str, context: grpc.ServicerContext) -> None:
-        context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                      f"{what} is not implemented by the embedded server: the exported models have predict "
-                      "signatures only; use Predict")
+    async def _unimplemented(self, what: str, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                            f"{what} is not implemented by the embedded server: the exported models have predict "
+                            "signatures only; use Predict")
 
-    def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:
-        self._unimplemented("Classify", context)
+    async def Classify(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._unimplemented("Classify", context)
 
-    def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:
-        self._unimplemented("Regress", context)
+    async def Regress(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._unimplemented("Regress", context)
 
-    def MultiInference(self, request: Any, context: grpc.ServicerContext) -> Any:
-        self._unimplemented("MultiInference", context)
+    async def MultiInference(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._unimplemented("MultiInference", context)
 
 
 def model_metadata(manager: ModelManager, name: str, version: int | None, label: str | None) -> Any:
@@ -130,15 +147,15 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         self.manager = manager
         self.enable_config_reload = enable_config_reload
 
-    def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Any:
+    async def GetModelStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             if not request.model_spec.name:
                 raise invalid_argument("Missing model name in request.")
             return model_status(self.manager, *_spec(request.model_spec))
         except Exception as exc:
-            _abort(context, exc)
+            await _abort(context, exc)
 
-    def HandleReloadConfigRequest(self, request: Any, context: grpc.ServicerContext) -> Any:
+    async def HandleReloadConfigRequest(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             if not self.enable_config_reload:
                 raise failed_precondition("model config reload is disabled on this server; start it with "
@@ -148,44 +165,135 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             problems = check_model_server_config(request.config)
             if problems:
                 raise invalid_argument("invalid ModelServerConfig: " + "; ".join(problems))
-            self.manager.replace_sources(sources_from_config(request.config))
+            # Loading models blocks for seconds: off the event loop, which must keep serving.
+            await asyncio.get_running_loop().run_in_executor(
+                None, self.manager.replace_sources, sources_from_config(request.config))
             response = model_management_pb2.ReloadConfigResponse()
             response.status.error_code = 0
             return response
         except Exception as exc:
-            _abort(context, exc)
+            await _abort(context, exc)
 
 
-def build_grpc_server(core: ServingCore, manager: ModelManager, host: str, port: int, max_threads: int,
-                      max_message_bytes: int, enable_config_reload: bool) -> tuple[grpc.Server, int, health.HealthServicer]:
-    """Create (not start) the gRPC server; returns it, the bound port and the health servicer."""
-    server = grpc.server(
-        ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="grpc"),
-        options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.so_reuseport", 0),  # a port already in use must be an error, not a silent share
-        ],
-    )
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(core, manager), server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(manager, enable_config_reload), server)
-    health_servicer = health.HealthServicer(experimental_non_blocking=True)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for service in HEALTH_SERVICES:
-        health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
-    try:
-        bound = server.add_insecure_port(f"{host}:{port}")
-    except RuntimeError as exc:  # newer grpcio raises instead of returning 0
-        raise OSError(f"cannot listen for gRPC on {host}:{port}: {exc}") from None
-    if bound == 0:
-        raise OSError(f"cannot listen for gRPC on {host}:{port} (port in use?)")
-    return server, bound, health_servicer
+def _parsing_handlers(service: str, methods: dict[str, tuple[Any, Any]]) -> grpc.GenericRpcHandler:
+    """The official services' methods, with requests parsed by us: bytes that are not the request message get
+    INVALID_ARGUMENT naming the problem (grpc.aio's own deserializer failure would be a bare UNKNOWN)."""
+
+    def wrap(method: Any, request_cls: Any) -> Any:
+        async def handler(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                request = request_cls.FromString(raw)
+            except Exception as exc:  # protobuf's DecodeError, whatever the backend calls it
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"request is not a valid {request_cls.DESCRIPTOR.full_name}: {exc}")
+            return await method(request, context)
+
+        return handler
+
+    return grpc.method_handlers_generic_handler(service, {
+        name: grpc.unary_unary_rpc_method_handler(wrap(method, request_cls),
+                                                  response_serializer=lambda msg: msg.SerializeToString())
+        for name, (method, request_cls) in methods.items()
+    })
 
 
-def set_health(health_servicer: health.HealthServicer, serving: bool) -> None:
-    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-    for service in HEALTH_SERVICES:
-        health_servicer.set(service, status)
+class GrpcServer:
+    """A grpc.aio server running on its own event-loop thread, driven from synchronous code (server.py).
+
+    Same shape as grpc.Server for the caller: start(), stop(grace) -> an object with wait(timeout).
+    """
+
+    def __init__(self, core: ServingCore, manager: ModelManager, host: str, port: int,
+                 max_message_bytes: int, enable_config_reload: bool) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="grpc-aio", daemon=True)
+        self._thread.start()
+        self.prediction = PredictionServicer(core, manager)
+        self._args = (manager, host, port, max_message_bytes, enable_config_reload)
+        self.port = self._call(self._build())
+
+    def _call(self, coro: Any, timeout: float | None = 60.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    async def _build(self) -> int:
+        manager, host, port, max_message_bytes, enable_config_reload = self._args
+        self.server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max_message_bytes),
+                ("grpc.so_reuseport", 0),  # a port already in use must be an error, not a silent share
+            ],
+            # No cap on concurrent RPCs, as with the thread-pool server before (which queued the excess): the
+            # bound on work in flight is the batch queue (max_enqueued_batches -> RESOURCE_EXHAUSTED).
+        )
+        model_servicer = ModelServicer(manager, enable_config_reload)
+        p = self.prediction
+        self.server.add_generic_rpc_handlers((
+            _parsing_handlers("tensorflow.serving.PredictionService", {
+                "Predict": (p.Predict, predict_pb2.PredictRequest),
+                "Classify": (p.Classify, classification_pb2.ClassificationRequest),
+                "Regress": (p.Regress, regression_pb2.RegressionRequest),
+                "MultiInference": (p.MultiInference, inference_pb2.MultiInferenceRequest),
+                "GetModelMetadata": (p.GetModelMetadata, get_model_metadata_pb2.GetModelMetadataRequest),
+            }),
+            _parsing_handlers("tensorflow.serving.ModelService", {
+                "GetModelStatus": (model_servicer.GetModelStatus, get_model_status_pb2.GetModelStatusRequest),
+                "HandleReloadConfigRequest": (model_servicer.HandleReloadConfigRequest,
+                                              model_management_pb2.ReloadConfigRequest),
+            }),
+        ))
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        for service in HEALTH_SERVICES:
+            await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        try:
+            bound = self.server.add_insecure_port(f"{host}:{port}")
+        except RuntimeError as exc:  # newer grpcio raises instead of returning 0
+            raise OSError(f"cannot listen for gRPC on {host}:{port}: {exc}") from None
+        if bound == 0:
+            raise OSError(f"cannot listen for gRPC on {host}:{port} (port in use?)")
+        return bound
+
+    def start(self) -> None:
+        self._call(self.server.start())
+
+    def set_health(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+
+        async def apply() -> None:
+            for service in HEALTH_SERVICES:
+                await self.health.set(service, status)
+
+        self._call(apply())
+
+    def stop(self, grace: float) -> threading.Event:
+        """Refuse new RPCs, let in-flight ones finish for up to `grace` seconds; the event is set when done."""
+        done = threading.Event()
+
+        async def stop() -> None:
+            try:
+                await self.server.stop(grace)
+            finally:
+                done.set()
+
+        future: Future = asyncio.run_coroutine_threadsafe(stop(), self._loop)
+        future.add_done_callback(lambda _f: done.set())
+        return done
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
 
 
-__all__ = ["build_grpc_server", "set_health", "model_metadata", "model_status", "unimplemented"]
+def build_grpc_server(core: ServingCore, manager: ModelManager, host: str, port: int,
+                      max_message_bytes: int, enable_config_reload: bool) -> tuple[GrpcServer, int, GrpcServer]:
+    """Create (not start) the gRPC server; returns it, the bound port and the object whose health to set."""
+    server = GrpcServer(core, manager, host, port, max_message_bytes, enable_config_reload)
+    return server, server.port, server
+
+
+def set_health(server: GrpcServer, serving: bool) -> None:
+    server.set_health(serving)
+
+
+__all__ = ["build_grpc_server", "set_health", "model_metadata", "model_status", "unimplemented", "GrpcServer"]

@@ -162,8 +162,12 @@ def make_handler(app: RestApp, tracker: _Tracker, max_body: int) -> type[BaseHTT
             if close:
                 self.send_header("Connection", "close")
                 self.close_connection = True
-            self.end_headers()
-            self.wfile.write(body)
+            # Headers and body in one write (what end_headers + wfile.write would send as two): one syscall
+            # per response, and the whole reply is on the wire together, even for an error sent before the
+            # request body was read.
+            self._headers_buffer.append(b"\r\n")
+            self._headers_buffer.append(body)
+            self.flush_headers()
 
         def _error(self, status: int, message: str, close: bool = False) -> None:
             self._reply(status, "application/json", json.dumps({"error": message}).encode(), close)

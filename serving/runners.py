@@ -8,8 +8,12 @@ graph  The restored signature ConcreteFunction, called through its flat entry po
        machine (serving/graph_call_bench.py, numbers in its output): `signatures[name](**kw)` ~310 us,
        `ConcreteFunction._call_flat` ~210 us, the AtomicFunction's `call_flat` ~120 us, tf.function wrapping
        ~500 us per batch-1 call; the v1 Session loader (what TF Serving's C++ does) cannot restore Keras 3
-       resource variables from Python. The flat entry point uses private attributes, so at load it is
-       checked against the public call on a probe input and the public call is used if anything differs.
+       resource variables from Python. The server goes one level below call_flat, to the eager execute of
+       the function itself (see _FlatCall), and runs with 1 intra-op + 1 inter-op thread on 2 cores
+       (serving.server.tf_thread_counts). Other routes tried and not kept (PERFORMANCE.md): a frozen graph
+       (variables folded to constants) in a v1 Session, ~370-490 us; SINGLE_THREADED_EXECUTOR, no better.
+       The flat entry point uses private attributes, so at load it is checked against the public call on a
+       probe input and the public call is used if anything differs.
 xla    The same signature function inside tf.function(jit_compile=True), called the same fast way; XLA
        compiles once per distinct input shape (warmup covers the common ones).
 eager  The Keras model rebuilt from assets.extra/model.keras (export.layout.load_keras_model) and called as a

@@ -120,7 +120,7 @@ def run_server(cfg: ServerConfig) -> int:
 
     try:
         grpc_server, grpc_port, health_servicer = build_grpc_server(
-            core, manager, cfg.host, cfg.grpc_port, cfg.grpc_max_threads, cfg.max_request_bytes, cfg.enable_config_reload)
+            core, manager, cfg.host, cfg.grpc_port, cfg.max_request_bytes, cfg.enable_config_reload)
         rest = None
         if cfg.rest_port >= 0:
             rest = RestServer(RestApp(core, manager, cfg.rest_api_timeout_ms), cfg.host, cfg.rest_port, cfg.max_request_bytes)
@@ -171,6 +171,8 @@ def run_server(cfg: ServerConfig) -> int:
     if scheduler is not None:
         scheduler.stop(timeout=remaining() + 1)
     manager.stop()
+    core.close()
+    grpc_server.close()
     if rest is not None:
         rest.close()
     drained = rest_drained and grpc_drained
