@@ -172,3 +172,22 @@ def test_soak_latency_stability_rule_on_planted_windows() -> None:
     assert not soak(2.0, 8.0, 2.0, 40.0).latency_stable()  # p99 drifted 5x: a growing queue or a leak
     assert not soak(2.0, 8.0, 12.0, 20.0).latency_stable()  # p50 drifted
     assert soak(0.2, 0.5, 3.0, 5.0).latency_stable(slack_ms=5.0)  # sub-ms noise is inside the slack
+
+
+def test_scratch_tree_fills_the_policy_window_so_a_rollout_must_unload(tmp_path: Path) -> None:
+    from export.model_config import read_model_config
+
+    src = tmp_path / "src"
+    _fake_version(src / "residual_regressor" / "1")  # a fresh `make export`: one version only
+    dst = faults.make_scratch_models(src, tmp_path / "dst", versions=2)
+    model = dst / "residual_regressor"
+    assert faults.list_versions(model) == [1, 2]
+    assert (model / "2" / "saved_model.pb").read_bytes() == (src / "residual_regressor/1/saved_model.pb").read_bytes()
+    assert not list(model.glob(".copy-*"))
+    (entry,) = read_model_config(dst / "models.config").model_config_list.config
+    assert entry.model_version_policy.latest.num_versions == 2 and dict(entry.version_labels) == {"stable": 1, "canary": 2}
+    # With three exported versions only the newest two are copied, numbers kept
+    _fake_version(src / "residual_regressor" / "2")
+    _fake_version(src / "residual_regressor" / "3")
+    again = faults.make_scratch_models(src, tmp_path / "dst2", versions=2)
+    assert faults.list_versions(again / "residual_regressor") == [2, 3]

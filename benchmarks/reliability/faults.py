@@ -51,6 +51,11 @@ def make_scratch_models(src_models_dir: Path, dst_models_dir: Path, model: str =
     for v in have[-versions:]:
         if not (dst_root / model / str(v)).exists():
             copy_version(src / str(v), dst_root / model / str(v))
+    # Fewer versions exported than the policy keeps (a fresh `make export` has only v1): publish copies of
+    # the newest under the next numbers, so the policy's window is full and a rollout must unload the
+    # oldest version (what the rollout phase checks).
+    while len(list_versions(dst_root / model)) < versions:
+        copy_version(src / str(have[-1]), dst_root / model / str(next_version(dst_root / model)))
     write_configs(dst_root)
     return dst_root
 
