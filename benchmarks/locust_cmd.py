@@ -8,7 +8,7 @@ from pathlib import Path
 from .cli_common import DEFAULT_MODELS, finish_run, open_run
 from .locust_runner import LocustConfig, run_locust
 from .payloads import discover_models
-from .servers import ManagedServer
+from .servers import start_for_run
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,10 +40,8 @@ def main(args: argparse.Namespace) -> int:
     w = open_run(args, "locust", server_kind=args.server, server_mode=args.mode)
     server = None
     try:
-        if args.server != "none":
-            server = ManagedServer(args.server, mode=args.mode, models_dir=args.models_dir,
-                                   models=(model,) if args.server == "embedded" else (),
-                                   log_path=w.run_dir / f"{args.server}-server.log").start()
+        server = start_for_run(args, w.run_dir, (model,))
+        if server is not None:
             gt, rt, label = server.grpc_target, server.rest_target, server.label
         else:
             gt, rt, label = args.grpc_target, args.rest_target, "external"

@@ -166,3 +166,17 @@ def describe(server: ManagedServer) -> dict:
 
 def dumps(d: dict) -> str:
     return json.dumps(d, indent=1)
+
+
+def start_for_run(args, run_dir: Path, models: tuple[str, ...], extra_args: tuple[str, ...] = ()) -> ManagedServer | None:
+    """Start the server a benchmark command asked for (``--server embedded|noop``), logging into its run dir.
+
+    None for ``--server none``: the command then measures an external server (``--grpc-target`` etc.).
+    Only the embedded server loads models and takes extra serve arguments; the no-op one answers any model.
+    """
+    if args.server == "none":
+        return None
+    embedded = args.server == "embedded"
+    return ManagedServer(args.server, mode=args.mode, models_dir=args.models_dir, models=models if embedded else (),
+                         log_path=Path(run_dir) / f"{args.server}-server.log",
+                         extra_args=list(extra_args) if embedded else []).start()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .cli_common import DEFAULT_MODELS, finish_run, open_run
 from .payloads import discover_models
-from .servers import ManagedServer
+from .servers import start_for_run
 
 
 @dataclass
@@ -80,10 +80,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         if args.server != "none":
             print(f">> [2/3] starting {args.server} server ({args.mode})", flush=True)
-            server = ManagedServer(args.server, mode=args.mode, models_dir=args.models_dir,
-                                   models=tuple(i.name for i in infos) if args.server == "embedded" else (),
-                                   log_path=w.run_dir / f"{args.server}-server.log",
-                                   extra_args=list(args.server_arg) if args.server == "embedded" else []).start()
+        server = start_for_run(args, w.run_dir, tuple(i.name for i in infos), tuple(args.server_arg))
+        if server is not None:
             targets = {"grpc": server.grpc_target, "rest": server.rest_target}
             label, metrics = server.label, server.metrics_url
         else:

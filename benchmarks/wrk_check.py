@@ -19,7 +19,7 @@ from .cli_common import DEFAULT_MODELS, finish_run, open_run
 from .engine import run_closed_loop
 from .payloads import build_payload, discover_models
 from .results import ResultRow
-from .servers import ManagedServer
+from .servers import start_for_run
 from .transports import RestTransport
 
 GAP_PCT = 15.0
@@ -117,10 +117,8 @@ def main(args: argparse.Namespace) -> int:
     w = open_run(args, "wrk", server_kind=args.server, server_mode=args.mode)
     server = None
     try:
-        if args.server != "none":
-            server = ManagedServer(args.server, mode=args.mode, models_dir=args.models_dir,
-                                   models=(model,) if args.server == "embedded" else (),
-                                   log_path=w.run_dir / f"{args.server}-server.log").start()
+        server = start_for_run(args, w.run_dir, (model,))
+        if server is not None:
             target, label = server.rest_target, server.label
         else:
             target, label = args.target, "external"
