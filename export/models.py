@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 PACKAGE = "tfserve_bench"
-from export.catalog import MODEL_NAMES  # noqa: E402  (re-exported)
+from export.catalog import MODEL_NAMES  # re-exported
 
 # Weight of the reconstruction loss that ReconstructingRegressor adds through add_loss.
 RECONSTRUCTION_WEIGHT = 0.05
@@ -56,13 +56,11 @@ def naive_softplus(z: tf.Tensor) -> tf.Tensor:
 # ----------------------------------------------------------------------------------------------------
 # Shared pieces
 # ----------------------------------------------------------------------------------------------------
-def _as_list(values: Sequence[float] | np.ndarray | None, size: int | None = None) -> list[float] | None:
+def _as_list(values: Sequence[float] | np.ndarray | None) -> list[float] | None:
+    """Plain floats, so the values survive get_config / a .keras file as JSON."""
     if values is None:
         return None
-    out = [float(v) for v in np.asarray(values, dtype=np.float64).ravel()]
-    if size is not None and len(out) != size:
-        raise ValueError(f"expected {size} values, got {len(out)}")
-    return out
+    return [float(v) for v in np.asarray(values, dtype=np.float64).ravel()]
 
 
 class _ScaledRegressor(keras.Model):
