@@ -66,15 +66,7 @@ def _predict_request(x: np.ndarray, model: str = MODEL, signature: str = "", ver
                      label: str | None = None) -> predict_pb2.PredictRequest:
     import tensorflow as tf
 
-    req = predict_pb2.PredictRequest()
-    req.model_spec.name = model
-    req.model_spec.signature_name = signature
-    if version is not None:
-        req.model_spec.version.value = version
-    if label is not None:
-        req.model_spec.version_label = label
-    req.inputs["inputs"].CopyFrom(tf.make_tensor_proto(x))
-    return req
+    return _raw_request(model, signature, {"inputs": tf.make_tensor_proto(x)}, version, label)
 
 
 def _outputs(resp: predict_pb2.PredictResponse) -> dict[str, np.ndarray]:
