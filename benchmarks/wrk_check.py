@@ -137,7 +137,7 @@ def main(args: argparse.Namespace) -> int:
                                             kind="rest", model=model, mode=label, batch_size=args.batch_size,
                                             scenario="wrk-crosscheck", concurrency=args.concurrency, server=label,
                                             target=target, client_cpu_percent=round(r.client_cpu_pct, 1),
-                                            client_saturated=r.client_cpu_pct >= 85, stable=r.stable)
+                                            client_saturated=r.saturated, stable=r.stable)
         ours_row.warnings = r.warnings()
         w.append(ours_row)
         if wrk:
