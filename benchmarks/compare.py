@@ -32,7 +32,7 @@ import numpy as np
 from .report import fmt, table
 from .results import ResultRow, atomic_write_text, load_run
 
-KEY_FIELDS = ("kind", "model", "mode", "scenario", "batch_size", "concurrency", "target_rate", "server")
+KEY_FIELDS = ("kind", "model", "mode", "scenario", "batch_size", "concurrency", "target_rate", "server", "client")
 
 
 @dataclass

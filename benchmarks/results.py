@@ -88,6 +88,7 @@ class ResultRow:
     serialize_ms: float | None = None  # request encode cost per request, measured outside the timed section
     deserialize_ms: float | None = None
     server: str = ""  # server kind/mode the row was measured against
+    client: str = ""  # load-generator client that sent the requests (grpc.aio | libcurl | asyncio-http1 | ...)
     target: str = ""  # host:port or "" for in-process
     histogram: str = ""  # HdrHistogram encoded (µs values); empty when n == 0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -96,7 +97,7 @@ class ResultRow:
     def key(self) -> tuple:
         """Identity used to match rows across runs in `compare`."""
         return (self.kind, self.model, self.mode, self.scenario, self.batch_size, self.concurrency,
-                self.target_rate, self.server)
+                self.target_rate, self.server, self.client)
 
     def histogram_obj(self) -> LatencyHistogram:
         return LatencyHistogram.decode(self.histogram)

@@ -37,6 +37,7 @@ class ServedConfig:
     warmup_s: float = 0.5
     timeout_s: float = 30.0
     grpc_channels: int = 1
+    grpc_client: str = "aio"  # aio (grpc.aio) | curl (libcurl HTTP/2): see transports.py
     signature: str = "serving_default"
     server_label: str = ""  # e.g. embedded-graph, tfserving, noop
     metrics_url: str = ""  # Prometheus endpoint (REST port), optional
@@ -51,11 +52,19 @@ class ServedConfig:
 
 
 async def _probe(kind: str, cfg: ServedConfig, p: Payload) -> tuple[str, bytes | None]:
-    t = make_transport(kind, cfg.target, p.rest_path, concurrency=1, timeout_s=cfg.timeout_s)
+    t = make_transport(kind, cfg.target, p.rest_path, concurrency=1, timeout_s=cfg.timeout_s,
+                       grpc_client=cfg.grpc_client)
     try:
         return await t.send(p.grpc_bytes if kind == "grpc" else p.rest_body)
     finally:
         await t.close()
+
+
+def client_name(kind: str, grpc_client: str) -> str:
+    """The result rows' `client`: which implementation sent the requests."""
+    if kind == "rest":
+        return "asyncio-http1"
+    return {"aio": "grpc.aio", "curl": "libcurl"}[grpc_client]
 
 
 def _payload_bytes(kind: str, p: Payload) -> bytes:
@@ -87,7 +96,8 @@ def run_served(cfg: ServedConfig, writer: ResultWriter | None = None) -> list[Re
                 log.warning("%s %s b=%d: %s", cfg.kind, model, bs, problem)
             enc_ms = p.grpc_serialize_ms if cfg.kind == "grpc" else p.rest_serialize_ms
             common = dict(kind=cfg.kind, model=model, mode=cfg.server_label or "served", batch_size=bs,
-                          server=cfg.server_label, target=cfg.target, serialize_ms=enc_ms, deserialize_ms=decode_ms)
+                          server=cfg.server_label, target=cfg.target, serialize_ms=enc_ms, deserialize_ms=decode_ms,
+                          client=client_name(cfg.kind, cfg.grpc_client))
             payload = [_payload_bytes(cfg.kind, p)]
             for conc in cfg.concurrencies:
                 bar.set_postfix_str(f"{model} b={bs} c={conc}")
@@ -95,7 +105,8 @@ def run_served(cfg: ServedConfig, writer: ResultWriter | None = None) -> list[Re
 
                 async def point():
                     t = make_transport(cfg.kind, cfg.target, p.rest_path, concurrency=conc,
-                                       timeout_s=cfg.timeout_s, grpc_channels=cfg.grpc_channels)
+                                       timeout_s=cfg.timeout_s, grpc_channels=cfg.grpc_channels,
+                                       grpc_client=cfg.grpc_client)
                     try:
                         return await run_closed_loop(t, payload, conc, window_s=cfg.window_s,
                                                      max_windows=cfg.max_windows, stability_pct=cfg.stability_pct,
@@ -108,12 +119,13 @@ def run_served(cfg: ServedConfig, writer: ResultWriter | None = None) -> list[Re
                 row = ResultRow.from_histogram(r.hist, duration_s=r.duration_s, errors=r.n_errors,
                                                errors_by_code=r.errors, scenario="closed", concurrency=conc,
                                                stable=r.stable, client_cpu_percent=round(r.client_cpu_pct, 1),
-                                               client_saturated=r.client_cpu_pct >= CPU_SATURATION_PCT, **common)
+                                               client_saturated=r.saturated, **common)
                 row.achieved_rate = row.throughput_rps
                 row.warnings = r.warnings() + ([problem] if problem else [])
                 row.extra = {"windows": r.windows, "window_throughputs": r.window_throughputs,
                              "max_deviation_pct": round(r.deviation_pct, 2) if r.deviation_pct != float("inf") else None,
                              "system_cpu_percent": round(r.system_cpu_pct, 1),
+                             "loop_thread_cpu_percent": round(r.loop_cpu_pct, 1),
                              "server_metrics": prometheus.delta(before, after, model), **cfg.extra}
                 rows.append(row)
                 if writer:
@@ -142,7 +154,8 @@ def _loadgen_point(cfg: ServedConfig, p: Payload, payload: list[bytes], scenario
     before = prometheus.scrape(cfg.metrics_url)
     cpu = CpuMeter()
     res = run_loadgen(lambda: make_transport(cfg.kind, cfg.target, p.rest_path, concurrency=64,
-                                             timeout_s=cfg.timeout_s, grpc_channels=cfg.grpc_channels),
+                                             timeout_s=cfg.timeout_s, grpc_channels=cfg.grpc_channels,
+                                       grpc_client=cfg.grpc_client),
                       payload, lcfg, out_dir)
     client_cpu, _ = cpu.stop()
     after = prometheus.scrape(cfg.metrics_url)

@@ -48,19 +48,20 @@ def test_inprocess_modes_report_first_call_separately(exported_models_dir, tmp_p
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("kind", ["grpc", "rest"])
-def test_served_sweep_against_embedded_server(embedded, exported_models_dir, tmp_path, kind):
+@pytest.mark.parametrize("kind,grpc_client", [("grpc", "aio"), ("grpc", "curl"), ("rest", "aio")])
+def test_served_sweep_against_embedded_server(embedded, exported_models_dir, tmp_path, kind, grpc_client):
     n_features = next(i.n_features for i in discover_models(exported_models_dir) if i.name == MODEL)
     w = ResultWriter(tmp_path / "run", capture_environment(server_kind="embedded", server_mode="graph"))
     target = embedded.grpc_target if kind == "grpc" else embedded.rest_target
     rows = run_served(ServedConfig(kind=kind, target=target, models=[(MODEL, n_features)], batch_sizes=(4,),
                                    concurrencies=(2,), window_s=0.4, max_windows=3, warmup_s=0.2,
                                    server_label=embedded.label, metrics_url=embedded.metrics_url,
-                                   progress=False), w)
+                                   grpc_client=grpc_client, progress=False), w)
     (row,) = rows
     assert row.errors == 0 and row.n > 0, row.errors_by_code
     assert not [x for x in row.warnings if "expected" in x], row.warnings  # response shape matched the batch
     assert row.server == "embedded-graph" and row.deserialize_ms is not None
+    assert row.client == {"grpc": {"aio": "grpc.aio", "curl": "libcurl"}[grpc_client], "rest": "asyncio-http1"}[kind]
     sm = row.extra["server_metrics"]
     assert sm["request_count_by_status"].get("OK", 0) >= row.n  # the server saw at least what we timed
 

@@ -23,8 +23,8 @@ def noop():
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("kind", ["grpc", "rest"])
-def test_server_killed_mid_run_counts_errors_and_keeps_results(tmp_path, kind):
+@pytest.mark.parametrize("kind,grpc_client", [("grpc", "aio"), ("grpc", "curl"), ("rest", "aio")])
+def test_server_killed_mid_run_counts_errors_and_keeps_results(tmp_path, kind, grpc_client):
     w = ResultWriter(tmp_path / "run", capture_environment(server_kind="noop"))
     with ManagedServer("noop", log_path=tmp_path / "noop.log") as srv:
         target = srv.grpc_target if kind == "grpc" else srv.rest_target
@@ -33,7 +33,8 @@ def test_server_killed_mid_run_counts_errors_and_keeps_results(tmp_path, kind):
         try:
             rows = run_served(ServedConfig(kind=kind, target=target, models=[("m", 10)], batch_sizes=(2,),
                                            concurrencies=(4,), window_s=0.5, fixed_windows=6, warmup_s=0.2,
-                                           timeout_s=2.0, server_label="noop", progress=False), w)
+                                           timeout_s=2.0, server_label="noop", grpc_client=grpc_client,
+                                           progress=False), w)
         finally:
             killer.cancel()
     row = rows[0]
