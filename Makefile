@@ -29,7 +29,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 1
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv export verify serve check-deploy bench loadtest compare demo reliability test clean
+.PHONY: help venv export verify serve check-deploy bench loadtest capacity compare demo reliability test clean
 
 help: ## List every target and what it does
 	@echo "tfserve-bench targets (variables in CAPS can be set: make export MODELS=residual_regressor)"
@@ -63,6 +63,9 @@ bench: $(STAMP) ## Standard benchmark suite into artifacts/results/<run-id>/ (QU
 
 loadtest: $(STAMP) ## Locust headless run against the embedded server (USERS=, SPAWN_RATE=, RUN_TIME=, WORKERS=)
 	$(PY) -m benchmarks locust --models-dir $(MODELS_DIR) --results-dir $(RESULTS_DIR) --users $(USERS) --spawn-rate $(SPAWN_RATE) --run-time $(RUN_TIME) --workers $(WORKERS)
+
+capacity: $(STAMP) ## Load-generator capacity vs a no-op server, per client (native nghttpd+nginx if installed; INSTALL=1 apt-gets them)
+	$(PY) -m benchmarks capacity --results-dir $(RESULTS_DIR) $(if $(filter 1,$(INSTALL)),--install,)
 
 compare: $(STAMP) ## Compare two result runs: make compare BASE=<run-id|dir> NEW=<run-id|dir>
 	@test -n "$(BASE)" -a -n "$(NEW)" || { echo "usage: make compare BASE=<run-id> NEW=<run-id>"; exit 2; }

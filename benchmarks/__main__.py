@@ -41,6 +41,7 @@ def _models_arg(args: argparse.Namespace) -> list[tuple[str, int]]:
 
 
 def _served_args(p: argparse.ArgumentParser, kind: str) -> None:
+    from .transports import GRPC_CLIENTS
     p.add_argument("--target", default=None,
                    help="host:port of the endpoint (default 127.0.0.1:8500 for gRPC, 127.0.0.1:8501 for REST)")
     p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS,
@@ -66,7 +67,11 @@ def _served_args(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--server-label", default="", help="how to name the server in the results (e.g. embedded-graph)")
     p.add_argument("--metrics-url", default="",
                    help="Prometheus endpoint to diff per point, e.g. http://127.0.0.1:8501/monitoring/prometheus/metrics")
-    p.add_argument("--grpc-channels", type=int, default=1, help="gRPC channels (TCP connections) to spread calls over")
+    p.add_argument("--grpc-channels", type=int, default=1,
+                   help="grpc.aio client: channels (TCP connections) to spread calls over")
+    p.add_argument("--grpc-client", choices=GRPC_CLIENTS, default="aio",
+                   help="gRPC client: aio = grpc.aio (the reference implementation); curl = libcurl's HTTP/2 via "
+                        "pycurl, ~3x less client CPU per call, for rates above ~6,000 req/s (see `capacity`)")
     p.add_argument("--timeout-s", type=float, default=30.0, help="per-request deadline")
     add_run_args(p)
 
@@ -81,7 +86,7 @@ def cmd_served(args: argparse.Namespace) -> int:
     cfg = ServedConfig(kind=kind, target=args.target, models=_models_arg(args), batch_sizes=args.batch_sizes,
                        concurrencies=() if args.command == "loadgen" else args.concurrency,
                        window_s=args.window_s, max_windows=args.max_windows, stability_pct=args.stability_pct,
-                       timeout_s=args.timeout_s, grpc_channels=args.grpc_channels,
+                       timeout_s=args.timeout_s, grpc_channels=args.grpc_channels, grpc_client=args.grpc_client,
                        server_label=args.server_label or "external", metrics_url=args.metrics_url,
                        loadgen_scenarios=tuple(args.loadgen) if args.command != "sweep" else (),
                        loadgen_qps=args.loadgen_qps, loadgen_min_duration_ms=args.loadgen_duration_ms,
@@ -105,8 +110,12 @@ def cmd_inprocess(args: argparse.Namespace) -> int:
 def cmd_capacity(args: argparse.Namespace) -> int:
     from .capacity import run_capacity
 
-    w = open_run(args, "capacity", server_kind="noop", server_mode="noop")
-    run_capacity(w, concurrencies=args.concurrency, transports=tuple(args.transports), window_s=args.window_s,
+    from .capacity import choose_server
+
+    server = choose_server(args.server, args.install)  # before open_run: the environment block names it
+    w = open_run(args, "capacity", server_kind="noop-native" if server == "native" else "noop", server_mode="noop")
+    run_capacity(w, concurrencies=args.concurrency, transports=tuple(args.transports),
+                 grpc_clients=tuple(args.grpc_clients), server=server, window_s=args.window_s,
                  max_windows=args.max_windows, grpc_channels=args.grpc_channels, progress=not args.no_progress)
     finish_run(w)
     return 0
@@ -167,6 +176,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .transports import GRPC_CLIENTS
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-v", "--verbose", action="store_true")
@@ -197,12 +207,24 @@ def build_parser() -> argparse.ArgumentParser:
     _served_args(p, "grpc")
     p.set_defaults(func=cmd_served)
 
-    p = sub.add_parser("capacity", help="load-generator capacity: drive a no-op server as hard as possible")
-    p.add_argument("--concurrency", type=int_list, default=(16, 64, 256))
+    p = sub.add_parser("capacity", help="load-generator capacity: drive a no-op server as hard as possible",
+                       description="How many requests/s one load-generator process drives (goal 5,000, stretch "
+                                   "10,000), per client, with its CPU cost per request. The no-op server must be "
+                                   "cheaper than the client or the run measures the server: --server auto uses "
+                                   "nghttpd (gRPC) + nginx (REST) when installed, else the Python no-op server "
+                                   "with a warning.")
+    p.add_argument("--concurrency", type=int_list, default=(16, 64, 256), help="comma list (default 16,64,256)")
     p.add_argument("--transports", nargs="*", default=["grpc", "rest"], choices=["grpc", "rest"])
-    p.add_argument("--window-s", type=float, default=2.0)
-    p.add_argument("--max-windows", type=int, default=6)
-    p.add_argument("--grpc-channels", type=int, default=1)
+    p.add_argument("--grpc-clients", nargs="*", default=list(GRPC_CLIENTS), choices=GRPC_CLIENTS,
+                   help="gRPC clients to measure (default: all)")
+    p.add_argument("--server", choices=["auto", "native", "python"], default="auto",
+                   help="no-op server: native = nghttpd + nginx (Debian packages), python = benchmarks noop-server; "
+                        "auto = native when installed (default)")
+    p.add_argument("--install", action="store_true",
+                   help="apt-get install nghttp2-server and nginx-light if missing (root)")
+    p.add_argument("--window-s", type=float, default=2.0, help="measurement window (default 2 s)")
+    p.add_argument("--max-windows", type=int, default=6, help="cap on windows per point (default 6)")
+    p.add_argument("--grpc-channels", type=int, default=1, help="grpc.aio client: channels (default 1)")
     add_run_args(p)
     p.set_defaults(func=cmd_capacity)
 
@@ -225,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results-dir", type=Path, default=Path("artifacts/results"))
     p.add_argument("--threshold", type=float, default=5.0, help="regression threshold in %% of median latency (default 5)")
     p.add_argument("--max-samples", type=int, default=4000, help="samples drawn from each histogram (default 4000)")
-    p.add_argument("--ignore", nargs="*", default=[], choices=["server", "mode", "target_rate", "concurrency"],
+    p.add_argument("--ignore", nargs="*", default=[], choices=["server", "mode", "target_rate", "concurrency", "client"],
                    help="key fields to ignore when matching rows (e.g. compare eager vs graph servers)")
     p.set_defaults(func=cmd_compare)
 

@@ -135,6 +135,45 @@ def plot_spectrum(rows: list[ResultRow], out: Path, max_lines: int = 10) -> Path
     return out
 
 
+def plot_capacity(rows: list[ResultRow], out: Path) -> Path | None:
+    """Requests/s one load-generator process drove against the no-op server, per client and concurrency,
+    with the 5,000 req/s goal and 10,000 stretch goal drawn in."""
+    cap = [r for r in rows if r.scenario == "capacity" and _ok(r.throughput_rps)]
+    if not cap:
+        return None
+    groups: dict[tuple, list[ResultRow]] = defaultdict(list)
+    for r in cap:
+        groups[(r.kind, r.client, r.server)].append(r)
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    for (kind, client, server), rs in sorted(groups.items()):
+        rs.sort(key=lambda r: r.concurrency or 0)
+        ax.plot([r.concurrency for r in rs], [r.throughput_rps for r in rs], "-" if kind == "grpc" else "--",
+                marker="o", label=f"{kind} · {client} → {server}")
+    goal = max((r.extra.get("goal_rps") or 0 for r in cap), default=0)
+    stretch = max((r.extra.get("stretch_goal_rps") or 0 for r in cap), default=0)
+    for y, name in ((goal, "goal"), (stretch, "stretch goal")):
+        if y:
+            ax.axhline(y, color="grey", ls=":", lw=1)
+            ax.text(0.01, y, f" {name} {y:,.0f}/s", transform=ax.get_yaxis_transform(), fontsize=8,
+                    color="grey", va="bottom")
+    ax.set_xscale("log", base=2)
+    concs = sorted({r.concurrency for r in cap if r.concurrency})
+    ax.set_xticks(concs)
+    ax.set_xticklabels([str(c) for c in concs])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("requests in flight (closed loop)")
+    ax.set_ylabel("requests/s")
+    ax.grid(True, alpha=0.3)
+    ax.set_title("Load-generator capacity: one process against a no-op server")
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def np_log10(a):
     import numpy as np
 
@@ -145,5 +184,6 @@ def write_plots(rows: list[ResultRow], run_dir: Path) -> list[Path]:
     run_dir = Path(run_dir)
     made = [plot_inprocess(rows, run_dir / "inprocess_modes.png"),
             plot_latency_throughput(rows, run_dir / "latency_vs_throughput.png"),
-            plot_spectrum(rows, run_dir / "latency_spectrum.png")]
+            plot_spectrum(rows, run_dir / "latency_spectrum.png"),
+            plot_capacity(rows, run_dir / "capacity.png")]
     return [p for p in made if p is not None]

@@ -74,9 +74,26 @@ def grpc_vs_rest(rows: list[ResultRow]) -> str:
                   "REST req/s", "REST/gRPC p50", "gRPC encode ms", "REST encode ms"], out)
 
 
+def capacity_table(rows: list[ResultRow]) -> str:
+    """`capacity` rows: what one load-generator process drove, per client, and what it cost in CPU."""
+    sel = [r for r in rows if r.scenario == "capacity"]
+    if not sel:
+        return ""
+    out = []
+    for r in sel:
+        x = r.extra if isinstance(r.extra, dict) else {}
+        goal = x.get("goal_rps") or 0
+        out.append([r.kind, r.client, r.server, r.concurrency, r.throughput_rps, r.p50_ms, r.p99_ms, r.errors,
+                    r.stable, r.client_cpu_percent, x.get("loop_thread_cpu_percent"),
+                    x.get("server_cpu_percent_approx"), x.get("client_cpu_us_per_request"),
+                    "yes" if goal and r.throughput_rps >= goal else "no"])
+    return table(["kind", "client", "server", "conc", "req/s", "p50 ms", "p99 ms", "errors", "stable",
+                  "client CPU %", "event-loop CPU %", "server CPU %", "client µs CPU/req", "≥ goal"], out)
+
+
 def openloop_table(rows: list[ResultRow]) -> str:
     """LoadGen and Locust rows: what was asked (rate / users), what came back, and LoadGen's verdict."""
-    sel = [r for r in rows if r.kind == "locust" or (r.kind in ("grpc", "rest") and r.scenario != "closed")]
+    sel = [r for r in rows if r.kind == "locust" or (r.kind in ("grpc", "rest") and r.scenario not in ("closed", "capacity"))]
     if not sel:
         return ""
     out = []
@@ -100,10 +117,10 @@ def served_table(rows: list[ResultRow]) -> str:
         sm = r.extra.get("server_metrics", {}) if isinstance(r.extra, dict) else {}
         errs = f"{r.errors} (" + ", ".join(f"{k}:{v}" for k, v in sorted(r.errors_by_code.items())) + ")" \
             if r.errors else "0"
-        out.append([r.kind, r.server, r.model, r.scenario, r.batch_size, load, r.n, r.p50_ms, r.p90_ms, r.p99_ms,
+        out.append([r.kind, r.client, r.server, r.model, r.scenario, r.batch_size, load, r.n, r.p50_ms, r.p90_ms, r.p99_ms,
                     r.p999_ms, r.max_ms, r.throughput_rps, errs, r.stable, verdict or "", r.client_cpu_percent,
                     sm.get("request_latency_mean_ms"), sm.get("processed_batch_size_mean")])
-    return table(["kind", "server", "model", "scenario", "batch", "conc/rate", "n", "p50 ms", "p90", "p99", "p99.9",
+    return table(["kind", "client", "server", "model", "scenario", "batch", "conc/rate", "n", "p50 ms", "p90", "p99", "p99.9",
                   "max", "req/s", "errors (by code)", "stable", "LoadGen", "client CPU %", "server mean ms",
                   "server batch mean"], out)
 
@@ -129,6 +146,7 @@ def render(run_id: str, environment: dict, rows: list[ResultRow], plots: list[Pa
     for title, body in (("In-process: eager vs graph vs XLA (p50, ms)", eager_vs_graph(rows)),
                         ("In-process detail", inprocess_table(rows)),
                         ("gRPC vs REST (closed loop)", grpc_vs_rest(rows)),
+                        ("Load-generator capacity (against a no-op server)", capacity_table(rows)),
                         ("Open loop (LoadGen) and Locust", openloop_table(rows)),
                         ("All served / load-test rows", served_table(rows))):
         if body:

@@ -113,7 +113,12 @@ class CurlGrpcTransport:
     name = "grpc"
 
     def __init__(self, target: str, *, timeout_s: float = 30.0, method: str = PREDICT_METHOD) -> None:
-        import pycurl
+        try:
+            import pycurl
+        except ImportError as e:
+            raise RuntimeError(f"the libcurl gRPC client cannot load pycurl ({e}). If TensorFlow was imported "
+                               "first in this process, import benchmarks before tensorflow (see "
+                               "benchmarks/__init__.py) or use --grpc-client aio") from e
 
         self._pycurl = pycurl
         self.target = target

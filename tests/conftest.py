@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+import benchmarks  # noqa: F401 -- before any TensorFlow import: loads pycurl's libcurl first (see there)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
