@@ -71,7 +71,7 @@ def _served_args(p: argparse.ArgumentParser, kind: str) -> None:
                    help="grpc.aio client: channels (TCP connections) to spread calls over")
     p.add_argument("--grpc-client", choices=GRPC_CLIENTS, default="aio",
                    help="gRPC client: aio = grpc.aio (the reference implementation); curl = libcurl's HTTP/2 via "
-                        "pycurl, ~3x less client CPU per call, for rates above ~6,000 req/s (see `capacity`)")
+                        "pycurl, 2-3x less client CPU per call, for rates above ~6,000 req/s (see `capacity`)")
     p.add_argument("--timeout-s", type=float, default=30.0, help="per-request deadline")
     add_run_args(p)
 
