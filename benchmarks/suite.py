@@ -38,7 +38,7 @@ STANDARD = SuitePlan(99, ("eager", "predict_on_batch", "graph", "xla", "savedmod
                      (1, 8, 64, 256, 1024), 0.5, (1, 32), (1, 8, 64), 1.0, 5,
                      ("single_stream", "server", "offline"), (100.0,), 5000, (1,))
 # Extended (--extended): ~3-4 min in-process, 72 closed-loop points of <= 10 s, 10 LoadGen runs of >= 5 s:
-# ~15-20 min here.
+# 410 rows in 12.6 min here (run 20261127-164936-suite-extended-7f1c73).
 EXTENDED = SuitePlan(99, ("eager", "predict_on_batch", "graph", "xla", "savedmodel"),
                  (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), 1.0, (1, 32, 256), (1, 4, 16, 64), 1.5, 6,
                  ("single_stream", "server", "offline"), (100.0, 300.0), 5000, (1,))
@@ -49,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="smoke run (< 2 min): 1 model, eager+graph, tiny sweeps")
     size.add_argument("--extended", action="store_true",
-                      help="11 batch sizes, 4 concurrencies, 2 LoadGen rates, longer windows (~15-20 min)")
+                      help="11 batch sizes, 4 concurrencies, 2 LoadGen rates, longer windows (~13 min here)")
     p.add_argument("--server", choices=["embedded", "noop", "none"], default="embedded",
                    help="server to benchmark: start the embedded one (default), the no-op one, or use --grpc-target/--rest-target")
     p.add_argument("--mode", choices=["graph", "xla", "eager"], default="graph", help="embedded server mode")
