@@ -30,9 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .report import fmt, table
-from .results import ResultRow, atomic_write_text, load_run
-
-KEY_FIELDS = ("kind", "model", "mode", "scenario", "batch_size", "concurrency", "target_rate", "server", "client")
+from .results import KEY_FIELDS, ResultRow, atomic_write_text, load_run
 
 
 @dataclass

@@ -57,6 +57,10 @@ class Environment:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
+# The fields that identify a row across runs (`compare` matches on them, minus any it is told to ignore)
+KEY_FIELDS = ("kind", "model", "mode", "scenario", "batch_size", "concurrency", "target_rate", "server", "client")
+
+
 @dataclass
 class ResultRow:
     """One measured point. Latencies in ms; the raw HdrHistogram travels in `histogram`."""
@@ -96,8 +100,7 @@ class ResultRow:
 
     def key(self) -> tuple:
         """Identity used to match rows across runs in `compare`."""
-        return (self.kind, self.model, self.mode, self.scenario, self.batch_size, self.concurrency,
-                self.target_rate, self.server, self.client)
+        return tuple(getattr(self, f) for f in KEY_FIELDS)
 
     def histogram_obj(self) -> LatencyHistogram:
         return LatencyHistogram.decode(self.histogram)
