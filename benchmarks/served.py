@@ -19,7 +19,7 @@ from .loadgen_runner import LoadGenConfig, run_loadgen
 from .payloads import (Payload, build_payload, check_grpc_response, check_rest_response, grpc_response_decode_ms,
                        rest_response_decode_ms)
 from .results import ResultRow, ResultWriter
-from .transports import make_transport, ok
+from .transports import client_name, make_transport, ok
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +58,6 @@ async def _probe(kind: str, cfg: ServedConfig, p: Payload) -> tuple[str, bytes |
         return await t.send(p.grpc_bytes if kind == "grpc" else p.rest_body)
     finally:
         await t.close()
-
-
-def client_name(kind: str, grpc_client: str) -> str:
-    """The result rows' `client`: which implementation sent the requests."""
-    if kind == "rest":
-        return "asyncio-http1"
-    return {"aio": "grpc.aio", "curl": "libcurl"}[grpc_client]
 
 
 def _payload_bytes(kind: str, p: Payload) -> bytes:
@@ -155,7 +148,7 @@ def _loadgen_point(cfg: ServedConfig, p: Payload, payload: list[bytes], scenario
     cpu = CpuMeter()
     res = run_loadgen(lambda: make_transport(cfg.kind, cfg.target, p.rest_path, concurrency=64,
                                              timeout_s=cfg.timeout_s, grpc_channels=cfg.grpc_channels,
-                                       grpc_client=cfg.grpc_client),
+                                             grpc_client=cfg.grpc_client),
                       payload, lcfg, out_dir)
     client_cpu, _ = cpu.stop()
     after = prometheus.scrape(cfg.metrics_url)

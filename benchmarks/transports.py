@@ -60,29 +60,36 @@ class GrpcTransport:
 # HTTP status -> gRPC status when a response carries no grpc-status (gRPC's HTTP-to-gRPC mapping doc)
 _HTTP_TO_GRPC = {400: "INTERNAL", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "UNIMPLEMENTED",
                  429: "UNAVAILABLE", 502: "UNAVAILABLE", 503: "UNAVAILABLE", 504: "UNAVAILABLE"}
-_GRPC_CODE_NAMES = ("OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-                    "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",
-                    "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED")
 
 
 def grpc_status_name(value: bytes) -> str:
+    """A grpc-status trailer value (b"5") -> its name ("NOT_FOUND"), from grpcio's StatusCode enum."""
+    import grpc
+
     try:
-        return _GRPC_CODE_NAMES[int(value)]
-    except (ValueError, IndexError):
+        code = int(value)
+    except ValueError:
         return "UNKNOWN"
+    return next((c.name for c in grpc.StatusCode if c.value[0] == code), "UNKNOWN")
 
 
 class _CurlCall:
     """One reusable libcurl easy handle and what its current call has received."""
 
-    __slots__ = ("curl", "body", "status", "future", "payload")
+    __slots__ = ("curl", "body", "status", "future", "frame")
 
     def __init__(self, curl) -> None:
         self.curl = curl
         self.body: list[bytes] = []
         self.status: bytes | None = None  # grpc-status value (headers of a Trailers-Only reply, or trailers)
         self.future: asyncio.Future | None = None
-        self.payload: bytes | None = None
+        self.frame: bytes | None = None  # the request body POSTFIELDS currently points at
+
+    def reset(self) -> None:
+        """Forget the last call's response so the handle can carry the next one."""
+        self.future = None
+        self.body.clear()  # cleared in place: WRITEFUNCTION is bound to this list's append
+        self.status = None
 
     def on_header(self, line: bytes) -> None:
         # libcurl hands over every response header line, HTTP/2 trailers included
@@ -132,7 +139,6 @@ class CurlGrpcTransport:
         self._frames: dict[bytes, bytes] = {}  # payload -> length-prefixed frame, built once
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
-        self._kick_pending = False
         self._watched: dict[int, int] = {}  # fd -> pycurl POLL_* currently registered with the loop
 
     # -- libcurl -> asyncio -------------------------------------------------------------------
@@ -163,11 +169,6 @@ class CurlGrpcTransport:
         if timeout_ms >= 0 and self._loop is not None:
             self._timer = self._loop.call_later(timeout_ms / 1000.0, self._action, self._pycurl.SOCKET_TIMEOUT, 0)
 
-    def _kick(self) -> None:
-        # many send()s in one loop iteration share one socket_action: libcurl starts all new transfers
-        self._kick_pending = False
-        self._action(self._pycurl.SOCKET_TIMEOUT, 0)
-
     def _action(self, fd: int, events: int) -> None:
         try:
             self._multi.socket_action(fd, events)
@@ -189,14 +190,13 @@ class CurlGrpcTransport:
     def _finish(self, curl, errno: int) -> None:
         call = self._by_curl[curl]
         self._multi.remove_handle(curl)
-        fut, call.future = call.future, None
+        fut = call.future
         if errno:
             pc = self._pycurl
             result = ("DEADLINE_EXCEEDED" if errno == pc.E_OPERATION_TIMEDOUT else "UNAVAILABLE"), None
         else:
             result = self._result(call)
-        call.body.clear()
-        call.status = None
+        call.reset()
         self._idle.append(call)
         if fut is not None and not fut.done():
             fut.set_result(result)
@@ -243,22 +243,19 @@ class CurlGrpcTransport:
             self._loop = asyncio.get_running_loop()
         call = self._idle.pop() if self._idle else self._new_call()
         frame = self._frame(payload)
-        if call.payload is not frame:
+        if call.frame is not frame:
             call.curl.setopt(self._pycurl.POSTFIELDS, frame)  # pycurl keeps a reference: no copy
-            call.payload = frame
+            call.frame = frame
         fut = call.future = self._loop.create_future()
+        # add_handle asks for a 0 ms timer (_on_timer): the transfer starts on the next loop turn, and
+        # all send()s of one turn share that one socket_action
         self._multi.add_handle(call.curl)
-        if not self._kick_pending:
-            self._kick_pending = True
-            self._loop.call_soon(self._kick)
         try:
             return await fut
         except asyncio.CancelledError:
             if call.future is fut:  # still in flight: take it back so the handle can be reused
                 self._multi.remove_handle(call.curl)
-                call.future = None
-                call.body.clear()
-                call.status = None
+                call.reset()
                 self._idle.append(call)
             raise
 
@@ -404,6 +401,12 @@ def ok(status: str) -> bool:
 
 
 GRPC_CLIENTS = ("aio", "curl")
+_GRPC_CLIENT_NAMES = {"aio": "grpc.aio", "curl": "libcurl"}
+
+
+def client_name(kind: str, grpc_client: str = "aio") -> str:
+    """What a result row's `client` says sent the requests (grpc.aio | libcurl | asyncio-http1)."""
+    return "asyncio-http1" if kind == "rest" else _GRPC_CLIENT_NAMES[grpc_client]
 
 
 def make_transport(kind: str, target: str, rest_path: str = "", *, concurrency: int = 64,
