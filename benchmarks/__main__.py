@@ -108,9 +108,7 @@ def cmd_inprocess(args: argparse.Namespace) -> int:
 
 
 def cmd_capacity(args: argparse.Namespace) -> int:
-    from .capacity import run_capacity
-
-    from .capacity import choose_server
+    from .capacity import choose_server, run_capacity
 
     server = choose_server(args.server, args.install)  # before open_run: the environment block names it
     w = open_run(args, "capacity", server_kind="noop-native" if server == "native" else "noop", server_mode="noop")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -24,39 +23,30 @@ from .engine import run_closed_loop
 from .payloads import build_payload
 from .results import ResultRow, ResultWriter
 from .servers import ManagedServer
-from .transports import GRPC_CLIENTS, make_transport
+from .transports import GRPC_CLIENTS, client_name, make_transport
 
 log = logging.getLogger(__name__)
 GOAL_RPS = 5000
 STRETCH_RPS = 10000
 SERVER_CHOICES = ("auto", "native", "python")
-CLIENT_NAMES = {"aio": "grpc.aio", "curl": "libcurl", "rest": "asyncio-http1"}  # = served.client_name
 
 
-@dataclass
-class CapacityServer:
-    """The no-op server a capacity run drives: targets and the processes whose CPU we charge to it."""
-
-    label: str  # noop-native | noop
-    grpc_target: str
-    rest_target: str
-    pids: list[int]
-
-    def cpu_seconds(self) -> float:
-        total = 0.0
-        for pid in self.pids:
+def server_cpu_seconds(pids: list[int]) -> float:
+    """CPU seconds used so far by these processes and their children (the Python no-op forks its REST child)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for pr in procs:
             try:
-                root = psutil.Process(pid)
-                procs = [root, *root.children(recursive=True)]  # the Python no-op forks its REST child
+                t = pr.cpu_times()
+                total += t.user + t.system
             except psutil.NoSuchProcess:
-                continue
-            for pr in procs:
-                try:
-                    t = pr.cpu_times()
-                    total += t.user + t.system
-                except psutil.NoSuchProcess:
-                    pass
-        return total
+                pass
+    return total
 
 
 def choose_server(requested: str, install: bool = False) -> str:
@@ -83,56 +73,56 @@ def choose_server(requested: str, install: bool = False) -> str:
 
 
 def _start_server(kind: str, run_dir: Path):
+    """-> a started no-op server with grpc_target, rest_target, label, pids and stop()."""
     if kind == "native":
         from .native_noop import NativeNoopServer
 
-        srv = NativeNoopServer(batch_size=1, log_path=run_dir / "noop-native-server.log").start()
-        return srv, CapacityServer(srv.label, srv.grpc_target, srv.rest_target, srv.pids)
-    srv = ManagedServer("noop", log_path=run_dir / "noop-server.log").start()
-    return srv, CapacityServer(srv.label, srv.grpc_target, srv.rest_target, [srv.proc.pid])
+        return NativeNoopServer(batch_size=1, log_path=run_dir / "noop-native-server.log").start()
+    if kind == "python":
+        return ManagedServer("noop", log_path=run_dir / "noop-server.log").start()
+    raise ValueError(f"capacity server must be native or python (resolve auto with choose_server), not {kind!r}")
 
 
-def run_capacity(w: ResultWriter, *, concurrencies=(16, 64, 256), transports=("grpc", "rest"),
-                 grpc_clients: tuple[str, ...] = GRPC_CLIENTS, server: str = "auto", install: bool = False,
-                 window_s: float = 2.0, max_windows: int = 6, grpc_channels: int = 1,
-                 progress: bool = True) -> list[ResultRow]:
+def run_capacity(w: ResultWriter, *, server: str, concurrencies=(16, 64, 256), transports=("grpc", "rest"),
+                 grpc_clients: tuple[str, ...] = GRPC_CLIENTS, window_s: float = 2.0, max_windows: int = 6,
+                 grpc_channels: int = 1, progress: bool = True) -> list[ResultRow]:
+    """Drive the no-op server `server` ('native' | 'python', see choose_server) with every client."""
     from tqdm import tqdm
 
     for c in grpc_clients:
         if c not in GRPC_CLIENTS:
             raise ValueError(f"unknown gRPC client {c!r} ({'|'.join(GRPC_CLIENTS)})")
-    server_kind = choose_server(server, install)
     # (transport kind, gRPC client) pairs; REST has one client
-    plan = [(kind, c) for kind in transports for c in (grpc_clients if kind == "grpc" else ("rest",))]
+    plan = [(kind, c) for kind in transports for c in (grpc_clients if kind == "grpc" else ("aio",))]
     rows: list[ResultRow] = []
     p = build_payload("noop_model", 1, 10)
-    handle, srv = _start_server(server_kind, w.run_dir)
+    srv = _start_server(server, w.run_dir)
     try:
         bar = tqdm(total=len(plan) * len(concurrencies), desc="capacity", disable=not progress)
         for kind, client in plan:
             for conc in concurrencies:
-                bar.set_postfix_str(f"{kind}/{CLIENT_NAMES[client]} c={conc}")
+                bar.set_postfix_str(f"{kind}/{client_name(kind, client)} c={conc}")
                 rows.append(w.append(_point(srv, p, kind, client, conc, window_s, max_windows, grpc_channels)))
                 bar.update(1)
         bar.close()
     finally:
-        handle.stop()
+        srv.stop()
     for kind, client in plan:
-        best = max((r for r in rows if r.kind == kind and r.client == CLIENT_NAMES[client]),
+        best = max((r for r in rows if r.kind == kind and r.client == client_name(kind, client)),
                    key=lambda r: r.throughput_rps, default=None)
         if best:
             print(">> " + verdict_line(best), flush=True)
     return rows
 
 
-def _point(srv: CapacityServer, p, kind: str, client: str, conc: int, window_s: float, max_windows: int,
+def _point(srv, p, kind: str, client: str, conc: int, window_s: float, max_windows: int,
            grpc_channels: int) -> ResultRow:
     target = srv.grpc_target if kind == "grpc" else srv.rest_target
-    c0 = srv.cpu_seconds()
+    c0 = server_cpu_seconds(srv.pids)
 
     async def point():
         t = make_transport(kind, target, p.rest_path, concurrency=conc, grpc_channels=grpc_channels,
-                           grpc_client=client if kind == "grpc" else "aio")
+                           grpc_client=client)
         try:
             return await run_closed_loop(t, [p.grpc_bytes if kind == "grpc" else p.rest_body], conc,
                                          window_s=window_s, max_windows=max_windows)
@@ -141,12 +131,12 @@ def _point(srv: CapacityServer, p, kind: str, client: str, conc: int, window_s: 
 
     r = asyncio.run(point())
     # approximate: server CPU over the whole point (warm-up + all windows) / that wall time
-    server_cpu = 100.0 * (srv.cpu_seconds() - c0) / max(r.wall_s, 1e-9)
+    server_cpu = 100.0 * (server_cpu_seconds(srv.pids) - c0) / max(r.wall_s, 1e-9)
     row = ResultRow.from_histogram(r.hist, duration_s=r.duration_s, errors=r.n_errors, errors_by_code=r.errors,
                                    kind=kind, model="noop_model", mode="noop", batch_size=1, scenario="capacity",
                                    concurrency=conc, stable=r.stable, client_cpu_percent=round(r.client_cpu_pct, 1),
                                    client_saturated=r.saturated, server=srv.label, target=target,
-                                   client=CLIENT_NAMES[client])
+                                   client=client_name(kind, client))
     row.achieved_rate = row.throughput_rps
     # Saturating the client is the point of this run, so its saturation warning is noise here;
     # instability and errors still warn.
@@ -161,7 +151,7 @@ def _point(srv: CapacityServer, p, kind: str, client: str, conc: int, window_s: 
                  "projected_client_ceiling_rps": round(ceiling) if ceiling else None,
                  "system_cpu_percent": round(r.system_cpu_pct, 1), "goal_rps": GOAL_RPS,
                  "stretch_goal_rps": STRETCH_RPS, "window_throughputs": r.window_throughputs,
-                 "grpc_channels": grpc_channels if client == "aio" else None}
+                 "grpc_channels": grpc_channels if (kind, client) == ("grpc", "aio") else None}
     return row
 
 

@@ -23,6 +23,7 @@ does it when run as root). The embedded and Python no-op servers need neither.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import struct
@@ -86,15 +87,15 @@ def _which(binary: str) -> str | None:
     return shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/usr/local/sbin:/sbin")
 
 
-def install(quiet: bool = False) -> bool:
+def install() -> bool:
     """apt-get install the missing packages (root only). True when both binaries are then present."""
     need = missing_binaries()
     if not need:
         return True
-    out = subprocess.DEVNULL if quiet else None
-    subprocess.run(["apt-get", "update", "-q"], check=False, stdout=out, stderr=out)
-    subprocess.run(["apt-get", "install", "-y", "-q", *sorted(set(need.values()))], check=False, stdout=out,
-                   stderr=out, env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    subprocess.run(["apt-get", "update", "-q"], check=False)
+    # keep the caller's environment (proxy settings, PATH); only silence debconf's questions
+    subprocess.run(["apt-get", "install", "-y", "-q", *sorted(set(need.values()))], check=False,
+                   env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
     return not missing_binaries()
 
 
@@ -169,7 +170,6 @@ class NativeNoopServer:
     procs: list[subprocess.Popen] = field(default_factory=list)
     _workdir: Path | None = None
 
-    kind = "noop-native"
     label = "noop-native"
 
     @property

@@ -56,6 +56,11 @@ class ManagedServer:
     def label(self) -> str:
         return "noop" if self.kind == "noop" else f"{self.kind}-{self.mode}"
 
+    @property
+    def pids(self) -> list[int]:
+        """Processes to charge server CPU to (their children count too: the no-op server forks one)."""
+        return [self.proc.pid] if self.proc else []
+
     def command(self) -> list[str]:
         py = sys.executable
         if self.kind == "noop":

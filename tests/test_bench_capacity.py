@@ -153,7 +153,7 @@ def test_native_noop_server_answers_grpc_and_rest():
 
 def _brief_capacity(tmp_path, server: str):
     w = ResultWriter(tmp_path / "run", capture_environment(server_kind="noop"))
-    rows = capacity.run_capacity(w, concurrencies=(4,), server=server, window_s=0.3, max_windows=3, progress=False)
+    rows = capacity.run_capacity(w, server=server, concurrencies=(4,), window_s=0.3, max_windows=3, progress=False)
     return w, rows
 
 
