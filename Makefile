@@ -56,7 +56,7 @@ serve: $(STAMP) ## Serve artifacts/models: real TF Serving if Docker answers, el
 
 check-deploy: $(STAMP) ## Check the real TF Serving deployment files (docker/, docker/k8s/, models.config) by machine, no Docker needed
 	$(PY) -m serving.tfserving_config docker/batching/batching_cpu.config docker/batching/batching_gpu.config docker/monitoring.config $(if $(wildcard $(MODELS_DIR)/models.config),$(MODELS_DIR)/models.config --models-dir $(MODELS_DIR),docker/models.config.example)
-	$(PY) -m pytest -q tests/test_deploy_configs.py tests/test_launch.py
+	$(PY) -m pytest -q tests/serving/test_deploy_configs.py tests/serving/test_launch.py
 
 bench: $(STAMP) ## Standard benchmark suite into artifacts/results/<run-id>/ (QUICK=1 for a <2 min smoke run)
 	$(PY) -m benchmarks suite --models-dir $(MODELS_DIR) --results-dir $(RESULTS_DIR) $(if $(filter 1,$(QUICK)),--quick,)

@@ -19,13 +19,13 @@ import os
 import sys
 from pathlib import Path
 
-from .cli_common import DEFAULT_MODELS, add_run_args, finish_run, float_list, int_list, open_run
+from benchmarks.commands.common import DEFAULT_MODELS, add_run_args, finish_run, float_list, int_list, open_run
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _models_arg(args: argparse.Namespace) -> list[tuple[str, int]]:
-    from .payloads import DEFAULT_N_FEATURES, discover_models
+    from benchmarks.clients.payloads import DEFAULT_N_FEATURES, discover_models
 
     found = {m.name: m.n_features for m in discover_models(args.models_dir)} if args.models_dir else {}
     if args.models:
@@ -41,7 +41,7 @@ def _models_arg(args: argparse.Namespace) -> list[tuple[str, int]]:
 
 
 def _served_args(p: argparse.ArgumentParser, kind: str) -> None:
-    from .transports import GRPC_CLIENTS
+    from benchmarks.clients.transports import GRPC_CLIENTS
     p.add_argument("--target", default=None,
                    help="host:port of the endpoint (default 127.0.0.1:8500 for gRPC, 127.0.0.1:8501 for REST)")
     p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS,
@@ -77,7 +77,7 @@ def _served_args(p: argparse.ArgumentParser, kind: str) -> None:
 
 
 def cmd_served(args: argparse.Namespace) -> int:
-    from .served import ServedConfig, run_served
+    from benchmarks.commands.served import ServedConfig, run_served
 
     kind = args.command if args.command in ("grpc", "rest") else args.kind
     if args.target is None:
@@ -98,7 +98,7 @@ def cmd_served(args: argparse.Namespace) -> int:
 
 
 def cmd_inprocess(args: argparse.Namespace) -> int:
-    from .inprocess import InprocessConfig, run_inprocess
+    from benchmarks.commands.inprocess import InprocessConfig, run_inprocess
 
     w = open_run(args, "inprocess", server_kind="none", server_mode="inprocess")
     run_inprocess(InprocessConfig(args.models_dir, tuple(args.models), tuple(args.modes), args.batch_sizes,
@@ -108,7 +108,7 @@ def cmd_inprocess(args: argparse.Namespace) -> int:
 
 
 def cmd_capacity(args: argparse.Namespace) -> int:
-    from .capacity import choose_server, run_capacity
+    from benchmarks.commands.capacity import choose_server, run_capacity
 
     server = choose_server(args.server, args.install)  # before open_run: the environment block names it
     w = open_run(args, "capacity", server_kind="noop-native" if server == "native" else "noop", server_mode="noop")
@@ -120,20 +120,20 @@ def cmd_capacity(args: argparse.Namespace) -> int:
 
 
 def cmd_noop(args: argparse.Namespace) -> int:
-    from . import noop_server
+    from benchmarks.targets import noop_python as noop_server
 
     return noop_server.main(args)
 
 
 def cmd_locust(args: argparse.Namespace) -> int:
-    from .locust_cmd import main
+    from benchmarks.commands.locust import main
 
     return main(args)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import run_compare
-    from .results import resolve_run
+    from benchmarks.results.compare import run_compare
+    from benchmarks.results.schema import resolve_run
 
     base = resolve_run(args.base, args.results_dir)
     new = resolve_run(args.new, args.results_dir)
@@ -145,27 +145,27 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_suite(args: argparse.Namespace) -> int:
-    from .suite import main
+    from benchmarks.commands.suite import main
 
     return main(args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import main
+    from benchmarks.commands.demo import main
 
     return main(args)
 
 
 def cmd_wrk(args: argparse.Namespace) -> int:
-    from .wrk_check import main
+    from benchmarks.commands.wrk import main
 
     return main(args)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .plots import write_plots
-    from .report import write_report
-    from .results import load_run, resolve_run
+    from benchmarks.results.plots import write_plots
+    from benchmarks.results.report import write_report
+    from benchmarks.results.schema import load_run, resolve_run
 
     run = load_run(resolve_run(args.run, args.results_dir))
     made = write_plots(run.rows, run.run_dir)
@@ -174,7 +174,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .transports import GRPC_CLIENTS
+    from benchmarks.clients.transports import GRPC_CLIENTS
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-v", "--verbose", action="store_true")
@@ -226,13 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_args(p)
     p.set_defaults(func=cmd_capacity)
 
-    from . import noop_server
+    from benchmarks.targets import noop_python as noop_server
 
     p = sub.add_parser("noop-server", help="serve a no-op Predict over gRPC and REST (capacity tests, tooling tests)")
     noop_server.add_arguments(p)
     p.set_defaults(func=cmd_noop)
 
-    from .locust_cmd import add_arguments as locust_args
+    from benchmarks.commands.locust import add_arguments as locust_args
 
     p = sub.add_parser("locust", help="Locust headless load test (gRPC + REST users; --workers N for distributed)")
     locust_args(p)
@@ -249,21 +249,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="key fields to ignore when matching rows (e.g. compare eager vs graph servers)")
     p.set_defaults(func=cmd_compare)
 
-    from .suite import add_arguments as suite_args
+    from benchmarks.commands.suite import add_arguments as suite_args
 
     p = sub.add_parser("suite", help="standard suite: in-process + gRPC + REST (+ LoadGen) against the embedded server")
     suite_args(p)
     add_run_args(p)
     p.set_defaults(func=cmd_suite)
 
-    from .demo import add_arguments as demo_args
+    from benchmarks.commands.demo import add_arguments as demo_args
 
     p = sub.add_parser("demo", help="end to end: export if needed, graph vs eager server, all tables and plots (<10 min)")
     demo_args(p)
     add_run_args(p)
     p.set_defaults(func=cmd_demo)
 
-    from .wrk_check import add_arguments as wrk_args
+    from benchmarks.commands.wrk import add_arguments as wrk_args
 
     p = sub.add_parser("wrk", help="cross-check our REST client's p50 against wrk at the same concurrency")
     wrk_args(p)
@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results-dir", type=Path, default=Path("artifacts/results"))
     p.set_defaults(func=cmd_report)
 
-    from .reliability.cli import add_reliability_arguments, run_reliability
+    from benchmarks.reliability.cli import add_reliability_arguments, run_reliability
 
     p = sub.add_parser("reliability", help="rollout, broken versions, kill/restart, overload, hostile input, soak")
     add_reliability_arguments(p)

@@ -71,7 +71,7 @@ def run_verify(argv: list[str]) -> int:
     args = _verify_parser().parse_args(argv)
     paths: list[Path] = list(args.path)
     if not paths:
-        from export.layout import list_versions
+        from export.contract import list_versions
 
         if not args.out.is_dir():
             return _fail(f"{args.out} does not exist; run `make export` first")

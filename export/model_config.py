@@ -13,7 +13,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from export.layout import CONTAINER_MODELS_ROOT, LOCAL_MODEL_CONFIG_FILE, MODEL_CONFIG_FILE, list_versions
+from export.contract import CONTAINER_MODELS_ROOT, LOCAL_MODEL_CONFIG_FILE, MODEL_CONFIG_FILE, list_versions
 
 # Keep the newest two versions loaded: 'canary' serves the newest while 'stable' keeps the previous one
 # (TF Serving's documented canary pattern). A label may only point at a loaded version.

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from export.data import DATASETS
-from export.layout import KERAS_FILE, MANIFEST_FILE, WARMUP_FILE, list_versions, model_dir
+from export.contract import KERAS_FILE, MANIFEST_FILE, WARMUP_FILE, list_versions, model_dir
 from export.catalog import MODEL_NAMES
 
 

@@ -70,7 +70,7 @@ def verify_version(version_path: Path) -> VerifyReport:
     import tensorflow as tf
 
     from export.data import load_dataset
-    from export.layout import WARMUP_FILE, load_keras_model, read_manifest
+    from export.contract import WARMUP_FILE, load_keras_model, read_manifest
     from export.signatures import INPUT_NAME
     from export.warmup import read_warmup_file
 

@@ -16,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "else the embedded server. Run `python -m serving <command> --help` for each one's flags.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="{serve,launch}")
-    from serving.config import add_serve_arguments
+    from serving.flags import add_serve_arguments
 
     add_serve_arguments(sub.add_parser("serve", help="run the embedded server in the foreground"))
     launch = sub.add_parser("launch", help="run TF Serving (Docker) or the embedded server, whichever is available")
@@ -32,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from serving.launch import run_launch
 
         return run_launch(args)
-    from serving.config import config_from_args
+    from serving.flags import config_from_args
     from serving.server import run_server
 
     try:

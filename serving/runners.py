@@ -5,7 +5,7 @@ definitions (names, dtypes, shapes) from the SavedModel's MetaGraphDef, so valid
 same whatever the mode.
 
 graph  The restored signature ConcreteFunction, called through its flat entry point. Measured on this
-       machine (serving/graph_call_bench.py, numbers in its output): `signatures[name](**kw)` ~310 us,
+       machine (benchmarks/commands/graph_call.py, numbers in its output): `signatures[name](**kw)` ~310 us,
        `ConcreteFunction._call_flat` ~210 us, the AtomicFunction's `call_flat` ~120 us, tf.function wrapping
        ~500 us per batch-1 call; the v1 Session loader (what TF Serving's C++ does) cannot restore Keras 3
        resource variables from Python. The server goes one level below call_flat, to the eager execute of
@@ -16,7 +16,7 @@ graph  The restored signature ConcreteFunction, called through its flat entry po
        probe input and the public call is used if anything differs.
 xla    The same signature function inside tf.function(jit_compile=True), called the same fast way; XLA
        compiles once per distinct input shape (warmup covers the common ones).
-eager  The Keras model rebuilt from assets.extra/model.keras (export.layout.load_keras_model) and called as a
+eager  The Keras model rebuilt from assets.extra/model.keras (export.contract.load_keras_model) and called as a
        plain Python function in eager mode: serving_default -> {"predictions": model(x, training=False)},
        any other signature -> the model method of the same name (e.g. reconstruct), which returns a dict.
 """
@@ -82,7 +82,7 @@ class _FlatCall:
     n_outputs)`: the function is executed as one eager op named after it. We make that call directly with
     everything resolved at load time (argument order, captured variable handles, the call attributes, the
     output order) and build the input tensors with the EagerTensor constructor that tf.convert_to_tensor
-    ends in. Measured (serving/graph_call_bench.py): ~60-80 us less CPU per batch-1 call than call_flat with
+    ends in. Measured (benchmarks/commands/graph_call.py): ~60-80 us less CPU per batch-1 call than call_flat with
     convert_to_tensor, which is a third of the model call for the exported models.
 
     Falls back to the public keyword call when the private attributes are missing (another TF version) or
@@ -240,7 +240,7 @@ class EagerRunner(Runner):
         super().__init__(version_dir, label)
         import tensorflow as tf
 
-        from export.layout import load_keras_model
+        from export.contract import load_keras_model
 
         self._tf = tf
         self._model = load_keras_model(self.version_dir)

@@ -20,7 +20,7 @@ from typing import Any
 
 import grpc
 
-from serving.config import ServerConfig
+from serving.flags import ServerConfig
 
 log = logging.getLogger("serving.server")
 

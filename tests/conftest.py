@@ -18,7 +18,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 def exported_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """All three models exported with short training, residual_regressor twice (v1 and v2).
 
-    Verification is skipped here to keep the session short: tests/test_export_pipeline.py runs the full
+    Verification is skipped here to keep the session short: tests/export/test_pipeline.py runs the full
     fresh-process verification on its own export.
     """
     from export.pipeline import ExportConfig, export_models

@@ -76,10 +76,10 @@ def _log(msg: str) -> None:
 
 
 def run_reliability(args: argparse.Namespace) -> int:
-    from benchmarks.results import capture_environment, new_run_id
+    from benchmarks.results.schema import capture_environment, new_run_id
     from benchmarks.reliability import client, faults, scenarios
-    from benchmarks.reliability.report import FaultLine, ReliabilityReport, render_text, write_report
-    from benchmarks.servers import ManagedServer
+    from benchmarks.reliability.summary import FaultLine, ReliabilityReport, render_text, write_report
+    from benchmarks.targets.managed import ManagedServer
 
     soak_s = args.soak_seconds if not (args.quick and args.soak_seconds == 600.0) else 20.0
     examples = args.hostile_examples or (80 if args.quick else 300)
@@ -262,7 +262,7 @@ def run_reliability(args: argparse.Namespace) -> int:
 
 
 def _versions(model_dir: Path) -> list[int]:
-    from export.layout import list_versions
+    from export.contract import list_versions
 
     return list_versions(model_dir)
 

@@ -2,7 +2,7 @@
 
 Used between and after faults: "is version N AVAILABLE / refused with what message", "does a valid request
 still get a correct answer", "what does the server's own request counter say". No TensorFlow import
-(benchmarks.protos loads only the generated modules).
+(benchmarks.clients.protos loads only the generated modules).
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import requests
 
-from benchmarks import protos
-from benchmarks.payloads import build_predict_request, make_inputs
+from benchmarks.clients import protos
+from benchmarks.clients.payloads import build_predict_request, make_inputs
 
 MODEL = "residual_regressor"
 N_FEATURES = 10

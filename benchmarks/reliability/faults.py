@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from export.layout import LOCAL_MODEL_CONFIG_FILE, list_versions
+from export.contract import LOCAL_MODEL_CONFIG_FILE, list_versions
 
 SAVED_MODEL_PB = "saved_model.pb"
 VARIABLES_DIR = "variables"

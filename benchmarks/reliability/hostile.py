@@ -26,7 +26,7 @@ from urllib.parse import quote
 
 from hypothesis import strategies as st
 
-from benchmarks import protos
+from benchmarks.clients import protos
 
 MODEL = "residual_regressor"
 INPUT = "inputs"

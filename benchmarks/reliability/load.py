@@ -24,8 +24,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
-from benchmarks.histogram import LatencyHistogram
-from benchmarks.payloads import PREDICT_METHOD
+from benchmarks.measure.histogram import LatencyHistogram
+from benchmarks.clients.payloads import PREDICT_METHOD
 
 CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
@@ -153,7 +153,7 @@ class BackgroundLoad:
     async def _main(self) -> None:
         import grpc
 
-        from benchmarks import protos
+        from benchmarks.clients import protos
 
         predict_pb2 = protos.get("predict_pb2")
         cfg = self.cfg

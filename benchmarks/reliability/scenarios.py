@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from benchmarks.histogram import LatencyHistogram
+from benchmarks.measure.histogram import LatencyHistogram
 from benchmarks.reliability import client
 from benchmarks.reliability.faults import BROKEN_KINDS, write_broken_version
 from benchmarks.reliability.load import BackgroundLoad, LoadConfig, LoadSummary, Window, run_load
@@ -89,7 +89,7 @@ def rollout_under_load(grpc_target: str, model_dir: Path, publish: Callable[[], 
                        settle_s: float = 1.0, timeout_s: float = 120.0, model: str = client.MODEL,
                        progress: Progress = _quiet) -> RolloutResult:
     """Publish a new version while load runs; wait until it serves and the policy unloads the oldest."""
-    from export.layout import list_versions
+    from export.contract import list_versions
 
     before = client.available_versions(grpc_target, model)
     new_version = max(list_versions(model_dir), default=0) + 1
@@ -235,7 +235,7 @@ def kill_and_restart_under_load(grpc_target: str, kill: Callable[[], None], star
                                 after_s: float = 2.0, server_label: str = "embedded-graph",
                                 model: str = client.MODEL, progress: Progress = _quiet) -> KillResult:
     """SIGKILL the server mid-run, start it again; every window is flushed to a result file as it closes."""
-    from benchmarks.results import ResultRow, ResultWriter, capture_environment, load_run
+    from benchmarks.results.schema import ResultRow, ResultWriter, capture_environment, load_run
 
     writer = ResultWriter(run_dir, capture_environment(server_kind="embedded", server_mode="graph",
                                                        settings={"scenario": "kill_restart"}))

@@ -1,0 +1,175 @@
+"""Requests built once, before any timed section, for gRPC and REST alike.
+
+Both transports carry the same numbers: one float32 matrix [batch, n_features] per (model, batch).
+gRPC payloads are stored already serialised (bytes), REST payloads as the exact JSON body bytes, so a
+timed loop only sends bytes. What encoding/decoding costs is measured here separately and reported
+in the result rows (serialize_ms / deserialize_ms).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.clients import protos
+
+PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
+MANIFEST_REL = Path("assets.extra") / "tfserve_bench_manifest.json"
+DEFAULT_N_FEATURES = 10
+DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    versions: list[int]
+    n_features: int
+    signatures: dict = field(default_factory=dict)
+    model_dir: Path | None = None
+
+    @property
+    def latest_dir(self) -> Path | None:
+        return self.model_dir / str(self.versions[-1]) if self.model_dir and self.versions else None
+
+
+def discover_models(models_dir: Path) -> list[ModelInfo]:
+    """Models exported under models_dir/<model>/<int version>/ (export contract), read from manifests
+    without importing TensorFlow."""
+    out: list[ModelInfo] = []
+    models_dir = Path(models_dir)
+    if not models_dir.is_dir():
+        return out
+    for d in sorted(p for p in models_dir.iterdir() if p.is_dir()):
+        versions = sorted(int(v.name) for v in d.iterdir() if v.is_dir() and v.name.isdigit())
+        if not versions:
+            continue
+        manifest = d / str(versions[-1]) / MANIFEST_REL
+        n_features, sigs = DEFAULT_N_FEATURES, {}
+        if manifest.exists():
+            m = json.loads(manifest.read_text())
+            n_features = int(m.get("n_features", DEFAULT_N_FEATURES))
+            sigs = m.get("signatures", {})
+        out.append(ModelInfo(d.name, versions, n_features, sigs, d))
+    return out
+
+
+def make_inputs(batch_size: int, n_features: int, seed: int = 0) -> np.ndarray:
+    # Values on the scale of the (standardised) diabetes features; the scaling is inside the graph,
+    # so any finite floats are valid inputs.
+    rng = np.random.default_rng(seed + 1000 * batch_size)
+    return rng.normal(0.0, 0.05, size=(batch_size, n_features)).astype(np.float32)
+
+
+def build_predict_request(model: str, x: np.ndarray, signature: str = "serving_default",
+                          input_name: str = "inputs", version: int | None = None):
+    """PredictRequest with a float32 TensorProto (tensor_content = raw little-endian bytes, which is
+    what tf.make_tensor_proto produces for numeric arrays)."""
+    p = protos.load()
+    req = p["predict_pb2"].PredictRequest()
+    req.model_spec.name = model
+    if signature:
+        req.model_spec.signature_name = signature
+    if version is not None:
+        req.model_spec.version.value = version
+    t = req.inputs[input_name]
+    t.dtype = p["types_pb2"].DT_FLOAT
+    for dim in x.shape:
+        t.tensor_shape.dim.add().size = int(dim)
+    t.tensor_content = np.ascontiguousarray(x, dtype="<f4").tobytes()
+    return req
+
+
+def build_rest_body(x: np.ndarray, signature: str = "serving_default") -> bytes:
+    body: dict = {"instances": x.tolist()}
+    if signature and signature != "serving_default":
+        body["signature_name"] = signature
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def rest_predict_path(model: str, version: int | None = None) -> str:
+    return f"/v1/models/{model}" + (f"/versions/{version}" if version is not None else "") + ":predict"
+
+
+def _per_call_ms(fn, reps: int) -> float:
+    fn()  # untimed: the first call pays one-time costs (proto class setup, imports), not per-request work
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return (time.perf_counter() - t0) * 1000.0 / reps
+
+
+@dataclass
+class Payload:
+    model: str
+    batch_size: int
+    n_features: int
+    signature: str
+    grpc_bytes: bytes
+    rest_body: bytes
+    rest_path: str
+    grpc_serialize_ms: float  # numpy -> PredictRequest -> bytes
+    rest_serialize_ms: float  # numpy -> JSON bytes
+
+
+def build_payload(model: str, batch_size: int, n_features: int, *, signature: str = "serving_default",
+                  version: int | None = None, seed: int = 0, codec_reps: int | None = None) -> Payload:
+    x = make_inputs(batch_size, n_features, seed)
+    reps = codec_reps or max(3, min(200, 20000 // max(batch_size, 1)))
+    g_ms = _per_call_ms(lambda: build_predict_request(model, x, signature, version=version).SerializeToString(), reps)
+    r_ms = _per_call_ms(lambda: build_rest_body(x, signature), reps)
+    return Payload(model, batch_size, n_features, signature,
+                   build_predict_request(model, x, signature, version=version).SerializeToString(),
+                   build_rest_body(x, signature), rest_predict_path(model, version), g_ms, r_ms)
+
+
+def grpc_response_decode_ms(response_bytes: bytes, reps: int = 50) -> float:
+    """Cost of parsing a PredictResponse and turning its first output into numpy."""
+    p = protos.load()
+
+    def decode():
+        resp = p["predict_pb2"].PredictResponse.FromString(response_bytes)
+        for t in resp.outputs.values():
+            if t.tensor_content:
+                np.frombuffer(t.tensor_content, dtype="<f4")
+            else:
+                np.asarray(t.float_val, dtype=np.float32)
+            break
+
+    return _per_call_ms(decode, reps)
+
+
+def rest_response_decode_ms(body: bytes, reps: int = 50) -> float:
+    def decode():
+        d = json.loads(body)
+        np.asarray(d.get("predictions", d.get("outputs")), dtype=np.float32)
+
+    return _per_call_ms(decode, reps)
+
+
+def check_grpc_response(response_bytes: bytes, batch_size: int) -> str | None:
+    """Returns a problem description, or None when the response has one prediction per row."""
+    p = protos.load()
+    resp = p["predict_pb2"].PredictResponse.FromString(response_bytes)
+    if not resp.outputs:
+        return "PredictResponse has no outputs"
+    t = next(iter(resp.outputs.values()))
+    dims = [d.size for d in t.tensor_shape.dim]
+    if not dims or dims[0] != batch_size:
+        return f"output dim 0 is {dims[:1]}, expected {batch_size}"
+    return None
+
+
+def check_rest_response(body: bytes, batch_size: int) -> str | None:
+    try:
+        d = json.loads(body)
+    except ValueError as e:
+        return f"response is not JSON: {e}"
+    preds = d.get("predictions", d.get("outputs"))
+    if isinstance(preds, dict):
+        preds = next(iter(preds.values()), None)
+    if not isinstance(preds, list) or len(preds) != batch_size:
+        return f"expected {batch_size} predictions, got {type(preds).__name__} of len {len(preds) if isinstance(preds, list) else '-'}"
+    return None

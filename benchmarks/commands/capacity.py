@@ -1,0 +1,167 @@
+"""How many requests/s can ONE load-generator process drive? Measured against a no-op server.
+
+If a benchmark's throughput gets near this ceiling, it measures the client, not the server. The
+no-op server must therefore be far cheaper per request than the client, or the run measures the
+server instead. By default (`--server auto`) we use the native one (nghttpd for gRPC, nginx for REST,
+see native_noop.py) when its binaries are installed, and fall back to the Python no-op server with a
+printed warning: that one saturates its own core near 2,000 gRPC req/s on this class of machine.
+
+Every gRPC client of the load generator is measured (`grpc.aio` and `libcurl`, see transports.py), and
+the REST one. The load generator and the server share this machine's cores, so each row also reports
+the client's CPU (process, and its event-loop thread, the one that saturates first), the server's CPU
+and the whole machine's, and the client CPU per request -> the rate one free core could drive.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import psutil
+
+from benchmarks.load.closed_loop import run_closed_loop
+from benchmarks.clients.payloads import build_payload
+from benchmarks.results.schema import ResultRow, ResultWriter
+from benchmarks.targets.managed import ManagedServer
+from benchmarks.clients.transports import GRPC_CLIENTS, client_name, make_transport
+
+log = logging.getLogger(__name__)
+GOAL_RPS = 5000
+STRETCH_RPS = 10000
+SERVER_CHOICES = ("auto", "native", "python")
+
+
+def server_cpu_seconds(pids: list[int]) -> float:
+    """CPU seconds used so far by these processes and their children (the Python no-op forks its REST child)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for pr in procs:
+            try:
+                t = pr.cpu_times()
+                total += t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+    return total
+
+
+def choose_server(requested: str, install: bool = False) -> str:
+    """-> 'native' or 'python'. auto picks native when nghttpd and nginx exist (after --install if asked)."""
+    from benchmarks.targets import noop_native as native_noop
+
+    if requested not in SERVER_CHOICES:
+        raise ValueError(f"unknown capacity server {requested!r} ({'|'.join(SERVER_CHOICES)})")
+    if requested == "python":
+        return "python"
+    if install and native_noop.missing_binaries():
+        native_noop.install()
+    missing = native_noop.missing_binaries()
+    if not missing:
+        return "native"
+    if requested == "native":
+        raise FileNotFoundError("--server native needs " + ", ".join(missing) + ": apt-get install "
+                                + " ".join(sorted(set(missing.values()))) + " or add --install (root)")
+    print(">> WARNING: native no-op server not installed (" + ", ".join(missing) + "); using the Python no-op "
+          "server, which saturates its own core first: the numbers below then measure that server, not the "
+          "load generator. `python -m benchmarks capacity --install` (root) or `apt-get install "
+          + " ".join(sorted(set(missing.values()))) + "` fixes it.", flush=True)
+    return "python"
+
+
+def _start_server(kind: str, run_dir: Path):
+    """-> a started no-op server with grpc_target, rest_target, label, pids and stop()."""
+    if kind == "native":
+        from benchmarks.targets.noop_native import NativeNoopServer
+
+        return NativeNoopServer(batch_size=1, log_path=run_dir / "noop-native-server.log").start()
+    if kind == "python":
+        return ManagedServer("noop", log_path=run_dir / "noop-server.log").start()
+    raise ValueError(f"capacity server must be native or python (resolve auto with choose_server), not {kind!r}")
+
+
+def run_capacity(w: ResultWriter, *, server: str, concurrencies=(16, 64, 256), transports=("grpc", "rest"),
+                 grpc_clients: tuple[str, ...] = GRPC_CLIENTS, window_s: float = 2.0, max_windows: int = 6,
+                 grpc_channels: int = 1, progress: bool = True) -> list[ResultRow]:
+    """Drive the no-op server `server` ('native' | 'python', see choose_server) with every client."""
+    from tqdm import tqdm
+
+    for c in grpc_clients:
+        if c not in GRPC_CLIENTS:
+            raise ValueError(f"unknown gRPC client {c!r} ({'|'.join(GRPC_CLIENTS)})")
+    # (transport kind, gRPC client) pairs; REST has one client
+    plan = [(kind, c) for kind in transports for c in (grpc_clients if kind == "grpc" else ("aio",))]
+    rows: list[ResultRow] = []
+    p = build_payload("noop_model", 1, 10)
+    srv = _start_server(server, w.run_dir)
+    try:
+        bar = tqdm(total=len(plan) * len(concurrencies), desc="capacity", disable=not progress)
+        for kind, client in plan:
+            for conc in concurrencies:
+                bar.set_postfix_str(f"{kind}/{client_name(kind, client)} c={conc}")
+                rows.append(w.append(_point(srv, p, kind, client, conc, window_s, max_windows, grpc_channels)))
+                bar.update(1)
+        bar.close()
+    finally:
+        srv.stop()
+    for kind, client in plan:
+        best = max((r for r in rows if r.kind == kind and r.client == client_name(kind, client)),
+                   key=lambda r: r.throughput_rps, default=None)
+        if best:
+            print(">> " + verdict_line(best), flush=True)
+    return rows
+
+
+def _point(srv, p, kind: str, client: str, conc: int, window_s: float, max_windows: int,
+           grpc_channels: int) -> ResultRow:
+    target = srv.grpc_target if kind == "grpc" else srv.rest_target
+    c0 = server_cpu_seconds(srv.pids)
+
+    async def point():
+        t = make_transport(kind, target, p.rest_path, concurrency=conc, grpc_channels=grpc_channels,
+                           grpc_client=client)
+        try:
+            return await run_closed_loop(t, [p.grpc_bytes if kind == "grpc" else p.rest_body], conc,
+                                         window_s=window_s, max_windows=max_windows)
+        finally:
+            await t.close()
+
+    r = asyncio.run(point())
+    # approximate: server CPU over the whole point (warm-up + all windows) / that wall time
+    server_cpu = 100.0 * (server_cpu_seconds(srv.pids) - c0) / max(r.wall_s, 1e-9)
+    row = ResultRow.from_histogram(r.hist, duration_s=r.duration_s, errors=r.n_errors, errors_by_code=r.errors,
+                                   kind=kind, model="noop_model", mode="noop", batch_size=1, scenario="capacity",
+                                   concurrency=conc, stable=r.stable, client_cpu_percent=round(r.client_cpu_pct, 1),
+                                   client_saturated=r.saturated, server=srv.label, target=target,
+                                   client=client_name(kind, client))
+    row.achieved_rate = row.throughput_rps
+    # Saturating the client is the point of this run, so its saturation warning is noise here;
+    # instability and errors still warn.
+    row.warnings = [m for m in r.warnings() if not m.startswith("load generator near saturation")]
+    # The process's CPU per request (grpcio's C-core threads included) is the honest cost of a call.
+    # The ceiling is where the event-loop thread, which holds the GIL, would reach 100% of a core.
+    us_per_req = (r.client_cpu_pct / 100.0) * 1e6 / row.throughput_rps if row.throughput_rps else None
+    ceiling = row.throughput_rps * 100.0 / r.loop_cpu_pct if r.loop_cpu_pct > 1 else None
+    row.extra = {"server_cpu_percent_approx": round(server_cpu, 1),
+                 "loop_thread_cpu_percent": round(r.loop_cpu_pct, 1),
+                 "client_cpu_us_per_request": round(us_per_req, 1) if us_per_req else None,
+                 "projected_client_ceiling_rps": round(ceiling) if ceiling else None,
+                 "system_cpu_percent": round(r.system_cpu_pct, 1), "goal_rps": GOAL_RPS,
+                 "stretch_goal_rps": STRETCH_RPS, "window_throughputs": r.window_throughputs,
+                 "grpc_channels": grpc_channels if (kind, client) == ("grpc", "aio") else None}
+    return row
+
+
+def verdict_line(best: ResultRow) -> str:
+    rps = best.throughput_rps
+    verdict = (f"meets the {GOAL_RPS:,} req/s goal and the {STRETCH_RPS:,} stretch goal" if rps >= STRETCH_RPS else
+               f"meets the {GOAL_RPS:,} req/s goal" if rps >= GOAL_RPS else f"BELOW the {GOAL_RPS:,} req/s goal")
+    x = best.extra
+    return (f"capacity {best.kind} ({best.client}) vs {best.server}: {rps:,.0f} req/s at concurrency "
+            f"{best.concurrency}, {best.errors} errors (client CPU {best.client_cpu_percent:.0f}% of a core, event loop "
+            f"{x['loop_thread_cpu_percent']:.0f}%, server ~{x['server_cpu_percent_approx']:.0f}%, machine "
+            f"{x['system_cpu_percent']:.0f}% of all cores) -> {verdict}; client cost {x['client_cpu_us_per_request']} µs "
+            f"CPU/request; its event loop would saturate at ~{x['projected_client_ceiling_rps']:,} req/s")

@@ -1,0 +1,65 @@
+"""Shared CLI plumbing: run directories, environment capture, report + plots at the end."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from benchmarks.results.schema import ResultWriter, capture_environment, new_run_id
+
+DEFAULT_RESULTS = Path("artifacts/results")
+DEFAULT_MODELS = Path("artifacts/models")
+
+
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS,
+                   help="where run directories are created (default artifacts/results)")
+    p.add_argument("--run-id", default="", help="name of the run directory (default: timestamp-kind-random)")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
+
+
+def open_run(args: argparse.Namespace, prefix: str, *, server_kind: str = "", server_mode: str = "") -> ResultWriter:
+    run_id = args.run_id or new_run_id(prefix)
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+                if k not in ("func",) and not callable(v)}
+    env = capture_environment(server_kind=server_kind, server_mode=server_mode, settings=settings,
+                              command=" ".join(["python -m benchmarks", *sys.argv[1:]]))
+    w = ResultWriter(Path(args.results_dir) / run_id, env)
+    logging.getLogger("benchmarks").info("results -> %s", w.run_dir)
+    print(f">> results: {w.run_dir}", flush=True)
+    return w
+
+
+def finish_run(w: ResultWriter, *, plots: bool = True) -> Path:
+    """Plots and report.md beside results.json; returns the report path."""
+    from dataclasses import asdict
+
+    from benchmarks.results.plots import write_plots  # matplotlib costs seconds to import: only when plotting
+    from benchmarks.results.report import write_report
+
+    made = write_plots(w.rows, w.run_dir) if plots else []
+
+    path = write_report(w.run_dir, w.run_id, asdict(w.environment), w.rows, made)
+    print(f">> report: {path}" + (f"  plots: {', '.join(p.name for p in made)}" if made else ""), flush=True)
+    return path
+
+
+def int_list(s: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(x) for x in s.replace(" ", "").split(",") if x)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
+    if not vals or any(v <= 0 for v in vals):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {s!r}")
+    return vals
+
+
+def float_list(s: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(x) for x in s.replace(" ", "").split(",") if x)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {s!r}") from None
+    if not vals or any(v <= 0 for v in vals):
+        raise argparse.ArgumentTypeError(f"expected positive numbers, got {s!r}")
+    return vals

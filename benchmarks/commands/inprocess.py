@@ -1,0 +1,125 @@
+"""In-process latency of the same model run five ways, per batch size.
+
+Modes:
+  eager             model(x, training=False) on a pre-built tf.Tensor (Keras eager call)
+  predict_on_batch  model.predict_on_batch(x) on numpy (Keras' own fast path, returns numpy)
+  graph             tf.function(model) with a [None, n_features] input signature (traced once)
+  xla               tf.function(model, jit_compile=True) (XLA compiles once per new input shape)
+  savedmodel        the exported SavedModel's serving_default signature (what TF Serving runs)
+
+The first call of each (mode, batch size) is reported on its own row (scenario "first_call"):
+it carries tracing/compilation cost that steady-state percentiles must not hide or absorb. Steady
+state is then timed call by call into an HdrHistogram until a time budget or iteration cap is hit.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from benchmarks.measure.histogram import LatencyHistogram
+from benchmarks.clients.payloads import DEFAULT_BATCH_SIZES, discover_models, make_inputs
+from benchmarks.results.schema import ResultRow, ResultWriter
+
+log = logging.getLogger(__name__)
+
+MODES = ("eager", "predict_on_batch", "graph", "xla", "savedmodel")
+
+
+@dataclass
+class InprocessConfig:
+    models_dir: Path
+    models: tuple[str, ...] = ()  # empty = every model found
+    modes: tuple[str, ...] = MODES
+    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
+    budget_s: float = 1.0  # steady-state time per point
+    min_iters: int = 20
+    max_iters: int = 20000
+    warmup_iters: int = 3  # untimed calls after the first call, before steady state
+    version: int | None = None  # default: newest version
+    seed: int = 0
+    progress: bool = True
+    notes: list[str] = field(default_factory=list)
+
+
+def _callables(mode: str, keras_model, loaded, n_features: int, tf) -> Callable:
+    spec = [tf.TensorSpec([None, n_features], tf.float32, name="inputs")]
+    if mode == "eager":
+        return lambda x: keras_model(x, training=False)
+    if mode == "predict_on_batch":
+        return lambda x: keras_model.predict_on_batch(x)
+    if mode == "graph":
+        return tf.function(lambda x: keras_model(x, training=False), input_signature=spec)
+    if mode == "xla":
+        return tf.function(lambda x: keras_model(x, training=False), input_signature=spec, jit_compile=True)
+    if mode == "savedmodel":
+        sig = loaded.signatures["serving_default"]
+        return lambda x: sig(inputs=x)
+    raise ValueError(f"unknown in-process mode {mode!r}; choose from {MODES}")
+
+
+def run_inprocess(cfg: InprocessConfig, writer: ResultWriter | None = None) -> list[ResultRow]:
+    import tensorflow as tf  # full TF import only here: the load generators never need it
+    from tqdm import tqdm
+
+    from export.contract import load_keras_model
+
+    for m in cfg.modes:
+        if m not in MODES:
+            raise ValueError(f"unknown in-process mode {m!r}; choose from {MODES}")
+    infos = [i for i in discover_models(cfg.models_dir) if not cfg.models or i.name in cfg.models]
+    if not infos:
+        raise FileNotFoundError(f"no exported models under {cfg.models_dir} (run `python -m export` first)")
+    missing = set(cfg.models) - {i.name for i in infos}
+    if missing:
+        raise FileNotFoundError(f"models not found under {cfg.models_dir}: {sorted(missing)}")
+    rows: list[ResultRow] = []
+    total = len(infos) * len(cfg.modes) * len(cfg.batch_sizes)
+    bar = tqdm(total=total, desc="in-process", unit="pt", disable=not cfg.progress)
+    for info in infos:
+        version = cfg.version or info.versions[-1]
+        vdir = info.model_dir / str(version)
+        keras_model = load_keras_model(vdir)
+        loaded = tf.saved_model.load(str(vdir)) if "savedmodel" in cfg.modes else None
+        for mode in cfg.modes:
+            fn = _callables(mode, keras_model, loaded, info.n_features, tf)
+            for bs in cfg.batch_sizes:
+                bar.set_postfix_str(f"{info.name} {mode} b={bs}")
+                x_np = make_inputs(bs, info.n_features, cfg.seed)
+                x = x_np if mode == "predict_on_batch" else tf.constant(x_np)
+                common = dict(kind="inprocess", model=info.name, mode=mode, batch_size=bs, concurrency=1,
+                              server="inprocess", extra={"version": version})
+                t0 = time.perf_counter_ns()
+                fn(x)
+                first_ns = time.perf_counter_ns() - t0
+                h1 = LatencyHistogram()
+                h1.record_ns(first_ns)
+                first = ResultRow.from_histogram(h1, duration_s=first_ns / 1e9, scenario="first_call", **common)
+                first.throughput_rps = first.rows_per_s = float("nan")  # one call: a rate would mislead
+                rows.append(first)
+                for _ in range(cfg.warmup_iters):
+                    fn(x)
+                hist = LatencyHistogram()
+                iters = 0
+                start = time.perf_counter()
+                deadline = start + cfg.budget_s
+                while iters < cfg.max_iters and (iters < cfg.min_iters or time.perf_counter() < deadline):
+                    t0 = time.perf_counter_ns()
+                    fn(x)
+                    hist.record_ns(time.perf_counter_ns() - t0)
+                    iters += 1
+                wall = time.perf_counter() - start
+                row = ResultRow.from_histogram(hist, duration_s=wall, scenario="steady",
+                                               **{**common, "extra": {"version": version,
+                                                                      "first_call_ms": first_ns / 1e6}})
+                # Sequential calls: throughput = calls / wall time (includes loop overhead, honestly).
+                rows.append(row)
+                if writer:
+                    writer.append(first)
+                    writer.append(row)
+                bar.update(1)
+        del keras_model, loaded
+    bar.close()
+    return rows

@@ -1,0 +1,175 @@
+"""Benchmarks of a served model over gRPC or REST against any TF Serving-API endpoint.
+
+Per model and batch size: build the request once (its encode cost measured separately), check one
+real response (shape) and measure its decode cost, then
+  * a closed-loop concurrency sweep (perf_analyzer's method, engine.py), one row per concurrency;
+  * optional open-loop MLPerf LoadGen scenarios (loadgen_runner.py), one row per scenario/rate.
+Server-side Prometheus deltas are attached to each row when a metrics URL answers.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks.measure import prometheus
+from benchmarks.load.closed_loop import CPU_SATURATION_PCT, run_closed_loop
+from benchmarks.load.loadgen import LoadGenConfig, run_loadgen
+from benchmarks.clients.payloads import (Payload, build_payload, check_grpc_response, check_rest_response, grpc_response_decode_ms,
+                       rest_response_decode_ms)
+from benchmarks.results.schema import ResultRow, ResultWriter
+from benchmarks.clients.transports import client_name, make_transport, ok
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServedConfig:
+    kind: str  # grpc | rest
+    target: str  # host:port
+    models: list[tuple[str, int]]  # (model name, n_features)
+    batch_sizes: tuple[int, ...] = (1, 8, 64)
+    concurrencies: tuple[int, ...] = (1, 4, 16, 64)
+    window_s: float = 2.0
+    max_windows: int = 10
+    stability_pct: float = 10.0
+    warmup_s: float = 0.5
+    timeout_s: float = 30.0
+    grpc_channels: int = 1
+    grpc_client: str = "aio"  # aio (grpc.aio) | curl (libcurl HTTP/2): see transports.py
+    signature: str = "serving_default"
+    server_label: str = ""  # e.g. embedded-graph, tfserving, noop
+    metrics_url: str = ""  # Prometheus endpoint (REST port), optional
+    loadgen_scenarios: tuple[str, ...] = ()  # single_stream | server | offline
+    loadgen_qps: tuple[float, ...] = (100.0,)
+    loadgen_min_duration_ms: int = 2000
+    loadgen_target_latency_ms: float = 100.0
+    loadgen_dir: Path | None = None
+    progress: bool = True
+    fixed_windows: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+async def _probe(kind: str, cfg: ServedConfig, p: Payload) -> tuple[str, bytes | None]:
+    t = make_transport(kind, cfg.target, p.rest_path, concurrency=1, timeout_s=cfg.timeout_s,
+                       grpc_client=cfg.grpc_client)
+    try:
+        return await t.send(p.grpc_bytes if kind == "grpc" else p.rest_body)
+    finally:
+        await t.close()
+
+
+def _payload_bytes(kind: str, p: Payload) -> bytes:
+    return p.grpc_bytes if kind == "grpc" else p.rest_body
+
+
+def run_served(cfg: ServedConfig, writer: ResultWriter | None = None) -> list[ResultRow]:
+    from tqdm import tqdm
+
+    if cfg.kind not in ("grpc", "rest"):
+        raise ValueError(f"kind must be grpc or rest, not {cfg.kind!r}")
+    rows: list[ResultRow] = []
+    n_lg = sum(len(cfg.loadgen_qps) if s == "server" else 1 for s in cfg.loadgen_scenarios)
+    points = len(cfg.models) * len(cfg.batch_sizes) * (len(cfg.concurrencies) + n_lg)
+    bar = tqdm(total=points, desc=f"{cfg.kind} {cfg.target}", unit="pt", disable=not cfg.progress)
+    for model, n_features in cfg.models:
+        for bs in cfg.batch_sizes:
+            p = build_payload(model, bs, n_features, signature=cfg.signature)
+            status, body = asyncio.run(_probe(cfg.kind, cfg, p))
+            problem = None
+            decode_ms = None
+            if not ok(status):
+                problem = f"probe request failed with {status}"
+            elif body is not None:
+                problem = (check_grpc_response if cfg.kind == "grpc" else check_rest_response)(body, bs)
+                decode_ms = (grpc_response_decode_ms if cfg.kind == "grpc" else rest_response_decode_ms)(body)
+            if problem:
+                # Keep going: the sweep will count the errors by status; the warning says why.
+                log.warning("%s %s b=%d: %s", cfg.kind, model, bs, problem)
+            enc_ms = p.grpc_serialize_ms if cfg.kind == "grpc" else p.rest_serialize_ms
+            common = dict(kind=cfg.kind, model=model, mode=cfg.server_label or "served", batch_size=bs,
+                          server=cfg.server_label, target=cfg.target, serialize_ms=enc_ms, deserialize_ms=decode_ms,
+                          client=client_name(cfg.kind, cfg.grpc_client))
+            payload = [_payload_bytes(cfg.kind, p)]
+            for conc in cfg.concurrencies:
+                bar.set_postfix_str(f"{model} b={bs} c={conc}")
+                before = prometheus.scrape(cfg.metrics_url)
+
+                async def point():
+                    t = make_transport(cfg.kind, cfg.target, p.rest_path, concurrency=conc,
+                                       timeout_s=cfg.timeout_s, grpc_channels=cfg.grpc_channels,
+                                       grpc_client=cfg.grpc_client)
+                    try:
+                        return await run_closed_loop(t, payload, conc, window_s=cfg.window_s,
+                                                     max_windows=cfg.max_windows, stability_pct=cfg.stability_pct,
+                                                     warmup_s=cfg.warmup_s, fixed_windows=cfg.fixed_windows)
+                    finally:
+                        await t.close()
+
+                r = asyncio.run(point())
+                after = prometheus.scrape(cfg.metrics_url)
+                row = ResultRow.from_histogram(r.hist, duration_s=r.duration_s, errors=r.n_errors,
+                                               errors_by_code=r.errors, scenario="closed", concurrency=conc,
+                                               stable=r.stable, client_cpu_percent=round(r.client_cpu_pct, 1),
+                                               client_saturated=r.saturated, **common)
+                row.achieved_rate = row.throughput_rps
+                row.warnings = r.warnings() + ([problem] if problem else [])
+                row.extra = {"windows": r.windows, "window_throughputs": r.window_throughputs,
+                             "max_deviation_pct": round(r.deviation_pct, 2) if r.deviation_pct != float("inf") else None,
+                             "system_cpu_percent": round(r.system_cpu_pct, 1),
+                             "loop_thread_cpu_percent": round(r.loop_cpu_pct, 1),
+                             "server_metrics": prometheus.delta(before, after, model), **cfg.extra}
+                rows.append(row)
+                if writer:
+                    writer.append(row)
+                bar.update(1)
+            for scenario in cfg.loadgen_scenarios:
+                # SingleStream has no rate; Offline issues everything at once (the rate only sizes the
+                # query set), so both run once. Server runs once per arrival rate.
+                rates = cfg.loadgen_qps if scenario == "server" else (max(cfg.loadgen_qps),)
+                for qps in rates:
+                    bar.set_postfix_str(f"{model} b={bs} loadgen {scenario} {qps:g}/s")
+                    rows.append(_loadgen_point(cfg, p, payload, scenario, qps, common, writer))
+                    bar.update(1)
+    bar.close()
+    return rows
+
+
+def _loadgen_point(cfg: ServedConfig, p: Payload, payload: list[bytes], scenario: str, qps: float,
+                   common: dict, writer: ResultWriter | None) -> ResultRow:
+    from benchmarks.load.closed_loop import CpuMeter
+
+    label = f"{cfg.kind}-{p.model}-b{p.batch_size}-{scenario}" + (f"-{qps:g}qps" if scenario != "single_stream" else "")
+    out_dir = (cfg.loadgen_dir or Path("loadgen")) / label
+    lcfg = LoadGenConfig(scenario=scenario, target_qps=qps, min_duration_ms=cfg.loadgen_min_duration_ms,
+                         target_latency_ms=cfg.loadgen_target_latency_ms)
+    before = prometheus.scrape(cfg.metrics_url)
+    cpu = CpuMeter()
+    res = run_loadgen(lambda: make_transport(cfg.kind, cfg.target, p.rest_path, concurrency=64,
+                                             timeout_s=cfg.timeout_s, grpc_channels=cfg.grpc_channels,
+                                             grpc_client=cfg.grpc_client),
+                      payload, lcfg, out_dir)
+    client_cpu, _ = cpu.stop()
+    after = prometheus.scrape(cfg.metrics_url)
+    row = ResultRow.from_histogram(res.hist, duration_s=res.duration_s, errors=sum(res.errors.values()),
+                                   errors_by_code=res.errors, scenario=scenario,
+                                   target_rate=qps if scenario != "single_stream" else None,
+                                   client_cpu_percent=round(client_cpu, 1),
+                                   client_saturated=client_cpu >= CPU_SATURATION_PCT, **common)
+    row.achieved_rate = res.achieved_qps
+    row.extra = {"loadgen": {"verdict": res.verdict, "summary_log": str(res.summary_path),
+                             "percentiles_ms": res.loadgen_percentiles_ms, "issued": res.issued,
+                             "constraints": {k: v for k, v in res.summary.items() if "satisfied" in k.lower()}},
+                 "server_metrics": prometheus.delta(before, after, p.model), **cfg.extra}
+    row.warnings = []
+    if res.verdict != "VALID":
+        row.warnings.append(f"LoadGen verdict {res.verdict}: " + ", ".join(
+            f"{k}={v}" for k, v in row.extra["loadgen"]["constraints"].items()))
+    if res.errors:
+        row.warnings.append(f"{sum(res.errors.values())} failed requests: {res.errors}")
+    if scenario == "server" and res.achieved_qps is not None and res.achieved_qps < 0.9 * qps:
+        row.warnings.append(f"achieved {res.achieved_qps:.1f}/s of target {qps:g}/s")
+    if writer:
+        writer.append(row)
+    return row

@@ -1,0 +1,107 @@
+"""`python -m benchmarks suite [--quick]` (make bench): in-process modes, then gRPC and REST against
+a served model (by default an embedded server this command starts), LoadGen scenarios in the full
+suite, then report + plots. --quick stays under ~2 minutes on a 2-core machine."""
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.commands.common import DEFAULT_MODELS, finish_run, open_run
+from benchmarks.clients.payloads import discover_models
+from benchmarks.targets.managed import start_for_run
+
+
+@dataclass
+class SuitePlan:
+    models: int  # how many models (first N found)
+    inprocess_modes: tuple[str, ...]
+    inprocess_batches: tuple[int, ...]
+    inprocess_budget_s: float
+    served_batches: tuple[int, ...]
+    concurrencies: tuple[int, ...]
+    window_s: float
+    max_windows: int
+    loadgen: tuple[str, ...]
+    loadgen_qps: tuple[float, ...]
+    loadgen_ms: int
+    loadgen_batches: tuple[int, ...]  # LoadGen runs on the first model only, at these batch sizes
+
+
+# LoadGen's early-stopping rule needs ~500 queries before a Server run can be VALID at p99, so the
+# rates x durations below are chosen to issue at least that many.
+QUICK = SuitePlan(1, ("eager", "graph"), (1, 32), 0.3, (1, 32), (1, 8), 0.5, 4, ("server",), (250.0,), 2000, (1,))
+# Standard (`make bench`): every model and in-process mode at 5 batch sizes, 36 closed-loop points of
+# <= 5 windows of 1 s, one run of each LoadGen scenario: a few minutes here.
+STANDARD = SuitePlan(99, ("eager", "predict_on_batch", "graph", "xla", "savedmodel"),
+                     (1, 8, 64, 256, 1024), 0.5, (1, 32), (1, 8, 64), 1.0, 5,
+                     ("single_stream", "server", "offline"), (100.0,), 5000, (1,))
+# Extended (--extended): ~3-4 min in-process, 72 closed-loop points of <= 10 s, 10 LoadGen runs of >= 5 s:
+# 410 rows in 12.6 min here (run 20261127-164936-suite-extended-7f1c73).
+EXTENDED = SuitePlan(99, ("eager", "predict_on_batch", "graph", "xla", "savedmodel"),
+                 (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), 1.0, (1, 32, 256), (1, 4, 16, 64), 1.5, 6,
+                 ("single_stream", "server", "offline"), (100.0, 300.0), 5000, (1,))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS)
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="smoke run (< 2 min): 1 model, eager+graph, tiny sweeps")
+    size.add_argument("--extended", action="store_true",
+                      help="11 batch sizes, 4 concurrencies, 2 LoadGen rates, longer windows (~13 min here)")
+    p.add_argument("--server", choices=["embedded", "noop", "none"], default="embedded",
+                   help="server to benchmark: start the embedded one (default), the no-op one, or use --grpc-target/--rest-target")
+    p.add_argument("--mode", choices=["graph", "xla", "eager"], default="graph", help="embedded server mode")
+    p.add_argument("--grpc-target", default="127.0.0.1:8500")
+    p.add_argument("--rest-target", default="127.0.0.1:8501")
+    p.add_argument("--skip-inprocess", action="store_true")
+    p.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                   help="extra argument for `python -m serving serve` (repeat), e.g. --server-arg=--enable-batching "
+                        "--server-arg=--batching-parameters-file=docker/batching/batching_cpu.config")
+
+
+def main(args: argparse.Namespace) -> int:
+    from benchmarks.commands.inprocess import InprocessConfig, run_inprocess
+    from benchmarks.commands.served import ServedConfig, run_served
+
+    plan = QUICK if args.quick else EXTENDED if args.extended else STANDARD
+    infos = discover_models(args.models_dir)[: plan.models]
+    if not infos:
+        raise FileNotFoundError(f"no exported models under {args.models_dir}: run `make export` first")
+    w = open_run(args, "suite-quick" if args.quick else "suite-extended" if args.extended else "suite", server_kind=args.server, server_mode=args.mode)
+    t0 = time.perf_counter()
+    if not args.skip_inprocess:
+        print(">> [1/3] in-process", flush=True)
+        run_inprocess(InprocessConfig(args.models_dir, tuple(i.name for i in infos), plan.inprocess_modes,
+                                      plan.inprocess_batches, plan.inprocess_budget_s, min_iters=10,
+                                      progress=not args.no_progress), w)
+    server = None
+    try:
+        if args.server != "none":
+            print(f">> [2/3] starting {args.server} server ({args.mode})", flush=True)
+        server = start_for_run(args, w.run_dir, tuple(i.name for i in infos), tuple(args.server_arg))
+        if server is not None:
+            targets = {"grpc": server.grpc_target, "rest": server.rest_target}
+            label, metrics = server.label, server.metrics_url
+        else:
+            targets = {"grpc": args.grpc_target, "rest": args.rest_target}
+            label, metrics = "external", f"http://{args.rest_target}/monitoring/prometheus/metrics"
+        print(">> [3/3] gRPC and REST: closed-loop sweeps, then LoadGen open-loop scenarios", flush=True)
+        for kind in ("grpc", "rest"):
+            run_served(ServedConfig(kind=kind, target=targets[kind], models=[(i.name, i.n_features) for i in infos],
+                                    batch_sizes=plan.served_batches, concurrencies=plan.concurrencies,
+                                    window_s=plan.window_s, max_windows=plan.max_windows, warmup_s=min(0.5, plan.window_s),
+                                    server_label=label, metrics_url=metrics, progress=not args.no_progress), w)
+        for kind in ("grpc", "rest"):
+            run_served(ServedConfig(kind=kind, target=targets[kind], models=[(infos[0].name, infos[0].n_features)],
+                                    batch_sizes=plan.loadgen_batches, concurrencies=(), server_label=label,
+                                    metrics_url=metrics, loadgen_scenarios=plan.loadgen, loadgen_qps=plan.loadgen_qps,
+                                    loadgen_min_duration_ms=plan.loadgen_ms, loadgen_dir=w.run_dir / "loadgen",
+                                    progress=not args.no_progress), w)
+    finally:
+        if server:
+            server.stop()
+    finish_run(w)
+    print(f">> suite done in {time.perf_counter() - t0:.0f}s: {len(w.rows)} rows", flush=True)
+    return 0

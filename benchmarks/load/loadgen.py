@@ -1,0 +1,184 @@
+"""Open-loop scenarios on MLPerf LoadGen (SingleStream, Server with Poisson arrivals, Offline).
+
+LoadGen owns the schedule: in the Server scenario it issues queries at Poisson-distributed times for
+a target rate and measures each query's latency from its *scheduled* issue time, so a server stall
+cannot hide behind a client that stopped sending (coordinated omission). Our SUT only forwards each
+query to the transport without blocking (an asyncio loop in a background thread) and reports the
+completion back. LoadGen's verdict (VALID/INVALID) and its percentiles come from its summary log,
+which is kept under <run-dir>/loadgen/<label>/.
+Our own histogram (from the moment LoadGen hands us a query to completion) is stored as the row's
+raw histogram; LoadGen's own numbers are in row.extra["loadgen"].
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from benchmarks.measure.histogram import LatencyHistogram
+from benchmarks.clients.transports import Transport, ok
+
+SCENARIOS = ("single_stream", "server", "offline")
+
+
+@dataclass
+class LoadGenConfig:
+    scenario: str = "server"  # single_stream | server | offline
+    target_qps: float = 100.0  # Server: Poisson arrival rate; Offline: expected qps
+    target_latency_ms: float = 100.0  # Server: p99 bound used for the VALID verdict
+    min_duration_ms: int = 1000
+    max_duration_ms: int = 0  # 0 = LoadGen default (no cap beyond min conditions)
+    min_query_count: int = 10
+    offline_max_inflight: int = 64
+    performance_samples: int = 16  # distinct prebuilt payloads LoadGen cycles through
+
+
+@dataclass
+class LoadGenResult:
+    scenario: str
+    verdict: str  # VALID | INVALID | UNKNOWN
+    summary: dict[str, str]
+    summary_path: Path
+    hist: LatencyHistogram
+    errors: dict[str, int]
+    duration_s: float
+    issued: int
+    loadgen_percentiles_ms: dict[str, float] = field(default_factory=dict)
+    achieved_qps: float | None = None
+
+
+_SUMMARY_LINE = re.compile(r"^\s*([^:]+?)\s*:\s*(.+?)\s*$")
+
+
+def parse_summary(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        m = _SUMMARY_LINE.match(line)
+        if m and not line.startswith("="):
+            out.setdefault(m.group(1), m.group(2))
+    return out
+
+
+def _loadgen_percentiles(summary: dict[str, str]) -> dict[str, float]:
+    out = {}
+    for k, v in summary.items():
+        m = re.match(r"^(\d+(?:\.\d+)?) percentile latency \(ns\)$", k)
+        if m:
+            out[f"p{m.group(1)}"] = float(v) / 1e6
+        elif k in ("Min latency (ns)", "Max latency (ns)", "Mean latency (ns)"):
+            out[k.split()[0].lower()] = float(v) / 1e6
+    return out
+
+
+def run_loadgen(transport_factory: Callable[[], Transport], payloads: list[bytes], cfg: LoadGenConfig, out_dir: Path) -> LoadGenResult:
+    import mlperf_loadgen as lg
+
+    if cfg.scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {cfg.scenario!r}; choose from {SCENARIOS}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    loop = asyncio.new_event_loop()
+    loop_thread = threading.Thread(target=loop.run_forever, daemon=True, name="loadgen-sut-loop")
+    loop_thread.start()
+    hist = LatencyHistogram()
+    errors: Counter[str] = Counter()
+    issued = [0]
+    sem: list[asyncio.Semaphore] = []
+
+    box: list[Transport] = []
+
+    async def setup():
+        # grpc.aio channels and aiohttp sessions bind to the loop they are created on.
+        sem.append(asyncio.Semaphore(cfg.offline_max_inflight))
+        box.append(transport_factory())
+
+    asyncio.run_coroutine_threadsafe(setup(), loop).result()
+    transport = box[0]
+
+    async def one(qid: int, index: int, t_issue: int, limit: bool) -> None:
+        status = "client_exception"
+        try:
+            if limit:
+                async with sem[0]:
+                    status, _ = await transport.send(payloads[index % len(payloads)])
+            else:
+                status, _ = await transport.send(payloads[index % len(payloads)])
+        finally:
+            if ok(status):
+                hist.record_ns(time.perf_counter_ns() - t_issue)
+            else:
+                errors[status] += 1
+            # LoadGen waits for every query, failed or not (it has no notion of failure), so the
+            # completion is sent whatever happened; failures show up in our error count.
+            lg.QuerySamplesComplete([lg.QuerySampleResponse(qid, 0, 0)])
+
+    def spawn(samples: list[tuple[int, int]], t_issue: int) -> None:
+        limit = cfg.scenario == "offline"
+        for qid, idx in samples:
+            loop.create_task(one(qid, idx, t_issue, limit))
+
+    def issue_queries(query_samples) -> None:
+        # Called on LoadGen's issuing thread at the scheduled time: hand off and return at once.
+        t = time.perf_counter_ns()
+        batch = [(q.id, q.index) for q in query_samples]
+        issued[0] += len(batch)
+        loop.call_soon_threadsafe(spawn, batch, t)
+
+    def flush_queries() -> None:
+        pass
+
+    settings = lg.TestSettings()
+    settings.mode = lg.TestMode.PerformanceOnly
+    settings.scenario = {"single_stream": lg.TestScenario.SingleStream, "server": lg.TestScenario.Server,
+                         "offline": lg.TestScenario.Offline}[cfg.scenario]
+    settings.min_duration_ms = int(cfg.min_duration_ms)
+    if cfg.max_duration_ms:
+        settings.max_duration_ms = int(cfg.max_duration_ms)
+    settings.min_query_count = int(cfg.min_query_count)
+    if cfg.scenario == "server":
+        settings.server_target_qps = float(cfg.target_qps)
+        settings.server_target_latency_ns = int(cfg.target_latency_ms * 1e6)
+    elif cfg.scenario == "offline":
+        settings.offline_expected_qps = float(cfg.target_qps)
+    else:
+        settings.single_stream_expected_latency_ns = int(cfg.target_latency_ms * 1e6 / 10)
+
+    log_out = lg.LogOutputSettings()
+    log_out.outdir = str(out_dir)
+    log_out.copy_summary_to_stdout = False
+    log_settings = lg.LogSettings()
+    log_settings.log_output = log_out
+    log_settings.enable_trace = False
+
+    n = max(1, cfg.performance_samples)
+    sut = lg.ConstructSUT(issue_queries, flush_queries)
+    qsl = lg.ConstructQSL(n, n, lambda idx: None, lambda idx: None)
+    t0 = time.perf_counter()
+    try:
+        lg.StartTestWithLogSettings(sut, qsl, settings, log_settings)
+    finally:
+        duration = time.perf_counter() - t0
+        lg.DestroyQSL(qsl)
+        lg.DestroySUT(sut)
+        asyncio.run_coroutine_threadsafe(transport.close(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        loop_thread.join(timeout=10)
+
+    summary_path = out_dir / "mlperf_log_summary.txt"
+    summary = parse_summary(summary_path.read_text()) if summary_path.exists() else {}
+    verdict = summary.get("Result is", "UNKNOWN")
+    achieved = None
+    for key in ("Completed samples per second", "Samples per second", "Scheduled samples per second"):
+        if key in summary:
+            try:
+                achieved = float(summary[key])
+                break
+            except ValueError:
+                pass
+    return LoadGenResult(cfg.scenario, verdict, summary, summary_path, hist, dict(errors), duration, issued[0],
+                         _loadgen_percentiles(summary), achieved)

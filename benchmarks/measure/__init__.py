@@ -1,0 +1,1 @@
+"""Measurement: latency histograms (HdrHistogram), the recorder and CPU meter, Prometheus scrapes."""

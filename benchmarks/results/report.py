@@ -1,0 +1,174 @@
+"""Markdown tables from result rows: the run report and the eager-vs-graph / gRPC-vs-REST views."""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterable
+
+from benchmarks.results.schema import REPORT_MD, ResultRow, atomic_write_text
+
+
+def fmt(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "NO"
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "–"
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
+        return f"{v:.{digits}g}" if abs(v) < 1 else f"{v:.{digits}f}".rstrip("0").rstrip(".")
+    return str(v)
+
+
+def table(headers: list[str], rows: Iterable[list[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join(fmt(c) for c in r) + " |")
+    return "\n".join(lines)
+
+
+def eager_vs_graph(rows: list[ResultRow]) -> str:
+    """p50 per in-process mode side by side, with speed-up of graph/xla/savedmodel over eager."""
+    steady = [r for r in rows if r.kind == "inprocess" and r.scenario == "steady"]
+    first = {(r.model, r.mode, r.batch_size): r.p50_ms for r in rows
+             if r.kind == "inprocess" and r.scenario == "first_call"}
+    if not steady:
+        return ""
+    modes = [m for m in ("eager", "predict_on_batch", "graph", "xla", "savedmodel") if any(r.mode == m for r in steady)]
+    by = {(r.model, r.batch_size, r.mode): r for r in steady}
+    out = []
+    for model, bs in sorted({(r.model, r.batch_size) for r in steady}):
+        line: list[Any] = [model, bs]
+        for m in modes:
+            r = by.get((model, bs, m))
+            line.append(r.p50_ms if r else None)
+        e = by.get((model, bs, "eager"))
+        g = by.get((model, bs, "graph"))
+        line.append(f"{e.p50_ms / g.p50_ms:.1f}×" if e and g and g.p50_ms > 0 else "–")
+        line.append(" / ".join(fmt(first.get((model, m, bs))) for m in modes))
+        out.append(line)
+    hdr = ["model", "batch"] + [f"{m} p50 ms" for m in modes] + ["eager/graph", "first call ms (" + "/".join(modes) + ")"]
+    return table(hdr, out)
+
+
+def grpc_vs_rest(rows: list[ResultRow]) -> str:
+    served = [r for r in rows if r.kind in ("grpc", "rest") and r.scenario == "closed"]
+    if not served:
+        return ""
+    by: dict[tuple, dict[str, ResultRow]] = defaultdict(dict)
+    for r in served:
+        by[(r.server, r.model, r.batch_size, r.concurrency)][r.kind] = r
+    out = []
+    for (server, model, bs, conc), d in sorted(by.items(), key=lambda kv: (str(kv[0][0]), kv[0][1], kv[0][2],
+                                                                            kv[0][3] or 0)):
+        g, h = d.get("grpc"), d.get("rest")
+        out.append([server, model, bs, conc, g.p50_ms if g else None, h.p50_ms if h else None,
+                    g.p99_ms if g else None, h.p99_ms if h else None,
+                    g.throughput_rps if g else None, h.throughput_rps if h else None,
+                    f"{h.p50_ms / g.p50_ms:.2f}×" if g and h and g.p50_ms > 0 else "–",
+                    g.serialize_ms if g else None, h.serialize_ms if h else None])
+    return table(["server", "model", "batch", "conc", "gRPC p50", "REST p50", "gRPC p99", "REST p99", "gRPC req/s",
+                  "REST req/s", "REST/gRPC p50", "gRPC encode ms", "REST encode ms"], out)
+
+
+def capacity_table(rows: list[ResultRow]) -> str:
+    """`capacity` rows: what one load-generator process drove, per client, and what it cost in CPU."""
+    sel = [r for r in rows if r.scenario == "capacity"]
+    if not sel:
+        return ""
+    out = []
+    for r in sel:
+        x = r.extra if isinstance(r.extra, dict) else {}
+        goal = x.get("goal_rps") or 0
+        out.append([r.kind, r.client, r.server, r.concurrency, r.throughput_rps, r.p50_ms, r.p99_ms, r.errors,
+                    r.stable, r.client_cpu_percent, x.get("loop_thread_cpu_percent"),
+                    x.get("server_cpu_percent_approx"), x.get("client_cpu_us_per_request"),
+                    "yes" if goal and r.throughput_rps >= goal else "no"])
+    return table(["kind", "client", "server", "conc", "req/s", "p50 ms", "p99 ms", "errors", "stable",
+                  "client CPU %", "event-loop CPU %", "server CPU %", "client µs CPU/req", "≥ goal"], out)
+
+
+def openloop_table(rows: list[ResultRow]) -> str:
+    """LoadGen and Locust rows: what was asked (rate / users), what came back, and LoadGen's verdict."""
+    sel = [r for r in rows if r.kind == "locust" or (r.kind in ("grpc", "rest") and r.scenario not in ("closed", "capacity"))]
+    if not sel:
+        return ""
+    out = []
+    for r in sel:
+        lg = r.extra.get("loadgen", {}) if isinstance(r.extra, dict) else {}
+        asked = f"{r.target_rate:g}/s" if r.target_rate else (f"{r.concurrency} users" if r.kind == "locust" else "–")
+        out.append([r.kind, r.server, r.model, r.scenario, r.batch_size, asked, r.achieved_rate, r.n, r.p50_ms,
+                    r.p99_ms, r.max_ms, r.errors, lg.get("verdict", "")])
+    return table(["kind", "server", "model", "scenario", "batch", "asked", "achieved req/s", "n", "p50 ms", "p99 ms",
+                  "max ms", "errors", "LoadGen verdict"], out)
+
+
+def served_table(rows: list[ResultRow]) -> str:
+    served = [r for r in rows if r.kind in ("grpc", "rest", "locust", "wrk")]
+    if not served:
+        return ""
+    out = []
+    for r in served:
+        load = r.concurrency if r.concurrency is not None else (f"{r.target_rate:g}/s" if r.target_rate else "–")
+        verdict = r.extra.get("loadgen", {}).get("verdict") if isinstance(r.extra, dict) else None
+        sm = r.extra.get("server_metrics", {}) if isinstance(r.extra, dict) else {}
+        errs = f"{r.errors} (" + ", ".join(f"{k}:{v}" for k, v in sorted(r.errors_by_code.items())) + ")" \
+            if r.errors else "0"
+        out.append([r.kind, r.client, r.server, r.model, r.scenario, r.batch_size, load, r.n, r.p50_ms, r.p90_ms, r.p99_ms,
+                    r.p999_ms, r.max_ms, r.throughput_rps, errs, r.stable, verdict or "", r.client_cpu_percent,
+                    sm.get("request_latency_mean_ms"), sm.get("processed_batch_size_mean")])
+    return table(["kind", "client", "server", "model", "scenario", "batch", "conc/rate", "n", "p50 ms", "p90", "p99", "p99.9",
+                  "max", "req/s", "errors (by code)", "stable", "LoadGen", "client CPU %", "server mean ms",
+                  "server batch mean"], out)
+
+
+def inprocess_table(rows: list[ResultRow]) -> str:
+    ip = [r for r in rows if r.kind == "inprocess" and r.scenario == "steady"]
+    if not ip:
+        return ""
+    return table(["model", "mode", "batch", "first call ms", "n", "p50 ms", "p90", "p99", "max", "rows/s"],
+                 [[r.model, r.mode, r.batch_size, r.extra.get("first_call_ms"), r.n, r.p50_ms, r.p90_ms, r.p99_ms,
+                   r.max_ms, r.rows_per_s] for r in ip])
+
+
+def render(run_id: str, environment: dict, rows: list[ResultRow], plots: list[Path] | None = None) -> str:
+    env = environment
+    parts = [f"# Benchmark run {run_id}", "",
+             f"- machine: {env.get('cpu_model')} · {env.get('cpu_cores_logical')} logical cores · "
+             f"{env.get('memory_gib')} GiB · GPU: {', '.join(env.get('gpus') or []) or 'none'}",
+             f"- server: {env.get('server_kind') or '–'} ({env.get('server_mode') or '–'}) · git {env.get('git_commit', '')[:10]}"
+             f"{' (dirty)' if env.get('git_dirty') else ''}",
+             "- versions: " + ", ".join(f"{k} {v}" for k, v in (env.get("versions") or {}).items() if v),
+             f"- command: `{env.get('command', '')}`", ""]
+    for title, body in (("In-process: eager vs graph vs XLA (p50, ms)", eager_vs_graph(rows)),
+                        ("In-process detail", inprocess_table(rows)),
+                        ("gRPC vs REST (closed loop)", grpc_vs_rest(rows)),
+                        ("Load-generator capacity (against a no-op server)", capacity_table(rows)),
+                        ("Open loop (LoadGen) and Locust", openloop_table(rows)),
+                        ("All served / load-test rows", served_table(rows))):
+        if body:
+            parts += [f"## {title}", "", body, ""]
+    warns = [(r, w) for r in rows for w in r.warnings]
+    if warns:
+        def load(r: ResultRow) -> str:
+            if r.concurrency is not None:
+                return f"c={r.concurrency}"
+            return f"{r.scenario} {r.target_rate:g}/s" if r.target_rate else r.scenario
+
+        parts += ["## Warnings", ""] + [f"- {r.kind} {r.model} {r.mode} b={r.batch_size} {load(r)}: {w}"
+                                        for r, w in warns] + [""]
+    if plots:
+        parts += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
+    parts += ["Latencies are client-side, from HdrHistogram (µs resolution); closed-loop points report the "
+              "last three measurement windows; LoadGen rows are open-loop with its own verdict.", ""]
+    return "\n".join(parts)
+
+
+def write_report(run_dir: Path, run_id: str, environment: dict, rows: list[ResultRow],
+                 plots: list[Path] | None = None) -> Path:
+    path = Path(run_dir) / REPORT_MD
+    atomic_write_text(path, render(run_id, environment, rows, plots))
+    return path

@@ -1,0 +1,153 @@
+"""The contract between export, serving and benchmarks: the on-disk layout TF Serving reads and the wire
+names every client and server shares. Export writes it, the server and the benchmarks read it; nothing here
+imports TensorFlow, so the load generators can use it without paying for one.
+
+On disk, TF Serving reads ``<base_path>/<version>/`` where ``<version>`` is any directory name that parses as
+a non-negative int64 (``1``, ``00000123``; servables/tensorflow: ``ParseVersionNumber``) and ignores every
+other entry. The directory keeps its on-disk name: version ``123`` may live in ``00000123``, so code that
+needs the path must take it from :class:`VersionDir`, never rebuild it from the number. Work in progress is
+kept in a dot-directory beside the versions and renamed into place at the end. Everything tfserve-bench adds
+to a version lives under ``assets.extra/``, which TF Serving copies along but does not interpret (apart from
+the warmup file).
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# ------------------------------------------------------------------------------------------ on disk
+ASSETS_EXTRA = "assets.extra"
+WARMUP_FILE = f"{ASSETS_EXTRA}/tf_serving_warmup_requests"  # TF Serving replays it before AVAILABLE
+MAX_WARMUP_RECORDS = 1000  # TF Serving's cap on warmup records
+MANIFEST_FILE = f"{ASSETS_EXTRA}/tfserve_bench_manifest.json"
+KERAS_FILE = f"{ASSETS_EXTRA}/model.keras"  # the same weights as a Keras file: the eager path
+SAVED_MODEL_FILE = "saved_model.pb"
+MODEL_CONFIG_FILE = "models.config"  # base_path /models/<name>: what the official container mounts
+LOCAL_MODEL_CONFIG_FILE = "models.local.config"  # absolute local base paths: for the embedded server
+CONTAINER_MODELS_ROOT = "/models"
+
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_INT64_MAX = 2**63 - 1
+
+
+# ------------------------------------------------------------------------------------------ on the wire
+PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
+MODEL_SERVICE = "tensorflow.serving.ModelService"
+PREDICT_METHOD = f"/{PREDICTION_SERVICE}/Predict"
+DEFAULT_SIGNATURE = "serving_default"
+# SignatureDef method names (tensorflow/python/saved_model/signature_constants.py).
+PREDICT_METHOD_NAME = "tensorflow/serving/predict"
+CLASSIFY_METHOD_NAME = "tensorflow/serving/classify"
+REGRESS_METHOD_NAME = "tensorflow/serving/regress"
+
+# Prometheus names exactly as TF Serving's exporter spells them ('/' becomes ':').
+METRIC_PREFIX = ":tensorflow:serving"
+REQUEST_COUNT = f"{METRIC_PREFIX}:request_count"
+REQUEST_LATENCY = f"{METRIC_PREFIX}:request_latency"
+RUNTIME_LATENCY = f"{METRIC_PREFIX}:runtime_latency"
+BATCHING_PREFIX = f"{METRIC_PREFIX}:batching_session"
+QUEUING_LATENCY = f"{BATCHING_PREFIX}:queuing_latency"
+INPUT_BATCH_SIZE = f"{BATCHING_PREFIX}:input_batch_size"
+PROCESSED_BATCH_SIZE = f"{BATCHING_PREFIX}:processed_batch_size"
+PADDING_SIZE = f"{BATCHING_PREFIX}:padding_size"
+PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
+
+
+# ------------------------------------------------------------------------------------------ names and versions
+def check_model_name(name: str) -> str:
+    """Model names become directory names: refuse anything that could walk the filesystem."""
+    if not _MODEL_NAME.match(name) or ".." in name:
+        raise ValueError(f"invalid model name {name!r}: use letters, digits, '_', '-', '.'")
+    return name
+
+
+def parse_version(name: str) -> int | None:
+    """The version a directory name stands for, the way TF Serving parses it, or None if it is not one."""
+    if not name.isascii() or not name.isdigit():
+        return None
+    value = int(name)
+    return value if value <= _INT64_MAX else None
+
+
+@dataclass(frozen=True, order=True)
+class VersionDir:
+    """One version directory as found on disk: its number and its path (whose name may be zero-padded)."""
+
+    version: int
+    path: Path
+
+    @property
+    def saved_model(self) -> Path:
+        return self.path / SAVED_MODEL_FILE
+
+
+def version_dirs(base_path: Path) -> list[VersionDir]:
+    """Every version directory under a model's base path, by ascending version (what TF Serving sees).
+
+    If two names parse to the same number (``7`` and ``007``) the first in name order wins, so the answer
+    does not depend on the order the filesystem lists them.
+    """
+    base = Path(base_path)
+    try:
+        entries = sorted(base.iterdir()) if base.is_dir() else []
+    except OSError:
+        return []
+    found: dict[int, VersionDir] = {}
+    for entry in entries:
+        version = parse_version(entry.name)
+        if version is not None and version not in found and entry.is_dir():
+            found[version] = VersionDir(version, entry)
+    return [found[v] for v in sorted(found)]
+
+
+def list_versions(base_path: Path) -> list[int]:
+    """The version numbers under a model base path, ascending."""
+    return [v.version for v in version_dirs(base_path)]
+
+
+def find_version_dir(base_path: Path, version: int) -> VersionDir | None:
+    """The on-disk directory of one version (zero-padded or not), or None."""
+    return next((v for v in version_dirs(base_path) if v.version == version), None)
+
+
+def latest_version_dir(base_path: Path) -> VersionDir | None:
+    found = version_dirs(base_path)
+    return found[-1] if found else None
+
+
+def model_dir(models_root: Path, model: str) -> Path:
+    return Path(models_root) / check_model_name(model)
+
+
+def new_version_dir(models_root: Path, model: str, version: int) -> Path:
+    """Where export writes a new version: the plain decimal name (what TF Serving's own exporters write)."""
+    return model_dir(models_root, model) / str(int(version))
+
+
+# ------------------------------------------------------------------------------------------ our extra files
+def manifest_path(version_path: Path) -> Path:
+    return Path(version_path) / MANIFEST_FILE
+
+
+def read_manifest(version_path: Path) -> dict[str, Any]:
+    return json.loads(manifest_path(version_path).read_text())
+
+
+def warmup_path(version_path: Path) -> Path:
+    return Path(version_path) / WARMUP_FILE
+
+
+def keras_path(version_path: Path) -> Path:
+    return Path(version_path) / KERAS_FILE
+
+
+def load_keras_model(version_path: Path):
+    """Rebuild the Keras model of an exported version with the same weights (for eager serving)."""
+    import keras
+
+    from export import models  # noqa: F401  (registers the custom classes with Keras)
+
+    return keras.models.load_model(keras_path(version_path), compile=False)
