@@ -143,3 +143,42 @@ def test_config_file_poller_applies_changes_and_survives_bad_files(tmp_path: Pat
     config.write_text(_config_text(("b", b)))
     assert poller.poll_once() is True and manager.model_names() == ["b"]
     manager.stop()
+
+
+class _SlowApp:
+    """Stands in for RestApp: counts how many requests are being handled at once."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.active = self.peak = 0
+
+    def handle(self, method: str, path: str, body: bytes) -> tuple[int, str, bytes]:
+        with self.lock:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+        time.sleep(0.3)
+        with self.lock:
+            self.active -= 1
+        return 200, "application/json", b"{}"
+
+
+@pytest.mark.parametrize("num_threads, expected_peak", [(2, 2), (None, 6)])
+def test_rest_api_num_threads_caps_requests_handled_at_once(num_threads, expected_peak) -> None:
+    import requests
+
+    from serving.rest_api import RestServer
+
+    app = _SlowApp()
+    server = RestServer(app, "127.0.0.1", 0, 1 << 20, num_threads)  # type: ignore[arg-type]
+    server.start()
+    try:
+        url = f"http://127.0.0.1:{server.port}/v1/models/m"
+        clients = [threading.Thread(target=requests.get, args=(url,), kwargs={"timeout": 10}) for _ in range(6)]
+        for t in clients:
+            t.start()
+        for t in clients:
+            t.join(20)
+        assert app.peak == expected_peak
+    finally:
+        server.stop_accepting()
+        server.close()
