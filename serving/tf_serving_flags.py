@@ -131,7 +131,6 @@ UNSUPPORTED_FLAGS = (
     UnsupportedFlag("num_tflite_pools", "TF Lite models are not served"),
     UnsupportedFlag("num_tflite_interpreters_per_pool", "TF Lite models are not served"),
     UnsupportedFlag("thread_pool_factory_config_file", "custom inference thread pools are not implemented"),
-    UnsupportedFlag("mixed_precision", "not implemented"),
 )
 
 
