@@ -17,6 +17,8 @@ import asyncio
 import logging
 import threading
 from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -197,37 +199,52 @@ def _parsing_handlers(service: str, methods: dict[str, tuple[Any, Any]]) -> grpc
     })
 
 
+@dataclass(frozen=True)
+class GrpcListen:
+    """Where and how the gRPC server listens: TCP host:port (port None = no TCP), a Unix socket, channel args."""
+
+    host: str
+    port: int | None
+    socket_path: Path | None = None
+    channel_arguments: tuple[tuple[str, int | str], ...] = ()
+    max_message_bytes: int = 64 * 1024 * 1024
+
+
+def server_options(listen: GrpcListen) -> list[tuple[str, int | str]]:
+    """The project's channel arguments, overridden by --grpc_channel_arguments (applied last, as TF Serving's
+    ServerBuilder applies them after its own settings)."""
+    options: dict[str, int | str] = {
+        "grpc.max_receive_message_length": listen.max_message_bytes,
+        "grpc.max_send_message_length": listen.max_message_bytes,
+        "grpc.so_reuseport": 0,  # a port already in use must be an error, not a silent share
+    }
+    options.update(dict(listen.channel_arguments))
+    return list(options.items())
+
+
 class GrpcServer:
     """A grpc.aio server running on its own event-loop thread, driven from synchronous code (server.py).
 
     Same shape as grpc.Server for the caller: start(), stop(grace) -> an object with wait(timeout).
     """
 
-    def __init__(self, core: ServingCore, manager: ModelManager, host: str, port: int,
-                 max_message_bytes: int, enable_config_reload: bool) -> None:
+    def __init__(self, core: ServingCore, manager: ModelManager, listen: GrpcListen, enable_config_reload: bool) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="grpc-aio", daemon=True)
         self._thread.start()
         self.prediction = PredictionServicer(core, manager)
-        self._args = (manager, host, port, max_message_bytes, enable_config_reload)
+        self.listen = listen
+        self._model_servicer = ModelServicer(manager, enable_config_reload)
         self.port = self._call(self._build())
 
     def _call(self, coro: Any, timeout: float | None = 60.0) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
-    async def _build(self) -> int:
-        manager, host, port, max_message_bytes, enable_config_reload = self._args
-        self.server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", max_message_bytes),
-                ("grpc.max_send_message_length", max_message_bytes),
-                ("grpc.so_reuseport", 0),  # a port already in use must be an error, not a silent share
-            ],
-            # No cap on concurrent RPCs, as with the thread-pool server before (which queued the excess): the
-            # bound on work in flight is the batch queue (max_enqueued_batches -> RESOURCE_EXHAUSTED).
-        )
-        model_servicer = ModelServicer(manager, enable_config_reload)
-        p = self.prediction
+    async def _build(self) -> int | None:
+        # No cap on concurrent RPCs, as with the thread-pool server before (which queued the excess): the bound
+        # on work in flight is the batch queue (max_enqueued_batches -> RESOURCE_EXHAUSTED).
+        self.server = grpc.aio.server(options=server_options(self.listen))
+        p, m = self.prediction, self._model_servicer
         self.server.add_generic_rpc_handlers((
             _parsing_handlers("tensorflow.serving.PredictionService", {
                 "Predict": (p.Predict, predict_pb2.PredictRequest),
@@ -237,21 +254,28 @@ class GrpcServer:
                 "GetModelMetadata": (p.GetModelMetadata, get_model_metadata_pb2.GetModelMetadataRequest),
             }),
             _parsing_handlers("tensorflow.serving.ModelService", {
-                "GetModelStatus": (model_servicer.GetModelStatus, get_model_status_pb2.GetModelStatusRequest),
-                "HandleReloadConfigRequest": (model_servicer.HandleReloadConfigRequest,
-                                              model_management_pb2.ReloadConfigRequest),
+                "GetModelStatus": (m.GetModelStatus, get_model_status_pb2.GetModelStatusRequest),
+                "HandleReloadConfigRequest": (m.HandleReloadConfigRequest, model_management_pb2.ReloadConfigRequest),
             }),
         ))
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         for service in HEALTH_SERVICES:
             await self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        bound = None
+        if self.listen.port is not None:
+            bound = self._add_port(f"{self.listen.host}:{self.listen.port}")
+        if self.listen.socket_path is not None:
+            self._add_port(f"unix:{self.listen.socket_path}")
+        return bound
+
+    def _add_port(self, address: str) -> int:
         try:
-            bound = self.server.add_insecure_port(f"{host}:{port}")
+            bound = self.server.add_insecure_port(address)
         except RuntimeError as exc:  # newer grpcio raises instead of returning 0
-            raise OSError(f"cannot listen for gRPC on {host}:{port}: {exc}") from None
+            raise OSError(f"cannot listen for gRPC on {address}: {exc}") from None
         if bound == 0:
-            raise OSError(f"cannot listen for gRPC on {host}:{port} (port in use?)")
+            raise OSError(f"cannot listen for gRPC on {address} (in use?)")
         return bound
 
     def start(self) -> None:
@@ -285,10 +309,11 @@ class GrpcServer:
         self._thread.join(5)
 
 
-def build_grpc_server(core: ServingCore, manager: ModelManager, host: str, port: int,
-                      max_message_bytes: int, enable_config_reload: bool) -> tuple[GrpcServer, int, GrpcServer]:
-    """Create (not start) the gRPC server; returns it, the bound port and the object whose health to set."""
-    server = GrpcServer(core, manager, host, port, max_message_bytes, enable_config_reload)
+def build_grpc_server(core: ServingCore, manager: ModelManager, listen: GrpcListen,
+                      enable_config_reload: bool) -> tuple[GrpcServer, int | None, GrpcServer]:
+    """Create (not start) the gRPC server; returns it, the bound TCP port (None without TCP) and the object
+    whose health to set."""
+    server = GrpcServer(core, manager, listen, enable_config_reload)
     return server, server.port, server
 
 
@@ -296,4 +321,4 @@ def set_health(server: GrpcServer, serving: bool) -> None:
     server.set_health(serving)
 
 
-__all__ = ["build_grpc_server", "set_health", "model_metadata", "model_status", "unimplemented", "GrpcServer"]
+__all__ = ["GrpcListen", "build_grpc_server", "set_health", "model_metadata", "model_status", "unimplemented", "GrpcServer"]

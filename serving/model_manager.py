@@ -5,9 +5,14 @@
 * Every `poll_seconds` each base path is listed; the policy (latest N / all / specific) picks the versions
   to serve from the integer directories found. New ones are loaded (warmup replayed) *before* old ones are
   unloaded, so a model never goes dark during a rollout.
-* A version that fails to load (half-written, corrupt, wrong signatures) is reported in GetModelStatus with
-  its error and is left out of the policy, so the previous version keeps serving. It is retried only when
-  the files in its directory change (a copy that was still in progress has finished), never in a hot loop.
+* A version that fails to load (half-written, corrupt, wrong signatures) is tried again up to
+  --max_num_load_retries times, --load_retry_interval_micros apart (default: no retry), then reported in
+  GetModelStatus with its error and left out of the policy, so the previous version keeps serving. After
+  that it is retried only when the files in its directory change (a copy that was still in progress has
+  finished), never in a hot loop.
+* The model list itself can be replaced while serving (config file polling, HandleReloadConfigRequest):
+  added models load, removed ones unload (their status then reads END), and version labels follow TF
+  Serving's rule (a label must point at an AVAILABLE version unless --allow_version_labels_for_unavailable_models).
   A new directory must also look the same on two consecutive polls before it is loaded, so a version being
   copied in is not read half-way.
 * In-flight requests hold a reference on the version they use (`acquire`); an unloaded version is closed
@@ -16,6 +21,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import threading
@@ -26,7 +32,7 @@ from typing import Any, Callable, Iterator
 
 import grpc
 
-from serving.errors import ServingError, invalid_argument, not_found, unavailable
+from serving.errors import ServingError, failed_precondition, invalid_argument, not_found, unavailable
 
 log = logging.getLogger("serving.models")
 
@@ -156,13 +162,25 @@ def list_version_dirs(base: Path) -> list[int]:
     return []
 
 
+@dataclass(frozen=True)
+class LoadRetries:
+    """--max_num_load_retries / --load_retry_interval_micros: a failed load is tried again this many times."""
+
+    max_retries: int = 0
+    interval_seconds: float = 0.0
+
+
 class ModelManager:
-    def __init__(self, sources: list[ModelSource], loader: Loader, poll_seconds: float = 1.0) -> None:
+    def __init__(self, sources: list[ModelSource], loader: Loader, poll_seconds: float = 1.0,
+                 retries: LoadRetries = LoadRetries(), allow_unavailable_labels: bool = True) -> None:
         self._loader = loader
         self._poll_seconds = poll_seconds
+        self._retries = retries
+        self._allow_unavailable_labels = allow_unavailable_labels
         self._lock = threading.RLock()  # guards the tables; loads happen outside it
         self._sync_lock = threading.Lock()  # one sync at a time (poller vs config reload)
         self._models: dict[str, _Model] = {s.name: _Model(s) for s in sources}
+        self._removed: dict[str, _Model] = {}  # dropped from the config: their status reads END, as in TF Serving
         self._stop = threading.Event()
         self._initial_done = threading.Event()
         self._thread: threading.Thread | None = None
@@ -208,28 +226,70 @@ class ModelManager:
 
     # ------------------------------------------------------------------ config reload
     def replace_sources(self, sources: list[ModelSource]) -> None:
-        """Install a new config whole (as TF Serving does): new models load, dropped ones unload."""
+        """Install a new config whole (as TF Serving does): new models load, dropped ones unload.
+
+        Then the labels are checked (:meth:`label_problems`); if one is refused, every model keeps the labels
+        it had and FAILED_PRECONDITION is raised, while the models added or removed stay so (TF Serving's
+        ServerCore::ReloadConfig applies the models before it updates the labels).
+        """
+        with self._sync_lock:
+            with self._lock:
+                old = self._models
+                previous_labels = {name: dict(m.source.labels) for name, m in old.items()}
+                self._models = {}
+                for s in sources:
+                    m = old.pop(s.name, None) or self._removed.pop(s.name, None) or _Model(s)
+                    m.source = s
+                    self._models[s.name] = m
+                dropped = list(old.values())
+            for m in dropped:
+                self._retire_model(m)
+            self._sync_all(initial=True)
+            problems = self.label_problems(previous_labels)
+            if problems:
+                with self._lock:
+                    for name, m in self._models.items():
+                        m.source = dataclasses.replace(m.source, labels=previous_labels.get(name, {}))
+                raise failed_precondition("; ".join(problems))
+
+    def _retire_model(self, model: _Model) -> None:
         with self._lock:
-            old = self._models
-            self._models = {}
-            for s in sources:
-                m = old.pop(s.name, None) or _Model(s)
-                m.source = s
-                self._models[s.name] = m
-            dropped = list(old.values())
-        for m in dropped:
-            for sv in m.available.values():
-                sv.retire()
-            log.info("model %s removed from the config: unloaded", m.source.name)
-        self.sync(initial=True)
+            retiring = list(model.available.values())
+            model.available.clear()
+            for v, st in model.status.items():
+                if st.state != END:
+                    model.status[v] = VersionStatus(v, END)
+            self._removed[model.source.name] = model
+        for sv in retiring:
+            sv.retire()
+        log.info("model %s removed from the config: unloaded", model.source.name)
+
+    def label_problems(self, assigned: dict[str, dict[str, int]] | None = None) -> list[str]:
+        """TF Serving's rule (ServerCore::UpdateModelVersionLabelMap): a label must point at an AVAILABLE
+        version; with allow_unavailable_labels, a label not `assigned` before may point at any version."""
+        assigned = assigned or {}
+        problems = []
+        with self._lock:
+            for name, model in sorted(self._models.items()):
+                for label, version in sorted(model.source.labels.items()):
+                    if version in model.available:
+                        continue
+                    if self._allow_unavailable_labels and label not in assigned.get(name, {}):
+                        continue
+                    problems.append(f"Request to assign label to version {version} of model {name}, which is not "
+                                    "currently available for inference")
+        return problems
 
     # ------------------------------------------------------------------ the sync step
     def sync(self, initial: bool = False) -> None:
         with self._sync_lock:
-            with self._lock:
-                models = list(self._models.values())
-            for model in models:
-                self._sync_model(model, initial)
+            self._sync_all(initial)
+
+    def _sync_all(self, initial: bool) -> None:
+        with self._lock:
+            models = list(self._models.values())
+        for model in models:
+            self._sync_model(model, initial)
 
     def _sync_model(self, model: _Model, initial: bool) -> None:
         src = model.source
@@ -276,7 +336,7 @@ class ModelManager:
         log.info("loading %s version %d from %s ...", name, version, path)
         started = time.monotonic()
         try:
-            sv = self._loader(name, version, path)
+            sv = self._load_with_retries(name, version, path)
         except ServingError as exc:
             self._refuse(model, version, fingerprint, exc)
             return
@@ -290,6 +350,22 @@ class ModelManager:
             model.status[version] = VersionStatus(version, AVAILABLE)
             model.failed_fingerprint.pop(version, None)
         log.info("%s version %d AVAILABLE (loaded in %.1f s)", name, version, time.monotonic() - started)
+
+    def _load_with_retries(self, name: str, version: int, path: Path) -> ServableVersion:
+        """The loader, tried 1 + max_retries times (the version stays LOADING meanwhile); stop() cuts it short."""
+        attempts = 1 + self._retries.max_retries
+        attempt = 1
+        while True:
+            try:
+                return self._loader(name, version, path)
+            except Exception as exc:
+                if attempt >= attempts or self._stop.is_set():
+                    raise
+                log.warning("%s version %d failed to load (attempt %d of %d): %s: %s; retrying in %.1f s", name,
+                            version, attempt, attempts, type(exc).__name__, str(exc).strip()[:300],
+                            self._retries.interval_seconds)
+                self._stop.wait(self._retries.interval_seconds)
+                attempt += 1
 
     def _refuse(self, model: _Model, version: int, fingerprint: tuple, exc: ServingError) -> None:
         with self._lock:
@@ -360,7 +436,7 @@ class ModelManager:
 
     def status(self, name: str, version: int | None = None, label: str | None = None) -> list[VersionStatus]:
         with self._lock:
-            model = self._models.get(name)
+            model = self._models.get(name) or self._removed.get(name)
             if model is None:
                 raise not_found(f"Could not find any versions of model {name}")
             if version is not None and label:

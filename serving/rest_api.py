@@ -13,6 +13,7 @@ gRPC status (errors.py).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -63,13 +64,15 @@ class _Tracker:
 class RestApp:
     """The request logic, independent of the HTTP plumbing: (method, path, body) -> (status, content type, body)."""
 
-    def __init__(self, core: ServingCore, manager: ModelManager, timeout_ms: int) -> None:
+    def __init__(self, core: ServingCore, manager: ModelManager, timeout_ms: int,
+                 metrics_path: str | None = METRICS_PATH) -> None:
         self.core = core
         self.manager = manager
         self.timeout_s = timeout_ms / 1000 if timeout_ms > 0 else None
+        self.metrics_path = metrics_path  # None: Prometheus export off (--monitoring_config_file), a 404 like any path
 
     def handle(self, method: str, path: str, body: bytes) -> tuple[int, str, bytes]:
-        if path == METRICS_PATH and method == "GET":
+        if path == self.metrics_path and method == "GET":
             return 200, "text/plain; version=0.0.4; charset=utf-8", self.core.metrics.exposition()
         try:
             doc = self._dispatch(method, path, body)
@@ -145,7 +148,11 @@ def _metadata_json(response: Any) -> dict[str, Any]:
             "metadata": {"signature_def": MessageToDict(sig_map, **opts)}}
 
 
-def make_handler(app: RestApp, tracker: _Tracker, max_body: int) -> type[BaseHTTPRequestHandler]:
+def make_handler(app: RestApp, tracker: _Tracker, max_body: int,
+                 slots: threading.BoundedSemaphore | None = None) -> type[BaseHTTPRequestHandler]:
+    """`slots` caps the requests handled at once (--rest_api_num_threads); without it there is no cap."""
+    handling = slots if slots is not None else contextlib.nullcontext()
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive: benchmark clients reuse connections
         disable_nagle_algorithm = True  # see module docstring: avoids 40 ms delayed-ACK stalls
@@ -220,7 +227,8 @@ def make_handler(app: RestApp, tracker: _Tracker, max_body: int) -> type[BaseHTT
                 if body is None:
                     return
                 path = self.path.split("?", 1)[0]
-                status, ctype, payload = app.handle(method, path, body)
+                with handling:
+                    status, ctype, payload = app.handle(method, path, body)
                 self._reply(status, ctype, payload)
 
         def do_GET(self) -> None:  # noqa: N802 (http.server naming)
@@ -239,9 +247,10 @@ def make_handler(app: RestApp, tracker: _Tracker, max_body: int) -> type[BaseHTT
 
 
 class RestServer:
-    def __init__(self, app: RestApp, host: str, port: int, max_body: int) -> None:
+    def __init__(self, app: RestApp, host: str, port: int, max_body: int, num_threads: int | None = None) -> None:
         self.tracker = _Tracker()
-        handler = make_handler(app, self.tracker, max_body)
+        slots = threading.BoundedSemaphore(num_threads) if num_threads else None
+        handler = make_handler(app, self.tracker, max_body, slots)
 
         class _Server(ThreadingHTTPServer):
             daemon_threads = True  # idle keep-alive threads must not block exit; drain uses the tracker

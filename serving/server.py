@@ -1,10 +1,12 @@
 """Wire the pieces together, run until SIGINT/SIGTERM, then drain in-flight requests and exit cleanly.
 
-Order of events:
-  1. ports open at once (health NOT_SERVING; model status shows LOADING), so an orchestrator can see the
-     server is alive while models load;
-  2. models load with progress logs (runner, warmup); health turns SERVING;
-  3. on SIGINT/SIGTERM: health NOT_SERVING, no new connections or RPCs, in-flight requests finish (up to
+Order of events (tensorflow_model_server's: models first, ports after):
+  1. the command line's files are read: the model config (a malformed one ends the process with status 2
+     and "Error parsing text-format tensorflow.serving.ModelServerConfig: ..." on stderr), the batching file;
+  2. the configured models load, with progress logs (runner, warmup); version labels are checked;
+  3. the ports open (gRPC TCP and/or Unix socket, REST), health turns SERVING, the "listening:" log line is
+     written; the model config file is polled from then on if asked (--model_config_file_poll_wait_seconds);
+  4. on SIGINT/SIGTERM: health NOT_SERVING, no new connections or RPCs, in-flight requests finish (up to
      --drain-timeout-seconds), batch threads finish their queues, versions are closed; exit code 0.
      A second signal during the drain exits at once (code 1).
 """
@@ -16,40 +18,23 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
+from serving.errors import ServingError
 from serving.flags import ServerConfig
 
 log = logging.getLogger("serving.server")
+
+EXIT_BAD_CONFIG = 2  # the command line or a file it names is wrong: nothing was started
+EXIT_FAILED = 1  # started, but could not serve (models, ports) or the drain was cut short
 
 
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level, logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
-
-
-def _sources(cfg: ServerConfig) -> list[Any]:
-    from serving.model_manager import ModelSource, sources_from_config
-
-    if cfg.model_config_file is not None:
-        from serving.tfserving_config import parse_model_server_config
-
-        return sources_from_config(parse_model_server_config(cfg.model_config_file))
-    name = cfg.model_name or ""
-    if not name or "/" in name or name in (".", ".."):
-        raise ValueError(f"invalid --model-name {name!r}")
-    return [ModelSource(name=name, base_path=cfg.model_base_path, policy="latest", num_versions=1)]
-
-
-def _batching_settings(cfg: ServerConfig) -> Any:
-    from serving.tfserving_config import BatchingSettings, load_batching_settings
-
-    if cfg.batching_parameters_file is None:
-        log.warning("--enable-batching without --batching-parameters-file: using TF Serving's defaults")
-        return BatchingSettings()
-    return load_batching_settings(cfg.batching_parameters_file)
 
 
 def tf_thread_counts(intra: int, inter: int, cpus: int | None = None) -> tuple[int, int]:
@@ -64,32 +49,50 @@ def tf_thread_counts(intra: int, inter: int, cpus: int | None = None) -> tuple[i
     return (auto if intra < 0 else intra), (auto if inter < 0 else inter)
 
 
-def run_server(cfg: ServerConfig) -> int:
-    _setup_logging(cfg.log_level)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-    stop = threading.Event()
-    signals_seen = [0]
+@dataclass
+class _Inputs:
+    """What the command line's files say: the models, the config file's text as read, batching settings."""
 
-    def on_signal(signum: int, _frame: Any) -> None:
-        signals_seen[0] += 1
-        if signals_seen[0] > 1:
-            log.warning("second signal: exiting without waiting for the drain")
-            os._exit(1)
-        log.info("received %s: draining", signal.Signals(signum).name)
-        stop.set()
+    sources: list[Any]
+    config_text: str
+    batching: Any
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
 
-    try:
-        sources = _sources(cfg)
-        settings = _batching_settings(cfg) if cfg.enable_batching else None
-    except ValueError as exc:
-        log.error("%s", exc)
-        return 2
+def _read_inputs(cfg: ServerConfig) -> _Inputs:
+    """Raise ValueError / ServingError naming the problem; TF Serving's wording for a malformed model config."""
+    from google.protobuf import text_format
 
-    log.info("starting embedded server: mode=%s, %d model(s): %s", cfg.mode, len(sources),
-             ", ".join(f"{s.name} ({s.base_path}, {s.policy})" for s in sources))
+    from serving.config_poll import read_sources
+    from serving.model_manager import ModelSource
+    from serving.tfserving_config import ModelServerConfig
+
+    if cfg.model_config_file is not None:
+        try:
+            text, sources = read_sources(cfg.model_config_file)
+        except ValueError as exc:
+            if isinstance(exc.__cause__, text_format.ParseError):
+                raise ValueError(f"Error parsing text-format {ModelServerConfig.DESCRIPTOR.full_name}: "
+                                 f"{exc.__cause__} (in {cfg.model_config_file})") from exc
+            raise
+    else:
+        name = cfg.model_name or ""
+        if not name or "/" in name or name in (".", ".."):
+            raise ValueError(f"invalid --model-name {name!r}")
+        text = ""
+        sources = [ModelSource(name=name, base_path=cfg.model_base_path, policy="latest", num_versions=1)]
+    return _Inputs(sources, text, _batching_settings(cfg) if cfg.enable_batching else None)
+
+
+def _batching_settings(cfg: ServerConfig) -> Any:
+    from serving.tfserving_config import BatchingSettings, load_batching_settings
+
+    if cfg.batching_parameters_file is None:
+        log.warning("--enable-batching without --batching-parameters-file: using TF Serving's defaults")
+        return BatchingSettings()
+    return load_batching_settings(cfg.batching_parameters_file)
+
+
+def _configure_tensorflow(cfg: ServerConfig) -> None:
     import tensorflow as tf
 
     intra, inter = tf_thread_counts(cfg.intra_op_parallelism, cfg.inter_op_parallelism)
@@ -99,15 +102,28 @@ def run_server(cfg: ServerConfig) -> int:
         tf.config.threading.set_inter_op_parallelism_threads(inter)
     log.info("TensorFlow threads: intra-op %s, inter-op %s", intra or "TF default", inter or "TF default")
 
+
+@dataclass
+class _Parts:
+    """The long-lived objects of one server process, in the order they are shut down (reversed)."""
+
+    core: Any
+    manager: Any
+    scheduler: Any = None
+    poller: Any = None
+    grpc_server: Any = None
+    rest: Any = None
+
+
+def _build_parts(cfg: ServerConfig, inputs: _Inputs) -> _Parts:
     from serving.batching import SharedBatchScheduler
     from serving.core import ServingCore
-    from serving.grpc_api import build_grpc_server, set_health
     from serving.metrics import ServingMetrics
-    from serving.model_manager import ModelManager
-    from serving.rest_api import RestApp, RestServer
+    from serving.model_manager import LoadRetries, ModelManager
 
     metrics = ServingMetrics()
     scheduler = None
+    settings = inputs.batching
     if settings is not None:
         scheduler = SharedBatchScheduler(settings, metrics, getattr(grpc.StatusCode, cfg.full_queue_status))
         log.info("batching on: max_batch_size=%d batch_timeout_micros=%d num_batch_threads=%d "
@@ -115,67 +131,143 @@ def run_server(cfg: ServerConfig) -> int:
                  settings.max_batch_size, settings.batch_timeout_micros, settings.num_batch_threads,
                  settings.max_enqueued_batches, list(settings.allowed_batch_sizes), settings.enable_large_batch_splitting)
     core = ServingCore(cfg.mode, metrics, scheduler, cfg.max_tensor_elements, cfg.enable_model_warmup)
-    manager = ModelManager(sources, core.load_version, cfg.file_system_poll_wait_seconds)
+    retries = LoadRetries(cfg.max_num_load_retries, max(0.0, cfg.load_retry_interval_micros / 1e6))
+    manager = ModelManager(inputs.sources, core.load_version, cfg.file_system_poll_wait_seconds, retries,
+                           cfg.allow_version_labels_for_unavailable_models)
     core.manager = manager
+    return _Parts(core, manager, scheduler)
 
-    try:
-        grpc_server, grpc_port, health_servicer = build_grpc_server(
-            core, manager, cfg.host, cfg.grpc_port, cfg.max_request_bytes, cfg.enable_config_reload)
-        rest = None
-        if cfg.rest_port >= 0:
-            rest = RestServer(RestApp(core, manager, cfg.rest_api_timeout_ms), cfg.host, cfg.rest_port, cfg.max_request_bytes)
-    except (OSError, RuntimeError) as exc:
-        log.error("cannot open the server ports: %s", exc)
-        return 2
-    grpc_server.start()
-    if rest is not None:
-        rest.start()
-    log.info("listening: gRPC %s:%d, REST %s (models loading; health NOT_SERVING until done)", cfg.host, grpc_port,
-             f"{cfg.host}:{rest.port}" if rest else "off")
 
+def _load_models(parts: _Parts, stop: threading.Event) -> str | None:
+    """Load every configured model (blocking, but a signal still stops the wait); None when ready to serve,
+    else why not."""
     loaded = threading.Event()
-    load_error: list[BaseException] = []
+    error: list[BaseException] = []
 
     def initial_load() -> None:
         try:
-            manager.start()
-        except BaseException as exc:  # reported below; the main thread decides the exit code
-            load_error.append(exc)
+            parts.manager.start()
+        except BaseException as exc:  # reported by the caller, which decides the exit code
+            error.append(exc)
         finally:
             loaded.set()
 
     threading.Thread(target=initial_load, name="initial-load", daemon=True).start()
     while not stop.is_set() and not loaded.wait(0.2):
         pass
-    if load_error:
-        log.error("model loading failed: %s", load_error[0])
-    elif loaded.is_set() and not stop.is_set():
-        if not manager.all_models_available():
-            log.warning("some models have no AVAILABLE version yet; requests for them answer NOT_FOUND until one loads")
-        set_health(health_servicer, True)
-        log.info("ready: gRPC %s:%d, REST %s, mode=%s, batching=%s", cfg.host, grpc_port,
-                 f"{cfg.host}:{rest.port}" if rest else "off", cfg.mode, "on" if scheduler else "off")
+    if error:
+        return f"model loading failed: {error[0]}"
+    if stop.is_set():
+        return None
+    problems = parts.manager.label_problems()
+    if problems:
+        return "FAILED_PRECONDITION: " + "; ".join(problems)
+    if not parts.manager.all_models_available():
+        log.warning("some models have no AVAILABLE version; requests for them answer NOT_FOUND until one loads")
+    return None
 
+
+def _open_ports(cfg: ServerConfig, parts: _Parts) -> str:
+    """Start gRPC (TCP and/or Unix socket) and REST; returns where they listen. Raises OSError."""
+    from serving.grpc_api import GrpcListen, build_grpc_server
+    from serving.rest_api import RestApp, RestServer
+
+    listen = GrpcListen(cfg.host, cfg.grpc_port, cfg.grpc_socket_path, cfg.grpc_channel_arguments, cfg.max_request_bytes)
+    parts.grpc_server, grpc_port, _ = build_grpc_server(parts.core, parts.manager, listen, cfg.enable_config_reload)
+    if cfg.rest_port >= 0:
+        app = RestApp(parts.core, parts.manager, cfg.rest_api_timeout_ms, cfg.prometheus_path)
+        parts.rest = RestServer(app, cfg.host, cfg.rest_port, cfg.max_request_bytes, cfg.rest_api_num_threads)
+    parts.grpc_server.start()
+    if parts.rest is not None:
+        parts.rest.start()
+    where = (f"gRPC {cfg.host}:{grpc_port}" if grpc_port is not None else "gRPC TCP off") + \
+        (f", REST {cfg.host}:{parts.rest.port}" if parts.rest else ", REST off")
+    if cfg.grpc_socket_path is not None:
+        where += f", gRPC unix:{cfg.grpc_socket_path}"
+    return where
+
+
+def _start_config_poller(cfg: ServerConfig, parts: _Parts, inputs: _Inputs) -> None:
+    if cfg.model_config_file is None or cfg.model_config_file_poll_wait_seconds <= 0:
+        return
+    from serving.config_poll import ConfigFilePoller
+
+    parts.poller = ConfigFilePoller(cfg.model_config_file, cfg.model_config_file_poll_wait_seconds, parts.manager,
+                                    inputs.config_text)
+    parts.poller.start()
+
+
+def _signal_event() -> threading.Event:
+    """An event set by the first SIGINT/SIGTERM; a second one exits at once."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            log.warning("second signal: exiting without waiting for the drain")
+            os._exit(EXIT_FAILED)
+        log.info("received %s: draining", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    return stop
+
+
+def run_server(cfg: ServerConfig) -> int:
+    _setup_logging(cfg.log_level)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    stop = _signal_event()
+    try:
+        inputs = _read_inputs(cfg)
+    except (ValueError, ServingError) as exc:
+        log.error("Failed to start server. Error: %s", exc.message if isinstance(exc, ServingError) else exc)
+        return EXIT_BAD_CONFIG
+    log.info("starting embedded server: mode=%s, %d model(s): %s", cfg.mode, len(inputs.sources),
+             ", ".join(f"{s.name} ({s.base_path}, {s.policy})" for s in inputs.sources))
+    _configure_tensorflow(cfg)
+    parts = _build_parts(cfg, inputs)
+    failure = _load_models(parts, stop)
+    if failure is None and not stop.is_set():
+        try:
+            where = _open_ports(cfg, parts)
+        except (OSError, RuntimeError) as exc:
+            failure = f"cannot open the server ports: {exc}"
+        else:
+            parts.grpc_server.set_health(True)
+            _start_config_poller(cfg, parts, inputs)
+            log.info("listening: %s (models loaded; health SERVING), mode=%s, batching=%s", where, cfg.mode,
+                     "on" if parts.scheduler else "off")
+    if failure is not None:
+        log.error("Failed to start server. Error: %s", failure)
+        _shutdown(parts, time.monotonic(), cfg.drain_timeout_seconds)
+        return EXIT_FAILED
     while not stop.wait(0.5):
         pass
+    return 0 if _shutdown(parts, time.monotonic(), cfg.drain_timeout_seconds) else EXIT_FAILED
 
-    # ---------------------------------------------------------------- drain
-    started = time.monotonic()
-    set_health(health_servicer, False)
-    if rest is not None:
-        rest.stop_accepting()
-    grpc_done = grpc_server.stop(grace=cfg.drain_timeout_seconds)
-    remaining = lambda: max(0.0, cfg.drain_timeout_seconds - (time.monotonic() - started))  # noqa: E731
-    rest_drained = rest.drain(remaining()) if rest is not None else True
-    grpc_drained = grpc_done.wait(remaining())
-    if scheduler is not None:
-        scheduler.stop(timeout=remaining() + 1)
-    manager.stop()
-    core.close()
-    grpc_server.close()
-    if rest is not None:
-        rest.close()
+
+def _shutdown(parts: _Parts, started: float, drain_seconds: float) -> bool:
+    """Drain and close whatever was started; True when every in-flight request finished in time."""
+    remaining = lambda: max(0.0, drain_seconds - (time.monotonic() - started))  # noqa: E731
+    if parts.poller is not None:
+        parts.poller.stop()
+    rest_drained = grpc_drained = True
+    if parts.grpc_server is not None:
+        parts.grpc_server.set_health(False)
+        if parts.rest is not None:
+            parts.rest.stop_accepting()
+        grpc_done = parts.grpc_server.stop(grace=drain_seconds)
+        rest_drained = parts.rest.drain(remaining()) if parts.rest is not None else True
+        grpc_drained = grpc_done.wait(remaining())
+    if parts.scheduler is not None:
+        parts.scheduler.stop(timeout=remaining() + 1)
+    parts.manager.stop()
+    parts.core.close()
+    if parts.grpc_server is not None:
+        parts.grpc_server.close()
+    if parts.rest is not None:
+        parts.rest.close()
     drained = rest_drained and grpc_drained
     log.info("stopped after %.2f s drain (%s)", time.monotonic() - started,
              "all in-flight requests finished" if drained else "drain timeout: some requests were cut off")
-    return 0 if drained and not load_error else 1
+    return drained

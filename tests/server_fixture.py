@@ -120,14 +120,20 @@ def server_command(models_dir_or_config: Path | str, mode: str = "graph", batchi
 
 
 @contextlib.contextmanager
-def running_server(models_dir_or_config: Path | str, mode: str = "graph", batching_file: Path | str | None = None,
+def running_server(models_dir_or_config: Path | str | None, mode: str = "graph", batching_file: Path | str | None = None,
                    extra_args: Sequence[str] = (), ready_timeout: float = 180.0, stop_timeout: float = 60.0,
-                   env: dict[str, str] | None = None, wait_ready: bool = True) -> Iterator[ServerHandle]:
-    """Run `python -m serving serve` on free ports until the block ends (then SIGTERM and wait)."""
+                   env: dict[str, str] | None = None, wait_ready: bool = True,
+                   serve_args: Sequence[str] | None = None) -> Iterator[ServerHandle]:
+    """Run `python -m serving serve` on free ports until the block ends (then SIGTERM and wait).
+
+    `serve_args` replaces the whole `serve` command line (e.g. TF Serving's flags, ports included); the
+    other arguments that build one are then unused."""
     log_file = tempfile.NamedTemporaryFile(prefix="embedded-server-", suffix=".log", delete=False)
     log_path = Path(log_file.name)
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1", **(env or {})}
-    proc = subprocess.Popen(server_command(models_dir_or_config, mode, batching_file, extra_args), cwd=REPO_ROOT,
+    argv = [sys.executable, "-m", "serving", "serve", *serve_args] if serve_args is not None else \
+        server_command(models_dir_or_config, mode, batching_file, extra_args)
+    proc = subprocess.Popen(argv, cwd=REPO_ROOT,
                             stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env)
     log_file.close()
     handle: ServerHandle | None = None
