@@ -285,15 +285,4 @@ class GrpcServer:
         self._thread.join(5)
 
 
-def build_grpc_server(core: ServingCore, manager: ModelManager, host: str, port: int,
-                      max_message_bytes: int, enable_config_reload: bool) -> tuple[GrpcServer, int, GrpcServer]:
-    """Create (not start) the gRPC server; returns it, the bound port and the object whose health to set."""
-    server = GrpcServer(core, manager, host, port, max_message_bytes, enable_config_reload)
-    return server, server.port, server
-
-
-def set_health(server: GrpcServer, serving: bool) -> None:
-    server.set_health(serving)
-
-
-__all__ = ["build_grpc_server", "set_health", "model_metadata", "model_status", "unimplemented", "GrpcServer"]
+__all__ = ["model_metadata", "model_status", "unimplemented", "GrpcServer"]

@@ -101,7 +101,7 @@ def run_server(cfg: ServerConfig) -> int:
 
     from serving.batching import SharedBatchScheduler
     from serving.core import ServingCore
-    from serving.grpc_api import build_grpc_server, set_health
+    from serving.grpc_api import GrpcServer
     from serving.metrics import ServingMetrics
     from serving.model_manager import ModelManager
     from serving.rest_api import RestApp, RestServer
@@ -119,8 +119,8 @@ def run_server(cfg: ServerConfig) -> int:
     core.manager = manager
 
     try:
-        grpc_server, grpc_port, health_servicer = build_grpc_server(
-            core, manager, cfg.host, cfg.grpc_port, cfg.max_request_bytes, cfg.enable_config_reload)
+        grpc_server = GrpcServer(core, manager, cfg.host, cfg.grpc_port, cfg.max_request_bytes, cfg.enable_config_reload)
+        grpc_port = grpc_server.port
         rest = None
         if cfg.rest_port >= 0:
             rest = RestServer(RestApp(core, manager, cfg.rest_api_timeout_ms), cfg.host, cfg.rest_port, cfg.max_request_bytes)
@@ -152,7 +152,7 @@ def run_server(cfg: ServerConfig) -> int:
     elif loaded.is_set() and not stop.is_set():
         if not manager.all_models_available():
             log.warning("some models have no AVAILABLE version yet; requests for them answer NOT_FOUND until one loads")
-        set_health(health_servicer, True)
+        grpc_server.set_health(True)
         log.info("ready: gRPC %s:%d, REST %s, mode=%s, batching=%s", cfg.host, grpc_port,
                  f"{cfg.host}:{rest.port}" if rest else "off", cfg.mode, "on" if scheduler else "off")
 
@@ -161,7 +161,7 @@ def run_server(cfg: ServerConfig) -> int:
 
     # ---------------------------------------------------------------- drain
     started = time.monotonic()
-    set_health(health_servicer, False)
+    grpc_server.set_health(False)
     if rest is not None:
         rest.stop_accepting()
     grpc_done = grpc_server.stop(grace=cfg.drain_timeout_seconds)
