@@ -71,16 +71,15 @@ def run_verify(argv: list[str]) -> int:
     args = _verify_parser().parse_args(argv)
     paths: list[Path] = list(args.path)
     if not paths:
-        from export.contract import list_versions
+        from export.contract import model_names, version_dirs
 
         if not args.out.is_dir():
             return _fail(f"{args.out} does not exist; run `make export` first")
-        names = args.models or sorted(p.name for p in args.out.iterdir() if p.is_dir() and not p.name.startswith("."))
-        for name in names:
-            versions = list_versions(args.out / name)
-            if not versions:
+        for name in args.models or model_names(args.out):
+            found = version_dirs(args.out / name)
+            if not found:
                 return _fail(f"no exported versions of {name!r} under {args.out}")
-            paths += [args.out / name / str(v) for v in versions]
+            paths += [v.path for v in found]
     from export.verify import verify_version
 
     failed = 0

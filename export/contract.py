@@ -3,9 +3,10 @@ names every client and server shares. Export writes it, the server and the bench
 imports TensorFlow, so the load generators can use it without paying for one.
 
 On disk, TF Serving reads ``<base_path>/<version>/`` where ``<version>`` is any directory name that parses as
-a non-negative int64 (``1``, ``00000123``; servables/tensorflow: ``ParseVersionNumber``) and ignores every
-other entry. The directory keeps its on-disk name: version ``123`` may live in ``00000123``, so code that
-needs the path must take it from :class:`VersionDir`, never rebuild it from the number. Work in progress is
+an int64 (``1``, ``00000123``, ``0``; sources/storage_path/file_system_storage_path_source.cc:
+``ParseVersionNumber``, i.e. ``strings::safe_strto64``) and ignores every other entry. The directory keeps its
+on-disk name: version ``123`` may live in ``00000123``, so code that needs the path must take it from
+:class:`VersionDir`, never rebuild it from the number. Work in progress is
 kept in a dot-directory beside the versions and renamed into place at the end. Everything tfserve-bench adds
 to a version lives under ``assets.extra/``, which TF Serving copies along but does not interpret (apart from
 the warmup file).
@@ -30,7 +31,9 @@ LOCAL_MODEL_CONFIG_FILE = "models.local.config"  # absolute local base paths: fo
 CONTAINER_MODELS_ROOT = "/models"
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-_INT64_MAX = 2**63 - 1
+# safe_strto64's grammar: C isspace() around an optional '-' and ASCII digits ('+' is not accepted).
+_VERSION_NAME = re.compile(r"[ \t\n\v\f\r]*(-?[0-9]+)[ \t\n\v\f\r]*")
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 # ------------------------------------------------------------------------------------------ on the wire
@@ -65,11 +68,17 @@ def check_model_name(name: str) -> str:
 
 
 def parse_version(name: str) -> int | None:
-    """The version a directory name stands for, the way TF Serving parses it, or None if it is not one."""
-    if not name.isascii() or not name.isdigit():
+    """The version a directory name stands for, the way TF Serving parses it, or None if it is not one.
+
+    TF Serving parses with ``safe_strto64``: leading zeros, surrounding whitespace and a minus sign are
+    accepted (``00000123`` -> 123, ``0`` -> 0, ``-1`` -> -1), a plus sign, other characters and values outside
+    int64 are not. What export writes is always a plain positive decimal (:func:`new_version_dir`).
+    """
+    match = _VERSION_NAME.fullmatch(name)
+    if match is None:
         return None
-    value = int(name)
-    return value if value <= _INT64_MAX else None
+    value = int(match.group(1))
+    return value if _INT64_MIN <= value <= _INT64_MAX else None
 
 
 @dataclass(frozen=True, order=True)
@@ -87,18 +96,19 @@ class VersionDir:
 def version_dirs(base_path: Path) -> list[VersionDir]:
     """Every version directory under a model's base path, by ascending version (what TF Serving sees).
 
-    If two names parse to the same number (``7`` and ``007``) the first in name order wins, so the answer
-    does not depend on the order the filesystem lists them.
+    If two names parse to the same number (``7`` and ``007``) the last in name order wins (``7``), as in TF
+    Serving, which indexes the sorted names by version and logs "Duplicate version directories detected"; so
+    the answer does not depend on the order the filesystem lists them.
     """
     base = Path(base_path)
     try:
-        entries = sorted(base.iterdir()) if base.is_dir() else []
+        entries = sorted(base.iterdir(), key=lambda p: p.name) if base.is_dir() else []
     except OSError:
         return []
     found: dict[int, VersionDir] = {}
     for entry in entries:
         version = parse_version(entry.name)
-        if version is not None and version not in found and entry.is_dir():
+        if version is not None and entry.is_dir():
             found[version] = VersionDir(version, entry)
     return [found[v] for v in sorted(found)]
 
@@ -116,6 +126,20 @@ def find_version_dir(base_path: Path, version: int) -> VersionDir | None:
 def latest_version_dir(base_path: Path) -> VersionDir | None:
     found = version_dirs(base_path)
     return found[-1] if found else None
+
+
+def next_version(base_path: Path) -> int:
+    """The number a new version takes: one above the highest on disk, and at least 1 (TF Serving would also
+    serve 0 and negative versions, but export only writes positive ones)."""
+    return max([0, *list_versions(base_path)]) + 1
+
+
+def model_names(models_root: Path) -> list[str]:
+    """The model directories of a models root, by name (dot-directories are work in progress, not models)."""
+    root = Path(models_root)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def model_dir(models_root: Path, model: str) -> Path:

@@ -13,7 +13,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from export.contract import CONTAINER_MODELS_ROOT, LOCAL_MODEL_CONFIG_FILE, MODEL_CONFIG_FILE, list_versions
+from export.contract import CONTAINER_MODELS_ROOT, LOCAL_MODEL_CONFIG_FILE, MODEL_CONFIG_FILE, list_versions, model_names
 
 # Keep the newest two versions loaded: 'canary' serves the newest while 'stable' keeps the previous one
 # (TF Serving's documented canary pattern). A label may only point at a loaded version.
@@ -22,13 +22,13 @@ NUM_VERSIONS = 2
 
 def build_model_server_config(models_root: Path, base_root: str) -> model_server_config_pb2.ModelServerConfig:
     config = model_server_config_pb2.ModelServerConfig()
-    for model_path in sorted(p for p in Path(models_root).iterdir() if p.is_dir() and not p.name.startswith(".")):
-        versions = list_versions(model_path)
+    for name in model_names(models_root):
+        versions = list_versions(Path(models_root) / name)
         if not versions:
             continue
         entry = config.model_config_list.config.add()
-        entry.name = model_path.name
-        entry.base_path = f"{base_root.rstrip('/')}/{model_path.name}"
+        entry.name = name
+        entry.base_path = f"{base_root.rstrip('/')}/{name}"
         entry.model_platform = "tensorflow"
         entry.model_version_policy.latest.num_versions = NUM_VERSIONS
         newest = versions[-1]

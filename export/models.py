@@ -16,8 +16,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-PACKAGE = "tfserve_bench"
 from export.catalog import MODEL_NAMES  # re-exported
+from export.endpoints import FEATURES, PREDICT, Endpoint, TensorDecl
+
+PACKAGE = "tfserve_bench"
 
 # Weight of the reconstruction loss that ReconstructingRegressor adds through add_loss.
 RECONSTRUCTION_WEIGHT = 0.05
@@ -65,6 +67,8 @@ def _as_list(values: Sequence[float] | np.ndarray | None) -> list[float] | None:
 
 class _ScaledRegressor(keras.Model):
     """Base for the regressors: raw features in, raw target out; scaling lives in the graph."""
+
+    ENDPOINTS: tuple[Endpoint, ...] = (PREDICT,)  # the signatures this model serves (export/endpoints.py)
 
     def __init__(
         self,
@@ -168,6 +172,12 @@ class ReconstructingRegressor(_ScaledRegressor):
     error`` (in standardised feature units) through ``add_loss``: a regulariser that Keras adds to the
     training loss.
     """
+
+    ENDPOINTS = (
+        PREDICT,
+        Endpoint("reconstruct", "reconstruct", (TensorDecl("reconstruction", (None, FEATURES)),
+                                                TensorDecl("reconstruction_error", (None,)))),
+    )
 
     def __init__(self, output_dim: int = 1, **kwargs: Any) -> None:
         super().__init__(output_dim=output_dim, **kwargs)

@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from export.data import DATASETS
-from export.contract import KERAS_FILE, MANIFEST_FILE, WARMUP_FILE, list_versions, model_dir
+from export.contract import (ASSETS_EXTRA, KERAS_FILE, MANIFEST_FILE, WARMUP_FILE, list_versions, model_dir,
+                             new_version_dir, next_version)
 from export.catalog import MODEL_NAMES
 
 
@@ -81,25 +82,25 @@ def validate(config: ExportConfig) -> None:
 
 
 def _next_version(out: Path, model: str, requested: int | None) -> int:
-    return requested if requested is not None else max(list_versions(model_dir(out, model)), default=0) + 1
+    return requested if requested is not None else next_version(model_dir(out, model))
 
 
 def _stage_model(name: str, data, config: ExportConfig, staging: Path, version: int) -> dict:
     import tensorflow as tf
     import keras
 
+    from export.endpoints import endpoints_of, expected_signatures
     from export.models import ReconstructingRegressor
-    from export.signatures import INPUT_NAME, expected_signatures, write_saved_model
+    from export.signatures import write_saved_model
     from export.train import TrainConfig, train_model
     from export.warmup import warmup_requests, write_warmup_file
 
     model, report = train_model(name, data, TrainConfig(epochs=config.epochs, seed=config.seed))
     write_saved_model(model, data.n_features, staging)
-    extra = staging / "assets.extra"
-    extra.mkdir(parents=True, exist_ok=True)
+    (staging / ASSETS_EXTRA).mkdir(parents=True, exist_ok=True)
     model.save(staging / KERAS_FILE)
     signatures = expected_signatures(model, data.n_features)
-    write_warmup_file(staging / WARMUP_FILE, warmup_requests(name, signatures, INPUT_NAME, data.x_val))
+    write_warmup_file(staging / WARMUP_FILE, warmup_requests(name, endpoints_of(model), data.x_val))
     manifest = {
         "model": name,
         "version": version,
@@ -143,7 +144,7 @@ def export_models(config: ExportConfig) -> list[ExportResult]:
             # A dot-directory: TF Serving only considers integer-named directories, so it never looks here.
             staging = Path(tempfile.mkdtemp(prefix=f".staging-{version}-", dir=base))
             shutil.rmtree(staging)  # ExportArchive wants to create the directory itself
-            item = _Staged(name, version, staging, base / str(version))
+            item = _Staged(name, version, staging, new_version_dir(out, name, version))
             staged.append(item)
             start = time.perf_counter()
             item.metrics = _stage_model(name, data, config, staging, version)

@@ -9,11 +9,14 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
+
+from export.contract import DEFAULT_SIGNATURE, load_keras_model, read_manifest, warmup_path
+from export.endpoints import Endpoint, endpoints_of, expected_signatures
 
 BATCH_SIZES: tuple[int, ...] = (1, 7, 64, 1024)
 # Agreement is judged norm-wise: max|got - want| <= TOLERANCE * max|want| over a batch. Element-wise
@@ -66,119 +69,155 @@ def _saved_model_cli() -> str:
     return str(beside) if beside.exists() else (shutil.which("saved_model_cli") or "saved_model_cli")
 
 
-def verify_version(version_path: Path) -> VerifyReport:
+@dataclass
+class _Subject:
+    """One exported version, opened once for every check: the SavedModel, its Keras twin, the declaration."""
+
+    path: Path
+    manifest: dict
+    loaded: Any  # the SavedModel restored through TensorFlow's loader
+    keras_model: Any  # the same weights rebuilt from the Keras file
+    endpoints: tuple[Endpoint, ...]
+    cases: list[tuple[str, np.ndarray]]  # (label, batch): random and real batches of every BATCH_SIZES size
+    real: np.ndarray  # the dataset's rows
+
+    @property
+    def n_features(self) -> int:
+        return int(self.manifest["n_features"])
+
+    @property
+    def default(self) -> Endpoint:
+        return next(ep for ep in self.endpoints if ep.signature == DEFAULT_SIGNATURE)
+
+    def serve(self, endpoint: Endpoint, x: Any) -> dict:
+        """Call the restored signature of ``endpoint`` on one batch."""
+        import tensorflow as tf
+
+        return self.loaded.signatures[endpoint.signature](**{endpoint.input.name: tf.constant(x)})
+
+    def predictions(self, x: Any) -> np.ndarray:
+        return self.serve(self.default, x)[self.default.output_names[0]].numpy()
+
+
+def _open(version_path: Path) -> _Subject:
     import tensorflow as tf
 
     from export.data import load_dataset
-    from export.contract import WARMUP_FILE, load_keras_model, read_manifest
-    from export.signatures import INPUT_NAME
-    from export.warmup import read_warmup_file
 
-    version_path = Path(version_path)
-    report = VerifyReport(str(version_path))
     manifest = read_manifest(version_path)
-    n_features = int(manifest["n_features"])
-    loaded = tf.saved_model.load(str(version_path))
     keras_model = load_keras_model(version_path)
-
-    def signature_shapes() -> str:
-        for sig_name, expected in manifest["signatures"].items():
-            fn = loaded.signatures[sig_name]
-            _, in_specs = fn.structured_input_signature
-            if sorted(in_specs) != sorted(expected["inputs"]):
-                raise AssertionError(f"{sig_name}: inputs {sorted(in_specs)} != {sorted(expected['inputs'])}")
-            for name, spec in in_specs.items():
-                want = expected["inputs"][name]
-                if spec.dtype.name != want["dtype"] or list(spec.shape.as_list()) != want["shape"]:
-                    raise AssertionError(f"{sig_name}.{name}: {spec} != {want}")
-            outs = fn.structured_outputs
-            if sorted(outs) != sorted(expected["outputs"]):
-                raise AssertionError(f"{sig_name}: outputs {sorted(outs)} != {sorted(expected['outputs'])}")
-            for name, spec in outs.items():
-                want = expected["outputs"][name]
-                if spec.dtype.name != want["dtype"] or list(spec.shape.as_list()) != want["shape"]:
-                    raise AssertionError(f"{sig_name}.{name}: {spec} != {want}")
-        return ", ".join(sorted(manifest["signatures"]))
-
-    report.record("signatures", signature_shapes)
-
     data_args = manifest["dataset_args"]
-    data = load_dataset(data_args["name"], features=data_args["features"], seed=data_args["seed"])
-    real = data.x_all
+    real = load_dataset(data_args["name"], features=data_args["features"], seed=data_args["seed"]).x_all
     rng = np.random.default_rng(0)
     mean, std = real.mean(axis=0), real.std(axis=0) + 1e-12
-    serve = loaded.signatures["serving_default"]
+    n_features = int(manifest["n_features"])
+    cases = []
+    for n in BATCH_SIZES:
+        cases.append((f"random[{n}]", (mean + 3 * std * rng.standard_normal((n, n_features))).astype(np.float32)))
+        cases.append((f"real[{n}]", real[rng.integers(0, len(real), n)].astype(np.float32)))
+    return _Subject(version_path, manifest, tf.saved_model.load(str(version_path)), keras_model,
+                    endpoints_of(keras_model), cases, real)
 
-    def batches() -> list[tuple[str, np.ndarray]]:
-        out = []
-        for n in BATCH_SIZES:
-            out.append((f"random[{n}]", (mean + 3 * std * rng.standard_normal((n, n_features))).astype(np.float32)))
-            out.append((f"real[{n}]", real[rng.integers(0, len(real), n)].astype(np.float32)))
-        return out
 
-    cases = batches()
+def _check_tensors(where: str, got: dict, want: dict) -> None:
+    """Names, dtypes and shapes of restored TensorSpecs against the manifest's (TensorInfo as dicts)."""
+    if sorted(got) != sorted(want):
+        raise AssertionError(f"{where}: {sorted(got)} != {sorted(want)}")
+    for name, spec in got.items():
+        if spec.dtype.name != want[name]["dtype"] or list(spec.shape.as_list()) != want[name]["shape"]:
+            raise AssertionError(f"{where}.{name}: {spec} != {want[name]}")
 
-    def matches_keras() -> str:
-        worst = 0.0
-        for label, x in cases:
-            got = serve(**{INPUT_NAME: tf.constant(x)})["predictions"].numpy()
-            want = np.asarray(keras_model(x, training=False))
-            worst = max(worst, assert_close(got, want, label))
-        if "reconstruct" in manifest["signatures"]:
-            for label, x in cases:
-                got = loaded.signatures["reconstruct"](**{INPUT_NAME: tf.constant(x)})
-                want = keras_model.reconstruct(x)
-                for key in ("reconstruction", "reconstruction_error"):
-                    worst = max(worst, assert_close(got[key].numpy(), want[key], f"reconstruct {key} {label}"))
-        return f"{len(cases)} batches, worst relative gap {worst:.2e}"
 
-    report.record(f"SavedModel == eager Keras within {TOLERANCE:g}", matches_keras)
+def check_signatures(s: _Subject) -> str:
+    """Manifest == declaration, and every restored signature has the declared tensors and method name."""
+    declared = {k: asdict(v) for k, v in expected_signatures(s.keras_model, s.n_features).items()}
+    if s.manifest["signatures"] != declared:
+        raise AssertionError(f"manifest signatures {s.manifest['signatures']} != declared {declared}")
+    from tensorflow.python.tools.saved_model_utils import get_meta_graph_def  # what saved_model_cli reads
 
-    def batch_equals_rows() -> str:
-        x = real[:ROW_BY_ROW_ROWS].astype(np.float32)
-        batched = serve(**{INPUT_NAME: tf.constant(x)})["predictions"].numpy()
-        rows = np.concatenate([serve(**{INPUT_NAME: tf.constant(x[i : i + 1])})["predictions"].numpy() for i in range(len(x))])
-        return f"{len(x)} rows, relative gap {assert_close(batched, rows, 'batch vs rows'):.2e}"
+    signature_defs = get_meta_graph_def(str(s.path), "serve").signature_def
+    method_names = {k: d.method_name for k, d in signature_defs.items() if not k.startswith("__")}
+    for ep in s.endpoints:
+        fn = s.loaded.signatures[ep.signature]
+        _check_tensors(f"{ep.signature} inputs", fn.structured_input_signature[1], declared[ep.signature]["inputs"])
+        _check_tensors(f"{ep.signature} outputs", fn.structured_outputs, declared[ep.signature]["outputs"])
+        if method_names.get(ep.signature) != ep.method_name:
+            raise AssertionError(f"{ep.signature}: method name {method_names.get(ep.signature)!r} != {ep.method_name!r}")
+    extra = sorted(set(method_names) - set(declared))
+    if extra:
+        raise AssertionError(f"signatures {extra} are not declared by {type(s.keras_model).__name__}")
+    return ", ".join(sorted(declared))
 
-    report.record("batch == row by row", batch_equals_rows)
 
-    def cli_show() -> str:
-        proc = subprocess.run(
-            [_saved_model_cli(), "show", "--all", "--dir", str(version_path)],
-            capture_output=True, text=True, timeout=300,
-        )
-        if proc.returncode != 0 or "serving_default" not in proc.stdout:
-            raise AssertionError(f"exit {proc.returncode}: {proc.stderr.strip()[-500:]}")
-        return "saved_model_cli show --all succeeded"
+def check_matches_keras(s: _Subject) -> str:
+    """Every signature against the model method it was traced from, on every batch."""
+    worst = 0.0
+    for ep in s.endpoints:
+        eager = ep.bind(s.keras_model)
+        for label, x in s.cases:
+            got, want = s.serve(ep, x), eager(x)
+            for key in ep.output_names:
+                worst = max(worst, assert_close(got[key].numpy(), np.asarray(want[key]), f"{ep.signature} {key} {label}"))
+    return f"{len(s.endpoints)} signature(s) x {len(s.cases)} batches, worst relative gap {worst:.2e}"
 
-    report.record("saved_model_cli", cli_show)
 
-    if manifest["model"] == "softplus_regressor" or manifest.get("custom_gradients"):
-        def extreme_gradients() -> str:
-            x = tf.constant(np.array([[200.0] * n_features, [-200.0] * n_features], dtype=np.float32))
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                y = serve(**{INPUT_NAME: x})["predictions"]
-            grad = tape.gradient(y, x)
-            if grad is None:
-                raise AssertionError("no gradient through the restored signature (custom gradient not saved?)")
-            if not (np.all(np.isfinite(y.numpy())) and np.all(np.isfinite(grad.numpy()))):
-                raise AssertionError(f"non-finite output or gradient at ±200: y={y.numpy().ravel()}")
-            return "outputs and gradients finite at ±200"
+def check_batch_equals_rows(s: _Subject) -> str:
+    x = s.real[:ROW_BY_ROW_ROWS].astype(np.float32)
+    rows = np.concatenate([s.predictions(x[i : i + 1]) for i in range(len(x))])
+    return f"{len(x)} rows, relative gap {assert_close(s.predictions(x), rows, 'batch vs rows'):.2e}"
 
-        report.record("custom gradient at ±200", extreme_gradients)
 
-    def warmup() -> str:
-        records = read_warmup_file(version_path / WARMUP_FILE)
-        if not records:
-            raise AssertionError("no warmup records")
-        for log in records:
-            request = log.predict_log.request
-            fn = loaded.signatures[request.model_spec.signature_name or "serving_default"]
-            fn(**{k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()})
-        return f"{len(records)} records parse and run"
+def check_saved_model_cli(s: _Subject) -> str:
+    proc = subprocess.run(
+        [_saved_model_cli(), "show", "--all", "--dir", str(s.path)],
+        capture_output=True, text=True, timeout=300,
+    )
+    if proc.returncode != 0 or DEFAULT_SIGNATURE not in proc.stdout:
+        raise AssertionError(f"exit {proc.returncode}: {proc.stderr.strip()[-500:]}")
+    return "saved_model_cli show --all succeeded"
 
-    report.record("warmup file", warmup)
+
+def check_extreme_gradients(s: _Subject) -> str:
+    import tensorflow as tf
+
+    x = tf.constant(np.array([[200.0] * s.n_features, [-200.0] * s.n_features], dtype=np.float32))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = s.loaded.signatures[DEFAULT_SIGNATURE](**{s.default.input.name: x})[s.default.output_names[0]]
+    grad = tape.gradient(y, x)
+    if grad is None:
+        raise AssertionError("no gradient through the restored signature (custom gradient not saved?)")
+    if not (np.all(np.isfinite(y.numpy())) and np.all(np.isfinite(grad.numpy()))):
+        raise AssertionError(f"non-finite output or gradient at ±200: y={y.numpy().ravel()}")
+    return "outputs and gradients finite at ±200"
+
+
+def check_warmup(s: _Subject) -> str:
+    import tensorflow as tf
+
+    from export.warmup import read_warmup_file
+
+    records = read_warmup_file(warmup_path(s.path))
+    if not records:
+        raise AssertionError("no warmup records")
+    for log in records:
+        request = log.predict_log.request
+        fn = s.loaded.signatures[request.model_spec.signature_name or DEFAULT_SIGNATURE]
+        fn(**{k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()})
+    return f"{len(records)} records parse and run"
+
+
+def verify_version(version_path: Path) -> VerifyReport:
+    """Run every check on one version directory; a failed check is recorded, the others still run."""
+    subject = _open(Path(version_path))
+    report = VerifyReport(str(subject.path))
+    report.record("signatures", lambda: check_signatures(subject))
+    report.record(f"SavedModel == eager Keras within {TOLERANCE:g}", lambda: check_matches_keras(subject))
+    report.record("batch == row by row", lambda: check_batch_equals_rows(subject))
+    report.record("saved_model_cli", lambda: check_saved_model_cli(subject))
+    if subject.manifest["model"] == "softplus_regressor" or subject.manifest.get("custom_gradients"):
+        report.record("custom gradient at ±200", lambda: check_extreme_gradients(subject))
+    report.record("warmup file", lambda: check_warmup(subject))
     return report
 
 

@@ -14,22 +14,24 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
+from export.contract import MAX_WARMUP_RECORDS
+from export.endpoints import Endpoint
+
 WARMUP_BATCH_SIZES: tuple[int, ...] = (1, 8, 64, 256)
-MAX_WARMUP_RECORDS = 1000  # TF Serving's limit
 
 
 def warmup_requests(
-    model_name: str, signatures: Iterable[str], input_name: str, rows: np.ndarray
+    model_name: str, endpoints: Iterable[Endpoint], rows: np.ndarray
 ) -> list[prediction_log_pb2.PredictionLog]:
-    """One request per (signature, batch size), built from real rows (cycled when the data is small)."""
+    """One request per (endpoint, batch size), built from real rows (cycled when the data is small)."""
     logs = []
-    for signature in signatures:
+    for endpoint in endpoints:
         for batch in WARMUP_BATCH_SIZES:
-            batch_rows = np.resize(rows, (batch, rows.shape[1])).astype(np.float32)
+            batch_rows = np.resize(rows, (batch, rows.shape[1])).astype(endpoint.input.dtype)
             request = predict_pb2.PredictRequest(
-                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature)
+                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=endpoint.signature)
             )
-            request.inputs[input_name].CopyFrom(tf.make_tensor_proto(batch_rows))
+            request.inputs[endpoint.input.name].CopyFrom(tf.make_tensor_proto(batch_rows))
             logs.append(prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request)))
     if len(logs) > MAX_WARMUP_RECORDS:
         raise ValueError(f"{len(logs)} warmup records exceed TF Serving's limit of {MAX_WARMUP_RECORDS}")

@@ -309,16 +309,4 @@ class GrpcServer:
         self._thread.join(5)
 
 
-def build_grpc_server(core: ServingCore, manager: ModelManager, listen: GrpcListen,
-                      enable_config_reload: bool) -> tuple[GrpcServer, int | None, GrpcServer]:
-    """Create (not start) the gRPC server; returns it, the bound TCP port (None without TCP) and the object
-    whose health to set."""
-    server = GrpcServer(core, manager, listen, enable_config_reload)
-    return server, server.port, server
-
-
-def set_health(server: GrpcServer, serving: bool) -> None:
-    server.set_health(serving)
-
-
-__all__ = ["GrpcListen", "build_grpc_server", "set_health", "model_metadata", "model_status", "unimplemented", "GrpcServer"]
+__all__ = ["GrpcListen", "model_metadata", "model_status", "unimplemented", "GrpcServer"]

@@ -17,9 +17,11 @@ from prometheus_client import CollectorRegistry, Histogram, disable_created_metr
 from prometheus_client.core import UnknownMetricFamily
 from prometheus_client.registry import Collector
 
+from export.contract import (INPUT_BATCH_SIZE, PADDING_SIZE, PROCESSED_BATCH_SIZE, QUEUING_LATENCY, REQUEST_COUNT,
+                             REQUEST_LATENCY, RUNTIME_LATENCY)
+
 LATENCY_BUCKETS_US = tuple(10.0 * 1.8**i for i in range(33))
 BATCH_SIZE_BUCKETS = tuple(float(2**i) for i in range(15))  # 1 .. 16384 rows
-PREFIX = ":tensorflow:serving"
 
 
 class _RequestCountCollector(Collector):
@@ -34,7 +36,7 @@ class _RequestCountCollector(Collector):
             self._counts[(model_name, status)] += 1
 
     def collect(self):
-        family = UnknownMetricFamily(f"{PREFIX}:request_count", "The total number of requests.",
+        family = UnknownMetricFamily(REQUEST_COUNT, "The total number of requests.",
                                      labels=["model_name", "status"])
         with self._lock:
             items = sorted(self._counts.items())
@@ -54,24 +56,24 @@ class ServingMetrics:
         self._request_count = _RequestCountCollector()
         self.registry.register(self._request_count)
         self.request_latency = Histogram(
-            f"{PREFIX}:request_latency", "Distribution of wall time (in microseconds) for Tensorflow Serving request.",
+            REQUEST_LATENCY, "Distribution of wall time (in microseconds) for Tensorflow Serving request.",
             ["model_name", "API", "entrypoint"], buckets=LATENCY_BUCKETS_US, registry=self.registry)
         self.runtime_latency = Histogram(
-            f"{PREFIX}:runtime_latency", "Distribution of wall time (in microseconds) for Tensorflow runtime.",
+            RUNTIME_LATENCY, "Distribution of wall time (in microseconds) for Tensorflow runtime.",
             ["model_name", "API", "runtime"], buckets=LATENCY_BUCKETS_US, registry=self.registry)
         self.queuing_latency = Histogram(
-            f"{PREFIX}:batching_session:queuing_latency",
+            QUEUING_LATENCY,
             "Distribution of wall time spent (in microseconds) in queuing",
             ["thread_pool_name"], buckets=LATENCY_BUCKETS_US, registry=self.registry)
         self.input_batch_size = Histogram(
-            f"{PREFIX}:batching_session:input_batch_size", "Tracks the batch size distribution on the inputs.",
+            INPUT_BATCH_SIZE, "Tracks the batch size distribution on the inputs.",
             ["model_name"], buckets=BATCH_SIZE_BUCKETS, registry=self.registry)
         self.processed_batch_size = Histogram(
-            f"{PREFIX}:batching_session:processed_batch_size",
+            PROCESSED_BATCH_SIZE,
             "Tracks the batch size distribution on processing (after padding).",
             ["model_name"], buckets=BATCH_SIZE_BUCKETS, registry=self.registry)
         self.padding_size = Histogram(
-            f"{PREFIX}:batching_session:padding_size", "Tracks the padding size distribution on batches.",
+            PADDING_SIZE, "Tracks the padding size distribution on batches.",
             ["model_name", "execution_batch_size"], buckets=(0.0,) + BATCH_SIZE_BUCKETS, registry=self.registry)
 
     def child(self, metric: Histogram, *labels: str):

@@ -3,8 +3,9 @@
 * Models and their base paths come only from the ModelServerConfig (or the --model-name/--model-base-path
   pair): a request's model name is looked up in that table and never turned into a path.
 * Every `poll_seconds` each base path is listed; the policy (latest N / all / specific) picks the versions
-  to serve from the integer directories found. New ones are loaded (warmup replayed) *before* old ones are
-  unloaded, so a model never goes dark during a rollout.
+  to serve from the version directories found, named and parsed as TF Serving does (export/contract.py:
+  `00000123` is version 123 and is loaded from `00000123`; `0` is a version too). New ones are loaded
+  (warmup replayed) *before* old ones are unloaded, so a model never goes dark during a rollout.
 * A version that fails to load (half-written, corrupt, wrong signatures) is tried again up to
   --max_num_load_retries times, --load_retry_interval_micros apart (default: no retry), then reported in
   GetModelStatus with its error and left out of the policy, so the previous version keeps serving. After
@@ -32,6 +33,7 @@ from typing import Any, Callable, Iterator
 
 import grpc
 
+from export.contract import VersionDir, version_dirs
 from serving.errors import ServingError, failed_precondition, invalid_argument, not_found, unavailable
 
 log = logging.getLogger("serving.models")
@@ -45,6 +47,7 @@ class VersionStatus:
     version: int
     state: str
     error: ServingError | None = None
+    path: Path | None = None  # the version's directory as found on disk (its name may be zero-padded)
 
 
 @dataclass(frozen=True)
@@ -152,14 +155,6 @@ def _fingerprint(path: Path) -> tuple:
                 st = os.stat(p)
                 entries.append((os.path.relpath(p, path), st.st_size, st.st_mtime_ns))
     return tuple(sorted(entries))
-
-
-def list_version_dirs(base: Path) -> list[int]:
-    if not base.is_dir():
-        return []
-    with contextlib.suppress(OSError):
-        return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0)
-    return []
 
 
 @dataclass(frozen=True)
@@ -293,10 +288,11 @@ class ModelManager:
 
     def _sync_model(self, model: _Model, initial: bool) -> None:
         src = model.source
-        present = list_version_dirs(src.base_path)
+        found = {d.version: d for d in version_dirs(src.base_path)}
+        present = list(found)
         if not present and initial:
             log.warning("model %s: no version directories under %s yet", src.name, src.base_path)
-        fingerprints = {v: _fingerprint(src.base_path / str(v)) for v in present}
+        fingerprints = {v: _fingerprint(d.path) for v, d in found.items()}
         candidates = []
         for v in present:
             fp = fingerprints[v]
@@ -310,7 +306,7 @@ class ModelManager:
                 # New or still changing: wait until it looks the same on two consecutive polls.
                 model.seen_fingerprint[v] = fingerprints[v]
                 continue
-            self._load(model, v, fingerprints[v])
+            self._load(model, found[v], fingerprints[v])
         for v in present:
             model.seen_fingerprint[v] = fingerprints[v]
         # Unload only once everything the policy wants (that could load) is available.
@@ -319,7 +315,7 @@ class ModelManager:
             retire = [sv for v, sv in model.available.items() if v not in keep]
             for sv in retire:
                 del model.available[sv.version]
-                model.status[sv.version] = VersionStatus(sv.version, END)
+                model.status[sv.version] = dataclasses.replace(model.status[sv.version], state=END)
         for sv in retire:
             log.info("%s version %d no longer wanted by the version policy: unloading once idle", src.name, sv.version)
             sv.retire()
@@ -328,11 +324,10 @@ class ModelManager:
                 model.failed_fingerprint.pop(v, None)
         self._check_labels(model)
 
-    def _load(self, model: _Model, version: int, fingerprint: tuple) -> None:
-        name = model.source.name
-        path = model.source.base_path / str(version)
+    def _load(self, model: _Model, found: VersionDir, fingerprint: tuple) -> None:
+        name, version, path = model.source.name, found.version, found.path
         with self._lock:
-            model.status[version] = VersionStatus(version, LOADING)
+            model.status[version] = VersionStatus(version, LOADING, path=path)
         log.info("loading %s version %d from %s ...", name, version, path)
         started = time.monotonic()
         try:
@@ -347,7 +342,7 @@ class ModelManager:
             return
         with self._lock:
             model.available[version] = sv
-            model.status[version] = VersionStatus(version, AVAILABLE)
+            model.status[version] = VersionStatus(version, AVAILABLE, path=path)
             model.failed_fingerprint.pop(version, None)
         log.info("%s version %d AVAILABLE (loaded in %.1f s)", name, version, time.monotonic() - started)
 
@@ -369,7 +364,7 @@ class ModelManager:
 
     def _refuse(self, model: _Model, version: int, fingerprint: tuple, exc: ServingError) -> None:
         with self._lock:
-            model.status[version] = VersionStatus(version, END, exc)
+            model.status[version] = dataclasses.replace(model.status[version], state=END, error=exc)
             model.failed_fingerprint[version] = fingerprint
         serving = sorted(model.available)
         log.error("%s version %d refused: %s (still serving versions %s)", model.source.name, version,

@@ -25,7 +25,7 @@ from urllib.parse import unquote
 from google.protobuf.json_format import MessageToDict
 
 from serving.core import ServingCore, deadline_from_timeout
-from serving.errors import ServingError, http_status_for, invalid_argument, unimplemented
+from serving.errors import ServingError, invalid_argument, not_found, unimplemented
 from serving.grpc_api import model_metadata, model_status
 from serving.model_manager import ModelManager
 from serving.tensors import format_predict_outputs, parse_json_body, parse_predict_inputs, signature_name_of
@@ -85,7 +85,7 @@ class RestApp:
 
     def _dispatch(self, method: str, path: str, body: bytes) -> Any:
         if not path.lower().startswith("/v1/"):
-            raise ServingError(_not_found_code(), f"Not found: {method} {path}")
+            raise not_found(f"Not found: {method} {path}")
         malformed = invalid_argument(f"Malformed request: {method} {path}")
         if method == "POST":
             m = _PREDICT_RE.fullmatch(path)
@@ -121,12 +121,6 @@ class RestApp:
                                                    may_hold_bools=b"true" in body or b"false" in body)
                 outputs = self.core.run(sv, sig, inputs, deadline)
                 return format_predict_outputs(outputs, fmt)
-
-
-def _not_found_code():
-    import grpc
-
-    return grpc.StatusCode.NOT_FOUND
 
 
 def _parts(m: re.Match) -> tuple[str, int | None, str | None, str | None]:
@@ -273,7 +267,3 @@ class RestServer:
 
     def close(self) -> None:
         self.httpd.server_close()
-
-
-def http_status(code: Any) -> int:
-    return http_status_for(code)

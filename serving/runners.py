@@ -17,8 +17,9 @@ graph  The restored signature ConcreteFunction, called through its flat entry po
 xla    The same signature function inside tf.function(jit_compile=True), called the same fast way; XLA
        compiles once per distinct input shape (warmup covers the common ones).
 eager  The Keras model rebuilt from assets.extra/model.keras (export.contract.load_keras_model) and called as a
-       plain Python function in eager mode: serving_default -> {"predictions": model(x, training=False)},
-       any other signature -> the model method of the same name (e.g. reconstruct), which returns a dict.
+       plain Python function in eager mode: each signature runs the model method its model class declares for
+       it (export/endpoints.py: serving_default -> model(x, training=False), reconstruct -> model.reconstruct).
+       A version without a Keras file, or whose signatures its class does not declare, is refused.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from serving.errors import ServingError, internal, invalid_argument
+from serving.errors import ServingError, failed_precondition, internal, invalid_argument, not_found
 from serving.tensors import SignatureSpec, signature_spec
 
 log = logging.getLogger("serving.runners")
@@ -44,7 +45,7 @@ def read_signature_defs(version_dir: Path) -> dict[str, Any]:
 
     pb = Path(version_dir) / "saved_model.pb"
     if not pb.is_file():
-        raise ServingError(_not_found_code(), f"SavedModel not found: no saved_model.pb in {version_dir}")
+        raise not_found(f"SavedModel not found: no saved_model.pb in {version_dir}")
     saved = saved_model_pb2.SavedModel()
     try:
         saved.ParseFromString(pb.read_bytes())
@@ -54,12 +55,6 @@ def read_signature_defs(version_dir: Path) -> dict[str, Any]:
         if SERVE_TAG in meta.meta_info_def.tags:
             return dict(meta.signature_def)
     raise invalid_argument(f"{pb} has no MetaGraph tagged '{SERVE_TAG}'")
-
-
-def _not_found_code():
-    import grpc
-
-    return grpc.StatusCode.NOT_FOUND
 
 
 def serving_signatures(signature_defs: dict[str, Any]) -> dict[str, SignatureSpec]:
@@ -237,40 +232,43 @@ class EagerRunner(Runner):
     mode = "eager"
 
     def __init__(self, version_dir: Path, label: str) -> None:
+        from export.contract import KERAS_FILE, keras_path, load_keras_model
+        from export.endpoints import endpoints_of
+
+        if not keras_path(version_dir).is_file():
+            raise failed_precondition(f"eager mode needs the Keras model file {KERAS_FILE} and {version_dir} has "
+                                      "none (serve this model in graph or xla mode)")
         super().__init__(version_dir, label)
         import tensorflow as tf
 
-        from export.contract import load_keras_model
-
         self._tf = tf
         self._model = load_keras_model(self.version_dir)
+        try:
+            declared = {ep.signature: ep for ep in endpoints_of(self._model)}
+        except TypeError as exc:
+            raise failed_precondition(f"eager mode: {exc}") from None
         for name, spec in self.signatures.items():
-            self._calls[name] = self._make_call(name, spec)
+            if name not in declared:
+                raise failed_precondition(f"eager mode: signature '{name}' is not among the endpoints "
+                                          f"{type(self._model).__name__} declares ({', '.join(sorted(declared))})")
+            self._calls[name] = self._make_call(declared[name], spec)
 
-    def _make_call(self, name: str, spec: SignatureSpec) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
-        tf, model = self._tf, self._model
-        if name == DEFAULT_SIGNATURE:
-            target: Callable[[Any], Any] = lambda x: model(x, training=False)  # noqa: E731
-        else:
-            method = getattr(model, name, None)
-            if not callable(method):
-                raise invalid_argument(f"eager mode: signature '{name}' has no Keras model method of that name")
-            target = method
-        in_names = list(spec.inputs)
-        out_names = list(spec.outputs)
-        dtypes = {k: tf.as_dtype(spec.inputs[k].np_dtype) for k in in_names}
+    def _make_call(self, endpoint: Any, spec: SignatureSpec) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+        """The declared model method of one signature, checked against the SignatureDef's tensor names."""
+        if set(spec.inputs) != {endpoint.input.name} or set(spec.outputs) != set(endpoint.output_names):
+            raise failed_precondition(
+                f"eager mode: signature '{spec.name}' has inputs {sorted(spec.inputs)} and outputs "
+                f"{sorted(spec.outputs)}, its declaration {[endpoint.input.name]} and {sorted(endpoint.output_names)}")
+        tf, in_name = self._tf, endpoint.input.name
+        dtype = tf.as_dtype(spec.inputs[in_name].np_dtype)
+        try:
+            target = endpoint.bind(self._model)
+        except TypeError as exc:
+            raise failed_precondition(f"eager mode: {exc}") from None
 
         def call(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            tensors = {k: tf.convert_to_tensor(inputs[k], dtype=dtypes[k]) for k in in_names}
-            arg = tensors[in_names[0]] if len(in_names) == 1 else tensors
-            result = target(arg)
-            if isinstance(result, dict):
-                return {k: np.asarray(result[k]) for k in out_names}
-            if len(out_names) == 1:
-                return {out_names[0]: np.asarray(result)}
-            if isinstance(result, (list, tuple)) and len(result) == len(out_names):
-                return {k: np.asarray(v) for k, v in zip(sorted(out_names), result)}
-            raise internal(f"eager mode: '{name}' returned {type(result).__name__}, cannot map it to outputs {out_names}")
+            result = target(tf.convert_to_tensor(inputs[in_name], dtype=dtype))
+            return {k: np.asarray(v) for k, v in result.items()}
 
         return call
 

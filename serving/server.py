@@ -169,11 +169,12 @@ def _load_models(parts: _Parts, stop: threading.Event) -> str | None:
 
 def _open_ports(cfg: ServerConfig, parts: _Parts) -> str:
     """Start gRPC (TCP and/or Unix socket) and REST; returns where they listen. Raises OSError."""
-    from serving.grpc_api import GrpcListen, build_grpc_server
+    from serving.grpc_api import GrpcListen, GrpcServer
     from serving.rest_api import RestApp, RestServer
 
     listen = GrpcListen(cfg.host, cfg.grpc_port, cfg.grpc_socket_path, cfg.grpc_channel_arguments, cfg.max_request_bytes)
-    parts.grpc_server, grpc_port, _ = build_grpc_server(parts.core, parts.manager, listen, cfg.enable_config_reload)
+    parts.grpc_server = GrpcServer(parts.core, parts.manager, listen, cfg.enable_config_reload)
+    grpc_port = parts.grpc_server.port
     if cfg.rest_port >= 0:
         app = RestApp(parts.core, parts.manager, cfg.rest_api_timeout_ms, cfg.prometheus_path)
         parts.rest = RestServer(app, cfg.host, cfg.rest_port, cfg.max_request_bytes, cfg.rest_api_num_threads)

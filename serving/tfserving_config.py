@@ -38,6 +38,8 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, te
 from google.protobuf.message import Message
 from tensorflow_serving.config import model_server_config_pb2
 
+from export.contract import CONTAINER_MODELS_ROOT, PROMETHEUS_PATH, list_versions
+
 PathOrText = Union[str, os.PathLike]
 
 # --------------------------------------------------------------------------------------------------------
@@ -128,7 +130,7 @@ DEFAULT_MAX_BATCH_SIZE = 1000
 DEFAULT_BATCH_TIMEOUT_MICROS = 0
 DEFAULT_MAX_ENQUEUED_BATCHES = 10
 DEFAULT_THREAD_POOL_NAME = "batch_threads"
-DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"  # PrometheusExporter::kPrometheusPath
+DEFAULT_PROMETHEUS_PATH = PROMETHEUS_PATH  # PrometheusExporter::kPrometheusPath
 
 # Version labels are restricted to this alphabet (project TF Serving digest; label strings also appear in
 # REST paths /v1/models/<m>/labels/<label>, so anything else could not be addressed there).
@@ -378,7 +380,8 @@ def parse_model_server_config(path_or_text: PathOrText) -> ModelServerConfig:
     return config
 
 
-def check_versions_on_disk(config: ModelServerConfig, models_dir: Path, container_root: str = "/models") -> list[str]:
+def check_versions_on_disk(config: ModelServerConfig, models_dir: Path,
+                           container_root: str = CONTAINER_MODELS_ROOT) -> list[str]:
     """Check a config against an export on disk: every model dir and every labelled version exists and is kept.
 
     ``base_path`` values under ``container_root`` (what the container sees) are mapped onto ``models_dir``;
@@ -389,7 +392,7 @@ def check_versions_on_disk(config: ModelServerConfig, models_dir: Path, containe
     for entry in config.model_config_list.config:
         base = entry.base_path
         host = Path(models_dir) / base[len(root):] if base.startswith(root) else Path(base)
-        versions = sorted(int(p.name) for p in host.iterdir() if p.is_dir() and p.name.isdigit()) if host.is_dir() else []
+        versions = list_versions(host)
         if not versions:
             problems.append(f"{entry.name}: no integer version directories under {host}")
             continue

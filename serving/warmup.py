@@ -13,12 +13,10 @@ from typing import Callable
 
 import numpy as np
 
+from export.contract import MAX_WARMUP_RECORDS, warmup_path
 from serving.errors import ServingError, invalid_argument
 
 log = logging.getLogger("serving.warmup")
-
-WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
-MAX_WARMUP_RECORDS = 1000
 
 Predict = Callable[[str, dict], dict]  # (signature_name, {name: TensorProto}) -> outputs
 
@@ -28,7 +26,7 @@ def read_warmup_requests(version_dir: Path) -> list:
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2
 
-    path = Path(version_dir) / WARMUP_FILE
+    path = warmup_path(version_dir)
     if not path.is_file():
         return []
     requests = []

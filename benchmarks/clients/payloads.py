@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.clients import protos
+from export import contract
+from export.contract import DEFAULT_SIGNATURE, VersionDir
 
-PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
-MANIFEST_REL = Path("assets.extra") / "tfserve_bench_manifest.json"
 DEFAULT_N_FEATURES = 10
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
@@ -25,34 +25,43 @@ DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 @dataclass
 class ModelInfo:
     name: str
-    versions: list[int]
+    version_dirs: list[VersionDir]  # ascending, each with its directory as found on disk
     n_features: int
     signatures: dict = field(default_factory=dict)
     model_dir: Path | None = None
 
     @property
+    def versions(self) -> list[int]:
+        return [v.version for v in self.version_dirs]
+
+    @property
     def latest_dir(self) -> Path | None:
-        return self.model_dir / str(self.versions[-1]) if self.model_dir and self.versions else None
+        return self.version_dirs[-1].path if self.version_dirs else None
+
+    def version_dir(self, version: int) -> Path:
+        """The directory of one version (zero-padded or not); FileNotFoundError when it is not exported."""
+        for found in self.version_dirs:
+            if found.version == version:
+                return found.path
+        raise FileNotFoundError(f"{self.name} has no version {version} under {self.model_dir} "
+                                f"(versions: {self.versions})")
 
 
 def discover_models(models_dir: Path) -> list[ModelInfo]:
-    """Models exported under models_dir/<model>/<int version>/ (export contract), read from manifests
+    """Models exported under models_dir/<model>/<version>/ (export/contract.py), read from manifests
     without importing TensorFlow."""
     out: list[ModelInfo] = []
-    models_dir = Path(models_dir)
-    if not models_dir.is_dir():
-        return out
-    for d in sorted(p for p in models_dir.iterdir() if p.is_dir()):
-        versions = sorted(int(v.name) for v in d.iterdir() if v.is_dir() and v.name.isdigit())
-        if not versions:
+    for name in contract.model_names(models_dir):
+        d = Path(models_dir) / name
+        found = contract.version_dirs(d)
+        if not found:
             continue
-        manifest = d / str(versions[-1]) / MANIFEST_REL
         n_features, sigs = DEFAULT_N_FEATURES, {}
-        if manifest.exists():
-            m = json.loads(manifest.read_text())
+        if contract.manifest_path(found[-1].path).exists():
+            m = contract.read_manifest(found[-1].path)
             n_features = int(m.get("n_features", DEFAULT_N_FEATURES))
             sigs = m.get("signatures", {})
-        out.append(ModelInfo(d.name, versions, n_features, sigs, d))
+        out.append(ModelInfo(name, found, n_features, sigs, d))
     return out
 
 
@@ -63,7 +72,7 @@ def make_inputs(batch_size: int, n_features: int, seed: int = 0) -> np.ndarray:
     return rng.normal(0.0, 0.05, size=(batch_size, n_features)).astype(np.float32)
 
 
-def build_predict_request(model: str, x: np.ndarray, signature: str = "serving_default",
+def build_predict_request(model: str, x: np.ndarray, signature: str = DEFAULT_SIGNATURE,
                           input_name: str = "inputs", version: int | None = None):
     """PredictRequest with a float32 TensorProto (tensor_content = raw little-endian bytes, which is
     what tf.make_tensor_proto produces for numeric arrays)."""
@@ -82,9 +91,9 @@ def build_predict_request(model: str, x: np.ndarray, signature: str = "serving_d
     return req
 
 
-def build_rest_body(x: np.ndarray, signature: str = "serving_default") -> bytes:
+def build_rest_body(x: np.ndarray, signature: str = DEFAULT_SIGNATURE) -> bytes:
     body: dict = {"instances": x.tolist()}
-    if signature and signature != "serving_default":
+    if signature and signature != DEFAULT_SIGNATURE:
         body["signature_name"] = signature
     return json.dumps(body, separators=(",", ":")).encode()
 
@@ -114,7 +123,7 @@ class Payload:
     rest_serialize_ms: float  # numpy -> JSON bytes
 
 
-def build_payload(model: str, batch_size: int, n_features: int, *, signature: str = "serving_default",
+def build_payload(model: str, batch_size: int, n_features: int, *, signature: str = DEFAULT_SIGNATURE,
                   version: int | None = None, seed: int = 0, codec_reps: int | None = None) -> Payload:
     x = make_inputs(batch_size, n_features, seed)
     reps = codec_reps or max(3, min(200, 20000 // max(batch_size, 1)))

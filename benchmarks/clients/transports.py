@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
-from benchmarks.clients.payloads import PREDICT_METHOD
+from export.contract import PREDICT_METHOD
 
 MAX_MESSAGE = 256 * 2**20  # large batches exceed gRPC's default 4 MB receive limit
 

@@ -80,7 +80,7 @@ def run_inprocess(cfg: InprocessConfig, writer: ResultWriter | None = None) -> l
     bar = tqdm(total=total, desc="in-process", unit="pt", disable=not cfg.progress)
     for info in infos:
         version = cfg.version or info.versions[-1]
-        vdir = info.model_dir / str(version)
+        vdir = info.version_dir(version)
         keras_model = load_keras_model(vdir)
         loaded = tf.saved_model.load(str(vdir)) if "savedmodel" in cfg.modes else None
         for mode in cfg.modes:

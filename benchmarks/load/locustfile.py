@@ -34,12 +34,13 @@ from locust.runners import MasterRunner, WorkerRunner  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a file by locust: find our package
 
 from benchmarks.measure.histogram import LatencyHistogram  # noqa: E402
-from benchmarks.clients.payloads import PREDICT_METHOD, build_payload  # noqa: E402
+from benchmarks.clients.payloads import build_payload  # noqa: E402
+from export.contract import DEFAULT_SIGNATURE, PREDICT_METHOD  # noqa: E402
 
 MODEL = os.environ.get("BENCH_MODEL", "residual_regressor")
 BATCH = int(os.environ.get("BENCH_BATCH", "1"))
 N_FEATURES = int(os.environ.get("BENCH_N_FEATURES", "10"))
-SIGNATURE = os.environ.get("BENCH_SIGNATURE", "serving_default")
+SIGNATURE = os.environ.get("BENCH_SIGNATURE", DEFAULT_SIGNATURE)
 GRPC_TARGET = os.environ.get("BENCH_GRPC_TARGET", "127.0.0.1:8500")
 WAIT_S = float(os.environ.get("BENCH_WAIT_S", "0"))
 RAW_FILE = os.environ.get("BENCH_LOCUST_RAW", "")

@@ -11,11 +11,9 @@ from dataclasses import dataclass, field
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-REQUEST_COUNT = ":tensorflow:serving:request_count"
-REQUEST_LATENCY = ":tensorflow:serving:request_latency"
-RUNTIME_LATENCY = ":tensorflow:serving:runtime_latency"
-BATCH_SIZE_NAMES = (":tensorflow:serving:batching_session:processed_batch_size",
-                    ":tensorflow:serving:batching_session:input_batch_size")
+from export.contract import INPUT_BATCH_SIZE, PROCESSED_BATCH_SIZE, REQUEST_COUNT, REQUEST_LATENCY, RUNTIME_LATENCY
+
+BATCH_SIZE_NAMES = (PROCESSED_BATCH_SIZE, INPUT_BATCH_SIZE)
 
 
 @dataclass

@@ -80,6 +80,7 @@ def run_reliability(args: argparse.Namespace) -> int:
     from benchmarks.reliability import client, faults, scenarios
     from benchmarks.reliability.summary import FaultLine, ReliabilityReport, render_text, write_report
     from benchmarks.targets.managed import ManagedServer
+    from export.contract import latest_version_dir
 
     soak_s = args.soak_seconds if not (args.quick and args.soak_seconds == 600.0) else 20.0
     examples = args.hostile_examples or (80 if args.quick else 300)
@@ -107,7 +108,7 @@ def run_reliability(args: argparse.Namespace) -> int:
     try:
         models = faults.make_scratch_models(src, scratch / "models")
         model_dir = models / client.MODEL
-        sentinel = faults.make_sentinel(scratch / "outside", model_dir / str(max(_versions(model_dir))))
+        sentinel = faults.make_sentinel(scratch / "outside", latest_version_dir(model_dir).path)
         limit = 4 * 2**20
         max_elements = 2**20
         server = ManagedServer("embedded", mode=args.mode, models_dir=models, models=(client.MODEL,),
@@ -259,12 +260,6 @@ def run_reliability(args: argparse.Namespace) -> int:
     print(render_text(report))
     print(f"\nwritten: {run_dir / 'reliability.json'}, {run_dir / 'reliability.md'}")
     return 0 if report.passed else 1
-
-
-def _versions(model_dir: Path) -> list[int]:
-    from export.contract import list_versions
-
-    return list_versions(model_dir)
 
 
 def _held(phase: str, load: dict) -> dict:

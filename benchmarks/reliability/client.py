@@ -6,7 +6,6 @@ still get a correct answer", "what does the server's own request counter say". N
 """
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 
@@ -15,6 +14,8 @@ import requests
 
 from benchmarks.clients import protos
 from benchmarks.clients.payloads import build_predict_request, make_inputs
+from benchmarks.measure import prometheus
+from export.contract import PROMETHEUS_PATH, REQUEST_COUNT
 
 MODEL = "residual_regressor"
 N_FEATURES = 10
@@ -132,15 +133,7 @@ def check_valid_request(grpc_target: str, rest_target: str | None = None, batch:
     return None
 
 
-_COUNT_RE = re.compile(r'^:tensorflow:serving:request_count\{([^}]*)\}\s+([0-9.eE+-]+)$', re.M)
-
-
 def request_counts(rest_target: str, model: str = MODEL) -> dict[str, float]:
     """Server-side `:tensorflow:serving:request_count` by status for one model (Prometheus endpoint)."""
-    text = requests.get(f"http://{rest_target}/monitoring/prometheus/metrics", timeout=5).text
-    out: dict[str, float] = {}
-    for labels, value in _COUNT_RE.findall(text):
-        d = dict(re.findall(r'(\w+)="([^"]*)"', labels))
-        if d.get("model_name") == model:
-            out[d.get("status", "")] = out.get(d.get("status", ""), 0.0) + float(value)
-    return out
+    response = requests.get(f"http://{rest_target}{PROMETHEUS_PATH}", timeout=5)
+    return prometheus.parse(response.text).by_label(REQUEST_COUNT, "status", model_name=model)

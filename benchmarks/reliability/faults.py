@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from export.contract import LOCAL_MODEL_CONFIG_FILE, list_versions
+from export.contract import (LOCAL_MODEL_CONFIG_FILE, SAVED_MODEL_FILE, find_version_dir, latest_version_dir,
+                             list_versions, new_version_dir, next_version, version_dirs)
 
-SAVED_MODEL_PB = "saved_model.pb"
 VARIABLES_DIR = "variables"
 
 
@@ -40,22 +40,22 @@ def make_scratch_models(src_models_dir: Path, dst_models_dir: Path, model: str =
     """A private models tree holding only `model`'s newest `versions` versions, with its own configs.
 
     Fault tests add and break versions; doing that in the user's artifacts/models (or in a fixture shared
-    with other tests) would change what everybody else serves. Versions keep their numbers.
+    with other tests) would change what everybody else serves. Versions keep their numbers and directory names.
     """
     src = Path(src_models_dir) / model
-    have = list_versions(src)
+    have = version_dirs(src)
     if not have:
         raise FileNotFoundError(f"no versions of {model} under {src}: export the models first (make export)")
     dst_root = Path(dst_models_dir)
     (dst_root / model).mkdir(parents=True, exist_ok=True)
-    for v in have[-versions:]:
-        if not (dst_root / model / str(v)).exists():
-            copy_version(src / str(v), dst_root / model / str(v))
+    for found in have[-versions:]:
+        if find_version_dir(dst_root / model, found.version) is None:
+            copy_version(found.path, dst_root / model / found.path.name)
     # Fewer versions exported than the policy keeps (a fresh `make export` has only v1): publish copies of
     # the newest under the next numbers, so the policy's window is full and a rollout must unload the
     # oldest version (what the rollout phase checks).
     while len(list_versions(dst_root / model)) < versions:
-        copy_version(src / str(have[-1]), dst_root / model / str(next_version(dst_root / model)))
+        copy_version(have[-1].path, new_version_dir(dst_root, model, next_version(dst_root / model)))
     write_configs(dst_root)
     return dst_root
 
@@ -66,10 +66,6 @@ def write_configs(models_dir: Path) -> Path:
 
     write_model_configs(Path(models_dir))
     return Path(models_dir) / LOCAL_MODEL_CONFIG_FILE
-
-
-def next_version(model_dir: Path) -> int:
-    return max(list_versions(model_dir), default=0) + 1
 
 
 # ------------------------------------------------------------------------------------------------ broken versions
@@ -89,7 +85,7 @@ def _truncate(path: Path, keep_fraction: float = 0.5) -> None:
 
 def _truncated_pb(good: Path, dst: Path) -> str:
     shutil.copytree(good, dst)
-    _truncate(dst / SAVED_MODEL_PB)
+    _truncate(dst / SAVED_MODEL_FILE)
     return "saved_model.pb cut to half its size (an interrupted copy)"
 
 
@@ -102,7 +98,7 @@ def _missing_variables(good: Path, dst: Path) -> str:
 def _garbage_pb(good: Path, dst: Path) -> str:
     shutil.copytree(good, dst)
     # Deterministic junk that is not a valid protobuf (0xff starts an invalid wire-type 7 field).
-    (dst / SAVED_MODEL_PB).write_bytes(bytes([0xFF, 0xFF, 0xFF, 0x07]) * 1024)
+    (dst / SAVED_MODEL_FILE).write_bytes(bytes([0xFF, 0xFF, 0xFF, 0x07]) * 1024)
     return "saved_model.pb replaced by junk bytes (wrong file dropped in place)"
 
 
@@ -114,8 +110,8 @@ def _empty_dir(good: Path, dst: Path) -> str:
 def _half_written(good: Path, dst: Path) -> str:
     # A copy abandoned half-way: the graph file partly written, the variables never arrived.
     dst.mkdir(parents=True)
-    data = (good / SAVED_MODEL_PB).read_bytes()
-    (dst / SAVED_MODEL_PB).write_bytes(data[: len(data) // 3])
+    data = (good / SAVED_MODEL_FILE).read_bytes()
+    (dst / SAVED_MODEL_FILE).write_bytes(data[: len(data) // 3])
     return "abandoned copy: a third of saved_model.pb, no variables/"
 
 
@@ -147,14 +143,15 @@ def write_broken_version(model_dir: Path, kind: str, good_version_dir: Path | No
         raise ValueError(f"unknown broken-version kind {kind!r} (choose from {', '.join(BROKEN_KINDS)})")
     model_dir = Path(model_dir)
     if good_version_dir is None:
-        versions = list_versions(model_dir)
-        if not versions:
+        latest = latest_version_dir(model_dir)
+        if latest is None:
             raise FileNotFoundError(f"no healthy version under {model_dir} to copy from")
-        good_version_dir = model_dir / str(versions[-1])
+        good_version_dir = latest.path
     version = version if version is not None else next_version(model_dir)
-    target = model_dir / str(version)
-    if target.exists():
-        raise FileExistsError(f"{target} exists; refusing to overwrite a version")
+    existing = find_version_dir(model_dir, version)
+    if existing is not None:
+        raise FileExistsError(f"{existing.path} exists; refusing to overwrite a version")
+    target = new_version_dir(model_dir.parent, model_dir.name, version)
     staging = model_dir / f".broken-{version}"
     shutil.rmtree(staging, ignore_errors=True)
     description = BROKEN_KINDS[kind](Path(good_version_dir), staging)

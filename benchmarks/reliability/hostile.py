@@ -27,6 +27,7 @@ from urllib.parse import quote
 from hypothesis import strategies as st
 
 from benchmarks.clients import protos
+from export.contract import DEFAULT_SIGNATURE
 
 MODEL = "residual_regressor"
 INPUT = "inputs"
@@ -106,7 +107,7 @@ def _is_valid_rows_doc(doc: Any) -> bool | None:
     if not isinstance(doc, dict):
         return False
     keys = set(doc) - {"signature_name"}
-    if "signature_name" in doc and doc["signature_name"] not in ("", "serving_default"):
+    if "signature_name" in doc and doc["signature_name"] not in ("", DEFAULT_SIGNATURE):
         return False
     if keys == {"instances"}:
         rows = doc["instances"]
@@ -217,7 +218,7 @@ def rest_huge_arrays(draw) -> RestCase:
 
 @st.composite
 def rest_invalid_utf8(draw) -> RestCase:
-    body = bytearray(_dump({"instances": [[0.1] * N_FEATURES], "signature_name": "serving_default"}))
+    body = bytearray(_dump({"instances": [[0.1] * N_FEATURES], "signature_name": DEFAULT_SIGNATURE}))
     junk = draw(st.sampled_from([b"\xff", b"\xc0\xaf", b"\xed\xa0\x80", b"\xf8\x88\x80\x80\x80", b"\x80", b"\xfe\xff"]))
     i = draw(st.integers(0, len(body)))
     body[i:i] = junk
@@ -382,7 +383,7 @@ def grpc_input_set_cases(draw) -> GrpcCase:
         good(draw(names.filter(lambda s: s != INPUT)))
     elif form == "bad_signature":
         good(INPUT)
-        req.model_spec.signature_name = draw(names.filter(lambda s: s not in ("serving_default", "reconstruct")))
+        req.model_spec.signature_name = draw(names.filter(lambda s: s not in (DEFAULT_SIGNATURE, "reconstruct")))
     elif form == "bad_output_filter":
         good(INPUT)
         req.output_filter.append(draw(names.filter(lambda s: s != "predictions")))

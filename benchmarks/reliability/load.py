@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from benchmarks.measure.histogram import LatencyHistogram
-from benchmarks.clients.payloads import PREDICT_METHOD
+from export.contract import PREDICT_METHOD
 
 CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),

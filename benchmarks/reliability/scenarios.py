@@ -89,14 +89,14 @@ def rollout_under_load(grpc_target: str, model_dir: Path, publish: Callable[[], 
                        settle_s: float = 1.0, timeout_s: float = 120.0, model: str = client.MODEL,
                        progress: Progress = _quiet) -> RolloutResult:
     """Publish a new version while load runs; wait until it serves and the policy unloads the oldest."""
-    from export.contract import list_versions
+    from export.contract import new_version_dir, next_version
 
     before = client.available_versions(grpc_target, model)
-    new_version = max(list_versions(model_dir), default=0) + 1
+    new_version = next_version(model_dir)
     appeared: dict[str, float] = {}
     stop_watch = threading.Event()
-    watcher = threading.Thread(target=_watch_for, args=(Path(model_dir) / str(new_version), stop_watch, appeared),
-                               daemon=True)
+    new_dir = new_version_dir(Path(model_dir).parent, Path(model_dir).name, new_version)
+    watcher = threading.Thread(target=_watch_for, args=(new_dir, stop_watch, appeared), daemon=True)
     load = BackgroundLoad(LoadConfig(grpc_target, payload, concurrency=concurrency, rate=rate)).start()
     problem = ""
     old_unload_s = math.nan
