@@ -3,10 +3,10 @@
 If a benchmark's throughput gets near this ceiling, it measures the client, not the server. The
 no-op server must therefore be far cheaper per request than the client, or the run measures the
 server instead. By default (`--server auto`) we use the native one (nghttpd for gRPC, nginx for REST,
-see native_noop.py) when its binaries are installed, and fall back to the Python no-op server with a
+see targets/noop_native.py) when its binaries are installed, and fall back to the Python no-op server with a
 printed warning: that one saturates its own core near 2,000 gRPC req/s on this class of machine.
 
-Every gRPC client of the load generator is measured (`grpc.aio` and `libcurl`, see transports.py), and
+Every gRPC client of the load generator is measured (`grpc.aio` and `libcurl`, see benchmarks/clients/), and
 the REST one. The load generator and the server share this machine's cores, so each row also reports
 the client's CPU (process, and its event-loop thread, the one that saturates first), the server's CPU
 and the whole machine's, and the client CPU per request -> the rate one free core could drive.
@@ -23,7 +23,7 @@ from benchmarks.load.closed_loop import run_closed_loop
 from benchmarks.clients.payloads import build_payload
 from benchmarks.results.schema import ResultRow, ResultWriter
 from benchmarks.targets.managed import ManagedServer
-from benchmarks.clients.transports import GRPC_CLIENTS, client_name, make_transport
+from benchmarks.clients.transports import GRPC_CLIENTS, client_name, find_client, make_transport
 
 log = logging.getLogger(__name__)
 GOAL_RPS = 5000
@@ -89,11 +89,9 @@ def run_capacity(w: ResultWriter, *, server: str, concurrencies=(16, 64, 256), t
     """Drive the no-op server `server` ('native' | 'python', see choose_server) with every client."""
     from tqdm import tqdm
 
-    for c in grpc_clients:
-        if c not in GRPC_CLIENTS:
-            raise ValueError(f"unknown gRPC client {c!r} ({'|'.join(GRPC_CLIENTS)})")
-    # (transport kind, gRPC client) pairs; REST has one client
-    plan = [(kind, c) for kind in transports for c in (grpc_clients if kind == "grpc" else ("aio",))]
+    # (transport kind, client choice) pairs: every gRPC client asked for; other kinds have one client each
+    plan = [(kind, find_client(kind, c).choice) for kind in transports
+            for c in (grpc_clients if kind == "grpc" else (None,))]
     rows: list[ResultRow] = []
     p = build_payload("noop_model", 1, 10)
     srv = _start_server(server, w.run_dir)

@@ -2,8 +2,8 @@
 
 Per model and batch size: build the request once (its encode cost measured separately), check one
 real response (shape) and measure its decode cost, then
-  * a closed-loop concurrency sweep (perf_analyzer's method, engine.py), one row per concurrency;
-  * optional open-loop MLPerf LoadGen scenarios (loadgen_runner.py), one row per scenario/rate.
+  * a closed-loop concurrency sweep (perf_analyzer's method, load/closed_loop.py), one row per concurrency;
+  * optional open-loop MLPerf LoadGen scenarios (load/loadgen.py), one row per scenario/rate.
 Server-side Prometheus deltas are attached to each row when a metrics URL answers.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from benchmarks.load.loadgen import LoadGenConfig, run_loadgen
 from benchmarks.clients.payloads import (Payload, build_payload, check_grpc_response, check_rest_response, grpc_response_decode_ms,
                        rest_response_decode_ms)
 from benchmarks.results.schema import ResultRow, ResultWriter
-from benchmarks.clients.transports import client_name, make_transport, ok
+from benchmarks.clients.transports import DEFAULT_GRPC_CLIENT, client_name, make_transport, ok
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class ServedConfig:
     warmup_s: float = 0.5
     timeout_s: float = 30.0
     grpc_channels: int = 1
-    grpc_client: str = "aio"  # aio (grpc.aio) | curl (libcurl HTTP/2): see transports.py
+    grpc_client: str = DEFAULT_GRPC_CLIENT  # aio (grpc.aio) | curl (libcurl HTTP/2): see benchmarks/clients/
     signature: str = "serving_default"
     server_label: str = ""  # e.g. embedded-graph, tfserving, noop
     metrics_url: str = ""  # Prometheus endpoint (REST port), optional
