@@ -10,6 +10,8 @@ from benchmarks.results.schema import ResultWriter, capture_environment, new_run
 
 DEFAULT_RESULTS = Path("artifacts/results")
 DEFAULT_MODELS = Path("artifacts/models")
+DEFAULT_GRPC_TARGET = "127.0.0.1:8500"  # TF Serving's default ports (--port, --rest_api_port)
+DEFAULT_REST_TARGET = "127.0.0.1:8501"
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:

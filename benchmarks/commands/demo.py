@@ -12,7 +12,7 @@ import argparse
 import time
 from pathlib import Path
 
-from benchmarks.commands.common import DEFAULT_MODELS, finish_run, open_run
+from benchmarks.commands.common import DEFAULT_MODELS, add_run_args, finish_run, open_run
 from benchmarks.clients.payloads import discover_models
 from benchmarks.results.report import eager_vs_graph, grpc_vs_rest, openloop_table, table
 from benchmarks.targets.managed import ManagedServer
@@ -26,6 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                    help="extra argument for `python -m serving serve` (repeat), e.g. --server-arg=--enable-batching "
                         "--server-arg=--batching-parameters-file=docker/batching/batching_cpu.config")
+    add_run_args(p)
 
 
 def served_modes_table(rows) -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from benchmarks.commands.common import DEFAULT_MODELS, finish_run, open_run
+from benchmarks.commands.common import (DEFAULT_GRPC_TARGET, DEFAULT_MODELS, DEFAULT_REST_TARGET, add_run_args,
+                                        finish_run, open_run)
 from benchmarks.load.locust_run import LocustConfig, run_locust
 from benchmarks.clients.payloads import discover_models
 from benchmarks.targets.managed import start_for_run
@@ -27,8 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server", choices=["embedded", "noop", "none"], default="embedded",
                    help="start this server for the test (none: use --grpc-target/--rest-target)")
     p.add_argument("--mode", choices=["graph", "xla", "eager"], default="graph", help="embedded server mode")
-    p.add_argument("--grpc-target", default="127.0.0.1:8500")
-    p.add_argument("--rest-target", default="127.0.0.1:8501")
+    p.add_argument("--grpc-target", default=DEFAULT_GRPC_TARGET)
+    p.add_argument("--rest-target", default=DEFAULT_REST_TARGET)
+    add_run_args(p)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from benchmarks.commands.common import DEFAULT_MODELS, finish_run, open_run
+from benchmarks.commands.common import DEFAULT_MODELS, DEFAULT_REST_TARGET, add_run_args, finish_run, open_run
 from benchmarks.load.closed_loop import run_closed_loop
 from benchmarks.clients.payloads import build_payload, discover_models
 from benchmarks.results.schema import ResultRow
@@ -48,8 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration-s", type=int, default=10)
     p.add_argument("--server", choices=["embedded", "noop", "none"], default="embedded")
     p.add_argument("--mode", choices=["graph", "xla", "eager"], default="graph")
-    p.add_argument("--target", default="127.0.0.1:8501", help="REST host:port with --server none")
+    p.add_argument("--target", default=DEFAULT_REST_TARGET, help="REST host:port with --server none")
     p.add_argument("--install", action="store_true", help="apt-get install wrk if it is missing")
+    add_run_args(p)
 
 
 def wrk_binary(install: bool) -> str | None:

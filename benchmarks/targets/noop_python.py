@@ -9,12 +9,9 @@ Run: python -m benchmarks noop-server --grpc-port 8600 --rest-port 8601 [--delay
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import logging
 import re
-import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -22,8 +19,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from benchmarks.clients import protos
-
-log = logging.getLogger("noop-server")
 
 _MODEL_RE = re.compile(r"^/v1/models/([^/:]+)(?:/versions/(\d+)|/labels/([A-Za-z0-9_]+))?(:predict|/metadata)?$")
 METRICS_PATH = "/monitoring/prometheus/metrics"
@@ -326,34 +321,3 @@ class NoopServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host", default="127.0.0.1", help="bind address (loopback only by default)")
-    p.add_argument("--grpc-port", type=int, default=8600, help="gRPC port (0 = pick a free one)")
-    p.add_argument("--rest-port", type=int, default=8601, help="REST port (0 = pick a free one)")
-    p.add_argument("--delay-ms", type=float, default=0.0, help="sleep this long in every Predict (simulate work)")
-    p.add_argument("--models", nargs="*", default=[], help="model names to accept (default: any)")
-    p.add_argument("--ready-file", default="", help="write {'grpc_port','rest_port'} JSON here once listening")
-
-
-def main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s noop-server %(message)s")
-    srv = NoopServer(NoopConfig(args.grpc_port, args.rest_port, args.host, args.delay_ms, tuple(args.models)),
-                     rest_process=True).start()
-    msg = {"grpc_port": srv.grpc_port, "rest_port": srv.rest_port}
-    if args.ready_file:
-        from pathlib import Path
-
-        from benchmarks.results.schema import atomic_write_text
-
-        atomic_write_text(Path(args.ready_file), json.dumps(msg))
-    log.info("listening: gRPC %s:%d  REST http://%s:%d  (Ctrl-C to stop)", args.host, srv.grpc_port, args.host,
-             srv.rest_port)
-    done = threading.Event()
-    for s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(s, lambda *_: done.set())
-    done.wait()
-    srv.stop()
-    log.info("stopped after %d requests", srv.core.requests)
-    return 0
