@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.results.report import fmt, table
+from benchmarks.results.report import table
 from benchmarks.results.schema import KEY_FIELDS, ResultRow, atomic_write_text, load_run
 
 

@@ -162,7 +162,7 @@ def _rest_app(core: NoopCore):
     cache: dict[bytes, tuple[bytes, int]] = {}
 
     def reply(start_response, code: int, body: bytes, ctype: str = "application/json"):
-        reasons = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
+        reasons = {200: "OK", 400: "Bad Request", 404: "Not Found", 501: "Not Implemented"}
         start_response(f"{code} {reasons.get(code, 'Error')}",
                        [("Content-Type", ctype), ("Content-Length", str(len(body)))])
         return [body]
@@ -177,17 +177,23 @@ def _rest_app(core: NoopCore):
         method = environ.get("REQUEST_METHOD", "GET")
         if path == METRICS_PATH:
             return reply(start_response, 200, core.metrics.render(), "text/plain; version=0.0.4")
+        # As TF Serving and the embedded server answer: outside /v1/ nothing exists (404); a /v1/ path or
+        # method that is no API route is a malformed request (400, INVALID_ARGUMENT).
+        if not path.lower().startswith("/v1/"):
+            return err(start_response, 404, f"Not found: {method} {path}")
         m = _MODEL_RE.match(path)
         if not m:
-            return err(start_response, 404, f"Malformed request: {method} {path}")
+            return err(start_response, 400, f"Malformed request: {method} {path}")
         model, _v, _l, action = m.groups()
         if not core.known(model):
             return err(start_response, 404, f"Servable not found for request: Latest({model})")
         if action is None and method == "GET":
             return reply(start_response, 200, json.dumps({"model_version_status": [
                 {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}).encode())
+        if action == "/metadata" and method == "GET":
+            return err(start_response, 501, "model metadata is not implemented by the no-op server")
         if action != ":predict" or method != "POST":
-            return err(start_response, 404, f"Malformed request: {method} {path}")
+            return err(start_response, 400, f"Malformed request: {method} {path}")
         t0 = time.perf_counter()
         n = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(n) if n else b""
