@@ -97,32 +97,8 @@ def run_served(cfg: ServedConfig, writer: ResultWriter | None = None) -> list[Re
             payload = [_payload_bytes(cfg.kind, p)]
             for conc in cfg.concurrencies:
                 bar.set_postfix_str(f"{model} b={bs} c={conc}")
-                before = prometheus.scrape(cfg.metrics_url)
-
-                async def point():
-                    t = make_transport(cfg.kind, cfg.target, p.rest_path, concurrency=conc,
-                                       timeout_s=cfg.timeout_s, grpc_channels=cfg.grpc_channels,
-                                       grpc_client=cfg.grpc_client)
-                    try:
-                        return await run_closed_loop(t, payload, conc, window_s=cfg.window_s,
-                                                     max_windows=cfg.max_windows, stability_pct=cfg.stability_pct,
-                                                     warmup_s=cfg.warmup_s, fixed_windows=cfg.fixed_windows)
-                    finally:
-                        await t.close()
-
-                r = asyncio.run(point())
-                after = prometheus.scrape(cfg.metrics_url)
-                row = ResultRow.from_histogram(r.hist, duration_s=r.duration_s, errors=r.n_errors,
-                                               errors_by_code=r.errors, scenario="closed", concurrency=conc,
-                                               stable=r.stable, client_cpu_percent=round(r.client_cpu_pct, 1),
-                                               client_saturated=r.saturated, **common)
-                row.achieved_rate = row.throughput_rps
-                row.warnings = r.warnings() + ([problem] if problem else [])
-                row.extra = {"windows": r.windows, "window_throughputs": r.window_throughputs,
-                             "max_deviation_pct": round(r.deviation_pct, 2) if r.deviation_pct != float("inf") else None,
-                             "system_cpu_percent": round(r.system_cpu_pct, 1),
-                             "loop_thread_cpu_percent": round(r.loop_cpu_pct, 1),
-                             "server_metrics": prometheus.delta(before, after, model), **cfg.extra}
+                row = _closed_point(cfg, p, payload, conc, common)
+                row.warnings += [problem] if problem else []
                 rows.append(row)
                 if writer:
                     writer.append(row)
@@ -137,6 +113,35 @@ def run_served(cfg: ServedConfig, writer: ResultWriter | None = None) -> list[Re
                     bar.update(1)
     bar.close()
     return rows
+
+
+def _closed_point(cfg: ServedConfig, p: Payload, payload: list[bytes], conc: int, common: dict) -> ResultRow:
+    """One closed-loop point at concurrency `conc`, with the server's Prometheus delta over it."""
+    before = prometheus.scrape(cfg.metrics_url)
+
+    async def point():
+        t = make_transport(cfg.kind, cfg.target, p.rest_path, concurrency=conc, timeout_s=cfg.timeout_s,
+                           grpc_channels=cfg.grpc_channels, grpc_client=cfg.grpc_client)
+        try:
+            return await run_closed_loop(t, payload, conc, window_s=cfg.window_s, max_windows=cfg.max_windows,
+                                         stability_pct=cfg.stability_pct, warmup_s=cfg.warmup_s,
+                                         fixed_windows=cfg.fixed_windows)
+        finally:
+            await t.close()
+
+    r = asyncio.run(point())
+    after = prometheus.scrape(cfg.metrics_url)
+    row = ResultRow.from_histogram(r.hist, duration_s=r.duration_s, errors=r.n_errors, errors_by_code=r.errors,
+                                   scenario="closed", concurrency=conc, stable=r.stable,
+                                   client_cpu_percent=round(r.client_cpu_pct, 1), client_saturated=r.saturated,
+                                   **common)
+    row.achieved_rate = row.throughput_rps
+    row.warnings = r.warnings()
+    row.extra = {"windows": r.windows, "window_throughputs": r.window_throughputs,
+                 "max_deviation_pct": round(r.deviation_pct, 2) if r.deviation_pct != float("inf") else None,
+                 "system_cpu_percent": round(r.system_cpu_pct, 1), "loop_thread_cpu_percent": round(r.loop_cpu_pct, 1),
+                 "server_metrics": prometheus.delta(before, after, p.model), **cfg.extra}
+    return row
 
 
 def _loadgen_point(cfg: ServedConfig, p: Payload, payload: list[bytes], scenario: str, qps: float,

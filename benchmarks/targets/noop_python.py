@@ -177,23 +177,12 @@ def _rest_app(core: NoopCore):
         method = environ.get("REQUEST_METHOD", "GET")
         if path == METRICS_PATH:
             return reply(start_response, 200, core.metrics.render(), "text/plain; version=0.0.4")
-        # As TF Serving and the embedded server answer: outside /v1/ nothing exists (404); a /v1/ path or
-        # method that is no API route is a malformed request (400, INVALID_ARGUMENT).
-        if not path.lower().startswith("/v1/"):
-            return err(start_response, 404, f"Not found: {method} {path}")
-        m = _MODEL_RE.match(path)
-        if not m:
-            return err(start_response, 400, f"Malformed request: {method} {path}")
-        model, _v, _l, action = m.groups()
-        if not core.known(model):
-            return err(start_response, 404, f"Servable not found for request: Latest({model})")
-        if action is None and method == "GET":
+        model, action, error = _route(core, method, path)
+        if error:
+            return err(start_response, *error)
+        if action is None:
             return reply(start_response, 200, json.dumps({"model_version_status": [
                 {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}).encode())
-        if action == "/metadata" and method == "GET":
-            return err(start_response, 501, "model metadata is not implemented by the no-op server")
-        if action != ":predict" or method != "POST":
-            return err(start_response, 400, f"Malformed request: {method} {path}")
         t0 = time.perf_counter()
         n = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(n) if n else b""
@@ -217,6 +206,25 @@ def _rest_app(core: NoopCore):
         return reply(start_response, 200, hit[0])
 
     return app
+
+
+def _route(core: NoopCore, method: str, path: str) -> tuple[str, str | None, tuple[int, str] | None]:
+    """-> (model, action, (HTTP code, message) when the request gets an error), as TF Serving and the embedded
+    server route: outside /v1/ nothing exists (404); a /v1/ path or method that is no API route is a
+    malformed request (400, INVALID_ARGUMENT); an unknown model is NOT_FOUND (404)."""
+    if not path.lower().startswith("/v1/"):
+        return "", None, (404, f"Not found: {method} {path}")
+    m = _MODEL_RE.match(path)
+    if not m:
+        return "", None, (400, f"Malformed request: {method} {path}")
+    model, _v, _l, action = m.groups()
+    if not core.known(model):
+        return model, action, (404, f"Servable not found for request: Latest({model})")
+    if (action, method) in ((None, "GET"), (":predict", "POST")):
+        return model, action, None
+    if (action, method) == ("/metadata", "GET"):
+        return model, action, (501, "model metadata is not implemented by the no-op server")
+    return model, action, (400, f"Malformed request: {method} {path}")
 
 
 def _serve_rest(core: NoopCore, ready: threading.Event, port_box: list[int], stop: threading.Event) -> None:
