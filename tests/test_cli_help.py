@@ -89,5 +89,6 @@ def test_make_help_lists_every_target():
 
 
 def test_registry_refuses_a_module_without_the_command_interface():
-    with pytest.raises(RuntimeError, match=r"benchmarks\.commands\.common does not define add_arguments\(\) and main\(\)"):
+    refusal = r"benchmarks\.commands\.common does not define add_arguments\(\) and main\(\)"
+    with pytest.raises(RuntimeError, match=refusal):
         Command("plumbing", "benchmarks.commands.common", "not a command").load()

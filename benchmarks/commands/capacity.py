@@ -190,7 +190,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--install", action="store_true",
                    help="apt-get install nghttp2-server and nginx-light if missing (root)")
     p.add_argument("--window-s", type=float, default=WINDOW_S, help=f"measurement window (default {WINDOW_S:g} s)")
-    p.add_argument("--max-windows", type=int, default=MAX_WINDOWS, help=f"cap on windows per point (default {MAX_WINDOWS})")
+    p.add_argument("--max-windows", type=int, default=MAX_WINDOWS,
+                   help=f"cap on windows per point (default {MAX_WINDOWS})")
     p.add_argument("--grpc-channels", type=int, default=1, help="grpc.aio client: channels (default 1)")
     add_run_args(p)
 

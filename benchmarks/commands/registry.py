@@ -25,7 +25,8 @@ class Command:
         module = importlib.import_module(self.module)
         missing = [f for f in INTERFACE if not callable(getattr(module, f, None))]
         if missing:
-            raise RuntimeError(f"command {self.name!r}: {self.module} does not define {' and '.join(f + '()' for f in missing)} "
+            names = " and ".join(f"{f}()" for f in missing)
+            raise RuntimeError(f"command {self.name!r}: {self.module} does not define {names} "
                                "(every command module exposes add_arguments(parser) and main(args))")
         return module
 

@@ -22,6 +22,7 @@ from benchmarks.load.loadgen import LoadGenConfig, run_loadgen
 from benchmarks.clients.payloads import (Payload, build_payload, check_grpc_response, check_rest_response, grpc_response_decode_ms,
                        rest_response_decode_ms)
 from benchmarks.results.schema import ResultRow, ResultWriter
+from export.contract import PROMETHEUS_PATH
 from benchmarks.clients.transports import DEFAULT_GRPC_CLIENT, GRPC_CLIENTS, client_name, make_transport, ok
 
 log = logging.getLogger(__name__)
@@ -200,10 +201,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", nargs="*", default=[], metavar="NAME[:N_FEATURES]",
                    help="model names to call (default: every model under --models-dir)")
     p.add_argument("--n-features", type=int, default=0, help="feature count when no manifest is available")
-    p.add_argument("--batch-sizes", type=int_list, default=d.batch_sizes, help=f"comma list (default {_csv(d.batch_sizes)})")
+    p.add_argument("--batch-sizes", type=int_list, default=d.batch_sizes,
+                   help=f"comma list (default {_csv(d.batch_sizes)})")
     p.add_argument("--concurrency", type=int_list, default=d.concurrencies,
                    help=f"closed-loop concurrency sweep, comma list (default {_csv(d.concurrencies)})")
-    p.add_argument("--window-s", type=float, default=d.window_s, help=f"measurement window length (default {d.window_s:g} s)")
+    p.add_argument("--window-s", type=float, default=d.window_s,
+                   help=f"measurement window length (default {d.window_s:g} s)")
     p.add_argument("--max-windows", type=int, default=d.max_windows,
                    help="cap on windows per point; a point without 3 agreeing windows is marked unstable "
                         f"(default {d.max_windows})")
@@ -213,14 +216,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loadgen", nargs="*", default=[], choices=LOADGEN_SCENARIOS,
                    help="also run these MLPerf LoadGen scenarios (open loop)")
     p.add_argument("--loadgen-qps", type=float_list, default=d.loadgen_qps,
-                   help=f"Server: Poisson arrival rates; Offline: expected qps (comma list, default {_csv(d.loadgen_qps)})")
+                   help="Server: Poisson arrival rates; Offline: expected qps "
+                        f"(comma list, default {_csv(d.loadgen_qps)})")
     p.add_argument("--loadgen-duration-ms", type=int, default=d.loadgen_min_duration_ms,
                    help=f"LoadGen min duration (default {d.loadgen_min_duration_ms})")
     p.add_argument("--loadgen-latency-ms", type=float, default=d.loadgen_target_latency_ms,
-                   help=f"Server scenario p99 latency bound for LoadGen's VALID verdict (default {d.loadgen_target_latency_ms:g})")
+                   help="Server scenario p99 latency bound for LoadGen's VALID verdict "
+                        f"(default {d.loadgen_target_latency_ms:g})")
     p.add_argument("--server-label", default="", help="how to name the server in the results (e.g. embedded-graph)")
     p.add_argument("--metrics-url", default="",
-                   help="Prometheus endpoint to diff per point, e.g. http://127.0.0.1:8501/monitoring/prometheus/metrics")
+                   help=f"Prometheus endpoint to diff per point, e.g. http://{DEFAULT_REST_TARGET}{PROMETHEUS_PATH}")
     p.add_argument("--grpc-channels", type=int, default=d.grpc_channels,
                    help="grpc.aio client: channels (TCP connections) to spread calls over")
     p.add_argument("--grpc-client", choices=GRPC_CLIENTS, default=d.grpc_client,

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from benchmarks.commands.common import DEFAULT_MODELS, DEFAULT_RESULTS
+from benchmarks.commands.common import DEFAULT_MODELS, DEFAULT_RESULTS, DEFAULT_SERVER_MODE, SERVER_MODES
 
 if TYPE_CHECKING:
     from benchmarks.reliability.faults import Sentinel
@@ -74,10 +74,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="training epochs of the version exported during the rollout (default 3, 1 with --quick)")
     parser.add_argument("--poll-seconds", type=float, default=1.0,
                         help="server's --file-system-poll-wait-seconds (default 1, TF Serving's default)")
-    parser.add_argument("--concurrency", type=int, default=4, help="load streams during rollout/broken/kill (default 4)")
+    parser.add_argument("--concurrency", type=int, default=4,
+                        help="load streams during rollout/broken/kill (default 4)")
     parser.add_argument("--overload-concurrency", type=int, default=128,
                         help="concurrent streams in the overload phase (default 128)")
-    parser.add_argument("--mode", choices=("graph", "xla", "eager"), default="graph", help="server mode (default graph)")
+    parser.add_argument("--mode", choices=SERVER_MODES, default=DEFAULT_SERVER_MODE,
+                        help=f"server mode (default {DEFAULT_SERVER_MODE})")
     parser.add_argument("--run-id", default=None, help="run id (default: timestamp + random suffix)")
     parser.add_argument("--skip", nargs="*", default=[], choices=PHASES,
                         help="phases to leave out (they are reported as skipped)")
