@@ -8,7 +8,8 @@ for REST, so errors can be counted by code; ok() says which statuses are success
 Adding a client is one class: decorate it with @register_client(kind=..., choice=..., row_name=...) and
 give it a from_options() constructor; make_transport() then builds it when asked for by that choice,
 and result rows name it by row_name. The class must live in a module that benchmarks/clients/transports.py
-imports (grpc_aio, grpc_curl and rest are), so the registry is complete whoever asks.
+imports (grpc_aio, grpc_curl and rest are): code that builds clients imports them from there, so the
+registry is complete before anyone asks it.
 """
 from __future__ import annotations
 

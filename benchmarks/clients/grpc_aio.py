@@ -6,7 +6,7 @@ because every call holds the GIL while blocking; one event loop with many calls 
 from __future__ import annotations
 
 from benchmarks.clients.base import TransportOptions, register_client
-from benchmarks.clients.payloads import PREDICT_METHOD
+from export.contract import PREDICT_METHOD
 
 MAX_MESSAGE = 256 * 2**20  # large batches exceed gRPC's default 4 MB receive limit
 

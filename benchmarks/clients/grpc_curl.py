@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from benchmarks.clients.base import TransportOptions, register_client
-from benchmarks.clients.payloads import PREDICT_METHOD
+from export.contract import PREDICT_METHOD
 
 # HTTP status -> gRPC status when a response carries no grpc-status (gRPC's HTTP-to-gRPC mapping doc)
 _HTTP_TO_GRPC = {400: "INTERNAL", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "UNIMPLEMENTED",
