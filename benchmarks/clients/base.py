@@ -18,7 +18,6 @@ from typing import Callable, Protocol, TypeVar
 
 
 class Transport(Protocol):
-    name: str  # the protocol it speaks (grpc | rest): set by register_client from `kind`
     target: str
 
     async def send(self, payload: bytes) -> tuple[str, bytes | None]: ...
@@ -65,7 +64,6 @@ def register_client(*, kind: str, choice: str, row_name: str, default: bool = Fa
                              f"{cls.__name__})")
         if default and any(s.default for s in clients.values()):
             raise ValueError(f"{kind} has a default client already; {cls.__name__} cannot be a second one")
-        cls.name = kind
         clients[choice] = ClientSpec(kind, choice, row_name, cls, default)
         return cls
 
