@@ -50,6 +50,7 @@ num_batch_threads { value: 1 }
 
 
 PHASES = ("rollout", "broken", "hostile", "soak", "kill", "overload")  # in the order they run
+SOAK_S = 600.0
 QUICK_SOAK_S = 20.0
 MAX_REQUEST_BYTES = 4 * 2**20  # the server's --max-request-bytes, also the hostile phase's body limit
 MAX_TENSOR_ELEMENTS = 2**20  # the server's --max-tensor-elements
@@ -63,8 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="export directory holding residual_regressor (copied; never modified)")
     parser.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS,
                         help="where <run-id>/reliability.{json,md} are written (default artifacts/results)")
-    parser.add_argument("--soak-seconds", type=float, default=600.0,
-                        help="soak duration at half of measured capacity (default 600 = 10 minutes)")
+    parser.add_argument("--soak-seconds", type=float, default=SOAK_S,
+                        help=f"soak duration at half of measured capacity (default {SOAK_S:g} = 10 minutes)")
     parser.add_argument("--quick", action="store_true",
                         help=f"short version of every phase (soak {QUICK_SOAK_S:g} s unless --soak-seconds is given, "
                              "fewer hostile examples, 1-epoch export)")
@@ -148,7 +149,7 @@ def _open_run(args: argparse.Namespace) -> _Run:
     from benchmarks.reliability.summary import ReliabilityReport
     from benchmarks.results.schema import capture_environment, new_run_id
 
-    quick_soak = args.quick and args.soak_seconds == 600.0
+    quick_soak = args.quick and args.soak_seconds == SOAK_S  # --quick shortens the soak unless one was given
     settings = {"soak_seconds": QUICK_SOAK_S if quick_soak else args.soak_seconds,
                 "hostile_examples": args.hostile_examples or (80 if args.quick else 300),
                 "rollout_epochs": args.rollout_epochs or (1 if args.quick else 3),
@@ -166,10 +167,10 @@ def _open_run(args: argparse.Namespace) -> _Run:
 
 def _prepare_models(run: _Run, src: Path) -> None:
     from benchmarks.reliability import faults
-    from export.contract import list_versions
+    from export.contract import latest_version_dir
 
     run.models = faults.make_scratch_models(src, run.scratch / "models")
-    run.sentinel = faults.make_sentinel(run.scratch / "outside", run.model_dir / str(max(list_versions(run.model_dir))))
+    run.sentinel = faults.make_sentinel(run.scratch / "outside", latest_version_dir(run.model_dir).path)
 
 
 def _phases_on_main_server(run: _Run) -> None:
@@ -183,7 +184,7 @@ def _phases_on_main_server(run: _Run) -> None:
                            extra_args=["--file-system-poll-wait-seconds", str(args.poll_seconds),
                                        "--max-request-bytes", str(MAX_REQUEST_BYTES),
                                        "--max-tensor-elements", str(MAX_TENSOR_ELEMENTS)])
-    _log("starting the embedded server (graph mode) ...")
+    _log(f"starting the embedded server ({args.mode} mode) ...")
     server.start()
     try:
         client.wait_settled(server.grpc_target)
