@@ -92,3 +92,18 @@ def test_registry_refuses_a_module_without_the_command_interface():
     refusal = r"benchmarks\.commands\.common does not define add_arguments\(\) and main\(\)"
     with pytest.raises(RuntimeError, match=refusal):
         Command("plumbing", "benchmarks.commands.common", "not a command").load()
+
+
+def test_one_module_serves_grpc_rest_sweep_and_loadgen_with_todays_flags():
+    from benchmarks.__main__ import build_parser
+
+    def parse(*argv: str):
+        return build_parser(list(argv)).parse_args(list(argv))
+
+    sweep = parse("sweep", "--kind", "rest", "--concurrency", "2,4")
+    assert (sweep.command, sweep.kind, sweep.concurrency, sweep.grpc_client) == ("sweep", "rest", (2, 4), "aio")
+    grpc = parse("grpc", "--grpc-client", "curl")
+    assert (grpc.command, grpc.target, grpc.batch_sizes, grpc.loadgen_duration_ms) == ("grpc", None, (1, 8, 64), 5000)
+    assert not hasattr(grpc, "kind")  # grpc and rest are the kind; only sweep and loadgen take --kind
+    with pytest.raises(SystemExit):
+        parse("rest", "--kind", "grpc")

@@ -18,7 +18,7 @@ from benchmarks.commands.common import (DEFAULT_GRPC_TARGET, DEFAULT_MODELS, DEF
                                         finish_run, float_list, int_list, open_run)
 from benchmarks.measure import prometheus
 from benchmarks.load.closed_loop import CPU_SATURATION_PCT, run_closed_loop
-from benchmarks.load.loadgen import LoadGenConfig, run_loadgen
+from benchmarks.load.loadgen import SCENARIOS as LOADGEN_SCENARIOS, LoadGenConfig, run_loadgen
 from benchmarks.clients.payloads import (Payload, build_payload, check_grpc_response, check_rest_response, grpc_response_decode_ms,
                        rest_response_decode_ms)
 from benchmarks.results.schema import ResultRow, ResultWriter
@@ -185,9 +185,6 @@ def _loadgen_point(cfg: ServedConfig, p: Payload, payload: list[bytes], scenario
 
 
 # -- `python -m benchmarks grpc | rest | sweep | loadgen` ------------------------------------------------
-LOADGEN_SCENARIOS = ("single_stream", "server", "offline")
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of the four served commands; sweep and loadgen also take --kind (grpc and rest are the kind)."""
     d = ServedConfig
