@@ -17,278 +17,39 @@ import argparse
 import logging
 import os
 import sys
-from pathlib import Path
 
-from benchmarks.commands.common import DEFAULT_MODELS, add_run_args, finish_run, float_list, int_list, open_run
+from benchmarks.commands.registry import COMMANDS, find
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def _models_arg(args: argparse.Namespace) -> list[tuple[str, int]]:
-    from benchmarks.clients.payloads import DEFAULT_N_FEATURES, discover_models
-
-    found = {m.name: m.n_features for m in discover_models(args.models_dir)} if args.models_dir else {}
-    if args.models:
-        out = []
-        for spec in args.models:
-            name, _, nf = spec.partition(":")
-            out.append((name, int(nf) if nf else found.get(name, args.n_features or DEFAULT_N_FEATURES)))
-        return out
-    if not found:
-        raise SystemExit(f"error: no models under {args.models_dir}; pass --models NAME[:N_FEATURES] "
-                         "or export first (python -m export)")
-    return sorted(found.items())
-
-
-def _served_args(p: argparse.ArgumentParser, kind: str) -> None:
-    from benchmarks.clients.transports import GRPC_CLIENTS
-    p.add_argument("--target", default=None,
-                   help="host:port of the endpoint (default 127.0.0.1:8500 for gRPC, 127.0.0.1:8501 for REST)")
-    p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS,
-                   help="exported models (read for names and n_features; nothing is loaded)")
-    p.add_argument("--models", nargs="*", default=[], metavar="NAME[:N_FEATURES]",
-                   help="model names to call (default: every model under --models-dir)")
-    p.add_argument("--n-features", type=int, default=0, help="feature count when no manifest is available")
-    p.add_argument("--batch-sizes", type=int_list, default=(1, 8, 64), help="comma list (default 1,8,64)")
-    p.add_argument("--concurrency", type=int_list, default=(1, 4, 16, 64),
-                   help="closed-loop concurrency sweep, comma list (default 1,4,16,64)")
-    p.add_argument("--window-s", type=float, default=2.0, help="measurement window length (default 2 s)")
-    p.add_argument("--max-windows", type=int, default=10,
-                   help="cap on windows per point; a point without 3 agreeing windows is marked unstable (default 10)")
-    p.add_argument("--stability-pct", type=float, default=10.0,
-                   help="3 consecutive windows must agree within this %% on throughput and mean latency (default 10)")
-    p.add_argument("--loadgen", nargs="*", default=[], choices=["single_stream", "server", "offline"],
-                   help="also run these MLPerf LoadGen scenarios (open loop)")
-    p.add_argument("--loadgen-qps", type=float_list, default=(100.0,),
-                   help="Server: Poisson arrival rates; Offline: expected qps (comma list, default 100)")
-    p.add_argument("--loadgen-duration-ms", type=int, default=5000, help="LoadGen min duration (default 5000)")
-    p.add_argument("--loadgen-latency-ms", type=float, default=100.0,
-                   help="Server scenario p99 latency bound for LoadGen's VALID verdict (default 100)")
-    p.add_argument("--server-label", default="", help="how to name the server in the results (e.g. embedded-graph)")
-    p.add_argument("--metrics-url", default="",
-                   help="Prometheus endpoint to diff per point, e.g. http://127.0.0.1:8501/monitoring/prometheus/metrics")
-    p.add_argument("--grpc-channels", type=int, default=1,
-                   help="grpc.aio client: channels (TCP connections) to spread calls over")
-    p.add_argument("--grpc-client", choices=GRPC_CLIENTS, default="aio",
-                   help="gRPC client: aio = grpc.aio (the reference implementation); curl = libcurl's HTTP/2 via "
-                        "pycurl, 2-3x less client CPU per call, for rates above ~6,000 req/s (see `capacity`)")
-    p.add_argument("--timeout-s", type=float, default=30.0, help="per-request deadline")
-    add_run_args(p)
-
-
-def cmd_served(args: argparse.Namespace) -> int:
-    from benchmarks.commands.served import ServedConfig, run_served
-
-    kind = args.command if args.command in ("grpc", "rest") else args.kind
-    if args.target is None:
-        args.target = "127.0.0.1:8500" if kind == "grpc" else "127.0.0.1:8501"
-    w = open_run(args, kind, server_kind=args.server_label or "external")
-    cfg = ServedConfig(kind=kind, target=args.target, models=_models_arg(args), batch_sizes=args.batch_sizes,
-                       concurrencies=() if args.command == "loadgen" else args.concurrency,
-                       window_s=args.window_s, max_windows=args.max_windows, stability_pct=args.stability_pct,
-                       timeout_s=args.timeout_s, grpc_channels=args.grpc_channels, grpc_client=args.grpc_client,
-                       server_label=args.server_label or "external", metrics_url=args.metrics_url,
-                       loadgen_scenarios=tuple(args.loadgen) if args.command != "sweep" else (),
-                       loadgen_qps=args.loadgen_qps, loadgen_min_duration_ms=args.loadgen_duration_ms,
-                       loadgen_target_latency_ms=args.loadgen_latency_ms, loadgen_dir=w.run_dir / "loadgen",
-                       progress=not args.no_progress)
-    run_served(cfg, w)
-    finish_run(w)
-    return 0
-
-
-def cmd_inprocess(args: argparse.Namespace) -> int:
-    from benchmarks.commands.inprocess import InprocessConfig, run_inprocess
-
-    w = open_run(args, "inprocess", server_kind="none", server_mode="inprocess")
-    run_inprocess(InprocessConfig(args.models_dir, tuple(args.models), tuple(args.modes), args.batch_sizes,
-                                  args.budget_s, version=args.version, progress=not args.no_progress), w)
-    finish_run(w)
-    return 0
-
-
-def cmd_capacity(args: argparse.Namespace) -> int:
-    from benchmarks.commands.capacity import choose_server, run_capacity
-
-    server = choose_server(args.server, args.install)  # before open_run: the environment block names it
-    w = open_run(args, "capacity", server_kind="noop-native" if server == "native" else "noop", server_mode="noop")
-    run_capacity(w, concurrencies=args.concurrency, transports=tuple(args.transports),
-                 grpc_clients=tuple(args.grpc_clients), server=server, window_s=args.window_s,
-                 max_windows=args.max_windows, grpc_channels=args.grpc_channels, progress=not args.no_progress)
-    finish_run(w)
-    return 0
-
-
-def cmd_noop(args: argparse.Namespace) -> int:
-    from benchmarks.targets import noop_python as noop_server
-
-    return noop_server.main(args)
-
-
-def cmd_locust(args: argparse.Namespace) -> int:
-    from benchmarks.commands.locust import main
-
-    return main(args)
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    from benchmarks.results.compare import run_compare
-    from benchmarks.results.schema import resolve_run
-
-    base = resolve_run(args.base, args.results_dir)
-    new = resolve_run(args.new, args.results_dir)
-    code, text, _ = run_compare(base, new, threshold=args.threshold / 100.0, max_samples=args.max_samples,
-                                ignore=tuple(args.ignore))
-    print(text)
-    print(">> verdict:", "REGRESSION beyond threshold" if code else "no significant regression beyond threshold")
-    return code
-
-
-def cmd_suite(args: argparse.Namespace) -> int:
-    from benchmarks.commands.suite import main
-
-    return main(args)
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from benchmarks.commands.demo import main
-
-    return main(args)
-
-
-def cmd_wrk(args: argparse.Namespace) -> int:
-    from benchmarks.commands.wrk import main
-
-    return main(args)
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    from benchmarks.results.plots import write_plots
-    from benchmarks.results.report import write_report
-    from benchmarks.results.schema import load_run, resolve_run
-
-    run = load_run(resolve_run(args.run, args.results_dir))
-    made = write_plots(run.rows, run.run_dir)
-    print(write_report(run.run_dir, run.run_id, run.environment, run.rows, made))
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from benchmarks.clients.transports import GRPC_CLIENTS
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    """The command list from the registry; only the command named in argv gets its arguments (and its module
+    imported), so listing the commands costs nothing."""
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-v", "--verbose", action="store_true")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("inprocess", help="Keras eager / predict_on_batch / tf.function / XLA / SavedModel, per batch size")
-    p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS)
-    p.add_argument("--models", nargs="*", default=[], help="only these models (default: all exported)")
-    p.add_argument("--modes", nargs="*", default=["eager", "predict_on_batch", "graph", "xla", "savedmodel"],
-                   choices=["eager", "predict_on_batch", "graph", "xla", "savedmodel"])
-    p.add_argument("--batch-sizes", type=int_list, default=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
-                   help="comma list (default 1,2,4,...,1024)")
-    p.add_argument("--budget-s", type=float, default=1.0, help="steady-state seconds per point (default 1)")
-    p.add_argument("--version", type=int, default=None, help="model version (default newest)")
-    add_run_args(p)
-    p.set_defaults(func=cmd_inprocess)
-
-    for kind in ("grpc", "rest"):
-        p = sub.add_parser(kind, help=f"{kind.upper()} Predict: closed-loop concurrency sweep (+ optional LoadGen scenarios)")
-        _served_args(p, kind)
-        p.set_defaults(func=cmd_served)
-    p = sub.add_parser("sweep", help="closed-loop concurrency sweep only (perf_analyzer's stability rule)")
-    p.add_argument("--kind", choices=["grpc", "rest"], default="grpc")
-    _served_args(p, "grpc")
-    p.set_defaults(func=cmd_served)
-    p = sub.add_parser("loadgen", help="MLPerf LoadGen open-loop scenarios only (give --loadgen SCENARIO ...)")
-    p.add_argument("--kind", choices=["grpc", "rest"], default="grpc")
-    _served_args(p, "grpc")
-    p.set_defaults(func=cmd_served)
-
-    p = sub.add_parser("capacity", help="load-generator capacity: drive a no-op server as hard as possible",
-                       description="How many requests/s one load-generator process drives (goal 5,000, stretch "
-                                   "10,000), per client, with its CPU cost per request. The no-op server must be "
-                                   "cheaper than the client or the run measures the server: --server auto uses "
-                                   "nghttpd (gRPC) + nginx (REST) when installed, else the Python no-op server "
-                                   "with a warning.")
-    p.add_argument("--concurrency", type=int_list, default=(16, 64, 256), help="comma list (default 16,64,256)")
-    p.add_argument("--transports", nargs="*", default=["grpc", "rest"], choices=["grpc", "rest"])
-    p.add_argument("--grpc-clients", nargs="*", default=list(GRPC_CLIENTS), choices=GRPC_CLIENTS,
-                   help="gRPC clients to measure (default: all)")
-    p.add_argument("--server", choices=["auto", "native", "python"], default="auto",
-                   help="no-op server: native = nghttpd + nginx (Debian packages), python = benchmarks noop-server; "
-                        "auto = native when installed (default)")
-    p.add_argument("--install", action="store_true",
-                   help="apt-get install nghttp2-server and nginx-light if missing (root)")
-    p.add_argument("--window-s", type=float, default=2.0, help="measurement window (default 2 s)")
-    p.add_argument("--max-windows", type=int, default=6, help="cap on windows per point (default 6)")
-    p.add_argument("--grpc-channels", type=int, default=1, help="grpc.aio client: channels (default 1)")
-    add_run_args(p)
-    p.set_defaults(func=cmd_capacity)
-
-    from benchmarks.targets import noop_python as noop_server
-
-    p = sub.add_parser("noop-server", help="serve a no-op Predict over gRPC and REST (capacity tests, tooling tests)")
-    noop_server.add_arguments(p)
-    p.set_defaults(func=cmd_noop)
-
-    from benchmarks.commands.locust import add_arguments as locust_args
-
-    p = sub.add_parser("locust", help="Locust headless load test (gRPC + REST users; --workers N for distributed)")
-    locust_args(p)
-    add_run_args(p)
-    p.set_defaults(func=cmd_locust)
-
-    p = sub.add_parser("compare", help="compare two runs: %% change + bootstrap verdict; exit 1 on a significant regression")
-    p.add_argument("base", help="run id (under --results-dir), run directory or results.json; 'latest' works")
-    p.add_argument("new")
-    p.add_argument("--results-dir", type=Path, default=Path("artifacts/results"))
-    p.add_argument("--threshold", type=float, default=5.0, help="regression threshold in %% of median latency (default 5)")
-    p.add_argument("--max-samples", type=int, default=4000, help="samples drawn from each histogram (default 4000)")
-    p.add_argument("--ignore", nargs="*", default=[], choices=["server", "mode", "target_rate", "concurrency", "client"],
-                   help="key fields to ignore when matching rows (e.g. compare eager vs graph servers)")
-    p.set_defaults(func=cmd_compare)
-
-    from benchmarks.commands.suite import add_arguments as suite_args
-
-    p = sub.add_parser("suite", help="standard suite: in-process + gRPC + REST (+ LoadGen) against the embedded server")
-    suite_args(p)
-    add_run_args(p)
-    p.set_defaults(func=cmd_suite)
-
-    from benchmarks.commands.demo import add_arguments as demo_args
-
-    p = sub.add_parser("demo", help="end to end: export if needed, graph vs eager server, all tables and plots (<10 min)")
-    demo_args(p)
-    add_run_args(p)
-    p.set_defaults(func=cmd_demo)
-
-    from benchmarks.commands.wrk import add_arguments as wrk_args
-
-    p = sub.add_parser("wrk", help="cross-check our REST client's p50 against wrk at the same concurrency")
-    wrk_args(p)
-    add_run_args(p)
-    p.set_defaults(func=cmd_wrk)
-
-    p = sub.add_parser("report", help="re-render report.md and plots of an existing run")
-    p.add_argument("run", help="run id, run directory or 'latest'")
-    p.add_argument("--results-dir", type=Path, default=Path("artifacts/results"))
-    p.set_defaults(func=cmd_report)
-
-    from benchmarks.reliability.cli import add_reliability_arguments, run_reliability
-
-    p = sub.add_parser("reliability", help="rollout, broken versions, kill/restart, overload, hostile input, soak")
-    add_reliability_arguments(p)
-    p.set_defaults(func=run_reliability)
+    chosen = next((a for a in argv if not a.startswith("-")), None)  # top-level options take no values
+    for cmd in COMMANDS:
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help.replace("%%", "%"))
+        if cmd.name == chosen:
+            p.set_defaults(command=cmd.name)  # lets a module serving several commands see which one this is
+            cmd.load().add_arguments(p)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = build_parser(argv).parse_args(argv)
+    except RuntimeError as e:  # a registered module without the command interface
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        return int(args.func(args) or 0)
+        return int(find(args.command).load().main(args) or 0)
     except (FileNotFoundError, ValueError, TimeoutError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

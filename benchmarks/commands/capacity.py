@@ -3,27 +3,29 @@
 If a benchmark's throughput gets near this ceiling, it measures the client, not the server. The
 no-op server must therefore be far cheaper per request than the client, or the run measures the
 server instead. By default (`--server auto`) we use the native one (nghttpd for gRPC, nginx for REST,
-see native_noop.py) when its binaries are installed, and fall back to the Python no-op server with a
+see targets/noop_native.py) when its binaries are installed, and fall back to the Python no-op server with a
 printed warning: that one saturates its own core near 2,000 gRPC req/s on this class of machine.
 
-Every gRPC client of the load generator is measured (`grpc.aio` and `libcurl`, see transports.py), and
+Every gRPC client of the load generator is measured (`grpc.aio` and `libcurl`, see benchmarks/clients/), and
 the REST one. The load generator and the server share this machine's cores, so each row also reports
 the client's CPU (process, and its event-loop thread, the one that saturates first), the server's CPU
 and the whole machine's, and the client CPU per request -> the rate one free core could drive.
 """
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 from pathlib import Path
 
 import psutil
 
+from benchmarks.commands.common import add_run_args, finish_run, int_list, open_run
 from benchmarks.load.closed_loop import run_closed_loop
 from benchmarks.clients.payloads import build_payload
 from benchmarks.results.schema import ResultRow, ResultWriter
 from benchmarks.targets.managed import ManagedServer
-from benchmarks.clients.transports import GRPC_CLIENTS, client_name, make_transport
+from benchmarks.clients.transports import GRPC_CLIENTS, client_name, find_client, make_transport
 
 log = logging.getLogger(__name__)
 GOAL_RPS = 5000
@@ -83,17 +85,21 @@ def _start_server(kind: str, run_dir: Path):
     raise ValueError(f"capacity server must be native or python (resolve auto with choose_server), not {kind!r}")
 
 
-def run_capacity(w: ResultWriter, *, server: str, concurrencies=(16, 64, 256), transports=("grpc", "rest"),
-                 grpc_clients: tuple[str, ...] = GRPC_CLIENTS, window_s: float = 2.0, max_windows: int = 6,
-                 grpc_channels: int = 1, progress: bool = True) -> list[ResultRow]:
+CONCURRENCIES = (16, 64, 256)
+TRANSPORTS = ("grpc", "rest")
+WINDOW_S = 2.0
+MAX_WINDOWS = 6
+
+
+def run_capacity(w: ResultWriter, *, server: str, concurrencies=CONCURRENCIES, transports=TRANSPORTS,
+                 grpc_clients: tuple[str, ...] = GRPC_CLIENTS, window_s: float = WINDOW_S,
+                 max_windows: int = MAX_WINDOWS, grpc_channels: int = 1, progress: bool = True) -> list[ResultRow]:
     """Drive the no-op server `server` ('native' | 'python', see choose_server) with every client."""
     from tqdm import tqdm
 
-    for c in grpc_clients:
-        if c not in GRPC_CLIENTS:
-            raise ValueError(f"unknown gRPC client {c!r} ({'|'.join(GRPC_CLIENTS)})")
-    # (transport kind, gRPC client) pairs; REST has one client
-    plan = [(kind, c) for kind in transports for c in (grpc_clients if kind == "grpc" else ("aio",))]
+    # (transport kind, client choice) pairs: every gRPC client asked for; other kinds have one client each
+    plan = [(kind, find_client(kind, c).choice) for kind in transports
+            for c in (grpc_clients if kind == "grpc" else (None,))]
     rows: list[ResultRow] = []
     p = build_payload("noop_model", 1, 10)
     srv = _start_server(server, w.run_dir)
@@ -165,3 +171,36 @@ def verdict_line(best: ResultRow) -> str:
             f"{x['loop_thread_cpu_percent']:.0f}%, server ~{x['server_cpu_percent_approx']:.0f}%, machine "
             f"{x['system_cpu_percent']:.0f}% of all cores) -> {verdict}; client cost {x['client_cpu_us_per_request']} µs "
             f"CPU/request; its event loop would saturate at ~{x['projected_client_ceiling_rps']:,} req/s")
+
+
+# -- `python -m benchmarks capacity` (make capacity) ---------------------------------------------------
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = ("How many requests/s one load-generator process drives (goal 5,000, stretch 10,000), per "
+                     "client, with its CPU cost per request. The no-op server must be cheaper than the client or "
+                     "the run measures the server: --server auto uses nghttpd (gRPC) + nginx (REST) when "
+                     "installed, else the Python no-op server with a warning.")
+    p.add_argument("--concurrency", type=int_list, default=CONCURRENCIES,
+                   help="comma list (default " + ",".join(map(str, CONCURRENCIES)) + ")")
+    p.add_argument("--transports", nargs="*", default=list(TRANSPORTS), choices=TRANSPORTS)
+    p.add_argument("--grpc-clients", nargs="*", default=list(GRPC_CLIENTS), choices=GRPC_CLIENTS,
+                   help="gRPC clients to measure (default: all)")
+    p.add_argument("--server", choices=SERVER_CHOICES, default="auto",
+                   help="no-op server: native = nghttpd + nginx (Debian packages), python = benchmarks noop-server; "
+                        "auto = native when installed (default)")
+    p.add_argument("--install", action="store_true",
+                   help="apt-get install nghttp2-server and nginx-light if missing (root)")
+    p.add_argument("--window-s", type=float, default=WINDOW_S, help=f"measurement window (default {WINDOW_S:g} s)")
+    p.add_argument("--max-windows", type=int, default=MAX_WINDOWS,
+                   help=f"cap on windows per point (default {MAX_WINDOWS})")
+    p.add_argument("--grpc-channels", type=int, default=1, help="grpc.aio client: channels (default 1)")
+    add_run_args(p)
+
+
+def main(args: argparse.Namespace) -> int:
+    server = choose_server(args.server, args.install)  # before open_run: the environment block names it
+    w = open_run(args, "capacity", server_kind="noop-native" if server == "native" else "noop", server_mode="noop")
+    run_capacity(w, concurrencies=args.concurrency, transports=tuple(args.transports),
+                 grpc_clients=tuple(args.grpc_clients), server=server, window_s=args.window_s,
+                 max_windows=args.max_windows, grpc_channels=args.grpc_channels, progress=not args.no_progress)
+    finish_run(w)
+    return 0

@@ -7,9 +7,14 @@ import sys
 from pathlib import Path
 
 from benchmarks.results.schema import ResultWriter, capture_environment, new_run_id
+from serving.flags import MODES as SERVER_MODES
 
 DEFAULT_RESULTS = Path("artifacts/results")
 DEFAULT_MODELS = Path("artifacts/models")
+DEFAULT_GRPC_TARGET = "127.0.0.1:8500"  # TF Serving's default ports (--port, --rest_api_port)
+DEFAULT_REST_TARGET = "127.0.0.1:8501"
+SERVERS = ("embedded", "noop", "none")  # what --server starts for a run (targets/managed.py start_for_run)
+DEFAULT_SERVER_MODE = "graph"
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
@@ -17,6 +22,21 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
                    help="where run directories are created (default artifacts/results)")
     p.add_argument("--run-id", default="", help="name of the run directory (default: timestamp-kind-random)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
+
+
+def add_server_args(p: argparse.ArgumentParser, server_help: str | None = None, *, targets: bool = True) -> None:
+    """--server and --mode (the server a command starts), and the endpoints used with --server none."""
+    p.add_argument("--server", choices=SERVERS, default=SERVERS[0], help=server_help)
+    p.add_argument("--mode", choices=SERVER_MODES, default=DEFAULT_SERVER_MODE, help="embedded server mode")
+    if targets:
+        p.add_argument("--grpc-target", default=DEFAULT_GRPC_TARGET)
+        p.add_argument("--rest-target", default=DEFAULT_REST_TARGET)
+
+
+def add_serve_args_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                   help="extra argument for `python -m serving serve` (repeat), e.g. --server-arg=--enable-batching "
+                        "--server-arg=--batching-parameters-file=docker/batching/batching_cpu.config")
 
 
 def open_run(args: argparse.Namespace, prefix: str, *, server_kind: str = "", server_mode: str = "") -> ResultWriter:

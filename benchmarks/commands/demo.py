@@ -12,7 +12,8 @@ import argparse
 import time
 from pathlib import Path
 
-from benchmarks.commands.common import DEFAULT_MODELS, finish_run, open_run
+from benchmarks.commands.common import (DEFAULT_MODELS, SERVER_MODES, add_run_args, add_serve_args_option, finish_run,
+                                        open_run)
 from benchmarks.clients.payloads import discover_models
 from benchmarks.results.report import eager_vs_graph, grpc_vs_rest, openloop_table, table
 from benchmarks.targets.managed import ManagedServer
@@ -20,12 +21,11 @@ from benchmarks.targets.managed import ManagedServer
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS)
-    p.add_argument("--server-modes", nargs="*", default=["graph", "eager"], choices=["graph", "xla", "eager"])
+    p.add_argument("--server-modes", nargs="*", default=["graph", "eager"], choices=SERVER_MODES)
     p.add_argument("--skip-locust", action="store_true")
     p.add_argument("--locust-workers", type=int, default=0)
-    p.add_argument("--server-arg", action="append", default=[], metavar="ARG",
-                   help="extra argument for `python -m serving serve` (repeat), e.g. --server-arg=--enable-batching "
-                        "--server-arg=--batching-parameters-file=docker/batching/batching_cpu.config")
+    add_serve_args_option(p)
+    add_run_args(p)
 
 
 def served_modes_table(rows) -> str:

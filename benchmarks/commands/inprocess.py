@@ -13,12 +13,14 @@ state is then timed call by call into an HdrHistogram until a time budget or ite
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from benchmarks.commands.common import DEFAULT_MODELS, add_run_args, finish_run, int_list, open_run
 from benchmarks.measure.histogram import LatencyHistogram
 from benchmarks.clients.payloads import DEFAULT_BATCH_SIZES, discover_models, make_inputs
 from benchmarks.results.schema import ResultRow, ResultWriter
@@ -123,3 +125,24 @@ def run_inprocess(cfg: InprocessConfig, writer: ResultWriter | None = None) -> l
         del keras_model, loaded
     bar.close()
     return rows
+
+
+# -- `python -m benchmarks inprocess` ------------------------------------------------------------------
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = InprocessConfig
+    p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS)
+    p.add_argument("--models", nargs="*", default=[], help="only these models (default: all exported)")
+    p.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES)
+    p.add_argument("--batch-sizes", type=int_list, default=d.batch_sizes, help="comma list (default 1,2,4,...,1024)")
+    p.add_argument("--budget-s", type=float, default=d.budget_s,
+                   help=f"steady-state seconds per point (default {d.budget_s:g})")
+    p.add_argument("--version", type=int, default=d.version, help="model version (default newest)")
+    add_run_args(p)
+
+
+def main(args: argparse.Namespace) -> int:
+    w = open_run(args, "inprocess", server_kind="none", server_mode="inprocess")
+    run_inprocess(InprocessConfig(args.models_dir, tuple(args.models), tuple(args.modes), args.batch_sizes,
+                                  args.budget_s, version=args.version, progress=not args.no_progress), w)
+    finish_run(w)
+    return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from benchmarks.commands.common import DEFAULT_MODELS, finish_run, open_run
+from benchmarks.commands.common import DEFAULT_MODELS, add_run_args, add_server_args, finish_run, open_run
 from benchmarks.load.locust_run import LocustConfig, run_locust
 from benchmarks.clients.payloads import discover_models
 from benchmarks.targets.managed import start_for_run
@@ -24,11 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--step-users", type=int, default=4)
     p.add_argument("--step-seconds", type=float, default=5.0)
     p.add_argument("--steps", type=int, default=3)
-    p.add_argument("--server", choices=["embedded", "noop", "none"], default="embedded",
-                   help="start this server for the test (none: use --grpc-target/--rest-target)")
-    p.add_argument("--mode", choices=["graph", "xla", "eager"], default="graph", help="embedded server mode")
-    p.add_argument("--grpc-target", default="127.0.0.1:8500")
-    p.add_argument("--rest-target", default="127.0.0.1:8501")
+    add_server_args(p, "start this server for the test (none: use --grpc-target/--rest-target)")
+    add_run_args(p)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -2,24 +2,28 @@
 
 Per model and batch size: build the request once (its encode cost measured separately), check one
 real response (shape) and measure its decode cost, then
-  * a closed-loop concurrency sweep (perf_analyzer's method, engine.py), one row per concurrency;
-  * optional open-loop MLPerf LoadGen scenarios (loadgen_runner.py), one row per scenario/rate.
+  * a closed-loop concurrency sweep (perf_analyzer's method, load/closed_loop.py), one row per concurrency;
+  * optional open-loop MLPerf LoadGen scenarios (load/loadgen.py), one row per scenario/rate.
 Server-side Prometheus deltas are attached to each row when a metrics URL answers.
 """
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.commands.common import (DEFAULT_GRPC_TARGET, DEFAULT_MODELS, DEFAULT_REST_TARGET, add_run_args,
+                                        finish_run, float_list, int_list, open_run)
 from benchmarks.measure import prometheus
 from benchmarks.load.closed_loop import CPU_SATURATION_PCT, run_closed_loop
-from benchmarks.load.loadgen import LoadGenConfig, run_loadgen
+from benchmarks.load.loadgen import SCENARIOS as LOADGEN_SCENARIOS, LoadGenConfig, run_loadgen
 from benchmarks.clients.payloads import (Payload, build_payload, check_grpc_response, check_rest_response, grpc_response_decode_ms,
                        rest_response_decode_ms)
 from benchmarks.results.schema import ResultRow, ResultWriter
-from benchmarks.clients.transports import client_name, make_transport, ok
+from export.contract import PROMETHEUS_PATH
+from benchmarks.clients.transports import DEFAULT_GRPC_CLIENT, GRPC_CLIENTS, client_name, make_transport, ok
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +41,13 @@ class ServedConfig:
     warmup_s: float = 0.5
     timeout_s: float = 30.0
     grpc_channels: int = 1
-    grpc_client: str = "aio"  # aio (grpc.aio) | curl (libcurl HTTP/2): see transports.py
+    grpc_client: str = DEFAULT_GRPC_CLIENT  # aio (grpc.aio) | curl (libcurl HTTP/2): see benchmarks/clients/
     signature: str = "serving_default"
     server_label: str = ""  # e.g. embedded-graph, tfserving, noop
     metrics_url: str = ""  # Prometheus endpoint (REST port), optional
     loadgen_scenarios: tuple[str, ...] = ()  # single_stream | server | offline
     loadgen_qps: tuple[float, ...] = (100.0,)
-    loadgen_min_duration_ms: int = 2000
+    loadgen_min_duration_ms: int = 5000
     loadgen_target_latency_ms: float = 100.0
     loadgen_dir: Path | None = None
     progress: bool = True
@@ -94,32 +98,8 @@ def run_served(cfg: ServedConfig, writer: ResultWriter | None = None) -> list[Re
             payload = [_payload_bytes(cfg.kind, p)]
             for conc in cfg.concurrencies:
                 bar.set_postfix_str(f"{model} b={bs} c={conc}")
-                before = prometheus.scrape(cfg.metrics_url)
-
-                async def point():
-                    t = make_transport(cfg.kind, cfg.target, p.rest_path, concurrency=conc,
-                                       timeout_s=cfg.timeout_s, grpc_channels=cfg.grpc_channels,
-                                       grpc_client=cfg.grpc_client)
-                    try:
-                        return await run_closed_loop(t, payload, conc, window_s=cfg.window_s,
-                                                     max_windows=cfg.max_windows, stability_pct=cfg.stability_pct,
-                                                     warmup_s=cfg.warmup_s, fixed_windows=cfg.fixed_windows)
-                    finally:
-                        await t.close()
-
-                r = asyncio.run(point())
-                after = prometheus.scrape(cfg.metrics_url)
-                row = ResultRow.from_histogram(r.hist, duration_s=r.duration_s, errors=r.n_errors,
-                                               errors_by_code=r.errors, scenario="closed", concurrency=conc,
-                                               stable=r.stable, client_cpu_percent=round(r.client_cpu_pct, 1),
-                                               client_saturated=r.saturated, **common)
-                row.achieved_rate = row.throughput_rps
-                row.warnings = r.warnings() + ([problem] if problem else [])
-                row.extra = {"windows": r.windows, "window_throughputs": r.window_throughputs,
-                             "max_deviation_pct": round(r.deviation_pct, 2) if r.deviation_pct != float("inf") else None,
-                             "system_cpu_percent": round(r.system_cpu_pct, 1),
-                             "loop_thread_cpu_percent": round(r.loop_cpu_pct, 1),
-                             "server_metrics": prometheus.delta(before, after, model), **cfg.extra}
+                row = _closed_point(cfg, p, payload, conc, common)
+                row.warnings += [problem] if problem else []
                 rows.append(row)
                 if writer:
                     writer.append(row)
@@ -134,6 +114,35 @@ def run_served(cfg: ServedConfig, writer: ResultWriter | None = None) -> list[Re
                     bar.update(1)
     bar.close()
     return rows
+
+
+def _closed_point(cfg: ServedConfig, p: Payload, payload: list[bytes], conc: int, common: dict) -> ResultRow:
+    """One closed-loop point at concurrency `conc`, with the server's Prometheus delta over it."""
+    before = prometheus.scrape(cfg.metrics_url)
+
+    async def point():
+        t = make_transport(cfg.kind, cfg.target, p.rest_path, concurrency=conc, timeout_s=cfg.timeout_s,
+                           grpc_channels=cfg.grpc_channels, grpc_client=cfg.grpc_client)
+        try:
+            return await run_closed_loop(t, payload, conc, window_s=cfg.window_s, max_windows=cfg.max_windows,
+                                         stability_pct=cfg.stability_pct, warmup_s=cfg.warmup_s,
+                                         fixed_windows=cfg.fixed_windows)
+        finally:
+            await t.close()
+
+    r = asyncio.run(point())
+    after = prometheus.scrape(cfg.metrics_url)
+    row = ResultRow.from_histogram(r.hist, duration_s=r.duration_s, errors=r.n_errors, errors_by_code=r.errors,
+                                   scenario="closed", concurrency=conc, stable=r.stable,
+                                   client_cpu_percent=round(r.client_cpu_pct, 1), client_saturated=r.saturated,
+                                   **common)
+    row.achieved_rate = row.throughput_rps
+    row.warnings = r.warnings()
+    row.extra = {"windows": r.windows, "window_throughputs": r.window_throughputs,
+                 "max_deviation_pct": round(r.deviation_pct, 2) if r.deviation_pct != float("inf") else None,
+                 "system_cpu_percent": round(r.system_cpu_pct, 1), "loop_thread_cpu_percent": round(r.loop_cpu_pct, 1),
+                 "server_metrics": prometheus.delta(before, after, p.model), **cfg.extra}
+    return row
 
 
 def _loadgen_point(cfg: ServedConfig, p: Payload, payload: list[bytes], scenario: str, qps: float,
@@ -173,3 +182,93 @@ def _loadgen_point(cfg: ServedConfig, p: Payload, payload: list[bytes], scenario
     if writer:
         writer.append(row)
     return row
+
+
+# -- `python -m benchmarks grpc | rest | sweep | loadgen` ------------------------------------------------
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of the four served commands; sweep and loadgen also take --kind (grpc and rest are the kind)."""
+    d = ServedConfig
+    if p.get_default("command") in ("sweep", "loadgen"):
+        p.add_argument("--kind", choices=["grpc", "rest"], default="grpc")
+    p.add_argument("--target", default=None,
+                   help=f"host:port of the endpoint (default {DEFAULT_GRPC_TARGET} for gRPC, {DEFAULT_REST_TARGET} "
+                        "for REST)")
+    p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS,
+                   help="exported models (read for names and n_features; nothing is loaded)")
+    p.add_argument("--models", nargs="*", default=[], metavar="NAME[:N_FEATURES]",
+                   help="model names to call (default: every model under --models-dir)")
+    p.add_argument("--n-features", type=int, default=0, help="feature count when no manifest is available")
+    p.add_argument("--batch-sizes", type=int_list, default=d.batch_sizes,
+                   help=f"comma list (default {_csv(d.batch_sizes)})")
+    p.add_argument("--concurrency", type=int_list, default=d.concurrencies,
+                   help=f"closed-loop concurrency sweep, comma list (default {_csv(d.concurrencies)})")
+    p.add_argument("--window-s", type=float, default=d.window_s,
+                   help=f"measurement window length (default {d.window_s:g} s)")
+    p.add_argument("--max-windows", type=int, default=d.max_windows,
+                   help="cap on windows per point; a point without 3 agreeing windows is marked unstable "
+                        f"(default {d.max_windows})")
+    p.add_argument("--stability-pct", type=float, default=d.stability_pct,
+                   help="3 consecutive windows must agree within this %% on throughput and mean latency "
+                        f"(default {d.stability_pct:g})")
+    p.add_argument("--loadgen", nargs="*", default=[], choices=LOADGEN_SCENARIOS,
+                   help="also run these MLPerf LoadGen scenarios (open loop)")
+    p.add_argument("--loadgen-qps", type=float_list, default=d.loadgen_qps,
+                   help="Server: Poisson arrival rates; Offline: expected qps "
+                        f"(comma list, default {_csv(d.loadgen_qps)})")
+    p.add_argument("--loadgen-duration-ms", type=int, default=d.loadgen_min_duration_ms,
+                   help=f"LoadGen min duration (default {d.loadgen_min_duration_ms})")
+    p.add_argument("--loadgen-latency-ms", type=float, default=d.loadgen_target_latency_ms,
+                   help="Server scenario p99 latency bound for LoadGen's VALID verdict "
+                        f"(default {d.loadgen_target_latency_ms:g})")
+    p.add_argument("--server-label", default="", help="how to name the server in the results (e.g. embedded-graph)")
+    p.add_argument("--metrics-url", default="",
+                   help=f"Prometheus endpoint to diff per point, e.g. http://{DEFAULT_REST_TARGET}{PROMETHEUS_PATH}")
+    p.add_argument("--grpc-channels", type=int, default=d.grpc_channels,
+                   help="grpc.aio client: channels (TCP connections) to spread calls over")
+    p.add_argument("--grpc-client", choices=GRPC_CLIENTS, default=d.grpc_client,
+                   help="gRPC client: aio = grpc.aio (the reference implementation); curl = libcurl's HTTP/2 via "
+                        "pycurl, 2-3x less client CPU per call, for rates above ~6,000 req/s (see `capacity`)")
+    p.add_argument("--timeout-s", type=float, default=d.timeout_s, help="per-request deadline")
+    add_run_args(p)
+
+
+def main(args: argparse.Namespace) -> int:
+    kind = args.command if args.command in ("grpc", "rest") else args.kind
+    if args.target is None:
+        args.target = DEFAULT_GRPC_TARGET if kind == "grpc" else DEFAULT_REST_TARGET
+    label = args.server_label or "external"
+    w = open_run(args, kind, server_kind=label)
+    cfg = ServedConfig(kind=kind, target=args.target, models=models_arg(args), batch_sizes=args.batch_sizes,
+                       concurrencies=() if args.command == "loadgen" else args.concurrency,
+                       window_s=args.window_s, max_windows=args.max_windows, stability_pct=args.stability_pct,
+                       timeout_s=args.timeout_s, grpc_channels=args.grpc_channels, grpc_client=args.grpc_client,
+                       server_label=label, metrics_url=args.metrics_url,
+                       loadgen_scenarios=tuple(args.loadgen) if args.command != "sweep" else (),
+                       loadgen_qps=args.loadgen_qps, loadgen_min_duration_ms=args.loadgen_duration_ms,
+                       loadgen_target_latency_ms=args.loadgen_latency_ms, loadgen_dir=w.run_dir / "loadgen",
+                       progress=not args.no_progress)
+    run_served(cfg, w)
+    finish_run(w)
+    return 0
+
+
+def models_arg(args: argparse.Namespace) -> list[tuple[str, int]]:
+    """(model, n_features) to call: --models NAME[:N] as given (N from the manifest if omitted), else every
+    exported model under --models-dir."""
+    from benchmarks.clients.payloads import DEFAULT_N_FEATURES, discover_models
+
+    found = {m.name: m.n_features for m in discover_models(args.models_dir)} if args.models_dir else {}
+    if args.models:
+        out = []
+        for spec in args.models:
+            name, _, nf = spec.partition(":")
+            out.append((name, int(nf) if nf else found.get(name, args.n_features or DEFAULT_N_FEATURES)))
+        return out
+    if not found:
+        raise SystemExit(f"error: no models under {args.models_dir}; pass --models NAME[:N_FEATURES] "
+                         "or export first (python -m export)")
+    return sorted(found.items())
+
+
+def _csv(values) -> str:
+    return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)

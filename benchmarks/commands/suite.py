@@ -8,7 +8,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.commands.common import DEFAULT_MODELS, finish_run, open_run
+from benchmarks.commands.common import (DEFAULT_MODELS, add_run_args, add_serve_args_option, add_server_args,
+                                        finish_run, open_run)
 from benchmarks.clients.payloads import discover_models
 from benchmarks.targets.managed import start_for_run
 
@@ -50,15 +51,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     size.add_argument("--quick", action="store_true", help="smoke run (< 2 min): 1 model, eager+graph, tiny sweeps")
     size.add_argument("--extended", action="store_true",
                       help="11 batch sizes, 4 concurrencies, 2 LoadGen rates, longer windows (~13 min here)")
-    p.add_argument("--server", choices=["embedded", "noop", "none"], default="embedded",
-                   help="server to benchmark: start the embedded one (default), the no-op one, or use --grpc-target/--rest-target")
-    p.add_argument("--mode", choices=["graph", "xla", "eager"], default="graph", help="embedded server mode")
-    p.add_argument("--grpc-target", default="127.0.0.1:8500")
-    p.add_argument("--rest-target", default="127.0.0.1:8501")
+    add_server_args(p, "server to benchmark: start the embedded one (default), the no-op one, or use "
+                       "--grpc-target/--rest-target")
     p.add_argument("--skip-inprocess", action="store_true")
-    p.add_argument("--server-arg", action="append", default=[], metavar="ARG",
-                   help="extra argument for `python -m serving serve` (repeat), e.g. --server-arg=--enable-batching "
-                        "--server-arg=--batching-parameters-file=docker/batching/batching_cpu.config")
+    add_serve_args_option(p)
+    add_run_args(p)
 
 
 def main(args: argparse.Namespace) -> int:

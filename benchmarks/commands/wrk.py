@@ -15,7 +15,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from benchmarks.commands.common import DEFAULT_MODELS, finish_run, open_run
+from benchmarks.commands.common import (DEFAULT_MODELS, DEFAULT_REST_TARGET, add_run_args, add_server_args, finish_run,
+                                        open_run)
 from benchmarks.load.closed_loop import run_closed_loop
 from benchmarks.clients.payloads import build_payload, discover_models
 from benchmarks.results.schema import ResultRow
@@ -46,10 +47,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--concurrency", type=int, default=8, help="connections for wrk = in-flight requests for ours")
     p.add_argument("--duration-s", type=int, default=10)
-    p.add_argument("--server", choices=["embedded", "noop", "none"], default="embedded")
-    p.add_argument("--mode", choices=["graph", "xla", "eager"], default="graph")
-    p.add_argument("--target", default="127.0.0.1:8501", help="REST host:port with --server none")
+    add_server_args(p, "start this server for the check (none: use --target)", targets=False)
+    p.add_argument("--target", default=DEFAULT_REST_TARGET, help="REST host:port with --server none")
     p.add_argument("--install", action="store_true", help="apt-get install wrk if it is missing")
+    add_run_args(p)
 
 
 def wrk_binary(install: bool) -> str | None:

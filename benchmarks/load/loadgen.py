@@ -93,7 +93,8 @@ def run_loadgen(transport_factory: Callable[[], Transport], payloads: list[bytes
     box: list[Transport] = []
 
     async def setup():
-        # grpc.aio channels and aiohttp sessions bind to the loop they are created on.
+        # a transport binds to the loop it is created on (grpc.aio channels, the REST client's semaphore and
+        # streams, libcurl's socket watches): create it here, on the loop LoadGen's callbacks run on.
         sem.append(asyncio.Semaphore(cfg.offline_max_inflight))
         box.append(transport_factory())
 

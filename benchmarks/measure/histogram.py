@@ -15,9 +15,6 @@ LOWEST_US = 1
 HIGHEST_US = 120 * 1_000_000  # 2 minutes: anything slower is clamped (and counted) rather than lost
 SIGNIFICANT_DIGITS = 3
 
-PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
-
-
 @dataclass
 class LatencySummary:
     """Percentiles in milliseconds, in the order the result schema uses."""

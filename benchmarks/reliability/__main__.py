@@ -1,4 +1,6 @@
 """`python -m benchmarks.reliability` = `python -m benchmarks reliability`."""
-from benchmarks.reliability.cli import main
+import sys
 
-raise SystemExit(main())
+from benchmarks.__main__ import main
+
+raise SystemExit(main(["reliability", *sys.argv[1:]]))

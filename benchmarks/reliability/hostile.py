@@ -241,11 +241,6 @@ def rest_strategies(limit_bytes: int | None = None) -> dict:
     return out
 
 
-def rest_cases(limit_bytes: int | None = None):
-    """All REST kinds as one strategy."""
-    return st.one_of(list(rest_strategies(limit_bytes).values()))
-
-
 def check_rest_answer(case: RestCase, status: int, body: bytes) -> str | None:
     if status >= 500:
         return f"HTTP {status} (server error) for a client's mistake: {body[:200]!r}"
@@ -388,10 +383,6 @@ def grpc_input_set_cases(draw) -> GrpcCase:
         good(INPUT)
         req.output_filter.append(draw(names.filter(lambda s: s != "predictions")))
     return GrpcCase("input_set", req, False, 0, form)
-
-
-def grpc_cases():
-    return st.one_of(grpc_tensor_cases(), grpc_input_set_cases())
 
 
 def grpc_case_is_valid(req: Any, max_elements: int | None = None) -> tuple[bool, int]:

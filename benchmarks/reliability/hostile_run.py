@@ -184,10 +184,6 @@ class HostileResult:
     config_reload: str | None = None
     skipped: str = ""
 
-    @property
-    def rss_growth_mib(self) -> float:
-        return self.rss_after_mib - self.rss_before_mib
-
     def as_dict(self) -> dict:
         return {"tried": self.tally.tried, "failures": self.tally.failures, "problems": self.tally.problems,
                 "total": self.tally.total, "failed": self.tally.failed,

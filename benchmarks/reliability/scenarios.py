@@ -161,10 +161,6 @@ class BrokenResult:
     def failed(self) -> int:
         return int(self.load["failed"]) + int(self.load["unaccounted"])
 
-    @property
-    def all_refused(self) -> bool:
-        return all(o.refused for o in self.outcomes)
-
 
 def broken_versions_under_load(grpc_target: str, rest_target: str | None, model_dir: Path, *, payload: bytes,
                                kinds: tuple[str, ...] = tuple(BROKEN_KINDS), concurrency: int = 2,

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.results.report import fmt, table
+from benchmarks.results.report import table
 from benchmarks.results.schema import KEY_FIELDS, ResultRow, atomic_write_text, load_run
 
 
@@ -49,6 +49,11 @@ class Comparison:
     n_new: int
     verdict: str
     stable: str = ""  # "" when both points were stable (or not sweeps); otherwise which side was not
+
+
+THRESHOLD_PCT = 5.0  # a regression is a median latency change beyond this many percent
+THRESHOLD = THRESHOLD_PCT / 100
+MAX_SAMPLES = 4000  # samples drawn from each row's histogram for the bootstrap
 
 
 def median_change_ci(base: np.ndarray, new: np.ndarray, *, confidence: float = 0.95, n_resamples: int = 2000,
@@ -76,7 +81,7 @@ def verdict_for(point: float, lo: float, hi: float, threshold: float) -> str:
     return "no change"
 
 
-def compare_samples(base: np.ndarray, new: np.ndarray, threshold: float = 0.05, seed: int = 0) -> tuple[str, float, float, float]:
+def compare_samples(base: np.ndarray, new: np.ndarray, threshold: float = THRESHOLD, seed: int = 0) -> tuple[str, float, float, float]:
     point, lo, hi = median_change_ci(np.asarray(base, float), np.asarray(new, float), seed=seed)
     return verdict_for(point, lo, hi, threshold), point, lo, hi
 
@@ -87,8 +92,8 @@ def _pct(a: float, b: float) -> float:
     return (b / a - 1.0) * 100.0
 
 
-def compare_rows(base_rows: list[ResultRow], new_rows: list[ResultRow], *, threshold: float = 0.05,
-                 max_samples: int = 4000, min_samples: int = 20, ignore: tuple[str, ...] = (),
+def compare_rows(base_rows: list[ResultRow], new_rows: list[ResultRow], *, threshold: float = THRESHOLD,
+                 max_samples: int = MAX_SAMPLES, min_samples: int = 20, ignore: tuple[str, ...] = (),
                  seed: int = 0) -> tuple[list[Comparison], list[dict], list[dict]]:
     """-> (comparisons, keys only in base, keys only in new)."""
     fields = [f for f in KEY_FIELDS if f not in ignore]
@@ -159,7 +164,7 @@ def render(cmps: list[Comparison], base_id: str, new_id: str, threshold: float, 
     return "\n".join(parts)
 
 
-def run_compare(base: Path, new: Path, *, threshold: float = 0.05, max_samples: int = 4000,
+def run_compare(base: Path, new: Path, *, threshold: float = THRESHOLD, max_samples: int = MAX_SAMPLES,
                 ignore: tuple[str, ...] = (), write: bool = True) -> tuple[int, str, list[Comparison]]:
     b, n = load_run(base), load_run(new)
     cmps, only_b, only_n = compare_rows(b.rows, n.rows, threshold=threshold, max_samples=max_samples, ignore=ignore)

@@ -5,7 +5,6 @@ take the benchmark down); readiness = every model reports AVAILABLE over REST.
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -162,15 +161,6 @@ class ManagedServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def describe(server: ManagedServer) -> dict:
-    return {"kind": server.kind, "mode": server.mode, "grpc": server.grpc_target, "rest": server.rest_target,
-            "command": " ".join(server.command()), "log": str(server.log_path or "")}
-
-
-def dumps(d: dict) -> str:
-    return json.dumps(d, indent=1)
 
 
 def start_for_run(args, run_dir: Path, models: tuple[str, ...], extra_args: tuple[str, ...] = ()) -> ManagedServer | None:

@@ -1,6 +1,6 @@
 """A native (C/C++) no-op TF Serving look-alike, so that a capacity run measures the load generator.
 
-Why: our Python no-op server (noop_server.py) spends ~570 µs of CPU per gRPC Predict on grpc.aio and
+Why: our Python no-op server (noop_python.py) spends ~570 µs of CPU per gRPC Predict on grpc.aio and
 ~300 µs per REST request on gevent; on a 2-core machine it saturates its core near 2,000 gRPC req/s
 and 3,500 REST req/s, long before one load-generator process does. Capacity then measures the server.
 Two stock servers from Debian's packages answer in a few µs instead:
@@ -14,7 +14,10 @@ Two stock servers from Debian's packages answer in a few µs instead:
   ``/v1/models/<name>[/versions/N|/labels/L]:predict`` route TF Serving uses.
 
 What a no-op server does NOT do, by design: it never parses the request (every Predict gets the same
-answer, shaped for the batch size it was built for), checks no model name and runs nothing. nghttpd
+answer, shaped for the batch size it was built for), checks no model name and runs nothing. So its error
+answers stop at the route: a REST path outside /v1/ is 404 and a /v1/ path that is no API route is 400 (as TF
+Serving answers), but a malformed body on a valid :predict route still gets 200, and any gRPC request body
+gets OK -- telling those apart means parsing the request, the cost this server exists to avoid. nghttpd
 sends no ``content-type`` header for an extension-less path; grpcio and libcurl accept that, a strict
 client might not. Use it for capacity only; for tooling tests the Python no-op server is the faithful one.
 
@@ -68,9 +71,13 @@ http {{
       default_type application/json;
       return 200 '{status}';
     }}
+    location /v1/ {{  # under /v1/ but no API route: malformed, 400 as TF Serving answers
+      default_type application/json;
+      return 400 '{{"error": "Malformed request"}}';
+    }}
     location / {{
       default_type application/json;
-      return 404 '{{"error": "Malformed request"}}';
+      return 404 '{{"error": "Not found"}}';
     }}
   }}
 }}

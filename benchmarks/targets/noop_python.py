@@ -9,12 +9,9 @@ Run: python -m benchmarks noop-server --grpc-port 8600 --rest-port 8601 [--delay
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import logging
 import re
-import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -22,8 +19,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from benchmarks.clients import protos
-
-log = logging.getLogger("noop-server")
 
 _MODEL_RE = re.compile(r"^/v1/models/([^/:]+)(?:/versions/(\d+)|/labels/([A-Za-z0-9_]+))?(:predict|/metadata)?$")
 METRICS_PATH = "/monitoring/prometheus/metrics"
@@ -167,7 +162,7 @@ def _rest_app(core: NoopCore):
     cache: dict[bytes, tuple[bytes, int]] = {}
 
     def reply(start_response, code: int, body: bytes, ctype: str = "application/json"):
-        reasons = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
+        reasons = {200: "OK", 400: "Bad Request", 404: "Not Found", 501: "Not Implemented"}
         start_response(f"{code} {reasons.get(code, 'Error')}",
                        [("Content-Type", ctype), ("Content-Length", str(len(body)))])
         return [body]
@@ -182,17 +177,12 @@ def _rest_app(core: NoopCore):
         method = environ.get("REQUEST_METHOD", "GET")
         if path == METRICS_PATH:
             return reply(start_response, 200, core.metrics.render(), "text/plain; version=0.0.4")
-        m = _MODEL_RE.match(path)
-        if not m:
-            return err(start_response, 404, f"Malformed request: {method} {path}")
-        model, _v, _l, action = m.groups()
-        if not core.known(model):
-            return err(start_response, 404, f"Servable not found for request: Latest({model})")
-        if action is None and method == "GET":
+        model, action, error = _route(core, method, path)
+        if error:
+            return err(start_response, *error)
+        if action is None:
             return reply(start_response, 200, json.dumps({"model_version_status": [
                 {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}).encode())
-        if action != ":predict" or method != "POST":
-            return err(start_response, 404, f"Malformed request: {method} {path}")
         t0 = time.perf_counter()
         n = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(n) if n else b""
@@ -216,6 +206,25 @@ def _rest_app(core: NoopCore):
         return reply(start_response, 200, hit[0])
 
     return app
+
+
+def _route(core: NoopCore, method: str, path: str) -> tuple[str, str | None, tuple[int, str] | None]:
+    """-> (model, action, (HTTP code, message) when the request gets an error), as TF Serving and the embedded
+    server route: outside /v1/ nothing exists (404); a /v1/ path or method that is no API route is a
+    malformed request (400, INVALID_ARGUMENT); an unknown model is NOT_FOUND (404)."""
+    if not path.lower().startswith("/v1/"):
+        return "", None, (404, f"Not found: {method} {path}")
+    m = _MODEL_RE.match(path)
+    if not m:
+        return "", None, (400, f"Malformed request: {method} {path}")
+    model, _v, _l, action = m.groups()
+    if not core.known(model):
+        return model, action, (404, f"Servable not found for request: Latest({model})")
+    if (action, method) in ((None, "GET"), (":predict", "POST")):
+        return model, action, None
+    if (action, method) == ("/metadata", "GET"):
+        return model, action, (501, "model metadata is not implemented by the no-op server")
+    return model, action, (400, f"Malformed request: {method} {path}")
 
 
 def _serve_rest(core: NoopCore, ready: threading.Event, port_box: list[int], stop: threading.Event) -> None:
@@ -326,34 +335,3 @@ class NoopServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host", default="127.0.0.1", help="bind address (loopback only by default)")
-    p.add_argument("--grpc-port", type=int, default=8600, help="gRPC port (0 = pick a free one)")
-    p.add_argument("--rest-port", type=int, default=8601, help="REST port (0 = pick a free one)")
-    p.add_argument("--delay-ms", type=float, default=0.0, help="sleep this long in every Predict (simulate work)")
-    p.add_argument("--models", nargs="*", default=[], help="model names to accept (default: any)")
-    p.add_argument("--ready-file", default="", help="write {'grpc_port','rest_port'} JSON here once listening")
-
-
-def main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s noop-server %(message)s")
-    srv = NoopServer(NoopConfig(args.grpc_port, args.rest_port, args.host, args.delay_ms, tuple(args.models)),
-                     rest_process=True).start()
-    msg = {"grpc_port": srv.grpc_port, "rest_port": srv.rest_port}
-    if args.ready_file:
-        from pathlib import Path
-
-        from benchmarks.results.schema import atomic_write_text
-
-        atomic_write_text(Path(args.ready_file), json.dumps(msg))
-    log.info("listening: gRPC %s:%d  REST http://%s:%d  (Ctrl-C to stop)", args.host, srv.grpc_port, args.host,
-             srv.rest_port)
-    done = threading.Event()
-    for s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(s, lambda *_: done.set())
-    done.wait()
-    srv.stop()
-    log.info("stopped after %d requests", srv.core.requests)
-    return 0

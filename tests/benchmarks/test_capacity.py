@@ -1,5 +1,6 @@
-"""Load-generator capacity: the libcurl gRPC client agrees with grpc.aio, the native no-op server
-answers like TF Serving on both APIs, and a brief capacity run writes well-formed rows, report and plot.
+"""Load-generator capacity: the no-op servers answer like TF Serving on both APIs, saturation is judged on
+the event loop, and a brief capacity run writes well-formed rows, report and plot. (The clients themselves
+are tested in test_clients.py.)
 
 No throughput is asserted anywhere (a timing verdict on a shared machine is not a test); the capacity
 figures themselves come from `python -m benchmarks capacity` and are reported in the README.
@@ -16,76 +17,20 @@ import pytest
 from benchmarks.commands import capacity
 from benchmarks.targets import noop_native as native_noop
 from benchmarks.clients import protos
-from benchmarks.load.closed_loop import ClosedResult, run_closed_loop
+from benchmarks.load.closed_loop import ClosedResult
 from benchmarks.measure.histogram import LatencyHistogram
 from benchmarks.targets.noop_python import NoopConfig, NoopServer
 from benchmarks.clients.payloads import build_payload
 from benchmarks.results.plots import write_plots
 from benchmarks.results.report import render
 from benchmarks.results.schema import RESULTS_JSON, ResultWriter, capture_environment, load_run
-from benchmarks.targets.managed import free_port
-from benchmarks.clients.transports import CurlGrpcTransport, GrpcTransport, RestTransport
+from benchmarks.clients.transports import RestTransport
+from tests.benchmarks.test_clients import send_with_each_grpc_client
 
 NATIVE_MISSING = native_noop.missing_binaries()
 needs_native = pytest.mark.skipif(
     bool(NATIVE_MISSING), reason=f"native no-op server binaries not installed ({', '.join(NATIVE_MISSING)}): "
                                  "apt-get install nghttp2-server nginx-light")
-
-
-async def _send_both(target: str, payload: bytes, timeout_s: float = 5.0) -> dict[str, tuple[str, bytes | None]]:
-    out = {}
-    for name, cls in (("aio", GrpcTransport), ("curl", CurlGrpcTransport)):
-        t = cls(target, timeout_s=timeout_s)
-        try:
-            out[name] = await t.send(payload)
-        finally:
-            await t.close()
-    return out
-
-
-@pytest.mark.timeout(60)
-def test_curl_client_gives_the_same_status_and_bytes_as_grpc_aio():
-    good, unknown = build_payload("known", 3, 10).grpc_bytes, build_payload("other", 1, 10).grpc_bytes
-    with NoopServer(NoopConfig(models=("known",))) as s:
-        target = f"127.0.0.1:{s.grpc_port}"
-        ok = asyncio.run(_send_both(target, good))
-        assert ok["aio"][0] == ok["curl"][0] == "OK" and ok["aio"][1] == ok["curl"][1]
-        resp = protos.load()["predict_pb2"].PredictResponse.FromString(ok["curl"][1])
-        assert [d.size for d in resp.outputs["predictions"].tensor_shape.dim] == [3, 1]
-        assert {k: v[0] for k, v in asyncio.run(_send_both(target, unknown)).items()} == \
-            {"aio": "NOT_FOUND", "curl": "NOT_FOUND"}
-        assert {k: v[0] for k, v in asyncio.run(_send_both(target, b"\xff\xfe not a proto")).items()} == \
-            {"aio": "INVALID_ARGUMENT", "curl": "INVALID_ARGUMENT"}
-    with NoopServer(NoopConfig(delay_ms=500)) as slow:
-        late = asyncio.run(_send_both(f"127.0.0.1:{slow.grpc_port}", good, timeout_s=0.1))
-        assert {k: v[0] for k, v in late.items()} == {"aio": "DEADLINE_EXCEEDED", "curl": "DEADLINE_EXCEEDED"}
-    gone = asyncio.run(_send_both(f"127.0.0.1:{free_port()}", good))
-    assert {k: v[0] for k, v in gone.items()} == {"aio": "UNAVAILABLE", "curl": "UNAVAILABLE"}
-
-
-@pytest.mark.timeout(60)
-def test_curl_client_multiplexes_calls_and_reuses_handles():
-    import time
-
-    p = build_payload("m", 2, 10)
-    with NoopServer(NoopConfig(delay_ms=200)) as s:
-        async def run():
-            t = CurlGrpcTransport(f"127.0.0.1:{s.grpc_port}")
-            try:
-                t0 = time.perf_counter()
-                first = await asyncio.gather(*(t.send(p.grpc_bytes) for _ in range(16)))
-                wall = time.perf_counter() - t0
-                second = await asyncio.gather(*(t.send(p.grpc_bytes) for _ in range(16)))
-                return first + second, wall, len(t._by_curl)
-            finally:
-                await t.close()
-
-        results, wall, handles = asyncio.run(run())
-    assert [r[0] for r in results] == ["OK"] * 32
-    # 16 calls to a server that sleeps 200 ms each: one at a time would take >= 3.2 s. Behaviour, not
-    # speed: the bound is 2x slack over what concurrency allows.
-    assert wall < 1.6, f"16 calls took {wall:.2f} s: not in flight together"
-    assert handles == 16  # the second round reused the first round's easy handles
 
 
 def test_saturation_is_judged_on_the_event_loop_thread():
@@ -136,8 +81,8 @@ def test_capacity_server_choice(monkeypatch, capsys):
 def test_native_noop_server_answers_grpc_and_rest():
     p = build_payload("any_model", 1, 10)
     with native_noop.NativeNoopServer(batch_size=1) as srv:
-        both = asyncio.run(_send_both(srv.grpc_target, p.grpc_bytes))
-        assert both["aio"][0] == both["curl"][0] == "OK" and both["aio"][1] == both["curl"][1]
+        answers = asyncio.run(send_with_each_grpc_client(srv.grpc_target, p.grpc_bytes))
+        assert {status for status, _ in answers.values()} == {"OK"} and len({b for _, b in answers.values()}) == 1
 
         async def rest(path: str):
             t = RestTransport(srv.rest_target, path, connections=1)
@@ -150,7 +95,27 @@ def test_native_noop_server_answers_grpc_and_rest():
         assert status == "200" and json.loads(body) == {"predictions": [[0.0]]}
         assert asyncio.run(rest("/v1/models/m/versions/2:predict"))[0] == "200"
         assert asyncio.run(rest("/v2/nothing"))[0] == "404"
+        assert asyncio.run(rest("/v1/nothing"))[0] == "400"  # a /v1/ path that is no API route is malformed
     assert not srv.procs  # both children reaped
+
+
+@pytest.mark.timeout(60)
+def test_python_noop_rest_errors_are_tf_servings():
+    p = build_payload("known", 1, 10)
+    with NoopServer(NoopConfig(models=("known",))) as srv:
+        async def rest(path: str, body: bytes = p.rest_body):
+            t = RestTransport(f"127.0.0.1:{srv.rest_port}", path, connections=1)
+            try:
+                return (await t.send(body))[0]
+            finally:
+                await t.close()
+
+        assert asyncio.run(rest(p.rest_path)) == "200"
+        assert asyncio.run(rest("/v1/models/known:predict", b'{"nope": 1}')) == "400"  # bad body: INVALID_ARGUMENT
+        assert asyncio.run(rest("/v1/models/known:frobnicate")) == "400"  # malformed request, as TF Serving says
+        assert asyncio.run(rest("/v1/nothing")) == "400"
+        assert asyncio.run(rest("/v1/models/other:predict")) == "404"  # unknown model: NOT_FOUND
+        assert asyncio.run(rest("/v2/nothing")) == "404"  # outside the API
 
 
 def _brief_capacity(tmp_path, server: str):

@@ -147,14 +147,14 @@ def test_report_verdict_files_and_table(tmp_path: Path) -> None:
 
 
 def test_cli_help_and_missing_models(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from benchmarks.reliability.cli import main
+    from benchmarks.__main__ import main
 
     with pytest.raises(SystemExit) as exc:
-        main(["--help"])
+        main(["reliability", "--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert "--soak-seconds" in out and "--quick" in out
-    assert main(["--models-dir", str(tmp_path), "--results-dir", str(tmp_path / "r")]) == 2
+    assert main(["reliability", "--models-dir", str(tmp_path), "--results-dir", str(tmp_path / "r")]) == 2
     assert "export the models first" in capsys.readouterr().err
 
 

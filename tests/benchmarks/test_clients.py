@@ -1,0 +1,159 @@
+"""Load-generator clients: the registry (one class = one selectable client), every gRPC client agrees with
+grpc.aio on status and bytes, libcurl multiplexes and reuses handles, the REST client parses what servers send."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from benchmarks.clients import base, protos
+from benchmarks.clients.payloads import build_payload
+from benchmarks.clients.transports import (DEFAULT_GRPC_CLIENT, GRPC_CLIENTS, CurlGrpcTransport, GrpcTransport,
+                                           RestTransport, client_name, make_transport)
+from benchmarks.targets.managed import free_port
+from benchmarks.targets.noop_python import NoopConfig, NoopServer
+
+
+async def send_with_each_grpc_client(target: str, payload: bytes,
+                                     timeout_s: float = 5.0) -> dict[str, tuple[str, bytes | None]]:
+    """One call per registered gRPC client: {--grpc-client choice: (status, response bytes)}."""
+    out = {}
+    for choice in GRPC_CLIENTS:
+        t = make_transport("grpc", target, timeout_s=timeout_s, grpc_client=choice)
+        try:
+            out[choice] = await t.send(payload)
+        finally:
+            await t.close()
+    return out
+
+
+def _statuses(answers: dict[str, tuple[str, bytes | None]]) -> set[str]:
+    assert set(answers) == set(GRPC_CLIENTS)
+    return {status for status, _ in answers.values()}
+
+
+def test_builtin_clients_keep_their_command_line_and_row_names():
+    assert GRPC_CLIENTS == ("aio", "curl") and DEFAULT_GRPC_CLIENT == "aio"
+    assert [client_name("grpc", c) for c in GRPC_CLIENTS] == ["grpc.aio", "libcurl"]
+    assert client_name("grpc") == "grpc.aio"
+    assert client_name("rest") == client_name("rest", "curl") == "asyncio-http1"  # --grpc-client is gRPC's only
+    assert type(make_transport("grpc", "127.0.0.1:1", grpc_client="curl")) is CurlGrpcTransport
+    rest = make_transport("rest", "127.0.0.1:1", "/v1/models/m:predict", concurrency=3, timeout_s=2.0)
+    assert type(rest) is RestTransport and rest.path == "/v1/models/m:predict" and rest._limit == 3
+    assert [base.find_client("grpc", c).cls for c in GRPC_CLIENTS] == [GrpcTransport, CurlGrpcTransport]
+    with pytest.raises(ValueError, match=r"unknown gRPC client 'h3' \(aio\|curl\)"):
+        make_transport("grpc", "127.0.0.1:1", grpc_client="h3")
+    with pytest.raises(ValueError, match=r"unknown transport 'soap' \(grpc\|rest\)"):
+        client_name("soap")
+
+
+def test_a_client_registered_by_one_class_is_selectable_and_names_its_rows(monkeypatch):
+    monkeypatch.setattr(base, "_CLIENTS", {kind: dict(specs) for kind, specs in base._CLIENTS.items()})
+
+    @base.register_client(kind="grpc", choice="echo", row_name="echo-client")
+    class EchoTransport:
+        def __init__(self, target: str, timeout_s: float) -> None:
+            self.target, self.timeout_s = target, timeout_s
+
+        @classmethod
+        def from_options(cls, o: base.TransportOptions) -> "EchoTransport":
+            return cls(o.target, o.timeout_s)
+
+        async def send(self, payload: bytes) -> tuple[str, bytes | None]:
+            return "OK", payload
+
+        async def close(self) -> None:
+            pass
+
+    assert base.client_choices("grpc") == ("aio", "curl", "echo")
+    t = make_transport("grpc", "10.0.0.1:9", timeout_s=4.0, grpc_client="echo")
+    assert type(t) is EchoTransport and (t.target, t.timeout_s) == ("10.0.0.1:9", 4.0)
+    assert asyncio.run(t.send(b"x")) == ("OK", b"x")
+    assert client_name("grpc", "echo") == "echo-client"
+    assert client_name("grpc") == "grpc.aio"  # the default is unchanged
+    with pytest.raises(ValueError, match="registered twice"):
+        base.register_client(kind="grpc", choice="echo", row_name="again")(EchoTransport)
+    with pytest.raises(ValueError, match="default client already"):
+        base.register_client(kind="grpc", choice="other", row_name="other", default=True)(EchoTransport)
+
+
+@pytest.mark.timeout(60)
+def test_every_grpc_client_gives_the_same_status_and_bytes_as_grpc_aio():
+    good, unknown = build_payload("known", 3, 10).grpc_bytes, build_payload("other", 1, 10).grpc_bytes
+    with NoopServer(NoopConfig(models=("known",))) as s:
+        target = f"127.0.0.1:{s.grpc_port}"
+        answers = asyncio.run(send_with_each_grpc_client(target, good))
+        assert _statuses(answers) == {"OK"} and len({body for _, body in answers.values()}) == 1
+        resp = protos.load()["predict_pb2"].PredictResponse.FromString(answers["curl"][1])
+        assert [d.size for d in resp.outputs["predictions"].tensor_shape.dim] == [3, 1]
+        assert _statuses(asyncio.run(send_with_each_grpc_client(target, unknown))) == {"NOT_FOUND"}
+        assert _statuses(asyncio.run(send_with_each_grpc_client(target, b"\xff\xfe not a proto"))) == \
+            {"INVALID_ARGUMENT"}
+    with NoopServer(NoopConfig(delay_ms=500)) as slow:
+        late = asyncio.run(send_with_each_grpc_client(f"127.0.0.1:{slow.grpc_port}", good, timeout_s=0.1))
+        assert _statuses(late) == {"DEADLINE_EXCEEDED"}
+    assert _statuses(asyncio.run(send_with_each_grpc_client(f"127.0.0.1:{free_port()}", good))) == {"UNAVAILABLE"}
+
+
+@pytest.mark.timeout(60)
+def test_curl_client_multiplexes_calls_and_reuses_handles():
+    p = build_payload("m", 2, 10)
+    with NoopServer(NoopConfig(delay_ms=200)) as s:
+        async def run():
+            t = CurlGrpcTransport(f"127.0.0.1:{s.grpc_port}")
+            try:
+                t0 = time.perf_counter()
+                first = await asyncio.gather(*(t.send(p.grpc_bytes) for _ in range(16)))
+                wall = time.perf_counter() - t0
+                second = await asyncio.gather(*(t.send(p.grpc_bytes) for _ in range(16)))
+                return first + second, wall, len(t._by_curl)
+            finally:
+                await t.close()
+
+        results, wall, handles = asyncio.run(run())
+    assert [r[0] for r in results] == ["OK"] * 32
+    # 16 calls to a server that sleeps 200 ms each: one at a time would take >= 3.2 s. Behaviour, not
+    # speed: the bound is 2x slack over what concurrency allows.
+    assert wall < 1.6, f"16 calls took {wall:.2f} s: not in flight together"
+    assert handles == 16  # the second round reused the first round's easy handles
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("reply,expected_status,expected_body", [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", "200", b"hello"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhel\r\n2\r\nlo\r\n0\r\n\r\n", "200", b"hello"),
+    (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 5\r\n\r\nhello", "200", b"hello"),
+    (b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 2\r\n\r\n{}", "503", None),
+    (b"SMTP ready\r\n\r\n", "protocol_error", None),
+])
+def test_rest_transport_parses_what_servers_send(reply, expected_status, expected_body):
+    async def scenario():
+        seen = []
+
+        async def handle(reader, writer):
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    break
+                n = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                seen.append(await reader.readexactly(n))
+                writer.write(reply)
+                await writer.drain()
+                if b"Connection: close" in reply:
+                    break
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        t = RestTransport(f"127.0.0.1:{port}", "/v1/models/m:predict", connections=1)
+        results = [await t.send(b'{"instances":[[1.0]]}') for _ in range(3)]
+        await t.close()
+        server.close()
+        return results, seen
+
+    results, seen = asyncio.run(scenario())
+    assert results == [(expected_status, expected_body)] * 3  # also after reuse / reconnect
+    if expected_status != "protocol_error":
+        assert seen == [b'{"instances":[[1.0]]}'] * 3
