@@ -29,7 +29,8 @@ class Transport(Protocol):
 class GrpcTransport:
     name = "grpc"
 
-    def __init__(self, target: str, *, channels: int = 1, timeout_s: float = 30.0) -> None:
+    def __init__(self, target: str, *, channels: int = 1, timeout_s: float = 30.0,
+                 channel_options: tuple[tuple[str, int], ...] = ()) -> None:
         import grpc
 
         self._grpc = grpc
@@ -37,7 +38,7 @@ class GrpcTransport:
         self.timeout_s = timeout_s
         opts = [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE),
                 # separate TCP connections per channel instead of one shared subchannel
-                ("grpc.use_local_subchannel_pool", 1)]
+                ("grpc.use_local_subchannel_pool", 1), *channel_options]
         self._channels = [grpc.aio.insecure_channel(target, options=opts) for _ in range(max(1, channels))]
         # request_serializer/response_deserializer None = bytes in, bytes out: no proto work while timed.
         self._calls = [ch.unary_unary(PREDICT_METHOD) for ch in self._channels]
