@@ -100,12 +100,15 @@ class LoadLoop:
             self.budget = None
 
     async def stop(self, tasks: list[asyncio.Task], timeout_s: float) -> None:
-        """Let in-flight requests finish (up to timeout_s), then cancel what is left."""
+        """Let in-flight requests finish (up to timeout_s), then cancel what is left (recorded as
+        CANCELLED_BY_CLIENT before this returns)."""
         self.stopping = True
-        if tasks:
-            await asyncio.wait(tasks, timeout=timeout_s)
-        for t in tasks:
+        if not tasks:
+            return
+        _, late = await asyncio.wait(tasks, timeout=timeout_s)
+        for t in late:
             t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def windows_stable(ws: list[Window], pct: float) -> tuple[bool, float]:

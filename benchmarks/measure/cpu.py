@@ -19,7 +19,8 @@ CPU_SATURATION_PCT = 85.0
 
 
 def process_cpu_seconds(pids: list[int] | tuple[int, ...]) -> float:
-    """User + system CPU seconds used so far by these processes and their children (a server may fork one)."""
+    """User + system CPU seconds used so far by these processes and their descendants (a server may fork one):
+    the live ones' own times, plus what their exited and reaped children used (children_user/_system)."""
     total = 0.0
     for pid in pids:
         try:
@@ -30,7 +31,7 @@ def process_cpu_seconds(pids: list[int] | tuple[int, ...]) -> float:
         for pr in procs:
             try:
                 t = pr.cpu_times()
-                total += t.user + t.system
+                total += t.user + t.system + t.children_user + t.children_system
             except psutil.NoSuchProcess:
                 pass
     return total
@@ -66,16 +67,18 @@ class CpuReading:
     def pids_pct(self) -> float:
         return _pct(self.pids_s, self.wall_s)
 
+    # The machine's and other processes' CPU come in clock ticks (10 ms): over a short span they can
+    # overshoot by a tick, hence the clamps.
     @property
     def machine_pct(self) -> float:
         """Share of the whole machine (100 = every core busy)."""
-        return _pct(self.machine_busy_s, self.wall_s * self.cores)
+        return min(100.0, _pct(self.machine_busy_s, self.wall_s * self.cores))
 
     @property
     def others_pct(self) -> float:
         """Share of the machine used by neither this process nor the watched ones (a noisy-neighbour check)."""
         others = self.machine_busy_s - self.process_s - self.pids_s
-        return max(0.0, _pct(others, self.wall_s * self.cores))
+        return min(100.0, max(0.0, _pct(others, self.wall_s * self.cores)))
 
     @property
     def saturated(self) -> bool:
