@@ -83,3 +83,12 @@ def test_brief_graph_call_writes_a_row_per_way_of_calling(exported_models_dir: P
             assert r.n == 0 and r.warnings
         else:
             assert r.n == 30 and r.extra["same_output"] is True and r.p50_ms > 0
+
+
+@pytest.mark.parametrize("module, needle", [("benchmarks.commands.perf_check", "--tuned-timeout-micros"),
+                                            ("benchmarks.commands.graph_call", "--rounds"),
+                                            ("benchmarks.targets.echo", "--kind")])
+def test_module_help(module: str, needle: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and needle in proc.stdout, proc.stderr[-2000:]
