@@ -122,3 +122,26 @@ def test_stability_rule_needs_three_windows_within_the_band() -> None:
     assert not stable and worst == pytest.approx(100 * 2 / 7)  # 1500 vs their mean 1166.7: +28.6 %
     empty = [_window(1000, 2.0), _window(0, 0.0), _window(1000, 2.0)]
     assert windows_stable(empty, 10.0) == (False, math.inf)
+
+
+@pytest.mark.timeout(60)
+def test_reliability_background_load_runs_on_the_shared_loop_closed_and_open() -> None:
+    from benchmarks.clients.payloads import build_payload
+    from benchmarks.reliability.load import LoadConfig, run_load
+    from benchmarks.targets.noop_python import NoopConfig, NoopServer
+
+    payload = build_payload("m", 1, 10).grpc_bytes
+    with NoopServer(NoopConfig()) as fast:
+        s = run_load(LoadConfig(f"127.0.0.1:{fast.grpc_port}", payload, concurrency=2, window_s=0.2), 0.7)
+    assert s.ok > 0 and s.failed == 0 and s.sent == s.ok + s.unaccounted
+    assert len(s.windows) >= 3 and sum(w.ok for w in s.windows) == s.ok == s.hist.count
+    assert [w.index for w in s.windows] == list(range(len(s.windows)))
+    assert s.windows[-1].t1 == pytest.approx(s.duration_s)
+
+    with NoopServer(NoopConfig(delay_ms=200)) as slow:
+        s = run_load(LoadConfig(f"127.0.0.1:{slow.grpc_port}", payload, concurrency=1, rate=50, window_s=0.2,
+                                track_versions=False), 0.7)
+    # one request in flight at most, 200 ms each: most of the 50/s schedule must be skipped, and counted
+    assert s.dropped_open_loop > 0 and 1 <= s.sent <= 5 and s.failed == 0
+    # open loop: latency runs from the intended send time, so it is never below the server's 200 ms
+    assert s.hist.percentile_ms(50) >= 199
