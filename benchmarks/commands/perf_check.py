@@ -85,15 +85,15 @@ def _extra_figure(row: ResultRow, name: str) -> float | None:
         value = getattr(row, name.replace("_us", "_ms")) * 1000.0
         return None if value != value else round(value, 1)  # NaN (no successes): no figure
     if name == "throughput_rps":
-        return round(row.throughput_rps, 1) if row.scenario != "steady" else None
+        return round(row.throughput_rps, 1) if row.kind == "grpc" else None
     return row.extra.get(name)
 
 
 def median_row(rows: list[ResultRow]) -> ResultRow:
     """The run with the median headline figure (throughput for streams, p50 otherwise), plus min/max of
     every figure across the runs."""
-    closed = rows[0].scenario == "closed"
-    ordered = sorted(rows, key=(lambda r: r.throughput_rps) if closed else (lambda r: r.p50_ms))
+    streams = (rows[0].concurrency or 1) > 1
+    ordered = sorted(rows, key=(lambda r: r.throughput_rps) if streams else (lambda r: r.p50_ms))
     mid = ordered[len(ordered) // 2]
     spread = {}
     for name in SPREAD_FIELDS:
@@ -237,7 +237,7 @@ def measure_server(args: argparse.Namespace, running: ManagedServer, payload: by
     rows = []
     if single:
         rows.append(_span_row(*asyncio.run(single_stream(running, payload, args.requests)), single,
-                              scenario="single_stream", concurrency=1, **kw))
+                              scenario="closed", concurrency=1, **kw))
     if streams:
         rows.append(_span_row(*asyncio.run(concurrent_streams(running, payload, args.streams, args.seconds)),
                               streams, scenario="closed", concurrency=args.streams, **kw))

@@ -45,7 +45,8 @@ def test_brief_perf_check_writes_one_row_per_measurement_and_the_ratios(exported
         assert r.kind == "grpc" and r.client == "grpc.aio" and r.throughput_rps > 0
         assert r.extra["client_cpu_us_per_request"] > 0 and r.extra["server_cpu_us_per_request"] >= 0
     assert by["served graph 4 streams"].concurrency == 4 and by["served graph 4 streams"].scenario == "closed"
-    assert by["served graph single stream"].n == 50 and by["served graph single stream"].server == "embedded-graph"
+    single = by["served graph single stream"]
+    assert single.n == 50 and single.server == "embedded-graph" and single.concurrency == 1
     assert by["served graph + batching 4 streams"].server == "embedded-graph+batching"
     assert by["served graph + batching 4 streams"].extra["avg_processed_batch"] >= 1
     assert by["in-process fastest call (server's graph path)"].extra["cpu_us_per_call"] > 0
