@@ -59,7 +59,7 @@ GOALS = {"overhead_ratio": "<= 1.2", "batching_throughput_ratio": ">= 3"}
 ECHO_KINDS = ("sync", "aio")
 WARMUP_REQUESTS = 200
 SPREAD_FIELDS = ("p50_us", "p99_us", "throughput_rps", "server_cpu_us_per_request", "client_cpu_us_per_request",
-                 "avg_processed_batch")
+                 "avg_processed_batch", "cpu_us_per_call")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -80,7 +80,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- rows
-def _extra_figure(row: ResultRow, name: str) -> float | None:
+def _figure(row: ResultRow, name: str) -> float | None:
     if name in ("p50_us", "p99_us"):
         value = getattr(row, name.replace("_us", "_ms")) * 1000.0
         return None if value != value else round(value, 1)  # NaN (no successes): no figure
@@ -97,7 +97,7 @@ def median_row(rows: list[ResultRow]) -> ResultRow:
     mid = ordered[len(ordered) // 2]
     spread = {}
     for name in SPREAD_FIELDS:
-        values = [v for v in (_extra_figure(r, name) for r in rows) if v is not None]
+        values = [v for v in (_figure(r, name) for r in rows) if v is not None]
         if values:
             spread[name] = [min(values), max(values)]
     mid.extra = {**mid.extra, "repeats": len(rows), "spread_min_max": spread}
