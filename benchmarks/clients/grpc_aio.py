@@ -15,7 +15,8 @@ MAX_MESSAGE = 256 * 2**20  # large batches exceed gRPC's default 4 MB receive li
 class GrpcTransport:
     """The reference gRPC client: grpc.aio unary calls, bytes in and bytes out."""
 
-    def __init__(self, target: str, *, channels: int = 1, timeout_s: float = 30.0) -> None:
+    def __init__(self, target: str, *, channels: int = 1, timeout_s: float = 30.0,
+                 channel_options: tuple[tuple[str, int], ...] = ()) -> None:
         import grpc
 
         self._grpc = grpc
@@ -23,7 +24,7 @@ class GrpcTransport:
         self.timeout_s = timeout_s
         opts = [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE),
                 # separate TCP connections per channel instead of one shared subchannel
-                ("grpc.use_local_subchannel_pool", 1)]
+                ("grpc.use_local_subchannel_pool", 1), *channel_options]
         self._channels = [grpc.aio.insecure_channel(target, options=opts) for _ in range(max(1, channels))]
         # request_serializer/response_deserializer None = bytes in, bytes out: no proto work while timed.
         self._calls = [ch.unary_unary(PREDICT_METHOD) for ch in self._channels]

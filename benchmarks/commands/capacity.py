@@ -18,8 +18,6 @@ import asyncio
 import logging
 from pathlib import Path
 
-import psutil
-
 from benchmarks.commands.common import add_run_args, finish_run, int_list, open_run
 from benchmarks.load.closed_loop import run_closed_loop
 from benchmarks.clients.payloads import build_payload
@@ -31,24 +29,6 @@ log = logging.getLogger(__name__)
 GOAL_RPS = 5000
 STRETCH_RPS = 10000
 SERVER_CHOICES = ("auto", "native", "python")
-
-
-def server_cpu_seconds(pids: list[int]) -> float:
-    """CPU seconds used so far by these processes and their children (the Python no-op forks its REST child)."""
-    total = 0.0
-    for pid in pids:
-        try:
-            root = psutil.Process(pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            continue
-        for pr in procs:
-            try:
-                t = pr.cpu_times()
-                total += t.user + t.system
-            except psutil.NoSuchProcess:
-                pass
-    return total
 
 
 def choose_server(requested: str, install: bool = False) -> str:
@@ -124,20 +104,19 @@ def run_capacity(w: ResultWriter, *, server: str, concurrencies=CONCURRENCIES, t
 def _point(srv, p, kind: str, client: str, conc: int, window_s: float, max_windows: int,
            grpc_channels: int) -> ResultRow:
     target = srv.grpc_target if kind == "grpc" else srv.rest_target
-    c0 = server_cpu_seconds(srv.pids)
 
     async def point():
         t = make_transport(kind, target, p.rest_path, concurrency=conc, grpc_channels=grpc_channels,
                            grpc_client=client)
         try:
             return await run_closed_loop(t, [p.grpc_bytes if kind == "grpc" else p.rest_body], conc,
-                                         window_s=window_s, max_windows=max_windows)
+                                         window_s=window_s, max_windows=max_windows, server_pids=tuple(srv.pids))
         finally:
             await t.close()
 
     r = asyncio.run(point())
-    # approximate: server CPU over the whole point (warm-up + all windows) / that wall time
-    server_cpu = 100.0 * (server_cpu_seconds(srv.pids) - c0) / max(r.wall_s, 1e-9)
+    # over every measured window, while only the last three make the row's latencies: hence "approx"
+    server_cpu = r.cpu.pids_pct
     row = ResultRow.from_histogram(r.hist, duration_s=r.duration_s, errors=r.n_errors, errors_by_code=r.errors,
                                    kind=kind, model="noop_model", mode="noop", batch_size=1, scenario="capacity",
                                    concurrency=conc, stable=r.stable, client_cpu_percent=round(r.client_cpu_pct, 1),

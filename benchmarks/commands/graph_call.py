@@ -1,35 +1,41 @@
-"""Which way of calling a restored SavedModel signature costs least? (`python -m benchmarks.commands.graph_call`)
+"""Which way of calling a restored SavedModel signature costs least? (`python -m benchmarks graph-call`)
 
-The embedded server's graph mode must not add cost the runtime does not need. This script times, for
+The embedded server's graph mode must not add cost the runtime does not need. This command times, for
 batch-1 requests on one exported version, every way we know of calling the same signature, checks they
-return the same numbers, and writes the table to a JSON file. serving/runners.py uses the winner.
+return the same numbers, and writes one in-process result row per way (mode = the way's short name,
+extra.call = what it does, extra.same_output) into a run directory. serving/runners.py uses the winner.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import platform
-import time
-from datetime import datetime, timezone
+import sys
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from benchmarks.commands.common import DEFAULT_MODELS, add_run_args, finish_run, open_run
+from benchmarks.measure.calls import time_calls
+from benchmarks.measure.histogram import LatencyHistogram
+from benchmarks.results.schema import ResultRow, atomic_write_text
 
-def _p50_us(fn: Callable[[], object], iterations: int, warmup: int = 200) -> tuple[float, float]:
-    for _ in range(warmup):
-        fn()
-    times = np.empty(iterations)
-    for i in range(iterations):
-        t = time.perf_counter()
-        fn()
-        times[i] = time.perf_counter() - t
-    return float(np.percentile(times, 50) * 1e6), float(np.percentile(times, 99) * 1e6)
+# short name (the result row's mode) -> what is called
+CALLS = {
+    "signature-tf-constant": "signature(**kw) with tf.constant",
+    "signature-numpy": "signature(**kw) with numpy",
+    "tf-function-wrapper": "tf.function(lambda t: signature(t))",
+    "concrete-call-flat": "ConcreteFunction._call_flat",
+    "atomic-call-flat": "AtomicFunction.call_flat",
+    "graph-runner": "server GraphRunner.run (chosen path)",
+    "v1-session": "tf.compat.v1 Session.make_callable (TF Serving's route)",
+}
 
 
-def measure(version_dir: Path, signature: str, iterations: int, rounds: int = 3) -> list[dict]:
+def candidates(version_dir: Path, signature: str) -> tuple[object, dict[str, Callable[[], object]], np.ndarray, dict]:
+    """(the loaded SavedModel, short name -> a batch-1 call, the reference output, short name -> error of a way
+    that cannot run). The loaded object must outlive the calls: it owns the variables they capture."""
     import tensorflow as tf
 
     from serving.runners import GraphRunner
@@ -39,50 +45,66 @@ def measure(version_dir: Path, signature: str, iterations: int, rounds: int = 3)
     in_name = list(sig.structured_input_signature[1])[0]
     n_features = sig.structured_input_signature[1][in_name].shape[-1]
     x = np.random.default_rng(0).standard_normal((1, n_features)).astype(np.float32)
-    t = tf.constant(x)
     out_name = sorted(sig.structured_outputs)[0]
-    reference = sig(**{in_name: t})[out_name].numpy()
-    candidates: dict[str, Callable[[], object]] = {
-        "signature(**kw) with tf.constant": lambda: sig(**{in_name: tf.constant(x)})[out_name].numpy(),
-        "signature(**kw) with numpy": lambda: sig(**{in_name: x})[out_name].numpy(),
-        "tf.function(lambda t: signature(t))": None,
-        "ConcreteFunction._call_flat": lambda: _first(sig._call_flat([tf.constant(x)], sig.captured_inputs), out_name),
-        "AtomicFunction.call_flat": lambda: sig._inference_function.call_flat(tf.constant(x), *sig.captured_inputs)[0].numpy(),
-    }
+    reference = sig(**{in_name: tf.constant(x)})[out_name].numpy()
     wrapped = tf.function(lambda v: sig(**{in_name: v}))
-    candidates["tf.function(lambda t: signature(t))"] = lambda: wrapped(tf.constant(x))[out_name].numpy()
     runner = GraphRunner(version_dir, "bench")
-    candidates["server GraphRunner.run (chosen path)"] = lambda: runner.run(signature, {in_name: x})[out_name]
-
+    calls: dict[str, Callable[[], object]] = {
+        "signature-tf-constant": lambda: sig(**{in_name: tf.constant(x)})[out_name].numpy(),
+        "signature-numpy": lambda: sig(**{in_name: x})[out_name].numpy(),
+        "tf-function-wrapper": lambda: wrapped(tf.constant(x))[out_name].numpy(),
+        "concrete-call-flat": lambda: _first(sig._call_flat([tf.constant(x)], sig.captured_inputs), out_name),
+        "atomic-call-flat": lambda: sig._inference_function.call_flat(tf.constant(x), *sig.captured_inputs)[0].numpy(),
+        "graph-runner": lambda: runner.run(signature, {in_name: x})[out_name],
+    }
     session_call = _session_call(version_dir, signature)
     if callable(session_call):
-        candidates["tf.compat.v1 Session.make_callable (TF Serving's route)"] = lambda: session_call(x)
+        calls["v1-session"] = lambda: session_call(x)
+        return loaded, calls, reference, {}
+    return loaded, calls, reference, {"v1-session": session_call}
 
-    # Rounds interleave the candidates so that load from other processes hits them all alike; the median of
-    # the per-round percentiles is reported.
-    results: dict[str, list[tuple[float, float]]] = {}
-    errors: dict[str, str] = {} if callable(session_call) else \
-        {"tf.compat.v1 Session.make_callable (TF Serving's route)": session_call}
+
+def _row(name: str, hist: LatencyHistogram, wall_s: float, model: str, extra: dict, **kw) -> ResultRow:
+    row = ResultRow.from_histogram(hist, duration_s=wall_s, kind="inprocess", model=model, mode=name, batch_size=1,
+                                   scenario="steady", concurrency=1, server="inprocess", **kw)
+    row.extra = {"call": CALLS[name], **extra}
+    return row
+
+
+def measure(version_dir: Path, signature: str, iterations: int, rounds: int = 3, *, model: str,
+            extra: dict | None = None) -> list[ResultRow]:
+    """One row per way of calling; a way that fails is a row with its error (n = 0)."""
+    _loaded, calls, reference, errors = candidates(version_dir, signature)
+    hists: dict[str, LatencyHistogram] = {}
+    walls: dict[str, float] = {}
     same: dict[str, bool] = {}
+    # Rounds interleave the ways, so that load from other processes hits them all alike.
     for _ in range(rounds):
-        for name, fn in candidates.items():
+        for name, fn in calls.items():
             if name in errors:
                 continue
             try:
                 if name not in same:
                     same[name] = bool(np.allclose(np.asarray(fn()).reshape(reference.shape), reference,
                                                   rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(reference).max()))))
-                results.setdefault(name, []).append(_p50_us(fn, iterations // rounds))
-            except Exception as exc:  # an alternative that does not work is a result too
-                errors[name] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}"
+                t = time_calls(fn, max(1, iterations // rounds))
+            except Exception as exc:  # a way that does not work is a result too
+                errors[name] = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
+                continue
+            hists.setdefault(name, LatencyHistogram()).merge(t.hist)
+            walls[name] = walls.get(name, 0.0) + t.wall_s
     rows = []
-    for name in list(candidates) + [n for n in errors if n not in candidates]:
+    for name in CALLS:
         if name in errors:
-            rows.append({"call": name, "error": errors[name]})
+            row = _row(name, LatencyHistogram(), 0.0, model, dict(extra or {}), errors=1,
+                       errors_by_code={errors[name].split(":")[0]: 1})
+            row.warnings = [errors[name]]
+        elif name in hists:
+            row = _row(name, hists[name], walls[name], model,
+                       {**(extra or {}), "same_output": same[name], "rounds": rounds})
         else:
-            p50s, p99s = zip(*results[name])
-            rows.append({"call": name, "p50_us": round(float(np.median(p50s)), 1),
-                         "p99_us": round(float(np.median(p99s)), 1), "same_output": same[name]})
+            continue
+        rows.append(row)
     return rows
 
 
@@ -109,40 +131,62 @@ def _session_call(version_dir: Path, signature: str):
         return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.commands.graph_call", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models-dir", type=Path, default=Path("artifacts/models"))
-    parser.add_argument("--model", default="residual_regressor")
-    parser.add_argument("--version", type=int, default=None, help="default: the highest version")
-    parser.add_argument("--signature", default="serving_default")
-    parser.add_argument("--iterations", type=int, default=3000, help="timed calls per candidate (split over rounds)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median of their percentiles)")
-    parser.add_argument("--out", type=Path, default=Path("artifacts/results/graph_call_bench.json"))
-    args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    model_dir = args.models_dir / args.model
-    versions = sorted(int(p.name) for p in model_dir.iterdir() if p.name.isdigit()) if model_dir.is_dir() else []
-    if not versions:
-        parser.error(f"no versions under {model_dir}: export first (`make export`)")
-    version = args.version or versions[-1]
-    rows = measure(model_dir / str(version), args.signature, args.iterations, args.rounds)
-    print(f"{'call':58s} {'p50 us':>9s} {'p99 us':>9s}  same output")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS)
+    p.add_argument("--model", default="residual_regressor")
+    p.add_argument("--version", type=int, default=None, help="default: the highest version")
+    p.add_argument("--signature", default="serving_default")
+    p.add_argument("--iterations", type=int, default=3000, help="timed calls per way (split over rounds)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds, merged into one histogram per way")
+    p.add_argument("--out", type=Path, default=None,
+                   help="also write the table (one entry per way: p50/p99 µs, same output or error) as JSON here")
+    add_run_args(p)
+
+
+def _table(rows: list[ResultRow]) -> list[dict]:
+    out = []
     for r in rows:
-        if "error" in r:
-            print(f"{r['call']:58s} {'n/a':>9s} {'':>9s}  {r['error'][:70]}")
+        entry = {"call": r.extra["call"], "mode": r.mode}
+        if r.errors:
+            entry["error"] = r.warnings[0]
         else:
-            print(f"{r['call']:58s} {r['p50_us']:9.1f} {r['p99_us']:9.1f}  {r['same_output']}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"model": args.model, "version": version, "signature": args.signature,
-                               "batch_size": 1, "iterations": args.iterations, "rounds": args.rounds, "host": platform.node(),
-                               "cpus": os.cpu_count(), "created_at": datetime.now(timezone.utc).isoformat(),
-                               "rows": rows}, indent=2))
-    tmp.replace(args.out)
-    print(f"wrote {args.out}")
+            entry.update(p50_us=round(r.p50_ms * 1000, 1), p99_us=round(r.p99_ms * 1000, 1),
+                         same_output=r.extra["same_output"])
+        out.append(entry)
+    return out
+
+
+def main(args: argparse.Namespace) -> int:
+    from benchmarks.clients.payloads import discover_models
+    from export.contract import find_version_dir
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    info = next((i for i in discover_models(args.models_dir) if i.name == args.model), None)
+    version = args.version or (info.versions[-1] if info else None)
+    found = find_version_dir(Path(args.models_dir) / args.model, version) if version else None
+    if found is None:
+        print(f"error: no version {version or ''} of {args.model} under {args.models_dir}: export first "
+              "(`make export`)", file=sys.stderr)
+        return 2
+    w = open_run(args, "graph-call", server_kind="none", server_mode="graph")
+    w.extend(measure(found.path, args.signature, args.iterations, args.rounds, model=args.model,
+                     extra={"version": version, "signature": args.signature}))
+    table = _table(w.rows)
+    print(f"{'call':58s} {'p50 us':>9s} {'p99 us':>9s}  same output")
+    for t in table:
+        if "error" in t:
+            print(f"{t['call']:58s} {'n/a':>9s} {'':>9s}  {t['error'][:70]}")
+        else:
+            print(f"{t['call']:58s} {t['p50_us']:9.1f} {t['p99_us']:9.1f}  {t['same_output']}")
+    if args.out:
+        atomic_write_text(Path(args.out), json.dumps({"run_id": w.run_id, "model": args.model, "version": version,
+                                                      "signature": args.signature, "rows": table}, indent=2))
+    finish_run(w)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    _parser = argparse.ArgumentParser(prog="python -m benchmarks.commands.graph_call", description=__doc__,
+                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(_parser)
+    raise SystemExit(main(_parser.parse_args()))

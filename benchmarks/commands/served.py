@@ -17,13 +17,14 @@ from pathlib import Path
 from benchmarks.commands.common import (DEFAULT_GRPC_TARGET, DEFAULT_MODELS, DEFAULT_REST_TARGET, add_run_args,
                                         finish_run, float_list, int_list, open_run)
 from benchmarks.measure import prometheus
-from benchmarks.load.closed_loop import CPU_SATURATION_PCT, run_closed_loop
+from benchmarks.load.closed_loop import run_closed_loop
 from benchmarks.load.loadgen import SCENARIOS as LOADGEN_SCENARIOS, LoadGenConfig, run_loadgen
 from benchmarks.clients.payloads import (Payload, build_payload, check_grpc_response, check_rest_response, grpc_response_decode_ms,
                        rest_response_decode_ms)
 from benchmarks.results.schema import ResultRow, ResultWriter
 from export.contract import PROMETHEUS_PATH
 from benchmarks.clients.transports import DEFAULT_GRPC_CLIENT, GRPC_CLIENTS, client_name, make_transport, ok
+from benchmarks.measure.cpu import CPU_SATURATION_PCT, CpuMeter
 
 log = logging.getLogger(__name__)
 
@@ -147,8 +148,6 @@ def _closed_point(cfg: ServedConfig, p: Payload, payload: list[bytes], conc: int
 
 def _loadgen_point(cfg: ServedConfig, p: Payload, payload: list[bytes], scenario: str, qps: float,
                    common: dict, writer: ResultWriter | None) -> ResultRow:
-    from benchmarks.load.closed_loop import CpuMeter
-
     label = f"{cfg.kind}-{p.model}-b{p.batch_size}-{scenario}" + (f"-{qps:g}qps" if scenario != "single_stream" else "")
     out_dir = (cfg.loadgen_dir or Path("loadgen")) / label
     lcfg = LoadGenConfig(scenario=scenario, target_qps=qps, min_duration_ms=cfg.loadgen_min_duration_ms,
@@ -159,13 +158,13 @@ def _loadgen_point(cfg: ServedConfig, p: Payload, payload: list[bytes], scenario
                                              timeout_s=cfg.timeout_s, grpc_channels=cfg.grpc_channels,
                                              grpc_client=cfg.grpc_client),
                       payload, lcfg, out_dir)
-    client_cpu, _ = cpu.stop()
+    client_cpu = cpu.stop()
     after = prometheus.scrape(cfg.metrics_url)
     row = ResultRow.from_histogram(res.hist, duration_s=res.duration_s, errors=sum(res.errors.values()),
                                    errors_by_code=res.errors, scenario=scenario,
                                    target_rate=qps if scenario != "single_stream" else None,
-                                   client_cpu_percent=round(client_cpu, 1),
-                                   client_saturated=client_cpu >= CPU_SATURATION_PCT, **common)
+                                   client_cpu_percent=round(client_cpu.process_pct, 1),
+                                   client_saturated=client_cpu.process_pct >= CPU_SATURATION_PCT, **common)
     row.achieved_rate = res.achieved_qps
     row.extra = {"loadgen": {"verdict": res.verdict, "summary_log": str(res.summary_path),
                              "percentiles_ms": res.loadgen_percentiles_ms, "issued": res.issued,

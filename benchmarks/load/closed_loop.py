@@ -1,74 +1,114 @@
-"""Closed-loop load with measurement windows and perf_analyzer's stability rule.
+"""The load loop: send pre-built requests through a transport, record every response; closed-loop measurement
+with windows and perf_analyzer's stability rule on top.
 
-A closed loop keeps exactly `concurrency` requests in flight: each worker sends, waits, records,
-repeats. Time is cut into windows; after each window we look at the last three: the point is
-*stable* when their throughput and mean latency all lie within ±stability_pct of the three-window
-average (perf_analyzer's rule). We stop at the first stable triple or after max_windows; a point that
-never stabilised is reported with stable=False and a warning instead of silently. The reported
-numbers are the merged last three windows.
+`LoadLoop` is the one place requests are sent and recorded (sweeps, capacity, wrk, the perf check, and the
+reliability background load, which adds an open-loop sender). A closed loop keeps exactly `concurrency`
+requests in flight: each worker sends, waits, records, repeats, until the loop is stopped or its request
+budget is spent.
+
+`run_closed_loop` cuts time into windows; after each window it looks at the last three: the point is
+*stable* when their throughput and mean latency all lie within ±stability_pct of the three-window average
+(perf_analyzer's rule). It stops at the first stable triple or after max_windows; a point that never
+stabilised is reported with stable=False and a warning instead of silently. The reported numbers are the
+merged last three windows.
 """
 from __future__ import annotations
 
 import asyncio
 import math
 import time
-from collections import Counter
 from dataclasses import dataclass, field
+from typing import Callable
 
-import psutil
-
-from benchmarks.measure.histogram import LatencyHistogram
 from benchmarks.clients.transports import Transport, ok
-
-# Of one core, judged on the event-loop thread: that thread holds the GIL for all Python work, so it
-# is what saturates. The process as a whole may exceed 100% (grpcio's C-core threads poll and frame
-# outside the GIL) without the load generator being the limit.
-CPU_SATURATION_PCT = 85.0
+from benchmarks.measure.cpu import CPU_SATURATION_PCT, CpuMeter, CpuReading
+from benchmarks.measure.histogram import LatencyHistogram
+from benchmarks.measure.recorder import Recorder, Window, merge
 
 
-class Recorder:
-    """Successful latencies into the current window's histogram, failures counted by status."""
+class LoadLoop:
+    """Sends through `transport`, records into `recorder`; counts what was sent and is still in flight.
 
-    def __init__(self) -> None:
-        self.hist = LatencyHistogram()
-        self.errors: Counter[str] = Counter()
-        self.t_start = time.perf_counter()
-        # running sum: the window's mean without walking the histogram (hdrh's pure-Python iterators
-        # cost milliseconds, and that time would be stolen from the load loop between windows)
-        self.sum_ns = 0
-        self.count = 0
+    version_of: reads the model version out of a successful response (None: not recorded).
+    error_backoff_s: a closed-loop worker pauses this long after a failure -- a dead server fails instantly,
+    and without a pause the loop would spin the CPU and starve the window timer (1 ms is far below any
+    successful latency we care about).
+    """
 
-    def record(self, status: str, latency_ns: int) -> None:
-        if ok(status):
-            self.hist.record_ns(latency_ns)
-            self.sum_ns += latency_ns
-            self.count += 1
-        else:
-            self.errors[status] += 1
+    def __init__(self, transport: Transport, payloads: list[bytes], recorder: Recorder, *,
+                 error_backoff_s: float = 0.001, version_of: Callable[[bytes], int | None] | None = None) -> None:
+        if not payloads:
+            raise ValueError("the load loop needs at least one payload")
+        self.transport = transport
+        self.payloads = payloads
+        self.recorder = recorder
+        self.error_backoff_s = error_backoff_s
+        self.version_of = version_of
+        self.sent = 0
+        self.in_flight = 0
+        self.stopping = False
+        self.budget: int | None = None  # requests the closed-loop workers may still start (None: no limit)
 
-    def rotate(self) -> "Window":
-        now = time.perf_counter()
-        w = Window(self.hist, dict(self.errors), now - self.t_start, self.count, self.sum_ns)
-        self.hist, self.errors, self.t_start = LatencyHistogram(), Counter(), now
-        self.sum_ns = self.count = 0
-        return w
+    async def send(self, payload: bytes, started_ns: int | None = None) -> str:
+        """One request, recorded. started_ns: when it was due (open loop), so a late send counts as latency."""
+        t0 = started_ns if started_ns is not None else time.perf_counter_ns()
+        self.sent += 1
+        self.in_flight += 1
+        body = None
+        try:
+            status, body = await self.transport.send(payload)
+        except asyncio.CancelledError:
+            self.recorder.record("CANCELLED_BY_CLIENT", time.perf_counter_ns() - t0)
+            self.in_flight -= 1
+            raise
+        except Exception as exc:  # anything else is still an outcome that must be counted
+            status = type(exc).__name__
+        version = self.version_of(body) if self.version_of and body is not None and ok(status) else None
+        self.recorder.record(status, time.perf_counter_ns() - t0, version)
+        self.in_flight -= 1
+        return status
 
+    def _may_send(self) -> bool:
+        if self.stopping:
+            return False
+        if self.budget is None:
+            return True
+        if self.budget <= 0:
+            return False
+        self.budget -= 1
+        return True
 
-@dataclass
-class Window:
-    hist: LatencyHistogram
-    errors: dict[str, int]
-    duration_s: float
-    count: int = 0
-    sum_ns: int = 0
+    async def _worker(self, first: int) -> None:
+        k = first
+        while self._may_send():
+            status = await self.send(self.payloads[k % len(self.payloads)])
+            k += 1
+            if not ok(status) and self.error_backoff_s:
+                await asyncio.sleep(self.error_backoff_s)
 
-    @property
-    def throughput(self) -> float:
-        return self.count / self.duration_s if self.duration_s > 0 else 0.0
+    def start_closed(self, concurrency: int) -> list[asyncio.Task]:
+        """`concurrency` workers, each keeping one request in flight until stop() or the budget ends."""
+        self.stopping = False
+        return [asyncio.create_task(self._worker(i)) for i in range(max(1, concurrency))]
 
-    @property
-    def mean_ms(self) -> float:
-        return self.sum_ns / self.count / 1e6 if self.count else math.nan
+    async def run_requests(self, concurrency: int, requests: int) -> None:
+        """Exactly `requests` requests at `concurrency` in flight; returns when all are answered."""
+        self.budget = requests
+        try:
+            await asyncio.gather(*self.start_closed(concurrency))
+        finally:
+            self.budget = None
+
+    async def stop(self, tasks: list[asyncio.Task], timeout_s: float) -> None:
+        """Let in-flight requests finish (up to timeout_s), then cancel what is left (recorded as
+        CANCELLED_BY_CLIENT before this returns)."""
+        self.stopping = True
+        if not tasks:
+            return
+        _, late = await asyncio.wait(tasks, timeout=timeout_s)
+        for t in late:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def windows_stable(ws: list[Window], pct: float) -> tuple[bool, float]:
@@ -87,27 +127,6 @@ def windows_stable(ws: list[Window], pct: float) -> tuple[bool, float]:
     return worst <= pct, worst
 
 
-class CpuMeter:
-    """This process's CPU use (all threads, 100 = one core) and the whole machine's, over a span; also
-    the CPU of the thread that created the meter (`thread_pct`: the event loop's, when made there)."""
-
-    def __init__(self) -> None:
-        self.proc = psutil.Process()
-        self.t0 = time.perf_counter()
-        self.c0 = self.proc.cpu_times()
-        self.th0 = time.thread_time()
-        self.thread_pct = 0.0
-        psutil.cpu_percent(None)
-
-    def stop(self) -> tuple[float, float]:
-        dt = time.perf_counter() - self.t0
-        c1 = self.proc.cpu_times()
-        used = (c1.user - self.c0.user) + (c1.system - self.c0.system)
-        # thread_time() is per-thread: stop() must run on the creating thread for this to mean anything
-        self.thread_pct = 100.0 * (time.thread_time() - self.th0) / dt if dt > 0 else 0.0
-        return (100.0 * used / dt if dt > 0 else 0.0), psutil.cpu_percent(None)
-
-
 @dataclass
 class ClosedResult:
     concurrency: int
@@ -122,6 +141,7 @@ class ClosedResult:
     window_throughputs: list[float] = field(default_factory=list)
     wall_s: float = 0.0  # whole point including warm-up
     loop_cpu_pct: float = 0.0  # the event-loop thread alone (100 = one core); what saturates first
+    cpu: CpuReading | None = None  # the measured windows' CPU (server's too, when its pids were given)
 
     @property
     def saturated(self) -> bool:
@@ -143,62 +163,44 @@ class ClosedResult:
         return out
 
 
+async def _measure_windows(rec: Recorder, window_s: float, max_windows: int, stability_pct: float,
+                           fixed_windows: int | None) -> tuple[list[Window], bool, float]:
+    windows: list[Window] = []
+    stable, dev = False, math.inf
+    while len(windows) < (fixed_windows or max_windows):
+        await asyncio.sleep(window_s)
+        windows.append(rec.rotate())
+        stable, dev = windows_stable(windows, stability_pct)
+        if stable and fixed_windows is None:
+            break
+    return windows, stable, dev
+
+
 async def run_closed_loop(transport: Transport, payloads: list[bytes], concurrency: int, *,
                           window_s: float = 2.0, max_windows: int = 10, stability_pct: float = 10.0,
                           warmup_s: float = 0.5, error_backoff_s: float = 0.001,
-                          fixed_windows: int | None = None) -> ClosedResult:
+                          fixed_windows: int | None = None, server_pids: tuple[int, ...] = ()) -> ClosedResult:
     """Drive `concurrency` workers; return merged stats of the last 3 windows (or all, see below).
 
     fixed_windows: run exactly this many windows and report all of them (no stability search) --
     used where a fixed duration matters more than stability (e.g. fault-injection runs).
+    server_pids: also charge these processes' CPU over the measured windows (ClosedResult.cpu.pids_s).
     """
     rec = Recorder()
-    stop = False
+    loop = LoadLoop(transport, payloads, rec, error_backoff_s=error_backoff_s)
     t_begin = time.perf_counter()
-
-    async def worker(i: int) -> None:
-        k = i
-        while not stop:
-            payload = payloads[k % len(payloads)]
-            k += 1
-            t0 = time.perf_counter_ns()
-            status, _ = await transport.send(payload)
-            rec.record(status, time.perf_counter_ns() - t0)
-            if not ok(status) and error_backoff_s:
-                # A dead server fails instantly; without a pause the loop would spin the CPU and
-                # starve the window timer. 1 ms is far below any successful latency we care about.
-                await asyncio.sleep(error_backoff_s)
-
-    tasks = [asyncio.create_task(worker(i)) for i in range(concurrency)]
+    tasks = loop.start_closed(concurrency)
     try:
         if warmup_s > 0:
             await asyncio.sleep(warmup_s)
         rec.rotate()  # discard warm-up
-        cpu = CpuMeter()
-        windows: list[Window] = []
-        stable, dev = False, math.inf
-        target = fixed_windows or max_windows
-        while len(windows) < target:
-            await asyncio.sleep(window_s)
-            windows.append(rec.rotate())
-            if fixed_windows is None:
-                stable, dev = windows_stable(windows, stability_pct)
-                if stable:
-                    break
-        client_cpu, sys_cpu = cpu.stop()
+        cpu = CpuMeter(server_pids)
+        windows, stable, dev = await _measure_windows(rec, window_s, max_windows, stability_pct, fixed_windows)
+        reading = cpu.stop()
     finally:
-        stop = True
-        await asyncio.wait(tasks, timeout=max(5.0, getattr(transport, "timeout_s", 30.0)))
-        for t in tasks:
-            t.cancel()
-    use = windows if fixed_windows else windows[-3:]
-    if fixed_windows:
-        stable, dev = windows_stable(windows, stability_pct)
-    merged = LatencyHistogram()
-    errors: Counter[str] = Counter()
-    for w in use:
-        merged.merge(w.hist)
-        errors.update(w.errors)
-    return ClosedResult(concurrency, merged, dict(errors), sum(w.duration_s for w in use), len(windows), stable,
-                        dev, client_cpu, sys_cpu, [round(w.throughput, 1) for w in windows],
-                        time.perf_counter() - t_begin, cpu.thread_pct)
+        await loop.stop(tasks, max(5.0, getattr(transport, "timeout_s", 30.0)))
+    hist, errors = merge(windows if fixed_windows else windows[-3:])
+    duration = sum(w.duration_s for w in (windows if fixed_windows else windows[-3:]))
+    return ClosedResult(concurrency, hist, errors, duration, len(windows), stable, dev, reading.process_pct,
+                        reading.machine_pct, [round(w.throughput, 1) for w in windows],
+                        time.perf_counter() - t_begin, reading.thread_pct, reading)

@@ -1,9 +1,9 @@
-"""A background gRPC load generator for "load while X happens" experiments.
+"""A background gRPC load for "load while X happens" experiments, on the benchmarks' own load loop.
 
-The benchmark engine (benchmarks/engine.py) answers "how fast"; this one answers "what happened to every
-request while we rolled out, broke, killed or overloaded the server". It runs its own asyncio loop in a
-thread (so the test or CLI can do the fault in the foreground), sends pre-serialised PredictRequests and,
-for every response, records:
+The closed-loop benchmark (benchmarks/load/closed_loop.py) answers "how fast"; this answers "what happened
+to every request while we rolled out, broke, killed or overloaded the server". It runs the same LoadLoop and
+Recorder in an asyncio loop on a thread of its own (so the test or CLI can do the fault in the foreground),
+sends a pre-serialised PredictRequest and, for every response, records:
   * the status (gRPC code name) and latency: successes into an HdrHistogram, failures counted by status;
   * which model version answered (PredictResponse.model_spec.version): that is how a rollout's switch-over
     is observed from the outside, exactly as a client would see it;
@@ -20,17 +20,21 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
+from benchmarks.clients.transports import GrpcTransport
+from benchmarks.load.closed_loop import LoadLoop
 from benchmarks.measure.histogram import LatencyHistogram
-from export.contract import PREDICT_METHOD
+from benchmarks.measure.recorder import Recorder, Totals, Window
 
-CHANNEL_OPTIONS = [
+RECONNECT_OPTIONS = (
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 500),
+)
+CHANNEL_OPTIONS = [  # the reliability client's blocking channels: the same reconnection as the load
+    *RECONNECT_OPTIONS,
     ("grpc.max_receive_message_length", 64 * 2**20),
     ("grpc.max_send_message_length", 64 * 2**20),
     ("grpc.use_local_subchannel_pool", 1),
@@ -47,23 +51,6 @@ class LoadConfig:
     window_s: float = 1.0
     error_backoff_s: float = 0.01  # a dead server fails instantly: do not spin
     track_versions: bool = True
-
-
-@dataclass
-class Window:
-    """What happened in one time slice [t0, t1) (seconds since the load started)."""
-
-    index: int
-    t0: float
-    t1: float
-    ok: int
-    errors: dict[str, int]
-    hist: LatencyHistogram
-    versions: dict[int, int]
-
-    @property
-    def sent(self) -> int:
-        return self.ok + sum(self.errors.values())
 
 
 @dataclass
@@ -91,163 +78,102 @@ class LoadSummary:
         return self.ok / self.duration_s if self.duration_s > 0 else 0.0
 
 
+def _version_reader() -> Callable[[bytes], int | None]:
+    from benchmarks.clients import protos
+
+    response_type = protos.get("predict_pb2").PredictResponse
+
+    def version_of(resp: bytes) -> int | None:
+        r = response_type.FromString(resp)
+        return r.model_spec.version.value if r.model_spec.HasField("version") else None
+
+    return version_of
+
+
 class BackgroundLoad:
     """`with BackgroundLoad(cfg) as load: <fault>`; then `load.summary`. Or start()/stop()."""
 
     def __init__(self, config: LoadConfig, on_window: Callable[[Window], None] | None = None) -> None:
         self.cfg = config
         self.on_window = on_window
+        self.recorder = Recorder()
+        self.windows: list[Window] = []
         self.summary = LoadSummary()
-        self._lock = threading.Lock()
+        self.dropped_open_loop = 0
+        self._sender: LoadLoop | None = None
         self._stop_flag = False
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
-        self._in_flight = 0
-        # current window
-        self._w_ok = 0
-        self._w_err: Counter[str] = Counter()
-        self._w_hist = LatencyHistogram()
-        self._w_versions: Counter[int] = Counter()
-        self._w_t0 = 0.0
-
-    # ------------------------------------------------------------------ recording
-    def _record(self, status: str, latency_ns: int, version: int | None) -> None:
-        now = time.monotonic()
-        s = self.summary
-        with self._lock:
-            if status == "OK":
-                s.ok += 1
-                s.hist.record_ns(latency_ns)
-                self._w_ok += 1
-                self._w_hist.record_ns(latency_ns)
-                if version is not None:
-                    s.version_counts[version] = s.version_counts.get(version, 0) + 1
-                    s.version_first_seen.setdefault(version, now)
-                    s.version_last_seen[version] = now
-                    self._w_versions[version] += 1
-            else:
-                s.errors[status] = s.errors.get(status, 0) + 1
-                s.error_hist.record_ns(latency_ns)
-                self._w_err[status] += 1
 
     def _rotate(self) -> Window:
-        now = time.monotonic() - self.summary.started_at
-        with self._lock:
-            w = Window(len(self.summary.windows), self._w_t0, now, self._w_ok, dict(self._w_err), self._w_hist,
-                       dict(self._w_versions))
-            self.summary.windows.append(w)
-            self._w_ok, self._w_err, self._w_hist, self._w_versions = 0, Counter(), LatencyHistogram(), Counter()
-            self._w_t0 = now
+        w = self.recorder.rotate()
+        self.windows.append(w)
         if self.on_window is not None:
             self.on_window(w)
         return w
 
+    def totals(self) -> Totals:
+        """Everything recorded so far (incl. model versions seen), safe to call from any thread."""
+        return self.recorder.totals()
+
     def snapshot(self) -> tuple[int, int, dict[str, int]]:
         """(sent, ok, errors) so far, safe to call from any thread (for progress lines)."""
-        with self._lock:
-            return self.summary.sent, self.summary.ok, dict(self.summary.errors)
+        t = self.recorder.totals()
+        sent = self._sender.sent if self._sender else 0
+        return sent, t.ok, dict(t.errors)
 
     # ------------------------------------------------------------------ the loop
-    async def _main(self) -> None:
-        import grpc
-
-        from benchmarks.clients import protos
-
-        predict_pb2 = protos.get("predict_pb2")
+    async def _open_loop(self, loop: LoadLoop) -> None:
+        """Send at `rate`/s on schedule; skip (and count) a send when `concurrency` are already in flight."""
         cfg = self.cfg
-        channel = grpc.aio.insecure_channel(cfg.target, options=CHANNEL_OPTIONS)
-        call = channel.unary_unary(PREDICT_METHOD)
-        sem = asyncio.Semaphore(max(1, cfg.concurrency))
+        interval_ns = int(1e9 / cfg.rate)
+        start = time.perf_counter_ns()
+        i = 0
+        pending: set[asyncio.Task] = set()
+        while not self._stop_flag:
+            intended = start + i * interval_ns
+            delay = (intended - time.perf_counter_ns()) / 1e9
+            if delay > 0:
+                await asyncio.sleep(delay)
+            i += 1
+            if len(pending) >= max(1, cfg.concurrency):
+                self.dropped_open_loop += 1
+                continue
+            task = asyncio.create_task(loop.send(cfg.payload, started_ns=intended))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+        if pending:
+            await asyncio.wait(pending, timeout=cfg.timeout_s + 5)
 
-        def version_of(resp: bytes) -> int | None:
-            if not cfg.track_versions:
-                return None
-            r = predict_pb2.PredictResponse.FromString(resp)
-            return r.model_spec.version.value if r.model_spec.HasField("version") else None
+    async def _windows(self) -> None:
+        while not self._stop_flag:
+            await asyncio.sleep(self.cfg.window_s)
+            if not self._stop_flag:
+                self._rotate()
 
-        async def one(intended_ns: int | None) -> None:
-            t0 = intended_ns if intended_ns is not None else time.perf_counter_ns()
-            with self._lock:
-                self.summary.sent += 1
-                self._in_flight += 1
-            try:
-                resp = await call(cfg.payload, timeout=cfg.timeout_s)
-                status, version = "OK", version_of(resp)
-            except grpc.aio.AioRpcError as e:
-                status, version = e.code().name, None
-            except asyncio.CancelledError:
-                status, version = "CANCELLED_BY_CLIENT", None
-            except Exception as e:  # anything else is still an outcome we must count
-                status, version = type(e).__name__, None
-            self._record(status, time.perf_counter_ns() - t0, version)
-            with self._lock:
-                self._in_flight -= 1
-            if status != "OK" and cfg.error_backoff_s and intended_ns is None:
-                await asyncio.sleep(cfg.error_backoff_s)
-
-        async def closed_worker() -> None:
-            while not self._stop_flag:
-                await one(None)
-
-        async def open_sender() -> None:
-            interval_ns = int(1e9 / cfg.rate)
-            start = time.perf_counter_ns()
-            i = 0
-            pending: set[asyncio.Task] = set()
-            while not self._stop_flag:
-                intended = start + i * interval_ns
-                delay = (intended - time.perf_counter_ns()) / 1e9
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                i += 1
-                if sem.locked():
-                    with self._lock:
-                        self.summary.dropped_open_loop += 1
-                    continue
-
-                async def guarded(t: int = intended) -> None:
-                    async with sem:
-                        await one(t)
-
-                task = asyncio.create_task(guarded())
-                pending.add(task)
-                task.add_done_callback(pending.discard)
-            if pending:
-                await asyncio.wait(pending, timeout=cfg.timeout_s + 5)
-
-        async def windows() -> None:
-            while not self._stop_flag:
-                await asyncio.sleep(cfg.window_s)
-                if not self._stop_flag:
-                    self._rotate()
-
-        self.summary.started_at = time.monotonic()
-        self._w_t0 = 0.0
+    async def _main(self) -> None:
+        cfg = self.cfg
+        transport = GrpcTransport(cfg.target, timeout_s=cfg.timeout_s, channel_options=RECONNECT_OPTIONS)
+        self.recorder = Recorder()  # its clock starts with the load: window times are seconds since now
+        loop = self._sender = LoadLoop(transport, [cfg.payload], self.recorder, error_backoff_s=cfg.error_backoff_s,
+                                       version_of=_version_reader() if cfg.track_versions else None)
         self._ready.set()
-        ticker = asyncio.create_task(windows())
-        if cfg.rate:
-            workers = [asyncio.create_task(open_sender())]
-        else:
-            workers = [asyncio.create_task(closed_worker()) for _ in range(max(1, cfg.concurrency))]
+        ticker = asyncio.create_task(self._windows())
+        workers = [asyncio.create_task(self._open_loop(loop))] if cfg.rate else loop.start_closed(cfg.concurrency)
         while not self._stop_flag:
             await asyncio.sleep(0.05)
-        await asyncio.wait(workers, timeout=cfg.timeout_s + 10)
+        await loop.stop(workers, cfg.timeout_s + 10)
         ticker.cancel()
-        self.summary.duration_s = time.monotonic() - self.summary.started_at
         self._rotate()  # the last, partial window: nothing measured is dropped
-        await channel.close()
+        await transport.close()
 
     def _run(self) -> None:
-        self._loop = asyncio.new_event_loop()
         try:
-            self._loop.run_until_complete(self._main())
+            asyncio.run(self._main())
         except BaseException as e:  # surfaced by stop()
             self._error = e
             self._ready.set()
-        finally:
-            self._loop.close()
 
     def start(self) -> "BackgroundLoad":
         self._thread = threading.Thread(target=self._run, name="background-load", daemon=True)
@@ -261,9 +187,22 @@ class BackgroundLoad:
             self._thread.join(timeout=self.cfg.timeout_s + 30)
         if self._error is not None:
             raise RuntimeError(f"load generator failed: {self._error!r}") from self._error
-        with self._lock:
-            self.summary.unaccounted = self._in_flight
+        self.summary = self._summarise()
         return self.summary
+
+    def _summarise(self) -> LoadSummary:
+        t = self.recorder.totals()
+        loop = self._sender
+        s = LoadSummary(sent=loop.sent if loop else 0, ok=t.ok, errors=dict(t.errors),
+                        unaccounted=loop.in_flight if loop else 0, dropped_open_loop=self.dropped_open_loop,
+                        windows=list(self.windows), version_counts=dict(t.version_counts),
+                        version_first_seen=t.version_first_seen, version_last_seen=t.version_last_seen,
+                        started_at=self.recorder.started)
+        s.duration_s = self.windows[-1].t1 if self.windows else 0.0
+        for w in self.windows:
+            s.hist.merge(w.hist)
+            s.error_hist.merge(w.error_hist)
+        return s
 
     def __enter__(self) -> "BackgroundLoad":
         return self.start()

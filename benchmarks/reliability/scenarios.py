@@ -13,10 +13,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from benchmarks.measure.cpu import CpuMeter
 from benchmarks.measure.histogram import LatencyHistogram
+from benchmarks.measure.recorder import Window
 from benchmarks.reliability import client
 from benchmarks.reliability.faults import BROKEN_KINDS, write_broken_version
-from benchmarks.reliability.load import BackgroundLoad, LoadConfig, LoadSummary, Window, run_load
+from benchmarks.reliability.load import BackgroundLoad, LoadConfig, LoadSummary, run_load
 from benchmarks.reliability.memory import MemoryStats, RssSampler, rss_bytes
 
 Progress = Callable[[str], None]
@@ -108,7 +110,7 @@ def rollout_under_load(grpc_target: str, model_dir: Path, publish: Callable[[], 
         publish()
         publish_s = time.monotonic() - t0
         try:
-            client.wait_for(lambda: new_version in load.summary.version_first_seen, timeout_s,
+            client.wait_for(lambda: new_version in load.totals().version_first_seen, timeout_s,
                             what=f"a response from v{new_version}")
         except TimeoutError as exc:
             problem = str(exc)
@@ -395,43 +397,6 @@ def _merge(ws: list[Window]) -> dict[str, float]:
             "t0_s": round(ws[0].t0, 1) if ws else 0, "t1_s": round(ws[-1].t1, 1) if ws else 0}
 
 
-class _OtherCpu:
-    """Share of the machine's CPU used by processes other than `pids` over a span (noisy-neighbour check)."""
-
-    def __init__(self, pids: list[int]) -> None:
-        import os
-
-        import psutil
-
-        self.procs = [psutil.Process(p) for p in pids]
-        self.ncpu = os.cpu_count() or 1
-        self.t0 = time.monotonic()
-        self.total0 = self._busy()
-        self.own0 = self._own()
-
-    @staticmethod
-    def _busy() -> float:
-        import psutil
-
-        t = psutil.cpu_times()
-        return t.user + t.system + getattr(t, "nice", 0.0) + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
-
-    def _own(self) -> float:
-        total = 0.0
-        for p in self.procs:
-            try:
-                c = p.cpu_times()
-                total += c.user + c.system
-            except Exception:
-                pass
-        return total
-
-    def stop(self) -> float:
-        dt = time.monotonic() - self.t0
-        others = (self._busy() - self.total0) - (self._own() - self.own0)
-        return round(max(0.0, others) / (dt * self.ncpu) * 100, 1) if dt > 0 else 0.0
-
-
 def soak(grpc_target: str, pid: int, *, payload: bytes, capacity_rps: float, seconds: float,
          fraction: float = 0.5, warmup_s: float | None = None, window_s: float | None = None,
          progress: Progress = _quiet) -> SoakResult:
@@ -449,13 +414,11 @@ def soak(grpc_target: str, pid: int, *, payload: bytes, capacity_rps: float, sec
                      f"server RSS {rss_bytes(pid) / 2**20:.0f} MiB")
 
     progress(f"soak: {rate:.0f} req/s (= {fraction:.0%} of {capacity_rps:.0f} req/s capacity) for {seconds:.0f}s")
-    import os
-
-    others = _OtherCpu([pid, os.getpid()])
+    others = CpuMeter([pid])  # measured beside this process: what neither side used is a neighbour's
     with RssSampler(pid, interval_s=max(0.2, min(2.0, seconds / 200)), warmup_s=warmup) as sampler:
         s = run_load(LoadConfig(grpc_target, payload, concurrency=256, rate=rate, window_s=window,
                                 track_versions=False), seconds, progress=report)
-    other_cpu = others.stop()
+    other_cpu = round(others.stop().others_pct, 1)
     after_warmup = [w for w in s.windows if w.t0 >= warmup - 1e-9]
     k = max(1, len(after_warmup) // 5)
     return SoakResult(round(rate, 1), capacity_rps, seconds, load_figures(s), sampler.stats.as_dict(),

@@ -1,2 +1,3 @@
-"""What the load generators talk to when they start it themselves: the embedded server as a managed
-process, and the no-op servers (Python; native nghttpd + nginx) used to measure the clients."""
+"""What the load generators talk to when they start it themselves: the embedded server, the bare gRPC echo
+servers and the no-op servers (Python; native nghttpd + nginx), launched by managed.ManagedServer (the
+native no-op pair by noop_native)."""

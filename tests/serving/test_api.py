@@ -314,4 +314,4 @@ def test_server_still_serves_after_bad_input_and_counts_it(server, rows) -> None
         assert f'entrypoint="{entrypoint}"' in text
     assert ":tensorflow:serving:request_latency_bucket{" in text
     assert ":tensorflow:serving:request_latency_count{" in text
-    assert server.process.poll() is None
+    assert server.proc.poll() is None

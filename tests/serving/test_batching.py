@@ -119,9 +119,9 @@ def test_full_queue_oversize_deadline_and_sigterm_drain(exported_models_dir: Pat
         # 5) SIGTERM while a request waits in its batch: it still completes, then the server exits 0
         in_flight = stub.Predict.future(_request(one), timeout=30)
         time.sleep(0.3)
-        server.process.send_signal(signal.SIGTERM)
+        server.proc.send_signal(signal.SIGTERM)
         assert _pred(in_flight.result()).shape == (1, 1)
-        assert server.process.wait(35) == 0, server.log_text()[-3000:]
+        assert server.proc.wait(35) == 0, server.log_text()[-3000:]
         log = server.log_text()
         assert "received SIGTERM: draining" in log
         assert re.search(r"stopped after [\d.]+ s drain \(all in-flight requests finished\)", log)

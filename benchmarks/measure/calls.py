@@ -1,0 +1,41 @@
+"""Sequential in-process calls timed one by one: the in-process counterpart of the load loop.
+
+Used where a function is called directly (no transport): the perf check's in-process model cost and the
+graph-call comparison. Each call's wall time goes into an HdrHistogram; the CPU meter spans the timed calls
+only, so CPU per call excludes the warm-up.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from benchmarks.measure.cpu import CpuMeter, CpuReading
+from benchmarks.measure.histogram import LatencyHistogram
+
+
+@dataclass
+class CallTiming:
+    hist: LatencyHistogram
+    calls: int
+    wall_s: float
+    cpu: CpuReading
+
+    @property
+    def cpu_us_per_call(self) -> float:
+        return self.cpu.process_s / self.calls * 1e6 if self.calls else 0.0
+
+
+def time_calls(fn: Callable[[], object], calls: int, warmup: int = 200) -> CallTiming:
+    """`warmup` untimed calls, then `calls` timed ones."""
+    for _ in range(warmup):
+        fn()
+    hist = LatencyHistogram()
+    cpu = CpuMeter()
+    start = time.perf_counter()
+    for _ in range(calls):
+        t0 = time.perf_counter_ns()
+        fn()
+        hist.record_ns(time.perf_counter_ns() - t0)
+    wall = time.perf_counter() - start
+    return CallTiming(hist, calls, wall, cpu.stop())

@@ -1,0 +1,147 @@
+"""The load loop against a mock transport (perf_analyzer-style: the loop alone, the client and server mocked).
+
+The mock answers after a short sleep with a scripted status, counts how many calls are in flight at once and
+which payloads it saw, so the loop's promises can be checked without any server: how many requests it sends,
+how many it keeps in flight, that every outcome is recorded once, that failures back off, that a cut-off
+request is still counted, and that the window/stability rule reads the recorder's windows correctly.
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+
+from benchmarks.load.closed_loop import LoadLoop, run_closed_loop, windows_stable
+from benchmarks.measure.histogram import LatencyHistogram
+from benchmarks.measure.recorder import Recorder, Window
+
+
+class MockTransport:
+    name = "grpc"
+    target = "mock"
+
+    def __init__(self, delay_s: float = 0.001, status=lambda i: "OK", body=lambda i, p: p, raise_on=()) -> None:
+        self.delay_s, self.status, self.body, self.raise_on = delay_s, status, body, set(raise_on)
+        self.timeout_s = 1.0
+        self.calls = 0
+        self.in_flight = self.max_in_flight = 0
+        self.payloads: list[bytes] = []
+
+    async def send(self, payload: bytes) -> tuple[str, bytes | None]:
+        i = self.calls
+        self.calls += 1
+        self.payloads.append(payload)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(self.delay_s)
+            if i in self.raise_on:
+                raise ConnectionResetError("planted")
+            status = self.status(i)
+            return status, self.body(i, payload) if status == "OK" else None
+        finally:
+            self.in_flight -= 1
+
+    async def close(self) -> None:
+        pass
+
+
+def test_a_request_budget_is_sent_exactly_at_the_given_concurrency() -> None:
+    t = MockTransport(status=lambda i: "UNAVAILABLE" if i % 5 == 0 else "OK")
+    loop = LoadLoop(t, [b"a", b"b", b"c"], Recorder(), error_backoff_s=0)
+    asyncio.run(loop.run_requests(4, 100))
+    totals = loop.recorder.totals()
+    assert t.calls == loop.sent == 100 and loop.in_flight == 0
+    assert t.max_in_flight == 4
+    assert totals.ok == 80 and totals.errors == {"UNAVAILABLE": 20}
+    assert {p: t.payloads.count(p) for p in (b"a", b"b", b"c")} == {b"a": 34, b"b": 33, b"c": 33}
+
+
+def test_transport_exceptions_are_outcomes_and_versions_are_read_from_successes() -> None:
+    t = MockTransport(raise_on={3}, body=lambda i, p: bytes([1 if i < 5 else 2]))
+    loop = LoadLoop(t, [b"x"], Recorder(), error_backoff_s=0, version_of=lambda body: body[0])
+    asyncio.run(loop.run_requests(1, 10))
+    totals = loop.recorder.totals()
+    assert totals.errors == {"ConnectionResetError": 1} and totals.ok == 9
+    assert totals.version_counts == {1: 4, 2: 5}
+
+
+def test_failures_back_off_instead_of_spinning() -> None:
+    t = MockTransport(delay_s=0, status=lambda i: "UNAVAILABLE")
+
+    async def run(backoff: float) -> int:
+        t.calls = 0
+        loop = LoadLoop(t, [b"x"], Recorder(), error_backoff_s=backoff)
+        tasks = loop.start_closed(2)
+        await asyncio.sleep(0.2)
+        await loop.stop(tasks, 1.0)
+        return t.calls
+
+    # 2 workers pausing 50 ms after each failure: at most ~2 * (0.2 / 0.05 + 1) calls in 0.2 s
+    assert asyncio.run(run(0.05)) <= 12
+    assert asyncio.run(run(0.0)) > 12  # without the pause the same loop spins
+
+
+def test_a_request_cut_off_by_stop_is_still_counted() -> None:
+    t = MockTransport(delay_s=10)
+    loop = LoadLoop(t, [b"x"], Recorder())
+
+    async def run() -> None:
+        tasks = loop.start_closed(3)
+        await asyncio.sleep(0.05)
+        await loop.stop(tasks, 0.05)
+
+    asyncio.run(run())
+    assert loop.sent == 3 and loop.in_flight == 0
+    assert loop.recorder.totals().errors == {"CANCELLED_BY_CLIENT": 3}
+
+
+def test_closed_loop_reports_all_fixed_windows_and_merges_them() -> None:
+    t = MockTransport(delay_s=0.002, status=lambda i: "RESOURCE_EXHAUSTED" if i % 10 == 0 else "OK")
+    r = asyncio.run(run_closed_loop(t, [b"x"], 4, window_s=0.1, fixed_windows=3, warmup_s=0.05, error_backoff_s=0))
+    assert r.windows == 3 and len(r.window_throughputs) == 3 and r.concurrency == 4
+    assert r.hist.count > 0 and r.errors.get("RESOURCE_EXHAUSTED", 0) > 0
+    assert set(r.errors) == {"RESOURCE_EXHAUSTED"} and r.n_errors == sum(r.errors.values())
+    assert r.duration_s == pytest.approx(0.3, abs=0.15) and r.wall_s >= r.duration_s
+    assert r.cpu is not None and r.cpu.wall_s > 0 and r.loop_cpu_pct == r.cpu.thread_pct
+    assert any("failed requests" in w for w in r.warnings())
+    assert t.max_in_flight == 4
+
+
+def _window(ok: int, mean_ms: float, duration_s: float = 1.0) -> Window:
+    return Window(0, 0.0, duration_s, LatencyHistogram(), {}, ok, int(ok * mean_ms * 1e6))
+
+
+def test_stability_rule_needs_three_windows_within_the_band() -> None:
+    steady = [_window(1000, 2.0), _window(1040, 2.05), _window(980, 1.95)]
+    assert windows_stable(steady, 10.0)[0]
+    assert not windows_stable(steady[:2], 10.0)[0]
+    drifting = [_window(1000, 2.0), _window(1000, 2.0), _window(1500, 2.0)]
+    stable, worst = windows_stable(drifting, 10.0)
+    assert not stable and worst == pytest.approx(100 * 2 / 7)  # 1500 vs their mean 1166.7: +28.6 %
+    empty = [_window(1000, 2.0), _window(0, 0.0), _window(1000, 2.0)]
+    assert windows_stable(empty, 10.0) == (False, math.inf)
+
+
+@pytest.mark.timeout(60)
+def test_reliability_background_load_runs_on_the_shared_loop_closed_and_open() -> None:
+    from benchmarks.clients.payloads import build_payload
+    from benchmarks.reliability.load import LoadConfig, run_load
+    from benchmarks.targets.noop_python import NoopConfig, NoopServer
+
+    payload = build_payload("m", 1, 10).grpc_bytes
+    with NoopServer(NoopConfig()) as fast:
+        s = run_load(LoadConfig(f"127.0.0.1:{fast.grpc_port}", payload, concurrency=2, window_s=0.2), 0.7)
+    assert s.ok > 0 and s.failed == 0 and s.sent == s.ok + s.unaccounted
+    assert len(s.windows) >= 3 and sum(w.ok for w in s.windows) == s.ok == s.hist.count
+    assert [w.index for w in s.windows] == list(range(len(s.windows)))
+    assert s.windows[-1].t1 == pytest.approx(s.duration_s)
+
+    with NoopServer(NoopConfig(delay_ms=200)) as slow:
+        s = run_load(LoadConfig(f"127.0.0.1:{slow.grpc_port}", payload, concurrency=1, rate=50, window_s=0.2,
+                                track_versions=False), 0.7)
+    # one request in flight at most, 200 ms each: most of the 50/s schedule must be skipped, and counted
+    assert s.dropped_open_loop > 0 and 1 <= s.sent <= 5 and s.failed == 0
+    # open loop: latency runs from the intended send time, so it is never below the server's 200 ms
+    assert s.hist.percentile_ms(50) >= 199
