@@ -20,24 +20,9 @@ import sys
 from pathlib import Path
 
 from benchmarks.commands.common import DEFAULT_MODELS, add_run_args, finish_run, float_list, int_list, open_run
+from benchmarks.commands.input_flags import add_input_arguments, input_options, served_models
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def _models_arg(args: argparse.Namespace) -> list[tuple[str, int]]:
-    from benchmarks.clients.payloads import DEFAULT_N_FEATURES, discover_models
-
-    found = {m.name: m.n_features for m in discover_models(args.models_dir)} if args.models_dir else {}
-    if args.models:
-        out = []
-        for spec in args.models:
-            name, _, nf = spec.partition(":")
-            out.append((name, int(nf) if nf else found.get(name, args.n_features or DEFAULT_N_FEATURES)))
-        return out
-    if not found:
-        raise SystemExit(f"error: no models under {args.models_dir}; pass --models NAME[:N_FEATURES] "
-                         "or export first (python -m export)")
-    return sorted(found.items())
 
 
 def _served_args(p: argparse.ArgumentParser, kind: str) -> None:
@@ -47,8 +32,10 @@ def _served_args(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS,
                    help="exported models (read for names and n_features; nothing is loaded)")
     p.add_argument("--models", nargs="*", default=[], metavar="NAME[:N_FEATURES]",
-                   help="model names to call (default: every model under --models-dir)")
-    p.add_argument("--n-features", type=int, default=0, help="feature count when no manifest is available")
+                   help="model names to call (default: every model under --models-dir); a model without a "
+                        "manifest there is described by the server's signature (see inputs below)")
+    p.add_argument("--n-features", type=int, default=0,
+                   help="float32 [batch, N] requests without asking the server (default: ask it)")
     p.add_argument("--batch-sizes", type=int_list, default=(1, 8, 64), help="comma list (default 1,8,64)")
     p.add_argument("--concurrency", type=int_list, default=(1, 4, 16, 64),
                    help="closed-loop concurrency sweep, comma list (default 1,4,16,64)")
@@ -73,6 +60,7 @@ def _served_args(p: argparse.ArgumentParser, kind: str) -> None:
                    help="gRPC client: aio = grpc.aio (the reference implementation); curl = libcurl's HTTP/2 via "
                         "pycurl, 2-3x less client CPU per call, for rates above ~6,000 req/s (see `capacity`)")
     p.add_argument("--timeout-s", type=float, default=30.0, help="per-request deadline")
+    add_input_arguments(p)
     add_run_args(p)
 
 
@@ -82,8 +70,9 @@ def cmd_served(args: argparse.Namespace) -> int:
     kind = args.command if args.command in ("grpc", "rest") else args.kind
     if args.target is None:
         args.target = "127.0.0.1:8500" if kind == "grpc" else "127.0.0.1:8501"
+    models, inputs = served_models(args, kind), input_options(args)  # bad input exits here, before a run exists
     w = open_run(args, kind, server_kind=args.server_label or "external")
-    cfg = ServedConfig(kind=kind, target=args.target, models=_models_arg(args), batch_sizes=args.batch_sizes,
+    cfg = ServedConfig(kind=kind, target=args.target, models=models, batch_sizes=args.batch_sizes,
                        concurrencies=() if args.command == "loadgen" else args.concurrency,
                        window_s=args.window_s, max_windows=args.max_windows, stability_pct=args.stability_pct,
                        timeout_s=args.timeout_s, grpc_channels=args.grpc_channels, grpc_client=args.grpc_client,
@@ -91,7 +80,7 @@ def cmd_served(args: argparse.Namespace) -> int:
                        loadgen_scenarios=tuple(args.loadgen) if args.command != "sweep" else (),
                        loadgen_qps=args.loadgen_qps, loadgen_min_duration_ms=args.loadgen_duration_ms,
                        loadgen_target_latency_ms=args.loadgen_latency_ms, loadgen_dir=w.run_dir / "loadgen",
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, inputs=inputs, allow_errors=args.allow_errors)
     run_served(cfg, w)
     finish_run(w)
     return 0

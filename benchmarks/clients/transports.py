@@ -29,7 +29,8 @@ class Transport(Protocol):
 class GrpcTransport:
     name = "grpc"
 
-    def __init__(self, target: str, *, channels: int = 1, timeout_s: float = 30.0) -> None:
+    def __init__(self, target: str, *, channels: int = 1, timeout_s: float = 30.0,
+                 method: str = PREDICT_METHOD) -> None:
         import grpc
 
         self._grpc = grpc
@@ -40,7 +41,7 @@ class GrpcTransport:
                 ("grpc.use_local_subchannel_pool", 1)]
         self._channels = [grpc.aio.insecure_channel(target, options=opts) for _ in range(max(1, channels))]
         # request_serializer/response_deserializer None = bytes in, bytes out: no proto work while timed.
-        self._calls = [ch.unary_unary(PREDICT_METHOD) for ch in self._channels]
+        self._calls = [ch.unary_unary(method) for ch in self._channels]
         self._i = 0
 
     async def send(self, payload: bytes) -> tuple[str, bytes | None]:
@@ -410,13 +411,15 @@ def client_name(kind: str, grpc_client: str = "aio") -> str:
 
 
 def make_transport(kind: str, target: str, rest_path: str = "", *, concurrency: int = 64,
-                   timeout_s: float = 30.0, grpc_channels: int = 1, grpc_client: str = "aio") -> Transport:
+                   timeout_s: float = 30.0, grpc_channels: int = 1, grpc_client: str = "aio",
+                   grpc_method: str = PREDICT_METHOD) -> Transport:
+    """grpc_method: the gRPC method path (Predict, Classify or Regress); REST's rest_path says the same."""
     if kind == "grpc":
         if grpc_client == "curl":
-            return CurlGrpcTransport(target, timeout_s=timeout_s)
+            return CurlGrpcTransport(target, timeout_s=timeout_s, method=grpc_method)
         if grpc_client != "aio":
             raise ValueError(f"unknown gRPC client {grpc_client!r} ({'|'.join(GRPC_CLIENTS)})")
-        return GrpcTransport(target, channels=grpc_channels, timeout_s=timeout_s)
+        return GrpcTransport(target, channels=grpc_channels, timeout_s=timeout_s, method=grpc_method)
     if kind == "rest":
         return RestTransport(target, rest_path, connections=max(concurrency, 1), timeout_s=timeout_s)
     raise ValueError(f"unknown transport {kind!r} (grpc|rest)")

@@ -16,10 +16,13 @@ from pathlib import Path
 from benchmarks.measure import prometheus
 from benchmarks.load.closed_loop import CPU_SATURATION_PCT, run_closed_loop
 from benchmarks.load.loadgen import LoadGenConfig, run_loadgen
-from benchmarks.clients.payloads import (Payload, build_payload, check_grpc_response, check_rest_response, grpc_response_decode_ms,
+from benchmarks.clients.inputs import InputOptions
+from benchmarks.clients.model_requests import payload_factory
+from benchmarks.clients.payloads import (Payload, check_grpc_response, check_rest_response, grpc_response_decode_ms,
                        rest_response_decode_ms)
+from benchmarks.clients.probe import probe
 from benchmarks.results.schema import ResultRow, ResultWriter
-from benchmarks.clients.transports import client_name, make_transport, ok
+from benchmarks.clients.transports import client_name, make_transport
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +31,7 @@ log = logging.getLogger(__name__)
 class ServedConfig:
     kind: str  # grpc | rest
     target: str  # host:port
-    models: list[tuple[str, int]]  # (model name, n_features)
+    models: list[tuple[str, int]]  # (model name, n_features; 0 = build requests from the served signature)
     batch_sizes: tuple[int, ...] = (1, 8, 64)
     concurrencies: tuple[int, ...] = (1, 4, 16, 64)
     window_s: float = 2.0
@@ -38,7 +41,6 @@ class ServedConfig:
     timeout_s: float = 30.0
     grpc_channels: int = 1
     grpc_client: str = "aio"  # aio (grpc.aio) | curl (libcurl HTTP/2): see transports.py
-    signature: str = "serving_default"
     server_label: str = ""  # e.g. embedded-graph, tfserving, noop
     metrics_url: str = ""  # Prometheus endpoint (REST port), optional
     loadgen_scenarios: tuple[str, ...] = ()  # single_stream | server | offline
@@ -48,16 +50,26 @@ class ServedConfig:
     loadgen_dir: Path | None = None
     progress: bool = True
     fixed_windows: int | None = None
+    inputs: InputOptions = field(default_factory=InputOptions)  # signature, shapes, input data (inputs.py)
+    allow_errors: bool = False  # time the load even when the probe request fails
     extra: dict = field(default_factory=dict)
 
 
-async def _probe(kind: str, cfg: ServedConfig, p: Payload) -> tuple[str, bytes | None]:
-    t = make_transport(kind, cfg.target, p.rest_path, concurrency=1, timeout_s=cfg.timeout_s,
-                       grpc_client=cfg.grpc_client)
-    try:
-        return await t.send(p.grpc_bytes if kind == "grpc" else p.rest_body)
-    finally:
-        await t.close()
+def _probe_problem(cfg: ServedConfig, p: Payload) -> tuple[str | None, float | None]:
+    """One untimed request: -> (problem with it or None, response decode cost in ms). A failed probe
+    stops the run with the server's message unless cfg.allow_errors (then the sweep counts the errors)."""
+    res = probe(cfg.kind, cfg.target, p, cfg.timeout_s)
+    if not res.ok:
+        problem = f"probe request failed with {res.status}: {res.message}"
+        if not cfg.allow_errors:
+            raise RuntimeError(f"{cfg.kind} {p.model} b={p.batch_size} at {cfg.target}: {problem} "
+                               "(nothing was timed; --allow-errors measures anyway)")
+        return problem, None
+    if res.body is None:
+        return None, None
+    if cfg.kind == "grpc":
+        return check_grpc_response(res.body, p.batch_size, p.method), grpc_response_decode_ms(res.body, method=p.method)
+    return check_rest_response(res.body, p.batch_size), rest_response_decode_ms(res.body)
 
 
 def _payload_bytes(kind: str, p: Payload) -> bytes:
@@ -74,16 +86,10 @@ def run_served(cfg: ServedConfig, writer: ResultWriter | None = None) -> list[Re
     points = len(cfg.models) * len(cfg.batch_sizes) * (len(cfg.concurrencies) + n_lg)
     bar = tqdm(total=points, desc=f"{cfg.kind} {cfg.target}", unit="pt", disable=not cfg.progress)
     for model, n_features in cfg.models:
+        payloads = payload_factory(cfg.kind, cfg.target, model, n_features, cfg.inputs)
         for bs in cfg.batch_sizes:
-            p = build_payload(model, bs, n_features, signature=cfg.signature)
-            status, body = asyncio.run(_probe(cfg.kind, cfg, p))
-            problem = None
-            decode_ms = None
-            if not ok(status):
-                problem = f"probe request failed with {status}"
-            elif body is not None:
-                problem = (check_grpc_response if cfg.kind == "grpc" else check_rest_response)(body, bs)
-                decode_ms = (grpc_response_decode_ms if cfg.kind == "grpc" else rest_response_decode_ms)(body)
+            p = payloads(bs)
+            problem, decode_ms = _probe_problem(cfg, p)
             if problem:
                 # Keep going: the sweep will count the errors by status; the warning says why.
                 log.warning("%s %s b=%d: %s", cfg.kind, model, bs, problem)
@@ -99,7 +105,7 @@ def run_served(cfg: ServedConfig, writer: ResultWriter | None = None) -> list[Re
                 async def point():
                     t = make_transport(cfg.kind, cfg.target, p.rest_path, concurrency=conc,
                                        timeout_s=cfg.timeout_s, grpc_channels=cfg.grpc_channels,
-                                       grpc_client=cfg.grpc_client)
+                                       grpc_client=cfg.grpc_client, grpc_method=p.grpc_method)
                     try:
                         return await run_closed_loop(t, payload, conc, window_s=cfg.window_s,
                                                      max_windows=cfg.max_windows, stability_pct=cfg.stability_pct,
@@ -148,7 +154,7 @@ def _loadgen_point(cfg: ServedConfig, p: Payload, payload: list[bytes], scenario
     cpu = CpuMeter()
     res = run_loadgen(lambda: make_transport(cfg.kind, cfg.target, p.rest_path, concurrency=64,
                                              timeout_s=cfg.timeout_s, grpc_channels=cfg.grpc_channels,
-                                             grpc_client=cfg.grpc_client),
+                                             grpc_client=cfg.grpc_client, grpc_method=p.grpc_method),
                       payload, lcfg, out_dir)
     client_cpu, _ = cpu.stop()
     after = prometheus.scrape(cfg.metrics_url)
