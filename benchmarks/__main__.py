@@ -129,7 +129,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     code, text, _ = run_compare(base, new, threshold=args.threshold / 100.0, max_samples=args.max_samples,
                                 ignore=tuple(args.ignore))
     print(text)
-    print(">> verdict:", "REGRESSION beyond threshold" if code else "no significant regression beyond threshold")
+    print(">> verdict:", {0: "no significant regression beyond threshold", 1: "REGRESSION beyond threshold"}.get(
+        code, "nothing compared (no comparable rows)"))
     return code
 
 
@@ -228,13 +229,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_args(p)
     p.set_defaults(func=cmd_locust)
 
+    from benchmarks.results.compare import IGNORABLE
+
     p = sub.add_parser("compare", help="compare two runs: %% change + bootstrap verdict; exit 1 on a significant regression")
     p.add_argument("base", help="run id (under --results-dir), run directory or results.json; 'latest' works")
     p.add_argument("new")
     p.add_argument("--results-dir", type=Path, default=Path("artifacts/results"))
     p.add_argument("--threshold", type=float, default=5.0, help="regression threshold in %% of median latency (default 5)")
     p.add_argument("--max-samples", type=int, default=4000, help="samples drawn from each histogram (default 4000)")
-    p.add_argument("--ignore", nargs="*", default=[], choices=["server", "mode", "target_rate", "concurrency", "client"],
+    p.add_argument("--ignore", nargs="*", default=[], choices=IGNORABLE,
                    help="key fields to ignore when matching rows (e.g. compare eager vs graph servers)")
     p.set_defaults(func=cmd_compare)
 
