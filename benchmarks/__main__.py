@@ -8,6 +8,7 @@ Typical use:
   python -m benchmarks capacity            # how fast can this load generator go (against a no-op server)?
   python -m benchmarks locust --users 8 --workers 2 --run-time 20s
   python -m benchmarks compare <base-run> <new-run>
+  python -m benchmarks perf-analyzer --target 127.0.0.1:8500 --models residual_regressor   # make crosscheck
   python -m benchmarks suite [--quick]     # make bench
   python -m benchmarks demo                # make demo: export if needed, graph vs eager server, all tables
 """
@@ -261,6 +262,13 @@ def build_parser() -> argparse.ArgumentParser:
     wrk_args(p)
     add_run_args(p)
     p.set_defaults(func=cmd_wrk)
+
+    from benchmarks.commands import perf_analyzer as perf_analyzer_cmd
+
+    p = sub.add_parser("perf-analyzer", help="cross-check: Triton's perf_analyzer beside our gRPC clients, same points",
+                       description=perf_analyzer_cmd.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    perf_analyzer_cmd.add_arguments(p)
+    p.set_defaults(func=perf_analyzer_cmd.main)
 
     p = sub.add_parser("report", help="re-render report.md and plots of an existing run")
     p.add_argument("run", help="run id, run directory or 'latest'")

@@ -22,12 +22,22 @@ from tests.server_fixture import running_server
 
 MODEL = "multi_input"
 WITHOUT_STRING = "three_inputs"
+FLOAT_ONLY = "float_only"  # perf_analyzer 2.41's TF Serving client sends int64 inputs without values
 
 
 def _strings_refused(e: RuntimeError) -> bool:
     """The embedded server's answer to a DT_STRING input today: UNIMPLEMENTED over gRPC, 501 over REST."""
     msg = str(e)
     return "DT_STRING" in msg and ("failed with UNIMPLEMENTED" in msg or "failed with 501" in msg)
+
+
+def _write_float_only_model(base: Path) -> None:
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.serve = tf.function(lambda x: {"score": tf.reduce_sum(x, axis=1, keepdims=True)},
+                               input_signature=[tf.TensorSpec([None, 8], tf.float32, name="x")])
+    tf.saved_model.save(module, str(base / FLOAT_ONLY / "1"), signatures={"serving_default": module.serve})
 
 
 def _write_model(base: Path, name: str, with_string: bool) -> None:
@@ -55,10 +65,11 @@ def multi_input_server(tmp_path_factory):
     base = tmp_path_factory.mktemp("any_model")
     _write_model(base, MODEL, with_string=True)
     _write_model(base, WITHOUT_STRING, with_string=False)
+    _write_float_only_model(base)
     config = base / "models.config"
     config.write_text("model_config_list {\n" + "".join(
         f'  config {{ name: "{m}" base_path: "{base / m}" model_platform: "tensorflow" }}\n'
-        for m in (MODEL, WITHOUT_STRING)) + "}\n")
+        for m in (MODEL, WITHOUT_STRING, FLOAT_ONLY)) + "}\n")
     with running_server(config) as server:
         yield server
 
@@ -133,3 +144,44 @@ def test_bad_input_exits_2_naming_the_problem_before_any_load(tmp_path, multi_in
     assert bench_main(["grpc", "--models", f"{MODEL}:10", "--allow-errors", "--run-id", "errs", *common]) == 0
     row = json.loads((tmp_path / "res" / "errs" / RESULTS_JSON).read_text())["results"][0]
     assert row["n"] == 0 and row["errors"] > 0 and set(row["errors_by_code"]) == {"INVALID_ARGUMENT"}
+
+
+def _perf_analyzer_or_skip():
+    from benchmarks.measure import perf_analyzer_tool
+
+    try:
+        return perf_analyzer_tool.find()
+    except perf_analyzer_tool.PerfAnalyzerMissing as e:
+        pytest.skip(f"perf_analyzer cannot run here: {e}")
+
+
+@pytest.mark.timeout(300)
+def test_perf_analyzer_crosscheck_writes_its_rows_beside_ours(tmp_path, multi_input_server, capsys):
+    """A real perf_analyzer run (it builds its inputs from the metadata too) beside grpc.aio."""
+    _perf_analyzer_or_skip()
+    code = bench_main(["perf-analyzer", "--target", multi_input_server.grpc_target, "--models", FLOAT_ONLY,
+                       "--models-dir", str(tmp_path / "none"), "--results-dir", str(tmp_path), "--run-id", "pa",
+                       "--concurrency", "1", "--clients", "aio", "--window-s", "0.5", "--max-windows", "4",
+                       "--no-progress"])
+    assert code == 0
+    rows = json.loads((tmp_path / "pa" / RESULTS_JSON).read_text())["results"]
+    pa, ours = rows
+    assert pa["client"] == "perf_analyzer" and ours["client"] == "grpc.aio"
+    assert (pa["batch_size"], pa["concurrency"], pa["model"]) == (ours["batch_size"], ours["concurrency"], ours["model"])
+    # parsed from perf_analyzer's own CSV (or, when it never stabilised, its per-window lines)
+    assert pa["p50_ms"] > 0 and pa["throughput_rps"] > 0 and "--service-kind=tfserving" in pa["extra"]["perf_analyzer"]["command"]
+    if pa["stable"]:
+        assert pa["n"] > 0 and pa["p50_ms"] <= pa["p90_ms"] <= pa["p99_ms"]
+    assert ours["errors"] == 0 and ours["n"] > 0
+    table_md = (tmp_path / "pa" / "crosscheck.md").read_text()
+    assert "| 1 | 1 | grpc.aio |" in table_md and "p50 ours/PA" in capsys.readouterr().out
+
+
+def test_perf_analyzer_missing_exits_2_saying_what_to_install(monkeypatch, tmp_path, capsys):
+    from benchmarks.measure import perf_analyzer_tool
+
+    monkeypatch.setattr(perf_analyzer_tool, "_binary", lambda: None)
+    assert bench_main(["perf-analyzer", "--models", "m", "--results-dir", str(tmp_path)]) == 2
+    out = capsys.readouterr().out
+    assert "perf_analyzer not found" in out and "tritonclient==2.41.0" in out and "libb64-0d" in out
+    assert not any(tmp_path.iterdir())  # no run directory for a run that could not start
