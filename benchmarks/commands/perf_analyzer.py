@@ -22,11 +22,15 @@ from benchmarks.commands.input_flags import add_input_arguments, input_options, 
 from benchmarks.measure import perf_analyzer_tool as tool
 from benchmarks.results.report import fmt, table
 from benchmarks.results.schema import ResultRow, ResultWriter
+from benchmarks.targets.managed import start_for_run
 
 CLIENT = "perf_analyzer"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--server", choices=["none", "embedded"], default="none",
+                   help="none: measure --target (default); embedded: start the embedded server on free ports")
+    p.add_argument("--mode", choices=["graph", "xla", "eager"], default="graph", help="embedded server mode")
     p.add_argument("--target", default="127.0.0.1:8500", help="gRPC host:port of the TF Serving API (default 127.0.0.1:8500)")
     p.add_argument("--models", nargs=1, default=[], metavar="NAME",
                    help="model to measure (default: the first under --models-dir)")
@@ -100,11 +104,31 @@ def main(args: argparse.Namespace) -> int:
     except tool.PerfAnalyzerMissing as e:
         print(f"error: {e}")
         return 2
-    model, n_features = served_models(args, "grpc")[0]
+    # an external server's unknown model ends the command here, before a run directory exists
+    picked = served_models(args, "grpc")[0] if args.server == "none" else None
     inputs = input_options(args)
     # perf_analyzer reads only its own input-data format; with a TF Serving body it sends random data
     pa_input = inputs.input_data if inputs.input_data and "data" in load_document(inputs.input_data) else None
     w = open_run(args, "crosscheck", server_kind=args.server_label)
+    server = start_for_run(args, w.run_dir, tuple(args.models))
+    try:
+        if server is not None:
+            args.target, args.server_label = server.grpc_target, server.label
+            picked = served_models(args, "grpc")[0]
+        _crosscheck(pa, args, picked, inputs, pa_input, w)
+    finally:
+        if server is not None:
+            server.stop()
+    text = crosscheck_table(w.rows)
+    (w.run_dir / "crosscheck.md").write_text(f"# perf_analyzer cross-check, run {w.run_id}\n\n{text}\n")
+    print(text)
+    finish_run(w)
+    return 0
+
+
+def _crosscheck(pa: tool.PerfAnalyzer, args: argparse.Namespace, picked: tuple[str, int], inputs,
+                pa_input: Path | None, w: ResultWriter) -> None:
+    model, n_features = picked
     for rep in range(args.repeats):
         for bs in args.batch_sizes:
             for conc in args.concurrency:
@@ -117,8 +141,3 @@ def main(args: argparse.Namespace) -> int:
                 w.append(pa_row(point, model, args.target, args.server_label))
                 for client in args.clients:
                     _measure_ours(args, model, n_features, inputs, bs, conc, client, w)
-    text = crosscheck_table(w.rows)
-    (w.run_dir / "crosscheck.md").write_text(f"# perf_analyzer cross-check, run {w.run_id}\n\n{text}\n")
-    print(text)
-    finish_run(w)
-    return 0
