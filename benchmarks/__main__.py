@@ -27,7 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _served_args(p: argparse.ArgumentParser, kind: str) -> None:
-    from benchmarks.clients.transports import GRPC_CLIENTS
+    from benchmarks.clients.transports import DEFAULT_GRPC_CLIENT, GRPC_CLIENTS
     p.add_argument("--target", default=None,
                    help="host:port of the endpoint (default 127.0.0.1:8500 for gRPC, 127.0.0.1:8501 for REST)")
     p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS,
@@ -57,9 +57,10 @@ def _served_args(p: argparse.ArgumentParser, kind: str) -> None:
                    help="Prometheus endpoint to diff per point, e.g. http://127.0.0.1:8501/monitoring/prometheus/metrics")
     p.add_argument("--grpc-channels", type=int, default=1,
                    help="grpc.aio client: channels (TCP connections) to spread calls over")
-    p.add_argument("--grpc-client", choices=GRPC_CLIENTS, default="aio",
-                   help="gRPC client: aio = grpc.aio (the reference implementation); curl = libcurl's HTTP/2 via "
-                        "pycurl, 2-3x less client CPU per call, for rates above ~6,000 req/s (see `capacity`)")
+    p.add_argument("--grpc-client", choices=GRPC_CLIENTS, default=DEFAULT_GRPC_CLIENT,
+                   help=f"gRPC client (default {DEFAULT_GRPC_CLIENT}): curl = libcurl's HTTP/2 via pycurl, whose "
+                        "latencies agree with Triton's perf_analyzer and which costs 2-3x less client CPU per call; "
+                        "aio = grpc.aio (the reference implementation, +~0.1-0.3 ms per call here: `perf-analyzer`)")
     p.add_argument("--timeout-s", type=float, default=30.0, help="per-request deadline")
     add_input_arguments(p)
     add_run_args(p)

@@ -402,16 +402,20 @@ def ok(status: str) -> bool:
 
 
 GRPC_CLIENTS = ("aio", "curl")
+# The default gRPC client: libcurl's, because it is the one whose figures agree with an independent C++
+# client (Triton's perf_analyzer) on the same server; grpc.aio adds its own per-call cost to every
+# latency (README, "Measurement fidelity").
+DEFAULT_GRPC_CLIENT = "curl"
 _GRPC_CLIENT_NAMES = {"aio": "grpc.aio", "curl": "libcurl"}
 
 
-def client_name(kind: str, grpc_client: str = "aio") -> str:
+def client_name(kind: str, grpc_client: str = DEFAULT_GRPC_CLIENT) -> str:
     """What a result row's `client` says sent the requests (grpc.aio | libcurl | asyncio-http1)."""
     return "asyncio-http1" if kind == "rest" else _GRPC_CLIENT_NAMES[grpc_client]
 
 
 def make_transport(kind: str, target: str, rest_path: str = "", *, concurrency: int = 64,
-                   timeout_s: float = 30.0, grpc_channels: int = 1, grpc_client: str = "aio",
+                   timeout_s: float = 30.0, grpc_channels: int = 1, grpc_client: str = DEFAULT_GRPC_CLIENT,
                    grpc_method: str = PREDICT_METHOD) -> Transport:
     """grpc_method: the gRPC method path (Predict, Classify or Regress); REST's rest_path says the same."""
     if kind == "grpc":

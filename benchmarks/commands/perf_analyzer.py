@@ -15,12 +15,14 @@ import argparse
 import math
 from pathlib import Path
 
+import numpy as np
+
 from benchmarks.clients.input_data import load_document
 from benchmarks.clients.transports import GRPC_CLIENTS, client_name
 from benchmarks.commands.common import DEFAULT_MODELS, add_run_args, finish_run, int_list, open_run
 from benchmarks.commands.input_flags import add_input_arguments, input_options, served_models
 from benchmarks.measure import perf_analyzer_tool as tool
-from benchmarks.results.report import fmt, table
+from benchmarks.results.report import table
 from benchmarks.results.schema import ResultRow, ResultWriter
 from benchmarks.targets.managed import start_for_run
 
@@ -69,24 +71,44 @@ def pa_row(point: tool.PaPoint, model: str, target: str, label: str) -> ResultRo
     return row
 
 
-def _ratio(ours: float, theirs: float) -> str:
-    return f"{ours / theirs:.2f}" if theirs and not (math.isnan(ours) or math.isnan(theirs)) else "–"
+def _ratio(ours: float, theirs: float) -> float:
+    return ours / theirs if theirs and not (math.isnan(ours) or math.isnan(theirs)) else math.nan
+
+
+def _pairs(rows: list[ResultRow]) -> list[tuple[ResultRow, ResultRow]]:
+    """(ours, perf_analyzer's) for every row of ours: rows come in measurement order, a perf_analyzer
+    row first, then ours for the same point."""
+    out, pa = [], None
+    for r in rows:
+        if r.client == CLIENT:
+            pa = r
+        elif pa is not None and (pa.batch_size, pa.concurrency) == (r.batch_size, r.concurrency):
+            out.append((r, pa))
+    return out
 
 
 def crosscheck_table(rows: list[ResultRow]) -> str:
-    """Per point and repeat: each of our clients beside perf_analyzer, with ours ÷ theirs."""
-    out, pa = [], None
-    for r in rows:  # rows come in measurement order: a perf_analyzer row, then ours for the same point
-        if r.client == CLIENT:
-            pa = r
-            continue
-        if pa is None or (pa.batch_size, pa.concurrency) != (r.batch_size, r.concurrency):
-            continue
-        out.append([r.batch_size, r.concurrency, r.client, fmt(r.p50_ms), fmt(pa.p50_ms), _ratio(r.p50_ms, pa.p50_ms),
-                    fmt(r.throughput_rps, 4), fmt(pa.throughput_rps, 4), _ratio(r.throughput_rps, pa.throughput_rps),
-                    "" if r.stable and pa.stable else "unstable"])
-    return table(["batch", "conc", "our client", "our p50 ms", "PA p50 ms", "p50 ours/PA", "our req/s",
-                  "PA req/s", "req/s ours/PA", "note"], out)
+    """Per point and repeat: each of our clients beside perf_analyzer, with ours ÷ theirs; then the
+    median ratio per point and client over the repeats (stable pairs only, when there are any)."""
+    pairs = _pairs(rows)
+    each = [[r.batch_size, r.concurrency, r.client, r.p50_ms, pa.p50_ms, _ratio(r.p50_ms, pa.p50_ms),
+             f"{r.throughput_rps:,.0f}", f"{pa.throughput_rps:,.0f}", _ratio(r.throughput_rps, pa.throughput_rps),
+             "" if r.stable and pa.stable else "unstable"] for r, pa in pairs]
+    groups: dict[tuple, list[tuple[ResultRow, ResultRow]]] = {}
+    for r, pa in pairs:
+        groups.setdefault((r.batch_size, r.concurrency, r.client), []).append((r, pa))
+    summary = []
+    for (bs, conc, client), group in groups.items():
+        stable = [(r, pa) for r, pa in group if r.stable and pa.stable]
+        use = stable or group
+        summary.append([bs, conc, client, len(group), len(stable),
+                        float(np.nanmedian([_ratio(r.p50_ms, pa.p50_ms) for r, pa in use])),
+                        float(np.nanmedian([_ratio(r.throughput_rps, pa.throughput_rps) for r, pa in use]))])
+    return "\n\n".join([
+        table(["batch", "conc", "our client", "our p50 ms", "PA p50 ms", "p50 ours/PA", "our req/s", "PA req/s",
+               "req/s ours/PA", "note"], each),
+        "Median over repeats (stable pairs when any):",
+        table(["batch", "conc", "our client", "pairs", "stable pairs", "p50 ours/PA", "req/s ours/PA"], summary)])
 
 
 def _measure_ours(args, model: str, n_features: int, inputs, bs: int, conc: int, client: str, w: ResultWriter):
@@ -137,7 +159,8 @@ def _crosscheck(pa: tool.PerfAnalyzer, args: argparse.Namespace, picked: tuple[s
                 point = tool.run_point(pa, target=args.target, model=model, batch_size=bs, concurrency=conc,
                                        window_ms=int(args.window_s * 1000), max_trials=args.max_windows,
                                        stability_pct=args.stability_pct, signature=inputs.signature,
-                                       shapes=inputs.shapes, input_data=pa_input, out_dir=w.run_dir / "perf_analyzer")
+                                       shapes=inputs.shapes, input_data=pa_input, out_dir=w.run_dir / "perf_analyzer",
+                                       label=f"-r{rep + 1}" if args.repeats > 1 else "")
                 w.append(pa_row(point, model, args.target, args.server_label))
                 for client in args.clients:
                     _measure_ours(args, model, n_features, inputs, bs, conc, client, w)

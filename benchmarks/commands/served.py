@@ -22,7 +22,7 @@ from benchmarks.clients.payloads import (Payload, check_grpc_response, check_res
                        rest_response_decode_ms)
 from benchmarks.clients.probe import probe
 from benchmarks.results.schema import ResultRow, ResultWriter
-from benchmarks.clients.transports import client_name, make_transport
+from benchmarks.clients.transports import DEFAULT_GRPC_CLIENT, client_name, make_transport
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class ServedConfig:
     warmup_s: float = 0.5
     timeout_s: float = 30.0
     grpc_channels: int = 1
-    grpc_client: str = "aio"  # aio (grpc.aio) | curl (libcurl HTTP/2): see transports.py
+    grpc_client: str = DEFAULT_GRPC_CLIENT  # curl (libcurl HTTP/2) | aio (grpc.aio): see transports.py
     server_label: str = ""  # e.g. embedded-graph, tfserving, noop
     metrics_url: str = ""  # Prometheus endpoint (REST port), optional
     loadgen_scenarios: tuple[str, ...] = ()  # single_stream | server | offline

@@ -137,10 +137,12 @@ def parse_output(csv_text: str, stdout: str, batch_size: int, concurrency: int) 
 
 def run_point(pa: PerfAnalyzer, *, target: str, model: str, batch_size: int, concurrency: int, window_ms: int,
               max_trials: int, stability_pct: float, signature: str, shapes: dict[str, tuple[int, ...]],
-              input_data: Path | None, out_dir: Path) -> PaPoint:
-    """One closed-loop point over gRPC, stabilised on p50 like ours is judged on it."""
+              input_data: Path | None, out_dir: Path, label: str = "") -> PaPoint:
+    """One closed-loop point over gRPC, stabilised on p50. `label` tells repeated points' files apart."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path = out_dir / f"pa-b{batch_size}-c{concurrency}.csv"
+    stem = f"pa-b{batch_size}-c{concurrency}{label}"
+    csv_path = out_dir / f"{stem}.csv"
+    csv_path.unlink(missing_ok=True)  # perf_analyzer writes no CSV when it finds no stable point: never read an old one
     cmd = [str(pa.binary), "-m", model, "--service-kind=tfserving", "-i", "grpc", "-u", target,
            "-b", str(batch_size), f"--concurrency-range={concurrency}:{concurrency}",
            "-p", str(window_ms), f"--max-trials={max_trials}", f"--stability-percentage={stability_pct:g}",
@@ -151,7 +153,7 @@ def run_point(pa: PerfAnalyzer, *, target: str, model: str, batch_size: int, con
     timeout = 60 + max_trials * window_ms / 1000 * 3
     proc = subprocess.run(cmd, capture_output=True, text=True, env=pa.env, timeout=timeout)
     stdout = proc.stdout + proc.stderr
-    (out_dir / f"pa-b{batch_size}-c{concurrency}.log").write_text(" ".join(cmd) + "\n\n" + stdout)
+    (out_dir / f"{stem}.log").write_text(" ".join(cmd) + "\n\n" + stdout)
     point = parse_output(csv_path.read_text() if csv_path.exists() else "", stdout, batch_size, concurrency)
     point.command = cmd
     return point

@@ -185,3 +185,19 @@ def test_perf_analyzer_missing_exits_2_saying_what_to_install(monkeypatch, tmp_p
     out = capsys.readouterr().out
     assert "perf_analyzer not found" in out and "tritonclient==2.41.0" in out and "libb64-0d" in out
     assert not any(tmp_path.iterdir())  # no run directory for a run that could not start
+
+
+@pytest.mark.timeout(300)
+def test_suite_measures_an_external_server_without_starting_one(tmp_path, multi_input_server):
+    """make bench TARGET=... REST_TARGET=... MODEL=...: the served part of the suite, requests from the
+    model's signature, rows labelled with the external server."""
+    code = bench_main(["suite", "--quick", "--server", "none", "--grpc-target", multi_input_server.grpc_target,
+                       "--rest-target", _rest_target(multi_input_server), "--models", WITHOUT_STRING,
+                       "--server-label", "other-server", "--skip-inprocess", "--models-dir", str(tmp_path / "none"),
+                       "--results-dir", str(tmp_path), "--run-id", "ext", "--no-progress"])
+    assert code == 0
+    rows = json.loads((tmp_path / "ext" / RESULTS_JSON).read_text())["results"]
+    assert {r["kind"] for r in rows} == {"grpc", "rest"} and {r["model"] for r in rows} == {WITHOUT_STRING}
+    assert {r["scenario"] for r in rows} == {"closed", "server"}
+    assert all(r["server"] == "other-server" and r["errors"] == 0 and r["n"] > 0 for r in rows)
+    assert not list(tmp_path.glob("ext/*-server.log"))  # no server was started
