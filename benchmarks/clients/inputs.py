@@ -175,15 +175,23 @@ def _as_bytes(v) -> bytes:
     return v if isinstance(v, bytes) else str(v).encode()
 
 
-def predict_request_bytes(sig: ServedSignature, tensors: dict[str, np.ndarray], version: int | None = None) -> bytes:
+def predict_request(model: str, signature: str, tensors: dict[str, tuple[str, np.ndarray]],
+                    version: int | None = None):
+    """A PredictRequest carrying each named (DataType name, array) input."""
     req = protos.get("predict_pb2").PredictRequest()
-    req.model_spec.name = sig.model
-    req.model_spec.signature_name = sig.name
+    req.model_spec.name = model
+    if signature:
+        req.model_spec.signature_name = signature
     if version is not None:
         req.model_spec.version.value = version
-    for name, array in tensors.items():
-        fill_tensor_proto(req.inputs[name], sig.inputs[name].dtype, array)
-    return req.SerializeToString()
+    for name, (dtype, array) in tensors.items():
+        fill_tensor_proto(req.inputs[name], dtype, array)
+    return req
+
+
+def predict_request_bytes(sig: ServedSignature, tensors: dict[str, np.ndarray], version: int | None = None) -> bytes:
+    typed = {name: (sig.inputs[name].dtype, array) for name, array in tensors.items()}
+    return predict_request(sig.model, sig.name, typed, version).SerializeToString()
 
 
 def json_value(array: np.ndarray):

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.clients import protos
-from benchmarks.clients.inputs import rest_path, tensor_to_array
+from benchmarks.clients.inputs import predict_request, rest_path, tensor_to_array
 
 PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
 MANIFEST_REL = Path("assets.extra") / "tfserve_bench_manifest.json"
@@ -66,21 +66,9 @@ def make_inputs(batch_size: int, n_features: int, seed: int = 0) -> np.ndarray:
 
 def build_predict_request(model: str, x: np.ndarray, signature: str = "serving_default",
                           input_name: str = "inputs", version: int | None = None):
-    """PredictRequest with a float32 TensorProto (tensor_content = raw little-endian bytes, which is
+    """PredictRequest with one float32 TensorProto (tensor_content = raw little-endian bytes, which is
     what tf.make_tensor_proto produces for numeric arrays)."""
-    p = protos.load()
-    req = p["predict_pb2"].PredictRequest()
-    req.model_spec.name = model
-    if signature:
-        req.model_spec.signature_name = signature
-    if version is not None:
-        req.model_spec.version.value = version
-    t = req.inputs[input_name]
-    t.dtype = p["types_pb2"].DT_FLOAT
-    for dim in x.shape:
-        t.tensor_shape.dim.add().size = int(dim)
-    t.tensor_content = np.ascontiguousarray(x, dtype="<f4").tobytes()
-    return req
+    return predict_request(model, signature, {input_name: ("DT_FLOAT", x)}, version)
 
 
 def build_rest_body(x: np.ndarray, signature: str = "serving_default") -> bytes:

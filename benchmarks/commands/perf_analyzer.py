@@ -6,8 +6,8 @@ the same server: its figures are written as ordinary result rows (client `perf_a
 percentiles, not a histogram), ours beside them (one row per client), and the table gives
 ours ÷ perf_analyzer per point for p50 and throughput. Points alternate (perf_analyzer, then each of our
 clients) so drift on a shared machine hits all of them alike; --repeats runs the whole set again.
-Both sides stabilise the same way: windows of --window-s until 3 agree within --stability-pct
-(perf_analyzer on p50 with --percentile=50, ours on throughput and mean latency), at most --max-windows.
+Both sides measure windows of --window-s until 3 agree within --stability-pct, at most --max-windows
+(perf_analyzer judges p50, with --percentile=50; ours judges throughput and mean latency).
 """
 from __future__ import annotations
 
