@@ -60,7 +60,8 @@ def _served_args(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--grpc-client", choices=GRPC_CLIENTS, default=DEFAULT_GRPC_CLIENT,
                    help=f"gRPC client (default {DEFAULT_GRPC_CLIENT}): curl = libcurl's HTTP/2 via pycurl, whose "
                         "latencies agree with Triton's perf_analyzer and which costs 2-3x less client CPU per call; "
-                        "aio = grpc.aio (the reference implementation, +~0.1-0.3 ms per call here: `perf-analyzer`)")
+                        "aio = grpc.aio (the reference implementation; its p50 ran 0.14-0.17 ms above perf_analyzer's at 1 stream "
+                        "here, see `perf-analyzer`)")
     p.add_argument("--timeout-s", type=float, default=30.0, help="per-request deadline")
     add_input_arguments(p)
     add_run_args(p)
@@ -233,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from benchmarks.results.compare import IGNORABLE
 
-    p = sub.add_parser("compare", help="compare two runs: %% change + bootstrap verdict; exit 1 on a significant regression")
+    p = sub.add_parser("compare", help="compare two runs: %% change + bootstrap verdict; exit 1 on a significant regression, "
+                            "2 when the runs share no comparable row")
     p.add_argument("base", help="run id (under --results-dir), run directory or results.json; 'latest' works")
     p.add_argument("new")
     p.add_argument("--results-dir", type=Path, default=Path("artifacts/results"))
