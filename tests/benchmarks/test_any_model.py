@@ -126,6 +126,14 @@ def test_bad_input_exits_2_naming_the_problem_before_any_load(tmp_path, multi_in
     err = capsys.readouterr().err
     assert "model 'nope' is not served by" in err and f"these answer: {MODEL}" in err
 
+    # over REST, with a models directory: the message lists what the directory has
+    (tmp_path / "dir" / "exported_one" / "1").mkdir(parents=True)
+    rest = ["--target", _rest_target(multi_input_server), "--models-dir", str(tmp_path / "dir"),
+            "--results-dir", str(tmp_path / "res")]
+    assert bench_main(["rest", "--models", "nope", *rest]) == 2
+    assert "the models directory names: exported_one" in capsys.readouterr().err
+    assert not (tmp_path / "res").exists()  # nothing was started, no run directory
+
     assert bench_main(["grpc", "--models", MODEL, "--shape", "image:3,3", *common]) == 2
     assert "--shape names input 'image'" in capsys.readouterr().err
 
