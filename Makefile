@@ -22,6 +22,11 @@ RUN_TIME   ?= 20s
 WORKERS    ?= 0
 BASE       ?=
 NEW        ?=
+IGNORE     ?=
+TARGET     ?=
+REST_TARGET?=
+MODEL      ?=
+SERVER_LABEL ?= external
 SOAK_SECONDS ?= 600
 
 # TensorFlow's C++ logging is noisy on CPU-only machines; keep warnings and errors.
@@ -29,7 +34,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 1
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv export verify serve check-deploy bench loadtest capacity compare demo reliability test clean
+.PHONY: help venv export verify serve check-deploy bench crosscheck loadtest capacity compare demo reliability test clean
 
 help: ## List every target and what it does
 	@echo "tfserve-bench targets (variables in CAPS can be set: make export MODELS=residual_regressor)"
@@ -58,8 +63,15 @@ check-deploy: $(STAMP) ## Check the real TF Serving deployment files (docker/, d
 	$(PY) -m serving.tfserving_config docker/batching/batching_cpu.config docker/batching/batching_gpu.config docker/monitoring.config $(if $(wildcard $(MODELS_DIR)/models.config),$(MODELS_DIR)/models.config --models-dir $(MODELS_DIR),docker/models.config.example)
 	$(PY) -m pytest -q tests/serving/test_deploy_configs.py tests/serving/test_launch.py
 
-bench: $(STAMP) ## Standard benchmark suite into artifacts/results/<run-id>/ (QUICK=1 for a <2 min smoke run)
-	$(PY) -m benchmarks suite --models-dir $(MODELS_DIR) --results-dir $(RESULTS_DIR) $(if $(filter 1,$(QUICK)),--quick,)
+bench: $(STAMP) ## Standard benchmark suite into artifacts/results/<run-id>/ (QUICK=1; TARGET=host:port [REST_TARGET=host:port MODEL=name SERVER_LABEL=] for an external TF Serving)
+	$(PY) -m benchmarks suite --models-dir $(MODELS_DIR) --results-dir $(RESULTS_DIR) $(if $(filter 1,$(QUICK)),--quick,) \
+	  $(if $(TARGET),--server none --skip-inprocess --grpc-target $(TARGET) --rest-target '$(REST_TARGET)' --server-label $(SERVER_LABEL),) \
+	  $(if $(MODEL),--models $(MODEL),)
+
+crosscheck: $(STAMP) ## Triton's perf_analyzer beside our gRPC clients, 1 and 8 streams (installs it if missing; TARGET=, MODEL=; default: embedded server)
+	$(PY) -m benchmarks perf-analyzer --install --models-dir $(MODELS_DIR) --results-dir $(RESULTS_DIR) --concurrency 1,8 \
+	  $(if $(TARGET),--target $(TARGET) --server-label $(SERVER_LABEL),--server embedded --mode $(MODE)) \
+	  --models $(if $(MODEL),$(MODEL),residual_regressor)
 
 loadtest: $(STAMP) ## Locust headless run against the embedded server (USERS=, SPAWN_RATE=, RUN_TIME=, WORKERS=)
 	$(PY) -m benchmarks locust --models-dir $(MODELS_DIR) --results-dir $(RESULTS_DIR) --users $(USERS) --spawn-rate $(SPAWN_RATE) --run-time $(RUN_TIME) --workers $(WORKERS)
@@ -67,9 +79,9 @@ loadtest: $(STAMP) ## Locust headless run against the embedded server (USERS=, S
 capacity: $(STAMP) ## Load-generator capacity vs a no-op server, per client (native nghttpd+nginx if installed; INSTALL=1 apt-gets them)
 	$(PY) -m benchmarks capacity --results-dir $(RESULTS_DIR) $(if $(filter 1,$(INSTALL)),--install,)
 
-compare: $(STAMP) ## Compare two result runs: make compare BASE=<run-id|dir> NEW=<run-id|dir>
-	@test -n "$(BASE)" -a -n "$(NEW)" || { echo "usage: make compare BASE=<run-id> NEW=<run-id>"; exit 2; }
-	$(PY) -m benchmarks compare $(BASE) $(NEW) --results-dir $(RESULTS_DIR)
+compare: $(STAMP) ## Compare two result runs: make compare BASE=<run-id|dir> NEW=<run-id|dir> [IGNORE="server mode"]
+	@test -n "$(BASE)" -a -n "$(NEW)" || { echo "usage: make compare BASE=<run-id> NEW=<run-id> [IGNORE=\"server mode\"]"; exit 2; }
+	$(PY) -m benchmarks compare $(BASE) $(NEW) --results-dir $(RESULTS_DIR) $(if $(IGNORE),--ignore $(IGNORE),)
 
 demo: $(STAMP) ## The main job end to end on the embedded server: export, serve graph & eager, benchmark, tables, plots
 	$(PY) -m benchmarks demo --models-dir $(MODELS_DIR) --results-dir $(RESULTS_DIR)

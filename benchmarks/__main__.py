@@ -8,6 +8,7 @@ Typical use:
   python -m benchmarks capacity            # how fast can this load generator go (against a no-op server)?
   python -m benchmarks locust --users 8 --workers 2 --run-time 20s
   python -m benchmarks compare <base-run> <new-run>
+  python -m benchmarks perf-analyzer --target 127.0.0.1:8500 --models residual_regressor   # make crosscheck
   python -m benchmarks suite [--quick]     # make bench
   python -m benchmarks demo                # make demo: export if needed, graph vs eager server, all tables
 """

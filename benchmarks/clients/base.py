@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Protocol, TypeVar
 
+from export.contract import PREDICT_METHOD
+
 
 class Transport(Protocol):
     target: str
@@ -38,6 +40,7 @@ class TransportOptions:
     concurrency: int = 64  # REST: connection pool size (one request per connection at a time)
     timeout_s: float = 30.0  # per-request deadline
     grpc_channels: int = 1  # grpc.aio: channels (TCP connections) to spread calls over
+    grpc_method: str = PREDICT_METHOD  # gRPC: the method path (Predict, Classify or Regress)
 
 
 @dataclass(frozen=True)
@@ -103,10 +106,13 @@ def client_name(kind: str, grpc_client: str | None = None) -> str:
 
 
 def make_transport(kind: str, target: str, rest_path: str = "", *, concurrency: int = 64, timeout_s: float = 30.0,
-                   grpc_channels: int = 1, grpc_client: str | None = None) -> Transport:
+                   grpc_channels: int = 1, grpc_client: str | None = None,
+                   grpc_method: str = PREDICT_METHOD) -> Transport:
+    """grpc_method: the gRPC method path (Predict, Classify or Regress); for REST, rest_path says the same."""
     spec = select_client(kind, grpc_client)
     return spec.cls.from_options(TransportOptions(target, rest_path, concurrency=max(concurrency, 1),
-                                                  timeout_s=timeout_s, grpc_channels=grpc_channels))
+                                                  timeout_s=timeout_s, grpc_channels=grpc_channels,
+                                                  grpc_method=grpc_method))
 
 
 def _kind(kind: str) -> dict[str, ClientSpec]:

@@ -11,12 +11,12 @@ from export.contract import PREDICT_METHOD
 MAX_MESSAGE = 256 * 2**20  # large batches exceed gRPC's default 4 MB receive limit
 
 
-@register_client(kind="grpc", choice="aio", row_name="grpc.aio", default=True)
+@register_client(kind="grpc", choice="aio", row_name="grpc.aio")
 class GrpcTransport:
     """The reference gRPC client: grpc.aio unary calls, bytes in and bytes out."""
 
     def __init__(self, target: str, *, channels: int = 1, timeout_s: float = 30.0,
-                 channel_options: tuple[tuple[str, int], ...] = ()) -> None:
+                 channel_options: tuple[tuple[str, int], ...] = (), method: str = PREDICT_METHOD) -> None:
         import grpc
 
         self._grpc = grpc
@@ -27,12 +27,12 @@ class GrpcTransport:
                 ("grpc.use_local_subchannel_pool", 1), *channel_options]
         self._channels = [grpc.aio.insecure_channel(target, options=opts) for _ in range(max(1, channels))]
         # request_serializer/response_deserializer None = bytes in, bytes out: no proto work while timed.
-        self._calls = [ch.unary_unary(PREDICT_METHOD) for ch in self._channels]
+        self._calls = [ch.unary_unary(method) for ch in self._channels]
         self._i = 0
 
     @classmethod
     def from_options(cls, o: TransportOptions) -> "GrpcTransport":
-        return cls(o.target, channels=o.grpc_channels, timeout_s=o.timeout_s)
+        return cls(o.target, channels=o.grpc_channels, timeout_s=o.timeout_s, method=o.grpc_method)
 
     async def send(self, payload: bytes) -> tuple[str, bytes | None]:
         self._i += 1

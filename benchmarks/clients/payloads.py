@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.clients import protos
+from benchmarks.clients.inputs import predict_request, rest_path, tensor_to_array
 from export import contract
-from export.contract import DEFAULT_SIGNATURE, VersionDir
+from export.contract import DEFAULT_SIGNATURE, PREDICT_METHOD, VersionDir
 
 DEFAULT_N_FEATURES = 10
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -74,21 +75,9 @@ def make_inputs(batch_size: int, n_features: int, seed: int = 0) -> np.ndarray:
 
 def build_predict_request(model: str, x: np.ndarray, signature: str = DEFAULT_SIGNATURE,
                           input_name: str = "inputs", version: int | None = None):
-    """PredictRequest with a float32 TensorProto (tensor_content = raw little-endian bytes, which is
+    """PredictRequest with one float32 TensorProto (tensor_content = raw little-endian bytes, which is
     what tf.make_tensor_proto produces for numeric arrays)."""
-    p = protos.load()
-    req = p["predict_pb2"].PredictRequest()
-    req.model_spec.name = model
-    if signature:
-        req.model_spec.signature_name = signature
-    if version is not None:
-        req.model_spec.version.value = version
-    t = req.inputs[input_name]
-    t.dtype = p["types_pb2"].DT_FLOAT
-    for dim in x.shape:
-        t.tensor_shape.dim.add().size = int(dim)
-    t.tensor_content = np.ascontiguousarray(x, dtype="<f4").tobytes()
-    return req
+    return predict_request(model, signature, {input_name: ("DT_FLOAT", x)}, version)
 
 
 def build_rest_body(x: np.ndarray, signature: str = DEFAULT_SIGNATURE) -> bytes:
@@ -99,10 +88,10 @@ def build_rest_body(x: np.ndarray, signature: str = DEFAULT_SIGNATURE) -> bytes:
 
 
 def rest_predict_path(model: str, version: int | None = None) -> str:
-    return f"/v1/models/{model}" + (f"/versions/{version}" if version is not None else "") + ":predict"
+    return rest_path(model, "predict", version)
 
 
-def _per_call_ms(fn, reps: int) -> float:
+def per_call_ms(fn, reps: int) -> float:
     fn()  # untimed: the first call pays one-time costs (proto class setup, imports), not per-request work
     t0 = time.perf_counter()
     for _ in range(reps):
@@ -121,64 +110,76 @@ class Payload:
     rest_path: str
     grpc_serialize_ms: float  # numpy -> PredictRequest -> bytes
     rest_serialize_ms: float  # numpy -> JSON bytes
+    method: str = "predict"  # predict | classify | regress: which API the bytes are for
+    grpc_method: str = PREDICT_METHOD  # the gRPC method path they are sent to
 
 
 def build_payload(model: str, batch_size: int, n_features: int, *, signature: str = DEFAULT_SIGNATURE,
                   version: int | None = None, seed: int = 0, codec_reps: int | None = None) -> Payload:
     x = make_inputs(batch_size, n_features, seed)
     reps = codec_reps or max(3, min(200, 20000 // max(batch_size, 1)))
-    g_ms = _per_call_ms(lambda: build_predict_request(model, x, signature, version=version).SerializeToString(), reps)
-    r_ms = _per_call_ms(lambda: build_rest_body(x, signature), reps)
+    g_ms = per_call_ms(lambda: build_predict_request(model, x, signature, version=version).SerializeToString(), reps)
+    r_ms = per_call_ms(lambda: build_rest_body(x, signature), reps)
     return Payload(model, batch_size, n_features, signature,
                    build_predict_request(model, x, signature, version=version).SerializeToString(),
                    build_rest_body(x, signature), rest_predict_path(model, version), g_ms, r_ms)
 
 
-def grpc_response_decode_ms(response_bytes: bytes, reps: int = 50) -> float:
-    """Cost of parsing a PredictResponse and turning its first output into numpy."""
-    p = protos.load()
+def _response_class(method: str):
+    if method == "classify":
+        return protos.get("classification_pb2").ClassificationResponse
+    if method == "regress":
+        return protos.get("regression_pb2").RegressionResponse
+    return protos.get("predict_pb2").PredictResponse
+
+
+def grpc_response_decode_ms(response_bytes: bytes, reps: int = 50, method: str = "predict") -> float:
+    """Cost of parsing a response (and, for Predict, turning every output into numpy)."""
+    cls = _response_class(method)
 
     def decode():
-        resp = p["predict_pb2"].PredictResponse.FromString(response_bytes)
-        for t in resp.outputs.values():
-            if t.tensor_content:
-                np.frombuffer(t.tensor_content, dtype="<f4")
-            else:
-                np.asarray(t.float_val, dtype=np.float32)
-            break
+        resp = cls.FromString(response_bytes)
+        for t in getattr(resp, "outputs", {}).values():
+            tensor_to_array(t)
 
-    return _per_call_ms(decode, reps)
+    return per_call_ms(decode, reps)
 
 
 def rest_response_decode_ms(body: bytes, reps: int = 50) -> float:
-    def decode():
-        d = json.loads(body)
-        np.asarray(d.get("predictions", d.get("outputs")), dtype=np.float32)
-
-    return _per_call_ms(decode, reps)
+    return per_call_ms(lambda: json.loads(body), reps)
 
 
-def check_grpc_response(response_bytes: bytes, batch_size: int) -> str | None:
-    """Returns a problem description, or None when the response has one prediction per row."""
-    p = protos.load()
-    resp = p["predict_pb2"].PredictResponse.FromString(response_bytes)
+def _rows_problem(what: str, got: int, batch_size: int) -> str | None:
+    return None if got == batch_size else f"{what} has {got} rows, expected {batch_size}"
+
+
+def check_grpc_response(response_bytes: bytes, batch_size: int, method: str = "predict") -> str | None:
+    """Returns a problem description, or None when the response answers every row: for Predict, some
+    output (of any dtype, among any number) has the batch as its first dimension."""
+    resp = _response_class(method).FromString(response_bytes)
+    if method == "classify":
+        return _rows_problem("ClassificationResponse", len(resp.result.classifications), batch_size)
+    if method == "regress":
+        return _rows_problem("RegressionResponse", len(resp.result.regressions), batch_size)
     if not resp.outputs:
         return "PredictResponse has no outputs"
-    t = next(iter(resp.outputs.values()))
-    dims = [d.size for d in t.tensor_shape.dim]
-    if not dims or dims[0] != batch_size:
-        return f"output dim 0 is {dims[:1]}, expected {batch_size}"
-    return None
+    shapes = {k: [d.size for d in t.tensor_shape.dim] for k, t in resp.outputs.items()}
+    if any(dims and dims[0] == batch_size for dims in shapes.values()):
+        return None
+    return f"no output has {batch_size} rows (output shapes: {shapes})"
 
 
 def check_rest_response(body: bytes, batch_size: int) -> str | None:
+    """Same check for a REST answer: predictions (row format), outputs (columnar: one value or a dict
+    of named outputs) or results (classify/regress)."""
     try:
         d = json.loads(body)
     except ValueError as e:
         return f"response is not JSON: {e}"
-    preds = d.get("predictions", d.get("outputs"))
-    if isinstance(preds, dict):
-        preds = next(iter(preds.values()), None)
-    if not isinstance(preds, list) or len(preds) != batch_size:
-        return f"expected {batch_size} predictions, got {type(preds).__name__} of len {len(preds) if isinstance(preds, list) else '-'}"
-    return None
+    if not isinstance(d, dict):
+        return f"response is a JSON {type(d).__name__}, not an object"
+    answer = next((d[k] for k in ("predictions", "outputs", "results") if k in d), None)
+    columns = list(answer.values()) if isinstance(answer, dict) else [answer]
+    if any(isinstance(c, list) and len(c) == batch_size for c in columns):
+        return None
+    return f"no predictions/outputs/results with {batch_size} rows in {body[:120]!r}"

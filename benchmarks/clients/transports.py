@@ -12,7 +12,7 @@ from benchmarks.clients.grpc_curl import CurlGrpcTransport
 from benchmarks.clients.rest import RestTransport
 
 GRPC_CLIENTS = client_choices("grpc")  # what --grpc-client accepts (aio, curl)
-DEFAULT_GRPC_CLIENT = find_client("grpc").choice  # aio: grpc.aio, the reference implementation
+DEFAULT_GRPC_CLIENT = find_client("grpc").choice  # curl: libcurl (see grpc_curl.py for why)
 
 __all__ = ["CurlGrpcTransport", "DEFAULT_GRPC_CLIENT", "GRPC_CLIENTS", "GrpcTransport", "RestTransport", "Transport",
            "client_name", "find_client", "make_transport", "ok"]

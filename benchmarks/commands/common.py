@@ -29,8 +29,9 @@ def add_server_args(p: argparse.ArgumentParser, server_help: str | None = None, 
     p.add_argument("--server", choices=SERVERS, default=SERVERS[0], help=server_help)
     p.add_argument("--mode", choices=SERVER_MODES, default=DEFAULT_SERVER_MODE, help="embedded server mode")
     if targets:
-        p.add_argument("--grpc-target", default=DEFAULT_GRPC_TARGET)
-        p.add_argument("--rest-target", default=DEFAULT_REST_TARGET)
+        p.add_argument("--grpc-target", default=DEFAULT_GRPC_TARGET, help="with --server none: gRPC host:port")
+        p.add_argument("--rest-target", default=DEFAULT_REST_TARGET,
+                       help="with --server none: REST host:port ('' = gRPC only)")
 
 
 def add_serve_args_option(p: argparse.ArgumentParser) -> None:

@@ -1,14 +1,13 @@
 """`python -m benchmarks compare BASE NEW` (make compare): per matching row, the change in median latency with a
-bootstrap confidence interval (results/compare.py); exit status 1 on a significant regression beyond the threshold."""
+bootstrap confidence interval (results/compare.py); exit status 1 on a significant regression beyond the threshold,
+2 when the two runs share no comparable row (a CI gate must not read "nothing compared" as a pass)."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
 from benchmarks.commands.common import DEFAULT_RESULTS
-from benchmarks.results.compare import MAX_SAMPLES, THRESHOLD_PCT
-
-IGNORABLE_KEYS = ("server", "mode", "target_rate", "concurrency", "client")  # row key fields --ignore may drop
+from benchmarks.results.compare import IGNORABLE, MAX_SAMPLES, THRESHOLD_PCT
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -19,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"regression threshold in %% of median latency (default {THRESHOLD_PCT:g})")
     p.add_argument("--max-samples", type=int, default=MAX_SAMPLES,
                    help=f"samples drawn from each histogram (default {MAX_SAMPLES})")
-    p.add_argument("--ignore", nargs="*", default=[], choices=IGNORABLE_KEYS,
+    p.add_argument("--ignore", nargs="*", default=[], choices=IGNORABLE,
                    help="key fields to ignore when matching rows (e.g. compare eager vs graph servers)")
 
 
@@ -32,5 +31,6 @@ def main(args: argparse.Namespace) -> int:
     code, text, _ = run_compare(base, new, threshold=args.threshold / 100.0, max_samples=args.max_samples,
                                 ignore=tuple(args.ignore))
     print(text)
-    print(">> verdict:", "REGRESSION beyond threshold" if code else "no significant regression beyond threshold")
+    print(">> verdict:", {0: "no significant regression beyond threshold", 1: "REGRESSION beyond threshold"}.get(
+        code, "nothing compared (no comparable rows)"))
     return code

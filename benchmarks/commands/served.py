@@ -19,11 +19,15 @@ from benchmarks.commands.common import (DEFAULT_GRPC_TARGET, DEFAULT_MODELS, DEF
 from benchmarks.measure import prometheus
 from benchmarks.load.closed_loop import run_closed_loop
 from benchmarks.load.loadgen import SCENARIOS as LOADGEN_SCENARIOS, LoadGenConfig, run_loadgen
-from benchmarks.clients.payloads import (Payload, build_payload, check_grpc_response, check_rest_response, grpc_response_decode_ms,
+from benchmarks.clients.inputs import InputOptions
+from benchmarks.clients.model_requests import payload_factory
+from benchmarks.clients.payloads import (Payload, check_grpc_response, check_rest_response, grpc_response_decode_ms,
                        rest_response_decode_ms)
+from benchmarks.clients.probe import probe
+from benchmarks.commands.input_flags import add_input_arguments, input_options, served_models
 from benchmarks.results.schema import ResultRow, ResultWriter
 from export.contract import PROMETHEUS_PATH
-from benchmarks.clients.transports import DEFAULT_GRPC_CLIENT, GRPC_CLIENTS, client_name, make_transport, ok
+from benchmarks.clients.transports import DEFAULT_GRPC_CLIENT, GRPC_CLIENTS, client_name, make_transport
 from benchmarks.measure.cpu import CPU_SATURATION_PCT, CpuMeter
 
 log = logging.getLogger(__name__)
@@ -33,7 +37,7 @@ log = logging.getLogger(__name__)
 class ServedConfig:
     kind: str  # grpc | rest
     target: str  # host:port
-    models: list[tuple[str, int]]  # (model name, n_features)
+    models: list[tuple[str, int]]  # (model name, n_features; 0 = build requests from the served signature)
     batch_sizes: tuple[int, ...] = (1, 8, 64)
     concurrencies: tuple[int, ...] = (1, 4, 16, 64)
     window_s: float = 2.0
@@ -42,8 +46,7 @@ class ServedConfig:
     warmup_s: float = 0.5
     timeout_s: float = 30.0
     grpc_channels: int = 1
-    grpc_client: str = DEFAULT_GRPC_CLIENT  # aio (grpc.aio) | curl (libcurl HTTP/2): see benchmarks/clients/
-    signature: str = "serving_default"
+    grpc_client: str = DEFAULT_GRPC_CLIENT  # curl (libcurl HTTP/2) | aio (grpc.aio): see benchmarks/clients/
     server_label: str = ""  # e.g. embedded-graph, tfserving, noop
     metrics_url: str = ""  # Prometheus endpoint (REST port), optional
     loadgen_scenarios: tuple[str, ...] = ()  # single_stream | server | offline
@@ -53,16 +56,26 @@ class ServedConfig:
     loadgen_dir: Path | None = None
     progress: bool = True
     fixed_windows: int | None = None
+    inputs: InputOptions = field(default_factory=InputOptions)  # signature, shapes, input data (inputs.py)
+    allow_errors: bool = False  # time the load even when the probe request fails
     extra: dict = field(default_factory=dict)
 
 
-async def _probe(kind: str, cfg: ServedConfig, p: Payload) -> tuple[str, bytes | None]:
-    t = make_transport(kind, cfg.target, p.rest_path, concurrency=1, timeout_s=cfg.timeout_s,
-                       grpc_client=cfg.grpc_client)
-    try:
-        return await t.send(p.grpc_bytes if kind == "grpc" else p.rest_body)
-    finally:
-        await t.close()
+def _probe_problem(cfg: ServedConfig, p: Payload) -> tuple[str | None, float | None]:
+    """One untimed request: -> (problem with it or None, response decode cost in ms). A failed probe
+    stops the run with the server's message unless cfg.allow_errors (then the sweep counts the errors)."""
+    res = probe(cfg.kind, cfg.target, p, cfg.timeout_s)
+    if not res.ok:
+        problem = f"probe request failed with {res.status}: {res.message}"
+        if not cfg.allow_errors:
+            raise RuntimeError(f"{cfg.kind} {p.model} b={p.batch_size} at {cfg.target}: {problem} "
+                               "(nothing was timed; --allow-errors measures anyway)")
+        return problem, None
+    if res.body is None:
+        return None, None
+    if cfg.kind == "grpc":
+        return check_grpc_response(res.body, p.batch_size, p.method), grpc_response_decode_ms(res.body, method=p.method)
+    return check_rest_response(res.body, p.batch_size), rest_response_decode_ms(res.body)
 
 
 def _payload_bytes(kind: str, p: Payload) -> bytes:
@@ -79,16 +92,10 @@ def run_served(cfg: ServedConfig, writer: ResultWriter | None = None) -> list[Re
     points = len(cfg.models) * len(cfg.batch_sizes) * (len(cfg.concurrencies) + n_lg)
     bar = tqdm(total=points, desc=f"{cfg.kind} {cfg.target}", unit="pt", disable=not cfg.progress)
     for model, n_features in cfg.models:
+        payloads = payload_factory(cfg.kind, cfg.target, model, n_features, cfg.inputs)
         for bs in cfg.batch_sizes:
-            p = build_payload(model, bs, n_features, signature=cfg.signature)
-            status, body = asyncio.run(_probe(cfg.kind, cfg, p))
-            problem = None
-            decode_ms = None
-            if not ok(status):
-                problem = f"probe request failed with {status}"
-            elif body is not None:
-                problem = (check_grpc_response if cfg.kind == "grpc" else check_rest_response)(body, bs)
-                decode_ms = (grpc_response_decode_ms if cfg.kind == "grpc" else rest_response_decode_ms)(body)
+            p = payloads(bs)
+            problem, decode_ms = _probe_problem(cfg, p)
             if problem:
                 # Keep going: the sweep will count the errors by status; the warning says why.
                 log.warning("%s %s b=%d: %s", cfg.kind, model, bs, problem)
@@ -123,7 +130,7 @@ def _closed_point(cfg: ServedConfig, p: Payload, payload: list[bytes], conc: int
 
     async def point():
         t = make_transport(cfg.kind, cfg.target, p.rest_path, concurrency=conc, timeout_s=cfg.timeout_s,
-                           grpc_channels=cfg.grpc_channels, grpc_client=cfg.grpc_client)
+                           grpc_channels=cfg.grpc_channels, grpc_client=cfg.grpc_client, grpc_method=p.grpc_method)
         try:
             return await run_closed_loop(t, payload, conc, window_s=cfg.window_s, max_windows=cfg.max_windows,
                                          stability_pct=cfg.stability_pct, warmup_s=cfg.warmup_s,
@@ -156,7 +163,7 @@ def _loadgen_point(cfg: ServedConfig, p: Payload, payload: list[bytes], scenario
     cpu = CpuMeter()
     res = run_loadgen(lambda: make_transport(cfg.kind, cfg.target, p.rest_path, concurrency=64,
                                              timeout_s=cfg.timeout_s, grpc_channels=cfg.grpc_channels,
-                                             grpc_client=cfg.grpc_client),
+                                             grpc_client=cfg.grpc_client, grpc_method=p.grpc_method),
                       payload, lcfg, out_dir)
     client_cpu = cpu.stop()
     after = prometheus.scrape(cfg.metrics_url)
@@ -195,8 +202,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS,
                    help="exported models (read for names and n_features; nothing is loaded)")
     p.add_argument("--models", nargs="*", default=[], metavar="NAME[:N_FEATURES]",
-                   help="model names to call (default: every model under --models-dir)")
-    p.add_argument("--n-features", type=int, default=0, help="feature count when no manifest is available")
+                   help="model names to call (default: every model under --models-dir); a model without a "
+                        "manifest there is described by the server's signature (see inputs below)")
+    p.add_argument("--n-features", type=int, default=0,
+                   help="float32 [batch, N] requests without asking the server (default: ask it)")
     p.add_argument("--batch-sizes", type=int_list, default=d.batch_sizes,
                    help=f"comma list (default {_csv(d.batch_sizes)})")
     p.add_argument("--concurrency", type=int_list, default=d.concurrencies,
@@ -225,9 +234,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grpc-channels", type=int, default=d.grpc_channels,
                    help="grpc.aio client: channels (TCP connections) to spread calls over")
     p.add_argument("--grpc-client", choices=GRPC_CLIENTS, default=d.grpc_client,
-                   help="gRPC client: aio = grpc.aio (the reference implementation); curl = libcurl's HTTP/2 via "
-                        "pycurl, 2-3x less client CPU per call, for rates above ~6,000 req/s (see `capacity`)")
+                   help=f"gRPC client (default {d.grpc_client}): curl = libcurl's HTTP/2 via pycurl, whose latencies "
+                        "agree with Triton's perf_analyzer and which costs 2-3x less client CPU per call; aio = grpc.aio "
+                        "(the reference implementation; its p50 ran 0.14-0.17 ms above perf_analyzer's at 1 stream "
+                        "here, see `perf-analyzer`)")
     p.add_argument("--timeout-s", type=float, default=d.timeout_s, help="per-request deadline")
+    add_input_arguments(p)
     add_run_args(p)
 
 
@@ -236,8 +248,9 @@ def main(args: argparse.Namespace) -> int:
     if args.target is None:
         args.target = DEFAULT_GRPC_TARGET if kind == "grpc" else DEFAULT_REST_TARGET
     label = args.server_label or "external"
+    models, inputs = served_models(args, kind), input_options(args)  # bad input exits here, before a run exists
     w = open_run(args, kind, server_kind=label)
-    cfg = ServedConfig(kind=kind, target=args.target, models=models_arg(args), batch_sizes=args.batch_sizes,
+    cfg = ServedConfig(kind=kind, target=args.target, models=models, batch_sizes=args.batch_sizes,
                        concurrencies=() if args.command == "loadgen" else args.concurrency,
                        window_s=args.window_s, max_windows=args.max_windows, stability_pct=args.stability_pct,
                        timeout_s=args.timeout_s, grpc_channels=args.grpc_channels, grpc_client=args.grpc_client,
@@ -245,28 +258,10 @@ def main(args: argparse.Namespace) -> int:
                        loadgen_scenarios=tuple(args.loadgen) if args.command != "sweep" else (),
                        loadgen_qps=args.loadgen_qps, loadgen_min_duration_ms=args.loadgen_duration_ms,
                        loadgen_target_latency_ms=args.loadgen_latency_ms, loadgen_dir=w.run_dir / "loadgen",
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, inputs=inputs, allow_errors=args.allow_errors)
     run_served(cfg, w)
     finish_run(w)
     return 0
-
-
-def models_arg(args: argparse.Namespace) -> list[tuple[str, int]]:
-    """(model, n_features) to call: --models NAME[:N] as given (N from the manifest if omitted), else every
-    exported model under --models-dir."""
-    from benchmarks.clients.payloads import DEFAULT_N_FEATURES, discover_models
-
-    found = {m.name: m.n_features for m in discover_models(args.models_dir)} if args.models_dir else {}
-    if args.models:
-        out = []
-        for spec in args.models:
-            name, _, nf = spec.partition(":")
-            out.append((name, int(nf) if nf else found.get(name, args.n_features or DEFAULT_N_FEATURES)))
-        return out
-    if not found:
-        raise SystemExit(f"error: no models under {args.models_dir}; pass --models NAME[:N_FEATURES] "
-                         "or export first (python -m export)")
-    return sorted(found.items())
 
 
 def _csv(values) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 from benchmarks.commands.common import (DEFAULT_MODELS, add_run_args, add_serve_args_option, add_server_args,
                                         finish_run, open_run)
 from benchmarks.clients.payloads import discover_models
+from benchmarks.clients.signature import check_models_served
 from benchmarks.targets.managed import start_for_run
 
 
@@ -53,6 +54,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       help="11 batch sizes, 4 concurrencies, 2 LoadGen rates, longer windows (~13 min here)")
     add_server_args(p, "server to benchmark: start the embedded one (default), the no-op one, or use "
                        "--grpc-target/--rest-target")
+    p.add_argument("--models", nargs="*", default=[], metavar="NAME",
+                   help="models to benchmark (default: those under --models-dir); one without a manifest there "
+                        "is described by the server's signature (--server none), e.g. a model of your own")
+    p.add_argument("--server-label", default="external", help="with --server none: the server's name in the rows")
     p.add_argument("--skip-inprocess", action="store_true")
     add_serve_args_option(p)
     add_run_args(p)
@@ -63,12 +68,21 @@ def main(args: argparse.Namespace) -> int:
     from benchmarks.commands.served import ServedConfig, run_served
 
     plan = QUICK if args.quick else EXTENDED if args.extended else STANDARD
-    infos = discover_models(args.models_dir)[: plan.models]
-    if not infos:
-        raise FileNotFoundError(f"no exported models under {args.models_dir}: run `make export` first")
+    found = {i.name: i for i in discover_models(args.models_dir)}
+    names = (args.models or sorted(found))[: plan.models]
+    if not names:
+        raise FileNotFoundError(f"no exported models under {args.models_dir}: run `make export` first, "
+                                "or name a served model with --models and --server none")
+    # (name, n_features): 0 = build requests from the signature the server reports
+    served = [(n, found[n].n_features if n in found else 0) for n in names]
+    infos = [found[n] for n in names if n in found]  # in-process needs the exported files
+    if args.server == "none":  # an external server: one line naming a model it lacks, before any load
+        for kind, target in (("grpc", args.grpc_target), ("rest", args.rest_target)):
+            if target:
+                check_models_served(kind, target, names, sorted(found))
     w = open_run(args, "suite-quick" if args.quick else "suite-extended" if args.extended else "suite", server_kind=args.server, server_mode=args.mode)
     t0 = time.perf_counter()
-    if not args.skip_inprocess:
+    if not args.skip_inprocess and infos:
         print(">> [1/3] in-process", flush=True)
         run_inprocess(InprocessConfig(args.models_dir, tuple(i.name for i in infos), plan.inprocess_modes,
                                       plan.inprocess_batches, plan.inprocess_budget_s, min_iters=10,
@@ -77,21 +91,22 @@ def main(args: argparse.Namespace) -> int:
     try:
         if args.server != "none":
             print(f">> [2/3] starting {args.server} server ({args.mode})", flush=True)
-        server = start_for_run(args, w.run_dir, tuple(i.name for i in infos), tuple(args.server_arg))
+        server = start_for_run(args, w.run_dir, tuple(names), tuple(args.server_arg))
         if server is not None:
             targets = {"grpc": server.grpc_target, "rest": server.rest_target}
             label, metrics = server.label, server.metrics_url
         else:
-            targets = {"grpc": args.grpc_target, "rest": args.rest_target}
-            label, metrics = "external", f"http://{args.rest_target}/monitoring/prometheus/metrics"
+            targets = {k: t for k, t in (("grpc", args.grpc_target), ("rest", args.rest_target)) if t}
+            label = args.server_label
+            metrics = f"http://{args.rest_target}/monitoring/prometheus/metrics" if args.rest_target else ""
         print(">> [3/3] gRPC and REST: closed-loop sweeps, then LoadGen open-loop scenarios", flush=True)
-        for kind in ("grpc", "rest"):
-            run_served(ServedConfig(kind=kind, target=targets[kind], models=[(i.name, i.n_features) for i in infos],
+        for kind in targets:
+            run_served(ServedConfig(kind=kind, target=targets[kind], models=served,
                                     batch_sizes=plan.served_batches, concurrencies=plan.concurrencies,
                                     window_s=plan.window_s, max_windows=plan.max_windows, warmup_s=min(0.5, plan.window_s),
                                     server_label=label, metrics_url=metrics, progress=not args.no_progress), w)
-        for kind in ("grpc", "rest"):
-            run_served(ServedConfig(kind=kind, target=targets[kind], models=[(infos[0].name, infos[0].n_features)],
+        for kind in targets:
+            run_served(ServedConfig(kind=kind, target=targets[kind], models=served[:1],
                                     batch_sizes=plan.loadgen_batches, concurrencies=(), server_label=label,
                                     metrics_url=metrics, loadgen_scenarios=plan.loadgen, loadgen_qps=plan.loadgen_qps,
                                     loadgen_min_duration_ms=plan.loadgen_ms, loadgen_dir=w.run_dir / "loadgen",

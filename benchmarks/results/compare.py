@@ -164,6 +164,19 @@ def render(cmps: list[Comparison], base_id: str, new_id: str, threshold: float, 
     return "\n".join(parts)
 
 
+NO_COMPARABLE_ROWS = 2  # exit status when two runs share no row to compare
+IGNORABLE = ("server", "mode", "target_rate", "concurrency", "client")  # key fields `--ignore` may drop
+
+
+def no_match_hint(base_rows: list[ResultRow], new_rows: list[ResultRow], ignore: tuple[str, ...]) -> str:
+    """Why nothing matched: the key fields whose --ignore would make rows match, if any."""
+    helps = [f for f in KEY_FIELDS if f not in ignore and f in IGNORABLE
+             and compare_rows(base_rows, new_rows, max_samples=1, min_samples=10**9, ignore=(*ignore, f))[0]]
+    hint = (f"; they differ in {', '.join(helps)}: pass --ignore {' '.join(helps)} to compare across it"
+            if helps else "; different models, batch sizes or scenarios?")
+    return f"No comparable rows: the two runs share no row (kind, model, mode, scenario, batch, load, server, client){hint}."
+
+
 def run_compare(base: Path, new: Path, *, threshold: float = THRESHOLD, max_samples: int = MAX_SAMPLES,
                 ignore: tuple[str, ...] = (), write: bool = True) -> tuple[int, str, list[Comparison]]:
     b, n = load_run(base), load_run(new)
@@ -171,11 +184,13 @@ def run_compare(base: Path, new: Path, *, threshold: float = THRESHOLD, max_samp
     text = render(cmps, b.run_id, n.run_id, threshold, only_b, only_n,
                   environment_differences(b.environment, n.environment))
     if not cmps:
-        text += "\nNo matching rows: nothing was compared (different settings or models?).\n"
+        text += "\n" + no_match_hint(b.rows, n.rows, ignore) + "\n"
     if write:
         atomic_write_text(n.run_dir / f"compare-vs-{b.run_id}.md", text)
         atomic_write_text(n.run_dir / f"compare-vs-{b.run_id}.json",
                           json.dumps({"base": b.run_id, "new": n.run_id, "threshold": threshold,
                                       "comparisons": [asdict(c) for c in cmps]}, indent=1, default=str))
+    if not cmps:
+        return NO_COMPARABLE_ROWS, text, cmps  # not a pass: a CI gate must not read "nothing compared" as OK
     regress = any(c.verdict == "regression" for c in cmps)
     return (1 if regress else 0), text, cmps

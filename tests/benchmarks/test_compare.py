@@ -10,12 +10,12 @@ from benchmarks.measure.histogram import LatencyHistogram
 from benchmarks.results.schema import ResultRow, ResultWriter, capture_environment
 
 
-def _run(path, samples_by_conc: dict[int, np.ndarray]):
+def _run(path, samples_by_conc: dict[int, np.ndarray], client: str = ""):
     w = ResultWriter(path, capture_environment(server_kind="synthetic"))
     for conc, s in samples_by_conc.items():
         w.append(ResultRow.from_histogram(LatencyHistogram.from_samples_ms(s), duration_s=10.0, kind="grpc",
                                           model="m", mode="graph", batch_size=1, scenario="closed",
-                                          concurrency=conc, server="synthetic"))
+                                          concurrency=conc, server="synthetic", client=client))
     return path
 
 
@@ -63,3 +63,17 @@ def test_compare_cli_flags_regression_and_self_compare_is_clean(tmp_path, capsys
     assert cli(["compare", "base", "base", "--results-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "no significant regression" in out
+
+
+def test_runs_sharing_no_row_exit_2_and_say_which_field_differs(tmp_path, capsys):
+    rng = np.random.default_rng(14)
+    samples = {1: rng.lognormal(0.0, 0.3, 2000)}
+    _run(tmp_path / "aio", samples, client="grpc.aio")
+    _run(tmp_path / "curl", samples, client="libcurl")
+    code, text, cmps = run_compare(tmp_path / "aio", tmp_path / "curl", write=False)
+    assert code == 2 and cmps == []
+    assert "No comparable rows" in text and "--ignore client" in text
+    assert cli(["compare", "aio", "curl", "--results-dir", str(tmp_path)]) == 2
+    assert "nothing compared" in capsys.readouterr().out
+    # ignoring the differing field makes them comparable again (the same samples: no change)
+    assert cli(["compare", "aio", "curl", "--results-dir", str(tmp_path), "--ignore", "client"]) == 0

@@ -59,11 +59,25 @@ def test_served_sweep_against_embedded_server(embedded, exported_models_dir, tmp
                                    grpc_client=grpc_client, progress=False), w)
     (row,) = rows
     assert row.errors == 0 and row.n > 0, row.errors_by_code
-    assert not [x for x in row.warnings if "expected" in x], row.warnings  # response shape matched the batch
+    # the probe's response had the batch's rows (check_*_response warns "... rows ..." otherwise)
+    assert not [x for x in row.warnings if "rows" in x or "probe" in x], row.warnings
     assert row.server == "embedded-graph" and row.deserialize_ms is not None
     assert row.client == {"grpc": {"aio": "grpc.aio", "curl": "libcurl"}[grpc_client], "rest": "asyncio-http1"}[kind]
     sm = row.extra["server_metrics"]
     assert sm["request_count_by_status"].get("OK", 0) >= row.n  # the server saw at least what we timed
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("kind", ["grpc", "rest"])
+def test_project_model_without_a_models_directory_is_described_by_the_server(embedded, tmp_path, kind):
+    """n_features 0 (no manifest at hand): requests come from the signature the server reports."""
+    w = ResultWriter(tmp_path / "run", capture_environment(server_kind="embedded", server_mode="graph"))
+    target = embedded.grpc_target if kind == "grpc" else embedded.rest_target
+    (row,) = run_served(ServedConfig(kind=kind, target=target, models=[(MODEL, 0)], batch_sizes=(3,),
+                                     concurrencies=(2,), window_s=0.3, fixed_windows=2, warmup_s=0.1,
+                                     server_label=embedded.label, progress=False), w)
+    assert row.errors == 0 and row.n > 0 and row.batch_size == 3, row.errors_by_code
+    assert not [x for x in row.warnings if "rows" in x or "probe" in x], row.warnings
 
 
 @pytest.mark.timeout(300)

@@ -1,0 +1,59 @@
+"""One request before the timed load, with the server's own words when it fails.
+
+The load transports count failures by status only (that is all a timed loop should spend time on), so
+the probe is a plain blocking call that keeps the error message: gRPC's status details, or the
+`{"error": ...}` of TF Serving's REST API. A run whose probe fails stops with that message instead of
+timing thousands of identical failures (the CLI's --allow-errors runs anyway and counts them).
+"""
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
+from benchmarks.clients.payloads import Payload
+from benchmarks.clients.transports import MAX_MESSAGE
+
+
+@dataclass
+class ProbeResult:
+    status: str  # gRPC status name, or the HTTP code as a string; "OK" / "200" when it worked
+    body: bytes | None  # the response bytes when it worked
+    message: str = ""  # the server's error message when it did not
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("OK", "200")
+
+
+def _probe_grpc(target: str, p: Payload, timeout_s: float) -> ProbeResult:
+    import grpc
+
+    opts = [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE)]
+    with grpc.insecure_channel(target, options=opts) as ch:
+        try:
+            return ProbeResult("OK", ch.unary_unary(p.grpc_method)(p.grpc_bytes, timeout=timeout_s))
+        except grpc.RpcError as e:
+            return ProbeResult(e.code().name, None, e.details() or "")
+
+
+def _probe_rest(target: str, p: Payload, timeout_s: float) -> ProbeResult:
+    req = urllib.request.Request(f"http://{target}{p.rest_path}", data=p.rest_body,
+                                 headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as r:
+            return ProbeResult(str(r.status), r.read())
+    except urllib.error.HTTPError as e:
+        body = e.read()
+        try:
+            message = json.loads(body).get("error", "")
+        except (ValueError, AttributeError):
+            message = body[:300].decode(errors="replace")
+        return ProbeResult(str(e.code), None, str(message))
+    except (urllib.error.URLError, OSError) as e:
+        return ProbeResult("connection_error", None, str(getattr(e, "reason", e)))
+
+
+def probe(kind: str, target: str, p: Payload, timeout_s: float = 30.0) -> ProbeResult:
+    return (_probe_grpc if kind == "grpc" else _probe_rest)(target, p, timeout_s)
