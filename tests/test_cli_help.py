@@ -25,7 +25,7 @@ CLIS = [
     (["benchmarks", "reliability", "--help"], "--soak-seconds"),
     (["benchmarks.reliability", "--help"], "--soak-seconds"),
     (["benchmarks", "capacity", "--help"], "--grpc-clients"),
-    (["benchmarks", "grpc", "--help"], "--grpc-client {aio,curl}"),
+    (["benchmarks", "grpc", "--help"], "--grpc-client {curl,aio}"),
 ]
 
 
@@ -101,7 +101,7 @@ def test_one_module_serves_grpc_rest_sweep_and_loadgen_with_todays_flags():
         return build_parser(list(argv)).parse_args(list(argv))
 
     sweep = parse("sweep", "--kind", "rest", "--concurrency", "2,4")
-    assert (sweep.command, sweep.kind, sweep.concurrency, sweep.grpc_client) == ("sweep", "rest", (2, 4), "aio")
+    assert (sweep.command, sweep.kind, sweep.concurrency, sweep.grpc_client) == ("sweep", "rest", (2, 4), "curl")
     grpc = parse("grpc", "--grpc-client", "curl")
     assert (grpc.command, grpc.target, grpc.batch_sizes, grpc.loadgen_duration_ms) == ("grpc", None, (1, 8, 64), 5000)
     assert not hasattr(grpc, "kind")  # grpc and rest are the kind; only sweep and loadgen take --kind

@@ -13,7 +13,7 @@ import urllib.request
 from dataclasses import dataclass
 
 from benchmarks.clients.payloads import Payload
-from benchmarks.clients.transports import MAX_MESSAGE
+from benchmarks.clients.grpc_aio import MAX_MESSAGE
 
 
 @dataclass

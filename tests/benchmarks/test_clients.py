@@ -34,9 +34,10 @@ def _statuses(answers: dict[str, tuple[str, bytes | None]]) -> set[str]:
 
 
 def test_builtin_clients_keep_their_command_line_and_row_names():
-    assert GRPC_CLIENTS == ("aio", "curl") and DEFAULT_GRPC_CLIENT == "aio"
-    assert [client_name("grpc", c) for c in GRPC_CLIENTS] == ["grpc.aio", "libcurl"]
-    assert client_name("grpc") == "grpc.aio"
+    # libcurl is the default gRPC client (its figures agree with perf_analyzer's); choices list the default first
+    assert GRPC_CLIENTS == ("curl", "aio") and DEFAULT_GRPC_CLIENT == "curl"
+    assert [client_name("grpc", c) for c in GRPC_CLIENTS] == ["libcurl", "grpc.aio"]
+    assert client_name("grpc") == "libcurl"
     assert client_name("rest") == client_name("rest", "curl") == "asyncio-http1"  # --grpc-client is gRPC's only
     assert type(make_transport("grpc", "127.0.0.1:1", grpc_client="curl")) is CurlGrpcTransport
     rest = make_transport("rest", "127.0.0.1:1", "/v1/models/m:predict", concurrency=3, timeout_s=2.0)
@@ -66,7 +67,7 @@ def test_a_client_registered_by_one_class_is_selectable_and_names_its_rows(monke
         async def close(self) -> None:
             pass
 
-    assert base.client_choices("grpc") == ("aio", "curl", "echo")
+    assert base.client_choices("grpc") == ("curl", "aio", "echo")
     t = make_transport("grpc", "10.0.0.1:9", timeout_s=4.0, grpc_client="echo")
     assert type(t) is EchoTransport and (t.target, t.timeout_s) == ("10.0.0.1:9", 4.0)
     assert asyncio.run(t.send(b"x")) == ("OK", b"x")
