@@ -42,7 +42,7 @@ def test_builtin_clients_keep_their_command_line_and_row_names():
     assert type(make_transport("grpc", "127.0.0.1:1", grpc_client="curl")) is CurlGrpcTransport
     rest = make_transport("rest", "127.0.0.1:1", "/v1/models/m:predict", concurrency=3, timeout_s=2.0)
     assert type(rest) is RestTransport and rest.path == "/v1/models/m:predict" and rest._limit == 3
-    assert [base.find_client("grpc", c).cls for c in GRPC_CLIENTS] == [GrpcTransport, CurlGrpcTransport]
+    assert [base.find_client("grpc", c).cls for c in GRPC_CLIENTS] == [CurlGrpcTransport, GrpcTransport]
     with pytest.raises(ValueError, match=r"unknown gRPC client 'h3' \(aio\|curl\)"):
         make_transport("grpc", "127.0.0.1:1", grpc_client="h3")
     with pytest.raises(ValueError, match=r"unknown transport 'soap' \(grpc\|rest\)"):
@@ -72,7 +72,7 @@ def test_a_client_registered_by_one_class_is_selectable_and_names_its_rows(monke
     assert type(t) is EchoTransport and (t.target, t.timeout_s) == ("10.0.0.1:9", 4.0)
     assert asyncio.run(t.send(b"x")) == ("OK", b"x")
     assert client_name("grpc", "echo") == "echo-client"
-    assert client_name("grpc") == "grpc.aio"  # the default is unchanged
+    assert client_name("grpc") == "libcurl"  # the default is unchanged
     with pytest.raises(ValueError, match="registered twice"):
         base.register_client(kind="grpc", choice="echo", row_name="again")(EchoTransport)
     with pytest.raises(ValueError, match="default client already"):
