@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from benchmarks.commands.common import DEFAULT_MODELS, add_run_args, finish_run, int_list, open_run
+from benchmarks.measure.calls import time_calls
 from benchmarks.measure.histogram import LatencyHistogram
 from benchmarks.clients.payloads import DEFAULT_BATCH_SIZES, discover_models, make_inputs
 from benchmarks.results.schema import ResultRow, ResultWriter
@@ -93,31 +94,8 @@ def run_inprocess(cfg: InprocessConfig, writer: ResultWriter | None = None) -> l
                 x = x_np if mode == "predict_on_batch" else tf.constant(x_np)
                 common = dict(kind="inprocess", model=info.name, mode=mode, batch_size=bs, concurrency=1,
                               server="inprocess", extra={"version": version})
-                t0 = time.perf_counter_ns()
-                fn(x)
-                first_ns = time.perf_counter_ns() - t0
-                h1 = LatencyHistogram()
-                h1.record_ns(first_ns)
-                first = ResultRow.from_histogram(h1, duration_s=first_ns / 1e9, scenario="first_call", **common)
-                first.throughput_rps = first.rows_per_s = float("nan")  # one call: a rate would mislead
-                rows.append(first)
-                for _ in range(cfg.warmup_iters):
-                    fn(x)
-                hist = LatencyHistogram()
-                iters = 0
-                start = time.perf_counter()
-                deadline = start + cfg.budget_s
-                while iters < cfg.max_iters and (iters < cfg.min_iters or time.perf_counter() < deadline):
-                    t0 = time.perf_counter_ns()
-                    fn(x)
-                    hist.record_ns(time.perf_counter_ns() - t0)
-                    iters += 1
-                wall = time.perf_counter() - start
-                row = ResultRow.from_histogram(hist, duration_s=wall, scenario="steady",
-                                               **{**common, "extra": {"version": version,
-                                                                      "first_call_ms": first_ns / 1e6}})
-                # Sequential calls: throughput = calls / wall time (includes loop overhead, honestly).
-                rows.append(row)
+                first, row = _measure_point(cfg, lambda: fn(x), common, version)
+                rows += [first, row]
                 if writer:
                     writer.append(first)
                     writer.append(row)
@@ -125,6 +103,22 @@ def run_inprocess(cfg: InprocessConfig, writer: ResultWriter | None = None) -> l
         del keras_model, loaded
     bar.close()
     return rows
+
+
+def _measure_point(cfg: InprocessConfig, call, common: dict, version: int) -> tuple[ResultRow, ResultRow]:
+    """The first call (tracing/compilation) on its own row, then steady-state calls within the budget."""
+    t0 = time.perf_counter_ns()
+    call()
+    first_ns = time.perf_counter_ns() - t0
+    h1 = LatencyHistogram()
+    h1.record_ns(first_ns)
+    first = ResultRow.from_histogram(h1, duration_s=first_ns / 1e9, scenario="first_call", **common)
+    first.throughput_rps = first.rows_per_s = float("nan")  # one call: a rate would mislead
+    timing = time_calls(call, cfg.max_iters, cfg.warmup_iters, budget_s=cfg.budget_s, min_calls=cfg.min_iters)
+    # Sequential calls: throughput = calls / wall time (includes loop overhead, honestly).
+    row = ResultRow.from_histogram(timing.hist, duration_s=timing.wall_s, scenario="steady",
+                                   **{**common, "extra": {"version": version, "first_call_ms": first_ns / 1e6}})
+    return first, row
 
 
 # -- `python -m benchmarks inprocess` ------------------------------------------------------------------

@@ -107,6 +107,49 @@ def explain_gap(ours: ResultRow, wrk_row: ResultRow) -> list[str]:
     return lines
 
 
+def _measure_ours(target: str, label: str, model: str, p, args: argparse.Namespace) -> ResultRow:
+    """Our REST client, closed loop at the same concurrency and duration wrk gets."""
+
+    async def ours():
+        t = RestTransport(target, p.rest_path, connections=args.concurrency)
+        try:
+            return await run_closed_loop(t, [p.rest_body], args.concurrency, window_s=args.duration_s / 5,
+                                         fixed_windows=5, warmup_s=1.0)
+        finally:
+            await t.close()
+
+    r = asyncio.run(ours())
+    row = ResultRow.from_histogram(r.hist, duration_s=r.duration_s, errors=r.n_errors, errors_by_code=r.errors,
+                                   kind="rest", model=model, mode=label, batch_size=args.batch_size,
+                                   scenario="wrk-crosscheck", concurrency=args.concurrency, server=label,
+                                   target=target, client_cpu_percent=round(r.client_cpu_pct, 1),
+                                   client_saturated=r.saturated, stable=r.stable)
+    row.warnings = r.warnings()
+    return row
+
+
+def _measure_wrk(wrk: str, target: str, label: str, model: str, p, args: argparse.Namespace, work: Path) -> ResultRow:
+    s = run_wrk(wrk, target, p.rest_path, p.rest_body, args.concurrency, args.duration_s, work)
+    errs = {k: int(s[k]) for k in ("connect", "read", "write", "status", "timeout") if s.get(k)}
+    dur = s["duration_us"] / 1e6
+    return ResultRow(kind="wrk", model=model, mode=label, batch_size=args.batch_size, scenario="wrk-crosscheck",
+                     concurrency=args.concurrency, n=int(s["requests"]), errors=sum(errs.values()),
+                     errors_by_code=errs, p50_ms=s["p50_us"] / 1000, p90_ms=s["p90_us"] / 1000,
+                     p99_ms=s["p99_us"] / 1000, max_ms=s["max_us"] / 1000, mean_ms=s["mean_us"] / 1000,
+                     throughput_rps=s["requests"] / dur, rows_per_s=s["requests"] / dur * args.batch_size,
+                     duration_s=dur, server=label, target=target,
+                     extra={"wrk": wrk, "script": str(work / "post.lua"),
+                            "note": "wrk keeps no raw histogram we can store; percentiles from its done()"})
+
+
+def _print_side_by_side(ours_row: ResultRow, wrow: ResultRow) -> None:
+    print(f"\n{'client':<8}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'req/s':>10}{'errors':>8}")
+    for name, row in (("ours", ours_row), ("wrk", wrow)):
+        print(f"{name:<8}{row.p50_ms:>10.3f}{row.p90_ms:>10.3f}{row.p99_ms:>10.3f}{row.throughput_rps:>10.0f}"
+              f"{row.errors:>8}")
+    print("\n".join(ours_row.extra["explanation"]))
+
+
 def main(args: argparse.Namespace) -> int:
     infos = discover_models(args.models_dir)
     model = args.model or (infos[0].name if infos else "noop_model")
@@ -119,49 +162,17 @@ def main(args: argparse.Namespace) -> int:
     server = None
     try:
         server = start_for_run(args, w.run_dir, (model,))
-        if server is not None:
-            target, label = server.rest_target, server.label
-        else:
-            target, label = args.target, "external"
+        target, label = (server.rest_target, server.label) if server is not None else (args.target, "external")
         p = build_payload(model, args.batch_size, n_features)
-
-        async def ours():
-            t = RestTransport(target, p.rest_path, connections=args.concurrency)
-            try:
-                return await run_closed_loop(t, [p.rest_body], args.concurrency, window_s=args.duration_s / 5,
-                                             fixed_windows=5, warmup_s=1.0)
-            finally:
-                await t.close()
-
-        r = asyncio.run(ours())
-        ours_row = ResultRow.from_histogram(r.hist, duration_s=r.duration_s, errors=r.n_errors, errors_by_code=r.errors,
-                                            kind="rest", model=model, mode=label, batch_size=args.batch_size,
-                                            scenario="wrk-crosscheck", concurrency=args.concurrency, server=label,
-                                            target=target, client_cpu_percent=round(r.client_cpu_pct, 1),
-                                            client_saturated=r.saturated, stable=r.stable)
-        ours_row.warnings = r.warnings()
+        ours_row = _measure_ours(target, label, model, p, args)
         w.append(ours_row)
         if wrk:
             time.sleep(0.5)
-            s = run_wrk(wrk, target, p.rest_path, p.rest_body, args.concurrency, args.duration_s, w.run_dir / "wrk")
-            errs = {k: int(s[k]) for k in ("connect", "read", "write", "status", "timeout") if s.get(k)}
-            dur = s["duration_us"] / 1e6
-            wrow = ResultRow(kind="wrk", model=model, mode=label, batch_size=args.batch_size, scenario="wrk-crosscheck",
-                             concurrency=args.concurrency, n=int(s["requests"]), errors=sum(errs.values()),
-                             errors_by_code=errs, p50_ms=s["p50_us"] / 1000, p90_ms=s["p90_us"] / 1000,
-                             p99_ms=s["p99_us"] / 1000, max_ms=s["max_us"] / 1000, mean_ms=s["mean_us"] / 1000,
-                             throughput_rps=s["requests"] / dur, rows_per_s=s["requests"] / dur * args.batch_size,
-                             duration_s=dur, server=label, target=target,
-                             extra={"wrk": wrk, "script": str(w.run_dir / "wrk" / "post.lua"),
-                                    "note": "wrk keeps no raw histogram we can store; percentiles from its done()"})
+            wrow = _measure_wrk(wrk, target, label, model, p, args, w.run_dir / "wrk")
             ours_row.extra["explanation"] = explain_gap(ours_row, wrow)
             w.append(wrow)
             w.flush()
-            print(f"\n{'client':<8}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'req/s':>10}{'errors':>8}")
-            for name, row in (("ours", ours_row), ("wrk", wrow)):
-                print(f"{name:<8}{row.p50_ms:>10.3f}{row.p90_ms:>10.3f}{row.p99_ms:>10.3f}{row.throughput_rps:>10.0f}"
-                      f"{row.errors:>8}")
-            print("\n".join(ours_row.extra["explanation"]))
+            _print_side_by_side(ours_row, wrow)
         else:
             print(f"ours: p50 {ours_row.p50_ms:.3f} ms, {ours_row.throughput_rps:.0f} req/s (wrk missing)")
     finally:

@@ -75,64 +75,66 @@ def _loadgen_percentiles(summary: dict[str, str]) -> dict[str, float]:
     return out
 
 
-def run_loadgen(transport_factory: Callable[[], Transport], payloads: list[bytes], cfg: LoadGenConfig, out_dir: Path) -> LoadGenResult:
-    import mlperf_loadgen as lg
+class _AsyncSut:
+    """LoadGen's system under test: every query handed over on LoadGen's thread is sent by one transport on
+    an asyncio loop of its own, and reported complete (to LoadGen) when the answer is in."""
 
-    if cfg.scenario not in SCENARIOS:
-        raise ValueError(f"unknown scenario {cfg.scenario!r}; choose from {SCENARIOS}")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    def __init__(self, lg, transport_factory: Callable[[], Transport], payloads: list[bytes], cfg: LoadGenConfig) -> None:
+        self.lg, self.payloads = lg, payloads
+        self.limit = cfg.scenario == "offline"  # Offline issues everything at once: cap what is in flight
+        self.hist = LatencyHistogram()
+        self.errors: Counter[str] = Counter()
+        self.issued = 0
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="loadgen-sut-loop")
+        self.thread.start()
 
-    loop = asyncio.new_event_loop()
-    loop_thread = threading.Thread(target=loop.run_forever, daemon=True, name="loadgen-sut-loop")
-    loop_thread.start()
-    hist = LatencyHistogram()
-    errors: Counter[str] = Counter()
-    issued = [0]
-    sem: list[asyncio.Semaphore] = []
+        async def setup() -> tuple[Transport, asyncio.Semaphore]:
+            # a transport binds to the loop it is created on (grpc.aio channels, the REST client's semaphore and
+            # streams, libcurl's socket watches): create it here, on the loop LoadGen's callbacks run on.
+            return transport_factory(), asyncio.Semaphore(cfg.offline_max_inflight)
 
-    box: list[Transport] = []
+        self.transport, self.sem = asyncio.run_coroutine_threadsafe(setup(), self.loop).result()
 
-    async def setup():
-        # a transport binds to the loop it is created on (grpc.aio channels, the REST client's semaphore and
-        # streams, libcurl's socket watches): create it here, on the loop LoadGen's callbacks run on.
-        sem.append(asyncio.Semaphore(cfg.offline_max_inflight))
-        box.append(transport_factory())
-
-    asyncio.run_coroutine_threadsafe(setup(), loop).result()
-    transport = box[0]
-
-    async def one(qid: int, index: int, t_issue: int, limit: bool) -> None:
+    async def _one(self, qid: int, index: int, t_issue: int) -> None:
         status = "client_exception"
+        payload = self.payloads[index % len(self.payloads)]
         try:
-            if limit:
-                async with sem[0]:
-                    status, _ = await transport.send(payloads[index % len(payloads)])
+            if self.limit:
+                async with self.sem:
+                    status, _ = await self.transport.send(payload)
             else:
-                status, _ = await transport.send(payloads[index % len(payloads)])
+                status, _ = await self.transport.send(payload)
         finally:
             if ok(status):
-                hist.record_ns(time.perf_counter_ns() - t_issue)
+                self.hist.record_ns(time.perf_counter_ns() - t_issue)
             else:
-                errors[status] += 1
+                self.errors[status] += 1
             # LoadGen waits for every query, failed or not (it has no notion of failure), so the
             # completion is sent whatever happened; failures show up in our error count.
-            lg.QuerySamplesComplete([lg.QuerySampleResponse(qid, 0, 0)])
+            self.lg.QuerySamplesComplete([self.lg.QuerySampleResponse(qid, 0, 0)])
 
-    def spawn(samples: list[tuple[int, int]], t_issue: int) -> None:
-        limit = cfg.scenario == "offline"
+    def _spawn(self, samples: list[tuple[int, int]], t_issue: int) -> None:
         for qid, idx in samples:
-            loop.create_task(one(qid, idx, t_issue, limit))
+            self.loop.create_task(self._one(qid, idx, t_issue))
 
-    def issue_queries(query_samples) -> None:
+    def issue_queries(self, query_samples) -> None:
         # Called on LoadGen's issuing thread at the scheduled time: hand off and return at once.
         t = time.perf_counter_ns()
         batch = [(q.id, q.index) for q in query_samples]
-        issued[0] += len(batch)
-        loop.call_soon_threadsafe(spawn, batch, t)
+        self.issued += len(batch)
+        self.loop.call_soon_threadsafe(self._spawn, batch, t)
 
-    def flush_queries() -> None:
+    def flush_queries(self) -> None:
         pass
 
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.transport.close(), self.loop).result(timeout=10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+
+
+def _test_settings(lg, cfg: LoadGenConfig):
     settings = lg.TestSettings()
     settings.mode = lg.TestMode.PerformanceOnly
     settings.scenario = {"single_stream": lg.TestScenario.SingleStream, "server": lg.TestScenario.Server,
@@ -148,38 +150,49 @@ def run_loadgen(transport_factory: Callable[[], Transport], payloads: list[bytes
         settings.offline_expected_qps = float(cfg.target_qps)
     else:
         settings.single_stream_expected_latency_ns = int(cfg.target_latency_ms * 1e6 / 10)
+    return settings
 
+
+def _log_settings(lg, out_dir: Path):
     log_out = lg.LogOutputSettings()
     log_out.outdir = str(out_dir)
     log_out.copy_summary_to_stdout = False
     log_settings = lg.LogSettings()
     log_settings.log_output = log_out
     log_settings.enable_trace = False
+    return log_settings
 
+
+def _achieved_qps(summary: dict[str, str]) -> float | None:
+    for key in ("Completed samples per second", "Samples per second", "Scheduled samples per second"):
+        try:
+            return float(summary[key])
+        except (KeyError, ValueError):
+            continue
+    return None
+
+
+def run_loadgen(transport_factory: Callable[[], Transport], payloads: list[bytes], cfg: LoadGenConfig, out_dir: Path) -> LoadGenResult:
+    import mlperf_loadgen as lg
+
+    if cfg.scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {cfg.scenario!r}; choose from {SCENARIOS}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sut_impl = _AsyncSut(lg, transport_factory, payloads, cfg)
     n = max(1, cfg.performance_samples)
-    sut = lg.ConstructSUT(issue_queries, flush_queries)
+    sut = lg.ConstructSUT(sut_impl.issue_queries, sut_impl.flush_queries)
     qsl = lg.ConstructQSL(n, n, lambda idx: None, lambda idx: None)
     t0 = time.perf_counter()
     try:
-        lg.StartTestWithLogSettings(sut, qsl, settings, log_settings)
+        lg.StartTestWithLogSettings(sut, qsl, _test_settings(lg, cfg), _log_settings(lg, out_dir))
     finally:
         duration = time.perf_counter() - t0
         lg.DestroyQSL(qsl)
         lg.DestroySUT(sut)
-        asyncio.run_coroutine_threadsafe(transport.close(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        loop_thread.join(timeout=10)
+        sut_impl.close()
 
     summary_path = out_dir / "mlperf_log_summary.txt"
     summary = parse_summary(summary_path.read_text()) if summary_path.exists() else {}
-    verdict = summary.get("Result is", "UNKNOWN")
-    achieved = None
-    for key in ("Completed samples per second", "Samples per second", "Scheduled samples per second"):
-        if key in summary:
-            try:
-                achieved = float(summary[key])
-                break
-            except ValueError:
-                pass
-    return LoadGenResult(cfg.scenario, verdict, summary, summary_path, hist, dict(errors), duration, issued[0],
-                         _loadgen_percentiles(summary), achieved)
+    return LoadGenResult(cfg.scenario, summary.get("Result is", "UNKNOWN"), summary, summary_path, sut_impl.hist,
+                         dict(sut_impl.errors), duration, sut_impl.issued, _loadgen_percentiles(summary),
+                         _achieved_qps(summary))

@@ -26,16 +26,21 @@ class CallTiming:
         return self.cpu.process_s / self.calls * 1e6 if self.calls else 0.0
 
 
-def time_calls(fn: Callable[[], object], calls: int, warmup: int = 200) -> CallTiming:
-    """`warmup` untimed calls, then `calls` timed ones."""
+def time_calls(fn: Callable[[], object], calls: int, warmup: int = 200, *, budget_s: float | None = None,
+               min_calls: int = 0) -> CallTiming:
+    """`warmup` untimed calls, then `calls` timed ones; with `budget_s`, stop once that much time has passed
+    and at least `min_calls` were timed (so a slow mode gets a bounded run and a fast one enough samples)."""
     for _ in range(warmup):
         fn()
     hist = LatencyHistogram()
     cpu = CpuMeter()
     start = time.perf_counter()
-    for _ in range(calls):
+    deadline = start + budget_s if budget_s is not None else float("inf")
+    done = 0
+    while done < calls and (done < min_calls or time.perf_counter() < deadline):
         t0 = time.perf_counter_ns()
         fn()
         hist.record_ns(time.perf_counter_ns() - t0)
+        done += 1
     wall = time.perf_counter() - start
-    return CallTiming(hist, calls, wall, cpu.stop())
+    return CallTiming(hist, done, wall, cpu.stop())
