@@ -1,7 +1,8 @@
 """Transport-independent request handling shared by the gRPC and REST front ends.
 
-predict / metadata / status are implemented once here, against the ModelManager; grpc_api.py and
-rest_api.py only translate their wire formats. This module also builds a loaded version (the loader the
+predict / metadata / status are implemented once here, against the ModelManager (classify / regress /
+multi-inference in inference.py, run through the same run() / run_async()); grpc_api.py and rest_api.py
+only translate their wire formats. This module also builds a loaded version (the loader the
 ModelManager calls): runner for the chosen mode, batch queues, warmup replay.
 """
 from __future__ import annotations
@@ -66,7 +67,7 @@ class ServingCore:
     def _decode_request(self, sv: ServableVersion, request: Any) -> tuple[SignatureSpec, dict[str, np.ndarray]]:
         sig = self.signature(sv, request.model_spec.signature_name)
         check_input_names(list(request.inputs), sig)
-        inputs = {k: tensor_proto_to_ndarray(v, sig.inputs[k], sig.name, self.max_tensor_elements)
+        inputs = {k: tensor_proto_to_ndarray(v, sig.inputs[k], sig.name, self.max_tensor_elements, sig.strict_shapes)
                   for k, v in request.inputs.items()}
         return sig, inputs
 
@@ -75,8 +76,8 @@ class ServingCore:
         if self.scheduler is None or not self.scheduler.allowed:
             return
         for sig in sv.runner.signatures.values():
-            if not _batchable(sig):
-                continue
+            if not _batchable(sig) or any(t.is_string for t in sig.inputs.values()):
+                continue  # string inputs (e.g. serialized tf.Example) have no neutral probe value
             for size in self.scheduler.allowed:
                 probe = {k: np.zeros((size,) + tuple(d if d > 0 else 1 for d in t.shape[1:]), t.np_dtype)
                          for k, t in sig.inputs.items()}
