@@ -218,12 +218,13 @@ class _CpuWindow:
         return m
 
 
-def single_stream(server: _Server, payload: bytes, requests: int, name: str) -> Measurement:
-    """Batch-1 round trips, one at a time, raw bytes (no client-side proto work inside the timing)."""
+def single_stream(server: _Server, payload: bytes, requests: int, name: str,
+                  method: str = PREDICT_METHOD) -> Measurement:
+    """Round trips of one request, one at a time, raw bytes (no client-side proto work inside the timing)."""
     import grpc
 
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as ch:
-        call = ch.unary_unary(PREDICT_METHOD)
+        call = ch.unary_unary(method)
         for _ in range(min(200, requests)):
             call(payload, timeout=30)
         times = np.empty(requests)

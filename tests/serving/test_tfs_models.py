@@ -43,10 +43,11 @@ def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tfs_models.write_half_plus_two_tf2(root / "half_plus_two_tf2")
     tfs_models.write_typed_tf2(root / "typed")
     tfs_models.write_keras_sequential(root / "keras_sequential", version_dir="7")
+    tfs_models.write_mirrored_keras_sequential(root / "keras_mirrored", version_dir="8")
     tfs_models.write_multi_signature_tf2(root / "multi_signature", version_dir="5")
     tfs_models.write_scale_module(root / "scale", version_dir="9")
-    names = ["default", "half_plus_three", "half_plus_two_tf2", "typed", "keras_sequential", "multi_signature",
-             "scale"]
+    names = ["default", "half_plus_three", "half_plus_two_tf2", "typed", "keras_sequential", "keras_mirrored",
+             "multi_signature", "scale"]
     tfs_models.write_model_config(root / "models.config", {n: root / n for n in names})
     return root
 
@@ -177,16 +178,20 @@ def test_tf_saved_model_save_multiple_signatures(server) -> None:  # test_tf_sav
     _verify_predict(result, 1.0, "multi_signature", "serving_default", 5)
 
 
-def test_keras_sequential_saved_model(server) -> None:  # test_sequential_keras_saved_model_save
+@pytest.mark.parametrize("model,expected,version", [
+    ("keras_sequential", 4.0, 7),  # test_sequential_keras_saved_model_save
+    ("keras_mirrored", 2.0, 8),  # test_distrat_sequential_keras_saved_model_save
+])
+def test_keras_sequential_saved_model(server, model, expected, version) -> None:
     # Keras 3 names a tf.saved_model.save signature 'inputs' -> 'output_0' (Keras 2 used the layer names).
     import tensorflow as tf
 
     request = predict_pb2.PredictRequest()
-    request.model_spec.name = "keras_sequential"
+    request.model_spec.name = model
     request.inputs["inputs"].CopyFrom(tf.make_tensor_proto(np.array([[2.0]], np.float32)))
     result = _stub(server).Predict(request, RPC_TIMEOUT)
-    assert list(result.outputs["output_0"].float_val) == [4.0]
-    assert result.model_spec.version.value == 7
+    assert list(result.outputs["output_0"].float_val) == [expected]
+    assert result.model_spec.version.value == version
 
 
 # ------------------------------------------------------------------------------ TF Serving's test, REST

@@ -13,7 +13,7 @@ models, whose behaviour its integration test (model_servers/tensorflow_model_ser
 * `write_typed_tf2`: a TF2 module with several signatures and one identity-like signature per dtype TF
   Serving carries (float, double, half, int8..int64, uint8, bool, string), plus string and int signatures.
 * `write_keras_sequential`: a Keras Sequential model (Input 'x' of shape (1,), output doubled) exported
-  with `tf.saved_model.save`.
+  with `tf.saved_model.save`; `write_mirrored_keras_sequential`: one built under MirroredStrategy.
 * `write_multi_signature_tf2` / `write_scale_module`: TF Serving's `tf.saved_model.save` cases (two
   signatures returning constants; a function over a scalar-or-any-shape input with two variables).
 
@@ -144,6 +144,32 @@ def write_keras_sequential(base: Path, version_dir: str = "123") -> Path:
     export = Path(base) / version_dir
     tf.saved_model.save(model, str(export))
     return export
+
+
+def write_mirrored_keras_sequential(base: Path, version_dir: str = "123") -> Path:
+    """A Keras Sequential built under tf.distribute.MirroredStrategy over two virtual CPUs (Dense(1), weight 1,
+    no bias), saved with tf.saved_model.save. Virtual devices can only be set up before TensorFlow starts,
+    so the model is written by a fresh Python process."""
+    import subprocess
+    import sys
+
+    export = Path(base) / version_dir
+    code = f"from tests.serving.tfs_models import _save_mirrored_keras; _save_mirrored_keras({str(export)!r})"
+    subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2], check=True,
+                   capture_output=True, timeout=300)
+    return export
+
+
+def _save_mirrored_keras(export: str) -> None:
+    import keras
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    with tf.distribute.MirroredStrategy(devices=("/cpu:0", "/cpu:1")).scope():
+        model = keras.Sequential([keras.Input(shape=(1,), name="x", dtype="float32"),
+                                  keras.layers.Dense(1, kernel_initializer="ones", bias_initializer="zeros")])
+    tf.saved_model.save(model, export)
 
 
 def write_multi_signature_tf2(base: Path, version_dir: str = "00000123") -> Path:
