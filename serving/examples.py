@@ -9,6 +9,7 @@ Response: {"results": [[[label, score], ...], ...]} for classify, {"results": [v
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -38,7 +39,7 @@ def _value_kind(value: Any, feature: str) -> tuple[str, Any]:
     if isinstance(value, dict) and set(value) == {"b64"}:
         return "bytes_list", decode_b64(value, f"Feature: {feature}")
     if isinstance(value, float):
-        if abs(value) > _FLOAT32_MAX and value == value and abs(value) != float("inf"):
+        if math.isfinite(value) and abs(value) > _FLOAT32_MAX:
             raise invalid_argument(f"Feature: {feature}: cannot convert {value} to float without loss of precision")
         return "float_list", value
     if isinstance(value, int):

@@ -228,9 +228,7 @@ def fill_tensor_proto(proto: tensor_pb2.TensorProto, array: np.ndarray) -> tenso
     flat = array.ravel()
     if enum == types_pb2.DT_HALF:  # half_val holds the raw 16-bit patterns
         flat = flat.view(np.uint16)
-    elif enum == types_pb2.DT_STRING:
-        flat = [v if isinstance(v, bytes) else str(v).encode() for v in flat]
-    field.extend(flat.tolist() if isinstance(flat, np.ndarray) else flat)
+    field.extend(flat.tolist())  # strings: TensorFlow's object arrays hold bytes, what string_val takes
     return proto
 
 
@@ -280,7 +278,7 @@ def json_value_to_ndarray(value: Any, spec: TensorSpec, sig_name: str, max_eleme
     numbers: strings, null, objects, mixed nesting ("ragged") all end up non-numeric or raise.
     """
     target = spec.np_dtype
-    if spec.dtype_enum == types_pb2.DT_STRING:
+    if spec.is_string:
         return json_strings_to_ndarray(value, max_elements, what)
     try:
         arr = np.array(value)
@@ -339,7 +337,8 @@ def json_strings_to_ndarray(value: Any, max_elements: int, what: str) -> np.ndar
         if isinstance(v, list):
             shapes = {walk(item) for item in v}
             if len(shapes) > 1:
-                raise invalid_argument(f"{what}: ragged or inconsistent nested lists; every row must have the same shape")
+                raise invalid_argument(f"{what}: ragged or inconsistent nested lists; "
+                                       "every row must have the same shape")
             return (len(v),) + (shapes.pop() if shapes else ())
         if isinstance(v, str):
             flat.append(v.encode("utf-8"))
@@ -427,7 +426,7 @@ def parse_predict_inputs(doc: dict[str, Any], sig: SignatureSpec, max_elements: 
 BYTES_SUFFIX = "_bytes"  # TF Serving writes DT_STRING outputs named *_bytes as {"b64": ...} (json_tensor.cc)
 
 
-def _to_json_value(arr: np.ndarray, name: str = "") -> Any:
+def _to_json_value(arr: np.ndarray, name: str) -> Any:
     if arr.dtype != object:
         return arr.tolist()
     as_b64 = name.endswith(BYTES_SUFFIX)

@@ -279,6 +279,12 @@ def test_classify_rest_context_int_and_b64_features(server) -> None:
      "Unexpected element type in feature: x"),
     ("/v1/models/default:regress", {"signature_name": "regress_x_to_y", "examples": [{"x": None}]}, 400,
      "unexpected JSON type"),
+    ("/v1/models/default:regress", {"signature_name": "regress_x_to_y", "examples": [{"x": 1e39}]}, 400,
+     "without loss of precision"),
+    ("/v1/models/default:regress", {"signature_name": "regress_x_to_y", "examples": [{"n": 2**63}]}, 400,
+     "has uint64 element. Only int64 is supported."),
+    ("/v1/models/default:regress", {"signature_name": "regress_x_to_y", "context": [1], "examples": [{}]}, 400,
+     "Example must be JSON object but got JSON ARRAY"),
     ("/v1/models/default:regress", {"signature_name": "regress_x_to_y", "examples": [{"y": 2.0}]}, 400,
      "Feature: x (data type: float) is required but could not be found"),
     ("/v1/models/nope:classify", {"examples": [{"x": 2.0}]}, 404, "nope"),
@@ -377,7 +383,9 @@ def test_string_inputs_b64_and_int_outputs_rest(server) -> None:
     r = _post(server, "/v1/models/typed:predict", {"signature_name": "greet",
                                                    "instances": [{"b64": base64.b64encode(raw).decode()}, "x"]})
     assert r.status_code == 200, r.text
-    assert r.json() == {"predictions": [{"greeting": "hello wörld", "length": 5}, {"greeting": "hello x", "length": 1}]}
+    b64 = {"b64": base64.b64encode(raw).decode()}  # outputs named *_bytes come back base64-encoded
+    assert r.json() == {"predictions": [{"greeting": "hello wörld", "length": 5, "name_bytes": b64},
+                                        {"greeting": "hello x", "length": 1, "name_bytes": {"b64": "eA=="}}]}
     r = _post(server, "/v1/models/typed:predict", {"signature_name": "count_up", "inputs": [1, 41]})
     assert r.json() == {"outputs": [2, 42]}
     r = _post(server, "/v1/models/typed:predict", {"signature_name": "greet", "instances": [{"b64": "%%%"}]})
@@ -432,7 +440,7 @@ def test_xla_mode_serves_tf1_and_string_signatures(models_root: Path) -> None:
         r = _post(server, "/v1/models/default:regress", {"signature_name": "regress_x_to_y", "examples": [{"x": 2.0}]})
         assert r.json() == {"results": [3.0]}
         r = _post(server, "/v1/models/typed:predict", {"signature_name": "greet", "instances": ["a"]})
-        assert r.json() == {"predictions": [{"greeting": "hello a", "length": 1}]}
+        assert r.json() == {"predictions": [{"greeting": "hello a", "length": 1, "name_bytes": {"b64": "YQ=="}}]}
 
 
 def test_predict_with_batching(models_root: Path, tmp_path: Path) -> None:  # testPredictBatching

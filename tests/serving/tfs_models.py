@@ -100,7 +100,7 @@ TYPED_SIGNATURES = {
 
 def write_typed_tf2(base: Path, version_dir: str = "1") -> Path:
     """Several signatures over every dtype: `echo_<dtype>` returns its input as `out`; `greet` (string ->
-    string and its length as int64), `count_up` (int64 [None] -> int64 [None]), `serving_default` (two
+    string, its length as int32 and the input again as `name_bytes`, which REST returns as b64), `count_up` (int64 [None] -> int64 [None]), `serving_default` (two
     inputs of different dtypes: float 'x' [None,2] and int32 'k' [None] -> 'sum' = sum(x)*k)."""
     import tensorflow as tf
 
@@ -114,7 +114,8 @@ def write_typed_tf2(base: Path, version_dir: str = "1") -> Path:
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="names")])
     def greet(names):
-        return {"greeting": tf.strings.join(["hello ", names]), "length": tf.strings.length(names, "UTF8_CHAR")}
+        return {"greeting": tf.strings.join(["hello ", names]), "length": tf.strings.length(names, "UTF8_CHAR"),
+                "name_bytes": tf.identity(names)}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="n")])
     def count_up(n):
