@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from export.contract import CLASSIFY_METHOD_NAME, REGRESS_METHOD_NAME
+from serving import inference
 from serving.batching import BatchQueue, SharedBatchScheduler
 from serving.errors import ServingError, deadline_exceeded, invalid_argument
 from serving.metrics import ServingMetrics
@@ -57,12 +59,26 @@ class ServingCore:
             sv.on_close(close_queues)
         if self.enable_warmup:
             try:
-                replay(path, lambda request: self._run_direct(sv, *self._decode_request(sv, request)), label)
+                replay(path, lambda kind, request: self._run_warmup(sv, kind, request), label)
                 self._warm_padded_sizes(sv)
             except Exception:
                 runner.close()
                 raise
         return sv
+
+    def _run_warmup(self, sv: ServableVersion, kind: str, request: Any) -> None:
+        """One warmup record: a PredictRequest, or a Classify/Regress/MultiInference request."""
+        if kind == "predict_log":
+            self._run_direct(sv, *self._decode_request(sv, request))
+            return
+        if kind == "multi_inference_log":
+            tasks = inference.multi_inference_tasks(sv, request)
+        else:
+            method = CLASSIFY_METHOD_NAME if kind == "classify_log" else REGRESS_METHOD_NAME
+            tasks = [inference.resolve_task(sv, method, request.model_spec.signature_name)]
+        examples = inference.examples_tensor(request.input)
+        for task in tasks:
+            self._run_direct(sv, task.sig, {task.input_name: examples})
 
     def _decode_request(self, sv: ServableVersion, request: Any) -> tuple[SignatureSpec, dict[str, np.ndarray]]:
         sig = self.signature(sv, request.model_spec.signature_name)

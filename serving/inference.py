@@ -64,7 +64,7 @@ def _shape_problem(method: str, sig: SignatureSpec, sv: ServableVersion) -> str 
                 f"Signature was: {_signature_text(sv, sig.name)}")
     if not classify and OUTPUTS not in sig.outputs:
         return f"No regression outputs found in SignatureDef: {_signature_text(sv, sig.name)}"
-    if sig.inputs[INPUTS].dtype_enum != types_pb2.DT_STRING:
+    if not sig.inputs[INPUTS].is_string:
         return (f"input '{INPUTS}' of signature '{sig.name}' is {dtype_name(sig.inputs[INPUTS].dtype_enum)}; "
                 f"{word} feeds it serialized tf.Example protos (DT_STRING)")
     return None
@@ -164,8 +164,9 @@ def fill_model_spec(model_spec: Any, name: str, signature_name: str, version: in
 
 
 def multi_inference_tasks(sv: ServableVersion, request: Any) -> list[InferenceTask]:
-    """The tasks of a MultiInferenceRequest, checked as TensorFlowMultiInferenceRunner::Infer does. The same
-    examples feed every task's signature (as TF Serving feeds one tensor to each signature's input)."""
+    """The tasks of a MultiInferenceRequest, checked as TensorFlowMultiInferenceRunner::Infer does (`sv` is
+    the version the first task's model spec names). The same examples feed every task's signature (as TF
+    Serving feeds one tensor to each signature's input)."""
     if not request.tasks:
         raise invalid_argument("MultiInferenceRequest has no tasks")
     seen: set[str] = set()
@@ -173,7 +174,7 @@ def multi_inference_tasks(sv: ServableVersion, request: Any) -> list[InferenceTa
     for task in request.tasks:
         if not task.model_spec.name:
             raise invalid_argument("Found ModelSpec with an empty model name.")
-        if task.model_spec.name != sv.model:
+        if task.model_spec.name != request.tasks[0].model_spec.name:
             raise invalid_argument("All ModelSpecs in a MultiInferenceRequest must access the same model name.")
         key = task.model_spec.signature_name or DEFAULT_SIGNATURE
         if key in seen:

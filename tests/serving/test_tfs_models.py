@@ -40,6 +40,9 @@ def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tfs_models")
     tfs_models.write_half_plus_two_tf1(root / "default")
     tfs_models.write_half_plus_two_tf1(root / "half_plus_three", b=3.0)
+    tfs_models.write_example_warmup(tfs_models.write_half_plus_two_tf1(root / "warmed", version_dir="1"))
+    tfs_models.write_example_warmup(tfs_models.write_half_plus_two_tf1(root / "warm_broken", version_dir="1"),
+                                    classify_signature="serving_default")
     tfs_models.write_half_plus_two_tf2(root / "half_plus_two_tf2")
     tfs_models.write_typed_tf2(root / "typed")
     tfs_models.write_keras_sequential(root / "keras_sequential", version_dir="7")
@@ -47,7 +50,7 @@ def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tfs_models.write_multi_signature_tf2(root / "multi_signature", version_dir="5")
     tfs_models.write_scale_module(root / "scale", version_dir="9")
     names = ["default", "half_plus_three", "half_plus_two_tf2", "typed", "keras_sequential", "keras_mirrored",
-             "multi_signature", "scale"]
+             "multi_signature", "scale", "warmed", "warm_broken"]
     tfs_models.write_model_config(root / "models.config", {n: root / n for n in names})
     return root
 
@@ -431,6 +434,21 @@ def test_wrong_dtype_grpc_names_the_input(server) -> None:
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "carries 2 values" in err.value.details()
     # The server is still answering.
     assert _stub(server).Predict(_x_request(), RPC_TIMEOUT).outputs["y"].float_val[0] == 3.0
+
+
+def test_warmup_replays_classify_regress_and_multi_inference_records(server) -> None:
+    """'warmed' (one warmup record of each kind) loads; in 'warm_broken' the classify record names a predict
+    signature, so that version is refused with the reason in its status while the rest keeps serving."""
+    [broken] = requests.get(f"{server.rest_url}/v1/models/warm_broken", timeout=RPC_TIMEOUT).json()[
+        "model_version_status"]
+    assert broken["state"] == "END"
+    assert "warmup request 1 failed" in broken["status"]["error_message"]
+    assert "Expected classification signature method_name" in broken["status"]["error_message"]
+    [warmed] = requests.get(f"{server.rest_url}/v1/models/warmed", timeout=RPC_TIMEOUT).json()["model_version_status"]
+    assert warmed["state"] == "AVAILABLE"
+    assert "replayed 4 warmup requests" in server.log_text()
+    result = _stub(server).Predict(_x_request("warmed"), RPC_TIMEOUT)
+    _verify_predict(result, 3.0, "warmed", "serving_default", 1)
 
 
 # ------------------------------------------------------------------------------ other server modes

@@ -17,7 +17,8 @@ models, whose behaviour its integration test (model_servers/tensorflow_model_ser
 * `write_multi_signature_tf2` / `write_scale_module`: TF Serving's `tf.saved_model.save` cases (two
   signatures returning constants; a function over a scalar-or-any-shape input with two variables).
 
-Version directories are named as asked (`"123"` or zero-padded `"00000123"`).
+`write_example_warmup` adds a TF Serving warmup file with predict, classify, regress and multi-inference
+records. Version directories are named as asked (`"123"` or zero-padded `"00000123"`).
 """
 from __future__ import annotations
 
@@ -196,6 +197,34 @@ def write_scale_module(base: Path, version_dir: str = "00000123") -> Path:
     export = Path(base) / version_dir
     tf.saved_model.save(root, str(export), root.f.get_concrete_function(tf.TensorSpec(None, tf.float32)))
     return export
+
+
+def write_example_warmup(version_dir: Path, classify_signature: str = "classify_x_to_y") -> Path:
+    """A warmup file (assets.extra/tf_serving_warmup_requests) with one record of each kind TF Serving
+    replays: predict_log (x = [[2.0]]), classify_log, regress_log and multi_inference_log over one
+    tf.Example with x = 2. `classify_signature` names the classify record's signature (a predict one makes
+    the warmup, and so the load, fail)."""
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    from export.contract import WARMUP_FILE
+    from export.warmup import write_warmup_file
+
+    predict, classify = prediction_log_pb2.PredictionLog(), prediction_log_pb2.PredictionLog()
+    regress, multi = prediction_log_pb2.PredictionLog(), prediction_log_pb2.PredictionLog()
+    predict.predict_log.request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([[2.0]], np.float32)))
+    classify.classify_log.request.model_spec.signature_name = classify_signature
+    regress.regress_log.request.model_spec.signature_name = "regress_x_to_y"
+    for signature, method in (("regress_x_to_y", "regress"), ("classify_x_to_y", "classify")):
+        task = multi.multi_inference_log.request.tasks.add()
+        task.model_spec.name, task.model_spec.signature_name = "warmup", signature
+        task.method_name = f"tensorflow/serving/{method}"
+    for request in (classify.classify_log.request, regress.regress_log.request, multi.multi_inference_log.request):
+        request.input.example_list.examples.add().features.feature["x"].float_list.value.append(2.0)
+    path = Path(version_dir) / WARMUP_FILE
+    write_warmup_file(path, [predict, classify, regress, multi])
+    return path
 
 
 def write_model_config(path: Path, models: dict[str, Path]) -> Path:
