@@ -1,7 +1,8 @@
 """Transport-independent request handling shared by the gRPC and REST front ends.
 
-predict / metadata / status are implemented once here, against the ModelManager; grpc_api.py and
-rest_api.py only translate their wire formats. This module also builds a loaded version (the loader the
+predict / metadata / status are implemented once here, against the ModelManager (classify / regress /
+multi-inference in inference.py, run through the same run() / run_async()); grpc_api.py and rest_api.py
+only translate their wire formats. This module also builds a loaded version (the loader the
 ModelManager calls): runner for the chosen mode, batch queues, warmup replay.
 """
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from export.contract import CLASSIFY_METHOD_NAME, REGRESS_METHOD_NAME
+from serving import inference
 from serving.batching import BatchQueue, SharedBatchScheduler
 from serving.errors import ServingError, deadline_exceeded, invalid_argument
 from serving.metrics import ServingMetrics
@@ -56,17 +59,31 @@ class ServingCore:
             sv.on_close(close_queues)
         if self.enable_warmup:
             try:
-                replay(path, lambda request: self._run_direct(sv, *self._decode_request(sv, request)), label)
+                replay(path, lambda kind, request: self._run_warmup(sv, kind, request), label)
                 self._warm_padded_sizes(sv)
             except Exception:
                 runner.close()
                 raise
         return sv
 
+    def _run_warmup(self, sv: ServableVersion, kind: str, request: Any) -> None:
+        """One warmup record: a PredictRequest, or a Classify/Regress/MultiInference request."""
+        if kind == "predict_log":
+            self._run_direct(sv, *self._decode_request(sv, request))
+            return
+        if kind == "multi_inference_log":
+            tasks = inference.multi_inference_tasks(sv, request)
+        else:
+            method = CLASSIFY_METHOD_NAME if kind == "classify_log" else REGRESS_METHOD_NAME
+            tasks = [inference.resolve_task(sv, method, request.model_spec.signature_name)]
+        examples = inference.examples_tensor(request.input)
+        for task in tasks:
+            self._run_direct(sv, task.sig, {task.input_name: examples})
+
     def _decode_request(self, sv: ServableVersion, request: Any) -> tuple[SignatureSpec, dict[str, np.ndarray]]:
         sig = self.signature(sv, request.model_spec.signature_name)
         check_input_names(list(request.inputs), sig)
-        inputs = {k: tensor_proto_to_ndarray(v, sig.inputs[k], sig.name, self.max_tensor_elements)
+        inputs = {k: tensor_proto_to_ndarray(v, sig.inputs[k], sig.name, self.max_tensor_elements, sig.strict_shapes)
                   for k, v in request.inputs.items()}
         return sig, inputs
 
@@ -75,8 +92,8 @@ class ServingCore:
         if self.scheduler is None or not self.scheduler.allowed:
             return
         for sig in sv.runner.signatures.values():
-            if not _batchable(sig):
-                continue
+            if not _batchable(sig) or any(t.is_string for t in sig.inputs.values()):
+                continue  # string inputs (e.g. serialized tf.Example) have no neutral probe value
             for size in self.scheduler.allowed:
                 probe = {k: np.zeros((size,) + tuple(d if d > 0 else 1 for d in t.shape[1:]), t.np_dtype)
                          for k, t in sig.inputs.items()}

@@ -35,8 +35,10 @@ from tensorflow_serving.apis import (
     model_service_pb2_grpc,
 )
 
+from export.contract import CLASSIFY_METHOD_NAME, REGRESS_METHOD_NAME
+from serving import inference
 from serving.core import ServingCore, deadline_from_timeout
-from serving.errors import ServingError, failed_precondition, invalid_argument, unimplemented
+from serving.errors import ServingError, failed_precondition, invalid_argument
 from serving.model_manager import ModelManager, sources_from_config
 from serving.tensors import fill_tensor_proto
 
@@ -58,11 +60,24 @@ async def _abort(context: grpc.aio.ServicerContext, exc: Exception) -> None:
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
 
 
+def _checked_output_filter(output_filter: Any, outputs: dict[str, Any]) -> list[str]:
+    """PredictRequest.output_filter checked as predict_util.cc does (unknown or repeated alias)."""
+    wanted: list[str] = []
+    for alias in output_filter:
+        if alias not in outputs:
+            raise invalid_argument(f"output tensor alias not found in signature: {alias} Outputs expected to be "
+                                   f"in the set {{{','.join(sorted(outputs))}}}.")
+        if alias in wanted:
+            raise invalid_argument(f"duplicate output tensor alias: {alias}")
+        wanted.append(alias)
+    return wanted
+
+
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, core: ServingCore, manager: ModelManager) -> None:
         self.core = core
         self.manager = manager
-        self.in_flight = 0  # Predict calls between entry and exit; only touched on the loop thread
+        self.in_flight = 0  # Predict/Classify/Regress/MultiInference calls in progress; only touched on the loop thread
 
     async def Predict(self, request: predict_pb2.PredictRequest,
                       context: grpc.aio.ServicerContext) -> predict_pb2.PredictResponse:
@@ -73,11 +88,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                 deadline = obs.deadline = deadline_from_timeout(context.time_remaining())
                 with self.manager.acquire(name, version, label) as sv:
                     sig, inputs = self.core._decode_request(sv, request)
-                    wanted = list(request.output_filter)
-                    for alias in wanted:
-                        if alias not in sig.outputs:
-                            raise invalid_argument(f"output tensor alias not found in signature: {alias} "
-                                                   f"(outputs of '{sig.name}': {', '.join(sorted(sig.outputs))})")
+                    wanted = _checked_output_filter(request.output_filter, sig.outputs)
                     outputs = await self.core.run_async(sv, sig, inputs, deadline, inline=self.in_flight == 1)
                     response = predict_pb2.PredictResponse()
                     response.model_spec.name = name
@@ -104,19 +115,61 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         except Exception as exc:
             await _abort(context, exc)
 
-    async def _unimplemented(self, what: str, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                            f"{what} is not implemented by the embedded server: the exported models have predict "
-                            "signatures only; use Predict")
-
     async def Classify(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await self._unimplemented("Classify", context)
+        return await self._infer_one(request, context, CLASSIFY_METHOD_NAME,
+                                     classification_pb2.ClassificationResponse(), "classify")
 
     async def Regress(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await self._unimplemented("Regress", context)
+        return await self._infer_one(request, context, REGRESS_METHOD_NAME,
+                                     regression_pb2.RegressionResponse(), "regress")
+
+    async def _infer_one(self, request: Any, context: grpc.aio.ServicerContext, method: str, response: Any,
+                         api: str) -> Any:
+        name, version, label = _spec(request.model_spec)
+        self.in_flight += 1
+        try:
+            with self.core.observed(name, "GRPC", api) as obs:
+                deadline = obs.deadline = deadline_from_timeout(context.time_remaining())
+                with self.manager.acquire(name, version, label) as sv:
+                    task = inference.resolve_task(sv, method, request.model_spec.signature_name)
+                    examples = inference.examples_tensor(request.input)
+                    outputs = await self.core.run_async(sv, task.sig, {task.input_name: examples}, deadline,
+                                                        inline=self.in_flight == 1)
+                    inference.fill_model_spec(response.model_spec, name, task.sig.name, sv.version)
+                    inference.fill_result(task, outputs, len(examples), response.result)
+                    return response
+        except Exception as exc:
+            await _abort(context, exc)
+        finally:
+            self.in_flight -= 1
 
     async def MultiInference(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await self._unimplemented("MultiInference", context)
+        """Every task on the same examples; the model and version are the first task's (as TF Serving)."""
+        first = request.tasks[0].model_spec if request.tasks else None
+        name, version, label = _spec(first) if first is not None else ("", None, None)
+        self.in_flight += 1
+        try:
+            with self.core.observed(name, "GRPC", "multi_inference") as obs:
+                deadline = obs.deadline = deadline_from_timeout(context.time_remaining())
+                if first is None:
+                    raise invalid_argument("MultiInferenceRequest has no tasks")
+                with self.manager.acquire(name, version, label) as sv:
+                    tasks = inference.multi_inference_tasks(sv, request)
+                    examples = inference.examples_tensor(request.input)
+                    response = inference_pb2.MultiInferenceResponse()
+                    for task in tasks:
+                        outputs = await self.core.run_async(sv, task.sig, {task.input_name: examples}, deadline,
+                                                            inline=self.in_flight == 1)
+                        entry = response.results.add()
+                        inference.fill_model_spec(entry.model_spec, name, task.sig.name, sv.version)
+                        result = (entry.classification_result if task.method == CLASSIFY_METHOD_NAME
+                                  else entry.regression_result)
+                        inference.fill_result(task, outputs, len(examples), result)
+                    return response
+        except Exception as exc:
+            await _abort(context, exc)
+        finally:
+            self.in_flight -= 1
 
 
 def model_metadata(manager: ModelManager, name: str, version: int | None, label: str | None) -> Any:
@@ -309,4 +362,4 @@ class GrpcServer:
         self._thread.join(5)
 
 
-__all__ = ["GrpcListen", "model_metadata", "model_status", "unimplemented", "GrpcServer"]
+__all__ = ["GrpcListen", "model_metadata", "model_status", "GrpcServer"]

@@ -24,8 +24,12 @@ from urllib.parse import unquote
 
 from google.protobuf.json_format import MessageToDict
 
+from tensorflow_serving.apis import classification_pb2, regression_pb2
+
+from export.contract import CLASSIFY_METHOD_NAME, REGRESS_METHOD_NAME
+from serving import examples, inference
 from serving.core import ServingCore, deadline_from_timeout
-from serving.errors import ServingError, invalid_argument, not_found, unimplemented
+from serving.errors import ServingError, invalid_argument, not_found
 from serving.grpc_api import model_metadata, model_status
 from serving.model_manager import ModelManager
 from serving.tensors import format_predict_outputs, parse_json_body, parse_predict_inputs, signature_name_of
@@ -92,10 +96,10 @@ class RestApp:
             if not m:
                 raise malformed
             name, version, label, verb = _parts(m)
-            if verb.lower() != "predict":
-                raise unimplemented(f"{verb} is not implemented by the embedded server: the exported models have "
-                                    "predict signatures only; use :predict")
-            return self._predict(name, version, label, body)
+            verb = verb.lower()
+            if verb == "predict":
+                return self._predict(name, version, label, body)
+            return self._classify_regress(verb, name, version, label, body)
         if method == "GET":
             m = _STATUS_RE.fullmatch(path)
             if not m:
@@ -121,6 +125,27 @@ class RestApp:
                                                    may_hold_bools=b"true" in body or b"false" in body)
                 outputs = self.core.run(sv, sig, inputs, deadline)
                 return format_predict_outputs(outputs, fmt)
+
+
+    def _classify_regress(self, verb: str, name: str, version: int | None, label: str | None, body: bytes) -> Any:
+        """:classify / :regress: the JSON examples become the same Input proto a gRPC client sends."""
+        method = CLASSIFY_METHOD_NAME if verb == "classify" else REGRESS_METHOD_NAME
+        with self.core.observed(name, "REST", verb):
+            deadline = deadline_from_timeout(self.timeout_s)
+            doc = parse_json_body(body)
+            sig_name = signature_name_of(doc)
+            request_input = examples.input_from_json(doc, verb)
+            with self.manager.acquire(name, version, label) as sv:
+                task = inference.resolve_task(sv, method, sig_name)
+                serialized = inference.examples_tensor(request_input)
+                outputs = self.core.run(sv, task.sig, {task.input_name: serialized}, deadline)
+                if method == CLASSIFY_METHOD_NAME:
+                    result = classification_pb2.ClassificationResult()
+                    inference.fill_result(task, outputs, len(serialized), result)
+                    return examples.classification_json(result)
+                result = regression_pb2.RegressionResult()
+                inference.fill_result(task, outputs, len(serialized), result)
+                return examples.regression_json(result)
 
 
 def _parts(m: re.Match) -> tuple[str, int | None, str | None, str | None]:

@@ -1,8 +1,19 @@
 """The three ways a loaded version runs a signature: graph, xla, eager.
 
 All three expose `run(signature_name, {input: ndarray}) -> {output: ndarray}` and read the signature
-definitions (names, dtypes, shapes) from the SavedModel's MetaGraphDef, so validation and metadata are the
-same whatever the mode.
+definitions (names, dtypes, shapes, method names) from the SavedModel's MetaGraphDef, so validation and
+metadata are the same whatever the mode.
+
+Any SavedModel in TF Serving's layout loads in graph and xla modes: TF2 ones (tf.saved_model.save of a
+tf.Module or a Keras model, Keras ExportArchive) and TF1 ones (SavedModelBuilder over a graph + session,
+e.g. signatures that parse serialized tf.Example strings). tf.saved_model.load restores a TF1 SavedModel as
+pruned functions, one per signature, fed at the signature's input tensors. Measured on a TF1 half-plus-two
+whose regress signature parses tf.Example strings (tests/serving/tfs_models.py): both it and the v1 route
+(tf.compat.v1.saved_model.loader.load into a Session + Session.make_callable) answer [3, 3] for two
+examples with x=2; a batch-1 call costs 69 us through the flat call below and 151 us through make_callable;
+and Python's Session refuses x of shape [3] fed to the [None,1] tensor x ("Cannot feed value of shape"),
+which TF Serving's C++ Session::Run and the pruned function both accept. So TF1 models load the TF2 way,
+and a TF1 signature takes any shape its graph accepts (SignatureSpec.strict_shapes).
 
 graph  The restored signature ConcreteFunction, called through its flat entry point. Measured on this
        machine (benchmarks/commands/graph_call.py, numbers in its output): `signatures[name](**kw)` ~310 us,
@@ -24,26 +35,27 @@ eager  The Keras model rebuilt from assets.extra/model.keras (export.contract.lo
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from export.contract import DEFAULT_SIGNATURE, SAVED_MODEL_FILE
 from serving.errors import ServingError, failed_precondition, internal, invalid_argument, not_found
 from serving.tensors import SignatureSpec, signature_spec
 
 log = logging.getLogger("serving.runners")
 
-DEFAULT_SIGNATURE = "serving_default"
 INIT_OP_SIGNATURE = "__saved_model_init_op"
 SERVE_TAG = "serve"
 
 
-def read_signature_defs(version_dir: Path) -> dict[str, Any]:
-    """SignatureDef protos of the 'serve' MetaGraph, straight from saved_model.pb (what TF Serving reports)."""
+def read_serve_meta_graph(version_dir: Path) -> Any:
+    """The 'serve' MetaGraphDef, straight from saved_model.pb (its signature defs are what TF Serving reports)."""
     from tensorflow.core.protobuf import saved_model_pb2
 
-    pb = Path(version_dir) / "saved_model.pb"
+    pb = Path(version_dir) / SAVED_MODEL_FILE
     if not pb.is_file():
         raise not_found(f"SavedModel not found: no saved_model.pb in {version_dir}")
     saved = saved_model_pb2.SavedModel()
@@ -53,21 +65,57 @@ def read_signature_defs(version_dir: Path) -> dict[str, Any]:
         raise invalid_argument(f"{pb} is not a valid SavedModel proto (truncated or corrupt?): {exc}") from None
     for meta in saved.meta_graphs:
         if SERVE_TAG in meta.meta_info_def.tags:
-            return dict(meta.signature_def)
+            return meta
     raise invalid_argument(f"{pb} has no MetaGraph tagged '{SERVE_TAG}'")
 
 
-def serving_signatures(signature_defs: dict[str, Any]) -> dict[str, SignatureSpec]:
-    return {k: signature_spec(k, v) for k, v in signature_defs.items() if k != INIT_OP_SIGNATURE}
+def is_tf1_meta_graph(meta: Any) -> bool:
+    """TF1 SavedModels (SavedModelBuilder) carry no object graph; TF2 ones always do."""
+    return not meta.object_graph_def.nodes
+
+
+def serving_signatures(signature_defs: dict[str, Any], strict_shapes: bool = True) -> dict[str, SignatureSpec]:
+    return {k: signature_spec(k, v, strict_shapes) for k, v in signature_defs.items() if k != INIT_OP_SIGNATURE}
 
 
 def _probe_inputs(spec: SignatureSpec, rows: int = 2) -> dict[str, np.ndarray]:
+    """Inputs to compare the fast call with the public one: random numbers, empty strings (an empty string
+    is also an empty serialized tf.Example)."""
     rng = np.random.default_rng(0)
     out = {}
     for name, t in spec.inputs.items():
-        shape = tuple(rows if d < 0 else d for d in (t.shape or (rows,)))
-        out[name] = rng.standard_normal(shape).astype(t.np_dtype)
+        shape = tuple(rows if d < 0 else d for d in (t.shape if t.shape is not None else (rows,)))
+        if t.is_string:
+            out[name] = np.full(shape, b"", dtype=object)
+        else:
+            out[name] = rng.standard_normal(shape).astype(t.np_dtype)
     return out
+
+
+def _same_answer(fast: Callable[[Any], Any], public: Callable[[Any], Any], probe: dict[str, np.ndarray]) -> bool:
+    """Do both calls give the same outputs on the probe, or fail it with the same error? (A signature that
+    parses tf.Example strings may refuse any probe; the same refusal from both shows they run the same
+    function with the same arguments.)"""
+    outcomes = []
+    for call in (fast, public):
+        try:
+            outcomes.append(("ok", call(probe)))
+        except Exception as exc:  # compared below, never swallowed silently: a mismatch disables the fast path
+            outcomes.append(("error", (type(exc).__name__, _first_line(exc))))
+    (kind_a, a), (kind_b, b) = outcomes
+    if kind_a != kind_b:
+        return False
+    if kind_a == "error":
+        return a == b
+    return set(a) == set(b) and all(_arrays_equal(a[k], b[k]) for k in b)
+
+
+def _arrays_equal(a: np.ndarray, b: np.ndarray) -> bool:
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.dtype == object or a.dtype.kind == "b":
+        return bool(np.array_equal(a, b))
+    return bool(np.allclose(a, b, atol=1e-6, equal_nan=True))
 
 
 class _FlatCall:
@@ -96,7 +144,7 @@ class _FlatCall:
             atomic = concrete._inference_function
             captured = list(concrete.captured_inputs)
             out_names = sorted(concrete.structured_outputs)  # nest.flatten orders dict keys by sorted key
-            dtypes = [tf.as_dtype(spec.inputs[k].np_dtype) for k in keywords]
+            dtypes = [tf.as_dtype(spec.inputs[k].dtype_enum) for k in keywords]
             if set(keywords) != set(spec.inputs):
                 raise ValueError(f"argument names {keywords} differ from signature inputs {sorted(spec.inputs)}")
 
@@ -127,9 +175,7 @@ class _FlatCall:
                     raise status_to_exception(exc) from None
                 return {n: o.numpy() for n, o in zip(out_names, outs)}
 
-            probe = _probe_inputs(spec)
-            got, want = fast(probe), self._public(probe)
-            if set(got) != set(want) or any(not np.allclose(got[k], want[k], atol=1e-6, equal_nan=True) for k in want):
+            if not _same_answer(fast, self._public, _probe_inputs(spec)):
                 raise ValueError("fast path output differs from the public signature call")
             self._fast = fast
         except Exception as exc:  # any surprise: keep the always-correct public call
@@ -137,7 +183,7 @@ class _FlatCall:
 
     def _public(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         tf = self._tf
-        kwargs = {k: tf.convert_to_tensor(v, dtype=tf.as_dtype(self._spec.inputs[k].np_dtype)) for k, v in inputs.items()}
+        kwargs = {k: tf.convert_to_tensor(v, dtype=tf.as_dtype(self._spec.inputs[k].dtype_enum)) for k, v in inputs.items()}
         return {k: v.numpy() for k, v in self._concrete(**kwargs).items()}
 
     @property
@@ -156,8 +202,10 @@ class Runner:
     def __init__(self, version_dir: Path, label: str) -> None:
         self.version_dir = Path(version_dir)
         self.label = label
-        self.signature_defs = read_signature_defs(self.version_dir)
-        self.signatures = serving_signatures(self.signature_defs)
+        meta = read_serve_meta_graph(self.version_dir)
+        self.signature_defs = dict(meta.signature_def)
+        self.is_tf1 = is_tf1_meta_graph(meta)
+        self.signatures = serving_signatures(self.signature_defs, strict_shapes=not self.is_tf1)
         if not self.signatures:
             raise invalid_argument(f"{self.version_dir}: the SavedModel has no serving signatures")
         self._calls: dict[str, Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]] = {}
@@ -182,9 +230,17 @@ class Runner:
         self._calls.clear()
 
 
+# Where TensorFlow says which node/function failed: "[[{{node x}}]]", "[Op:f]", "{{function_node f}}".
+_NODE_SUFFIX = re.compile(r"\s*\[\[\{\{node [^}]*\}\}\]\]|\s*\[Op:[^\]]*\]|\{\{function_node [^}]*\}\}\s*")
+
+
 def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    """The graph's own words: TensorFlow's runtime errors open with "Graph execution error:" and the Python
+    stack where the op was defined; the message proper is the unindented text after it."""
+    lines = [line for line in _NODE_SUFFIX.sub("", str(exc)).splitlines() if line.strip()]
+    kept = [line.strip() for line in lines if not line[0].isspace()
+            and not line.startswith(("Graph execution error", "Detected at node"))]
+    return " ".join(kept) if kept else (lines[0].strip() if lines else type(exc).__name__)
 
 
 class GraphRunner(Runner):
@@ -208,6 +264,9 @@ class GraphRunner(Runner):
 
 
 class XlaRunner(Runner):
+    """Each signature inside tf.function(jit_compile=True); a signature XLA cannot compile (string ops such as
+    tf.Example parsing have no XLA kernels) runs as in graph mode, with a warning, so the version still loads."""
+
     mode = "xla"
 
     def __init__(self, version_dir: Path, label: str) -> None:
@@ -217,11 +276,27 @@ class XlaRunner(Runner):
         self._loaded = tf.saved_model.load(str(self.version_dir), tags=[SERVE_TAG])
         for name, spec in self.signatures.items():
             sig_fn = self._loaded.signatures[name]
-            jitted = tf.function(lambda _f=sig_fn, **kw: _f(**kw), jit_compile=True)
-            specs = {k: tf.TensorSpec([None if d < 0 else d for d in (t.shape or ())] if t.shape is not None else None,
-                                      tf.as_dtype(t.np_dtype), name=k) for k, t in spec.inputs.items()}
-            concrete = jitted.get_concrete_function(**specs)
-            self._calls[name] = _FlatCall(concrete, spec, f"{label} {name} (xla)")
+            if any(t.is_string for t in spec.inputs.values()):  # XLA has no string tensors at all
+                log.info("%s %s: string inputs, not compiled with XLA; running it as in graph mode", label, name)
+                self._calls[name] = _FlatCall(sig_fn, spec, f"{label} {name}")
+                continue
+            try:
+                call = self._jit_call(tf, sig_fn, spec, f"{label} {name} (xla)")
+                call(_probe_inputs(spec))
+            except Exception as exc:
+                log.warning("%s %s: not compiled with XLA (%s: %s); running it as in graph mode", label, name,
+                            type(exc).__name__, _first_line(exc))
+                call = _FlatCall(sig_fn, spec, f"{label} {name}")
+            self._calls[name] = call
+
+    @staticmethod
+    def _jit_call(tf: Any, sig_fn: Any, spec: SignatureSpec, label: str) -> _FlatCall:
+        jitted = tf.function(lambda _f=sig_fn, **kw: _f(**kw), jit_compile=True)
+        # A TF1 signature keeps its relaxed shapes: any rank (XLA compiles once per shape it sees).
+        specs = {k: tf.TensorSpec(None if t.shape is None or not spec.strict_shapes else
+                                  [None if d < 0 else d for d in t.shape], tf.as_dtype(t.dtype_enum), name=k)
+                 for k, t in spec.inputs.items()}
+        return _FlatCall(jitted.get_concrete_function(**specs), spec, label)
 
     def close(self) -> None:
         super().close()

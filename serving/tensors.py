@@ -7,6 +7,8 @@ the problem, like TF Serving's (tensorflow_serving/util/json_tensor.cc, servable
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 from dataclasses import dataclass
@@ -31,6 +33,8 @@ _DTYPES: dict[int, tuple[np.dtype, str]] = {
     types_pb2.DT_UINT32: (np.dtype(np.uint32), "uint32_val"),
     types_pb2.DT_UINT64: (np.dtype(np.uint64), "uint64_val"),
     types_pb2.DT_BOOL: (np.dtype(np.bool_), "bool_val"),
+    # Strings are numpy object arrays of bytes (what TensorFlow's .numpy() returns for tf.string).
+    types_pb2.DT_STRING: (np.dtype(object), "string_val"),
 }
 _NUMPY_TO_ENUM: dict[np.dtype, int] = {np_dtype: enum for enum, (np_dtype, _) in _DTYPES.items()}
 
@@ -55,30 +59,42 @@ class TensorSpec:
     shape: tuple[int, ...] | None
 
     @property
+    def is_string(self) -> bool:
+        return self.dtype_enum == types_pb2.DT_STRING
+
+    @property
     def np_dtype(self) -> np.dtype:
         if self.dtype_enum not in _DTYPES:
             raise unimplemented(f"tensor '{self.name}' has dtype {dtype_name(self.dtype_enum)}, "
-                                "which this server does not convert (numeric and bool tensors only)")
+                                "which this server does not convert (numeric, bool and string tensors only)")
         return _DTYPES[self.dtype_enum][0]
 
 
 @dataclass(frozen=True)
 class SignatureSpec:
+    """A signature's inputs and outputs, its method name, and whether requests are checked against the
+    declared shapes. `strict_shapes` is True for TF2 functions, whose call refuses any other shape anyway, so
+    checking first gives the same answer before anything runs; False for TF1 graphs, which (like TF Serving's
+    Session::Run) take any shape the graph's ops accept: x declared [-1,1] may be sent as [3]."""
+
     name: str
     inputs: dict[str, TensorSpec]
     outputs: dict[str, TensorSpec]
+    method_name: str = "tensorflow/serving/predict"
+    strict_shapes: bool = True
 
 
 def _shape_from_proto(shape: tensor_shape_pb2.TensorShapeProto) -> tuple[int, ...] | None:
     return None if shape.unknown_rank else tuple(int(d.size) for d in shape.dim)
 
 
-def signature_spec(name: str, signature_def: Any) -> SignatureSpec:
+def signature_spec(name: str, signature_def: Any, strict_shapes: bool = True) -> SignatureSpec:
     """SignatureSpec from a tensorflow.SignatureDef proto."""
     def specs(infos: Any) -> dict[str, TensorSpec]:
         return {k: TensorSpec(k, v.dtype, _shape_from_proto(v.tensor_shape)) for k, v in infos.items()}
 
-    return SignatureSpec(name, specs(signature_def.inputs), specs(signature_def.outputs))
+    return SignatureSpec(name, specs(signature_def.inputs), specs(signature_def.outputs),
+                         signature_def.method_name, strict_shapes)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -129,8 +145,9 @@ def batch_size_of(inputs: dict[str, np.ndarray]) -> int:
 # --------------------------------------------------------------------------------------------------------
 
 def tensor_proto_to_ndarray(proto: tensor_pb2.TensorProto, spec: TensorSpec, sig_name: str,
-                            max_elements: int) -> np.ndarray:
-    """Decode one request TensorProto, refusing anything that does not match its own shape or the signature.
+                            max_elements: int, strict_shapes: bool = True) -> np.ndarray:
+    """Decode one request TensorProto, refusing anything that does not match its own shape, the signature's
+    dtype, or (`strict_shapes`) the signature's shape.
 
     Never calls tf.make_ndarray on untrusted input: that would allocate prod(shape) elements (broadcasting a
     single value) before noticing anything is wrong.
@@ -155,8 +172,10 @@ def tensor_proto_to_ndarray(proto: tensor_pb2.TensorProto, spec: TensorSpec, sig
             f"input '{name}' declares shape {shape_str(dims)} = {count} elements, more than the server's "
             f"limit of {max_elements} (--max-tensor-elements)"
         )
-    check_shape(name, dims, spec, sig_name)
-
+    if strict_shapes:
+        check_shape(name, dims, spec, sig_name)
+    if proto.dtype == types_pb2.DT_STRING:
+        return _strings_from_proto(proto, name, dims, count)
     if proto.tensor_content:
         expected_bytes = count * np_dtype.itemsize
         if len(proto.tensor_content) != expected_bytes:
@@ -182,10 +201,22 @@ def tensor_proto_to_ndarray(proto: tensor_pb2.TensorProto, spec: TensorSpec, sig
     )
 
 
+def _strings_from_proto(proto: tensor_pb2.TensorProto, name: str, dims: tuple[int, ...], count: int) -> np.ndarray:
+    """A DT_STRING TensorProto's string_val as an object array of bytes (strings never use tensor_content)."""
+    values = proto.string_val
+    if len(values) == count:
+        return np.array(list(values), dtype=object).reshape(dims)
+    if len(values) == 1 and count > 0:
+        return np.full(dims, values[0], dtype=object)
+    raise invalid_argument(f"input '{name}' declares shape {shape_str(dims)} ({count} elements) "
+                           f"but carries {len(values)} values in string_val")
+
+
 def fill_tensor_proto(proto: tensor_pb2.TensorProto, array: np.ndarray) -> tensor_pb2.TensorProto:
-    """Write `array` into `proto` as TF Serving writes outputs (tensor_content bytes); no tf.make_tensor_proto,
-    and in place, so a response field is filled without building and copying a temporary message."""
-    array = np.ascontiguousarray(array)
+    """Write `array` into `proto` as TF Serving writes outputs: values in the dtype's typed field (float_val,
+    int_val, string_val, ...; Tensor::AsProtoField, predict_util.cc's default), not tensor_content, so clients
+    that read `float_val` see what TF Serving sends. In place: no temporary message to copy."""
+    array = np.asarray(array)
     enum = _NUMPY_TO_ENUM.get(array.dtype)
     if enum is None:
         raise unimplemented(f"output dtype {array.dtype} cannot be encoded by this server")
@@ -193,7 +224,11 @@ def fill_tensor_proto(proto: tensor_pb2.TensorProto, array: np.ndarray) -> tenso
     dims = proto.tensor_shape.dim
     for d in array.shape:
         dims.add(size=d)
-    proto.tensor_content = array.tobytes()
+    field = getattr(proto, _DTYPES[enum][1])
+    flat = array.ravel()
+    if enum == types_pb2.DT_HALF:  # half_val holds the raw 16-bit patterns
+        flat = flat.view(np.uint16)
+    field.extend(flat.tolist())  # strings: TensorFlow's object arrays hold bytes, what string_val takes
     return proto
 
 
@@ -243,6 +278,8 @@ def json_value_to_ndarray(value: Any, spec: TensorSpec, sig_name: str, max_eleme
     numbers: strings, null, objects, mixed nesting ("ragged") all end up non-numeric or raise.
     """
     target = spec.np_dtype
+    if spec.is_string:
+        return json_strings_to_ndarray(value, max_elements, what)
     try:
         arr = np.array(value)
     except (ValueError, OverflowError) as exc:
@@ -276,6 +313,53 @@ def json_value_to_ndarray(value: Any, spec: TensorSpec, sig_name: str, max_eleme
     return arr.astype(target, copy=False)
 
 
+def decode_b64(obj: dict[str, Any], what: str) -> bytes:
+    """REST's binary form {"b64": "<base64>"} -> bytes."""
+    if set(obj) != {"b64"} or not isinstance(obj["b64"], str):
+        raise invalid_argument(f"{what}: JSON object {_preview(obj)} is not of the form {{\"b64\": \"<base64>\"}}")
+    try:
+        return base64.b64decode(obj["b64"], validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise invalid_argument(f"{what}: Unable to base64 decode: {exc}") from None
+
+
+def _is_b64(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"b64"}
+
+
+def json_strings_to_ndarray(value: Any, max_elements: int, what: str) -> np.ndarray:
+    """Nested JSON lists of strings / {"b64": ...} -> an object array of bytes, rows checked to be regular.
+
+    Walks the value once, counting elements as it goes, so a huge or ragged body is refused early."""
+    flat: list[bytes] = []
+
+    def walk(v: Any) -> tuple[int, ...]:
+        if isinstance(v, list):
+            shapes = {walk(item) for item in v}
+            if len(shapes) > 1:
+                raise invalid_argument(f"{what}: ragged or inconsistent nested lists; "
+                                       "every row must have the same shape")
+            return (len(v),) + (shapes.pop() if shapes else ())
+        if isinstance(v, str):
+            flat.append(v.encode("utf-8"))
+        elif _is_b64(v):
+            flat.append(decode_b64(v, what))
+        else:
+            raise invalid_argument(f"{what}: JSON value {_preview(v)} is not of expected type: DT_STRING "
+                                   "(strings or {\"b64\": ...} objects)")
+        if len(flat) > max_elements:
+            raise invalid_argument(f"{what}: more than the server's limit of {max_elements} elements")
+        return ()
+
+    try:
+        shape = walk(value)
+    except RecursionError:
+        raise invalid_argument(f"{what}: nesting too deep") from None
+    arr = np.empty(len(flat), dtype=object)
+    arr[:] = flat
+    return arr.reshape(shape)
+
+
 def _holds_bool(arr: np.ndarray, value: Any) -> bool:
     if arr.ndim == 0:
         return isinstance(value, bool)
@@ -284,8 +368,9 @@ def _holds_bool(arr: np.ndarray, value: Any) -> bool:
 
 def parse_predict_inputs(doc: dict[str, Any], sig: SignatureSpec, max_elements: int,
                          may_hold_bools: bool = True) -> tuple[dict[str, np.ndarray], str]:
-    """`may_hold_bools=False` (the raw body has no true/false token) skips the per-element bool scan."""
-    """The inputs of a REST predict body in row ("instances") or columnar ("inputs") format, and which format."""
+    """The inputs of a REST predict body in row ("instances") or columnar ("inputs") format, and which format.
+
+    `may_hold_bools=False` (the raw body has no true/false token) skips the per-element bool scan."""
     has_instances, has_inputs = "instances" in doc, "inputs" in doc
     if has_instances and has_inputs:
         raise invalid_argument("Not formatted correctly: expecting only one of 'inputs' or 'instances' keys to exist")
@@ -298,7 +383,7 @@ def parse_predict_inputs(doc: dict[str, Any], sig: SignatureSpec, max_elements: 
             raise invalid_argument("Expecting 'instances' to be an list/array")
         if not instances:
             raise invalid_argument("No values in 'instances' array")
-        first_is_obj = isinstance(instances[0], dict) and set(instances[0]) != {"b64"}
+        first_is_obj = isinstance(instances[0], dict) and not _is_b64(instances[0])
         if len(names) > 1 and not first_is_obj:
             raise invalid_argument("instances is a plain list, but expecting list of objects as multiple input "
                                    f"tensors required as per signature '{sig.name}': {', '.join(sorted(names))}")
@@ -313,13 +398,13 @@ def parse_predict_inputs(doc: dict[str, Any], sig: SignatureSpec, max_elements: 
                     columns[n].append(item[n])
             raw = columns
         else:
-            if any(isinstance(item, dict) for item in instances):
+            if any(isinstance(item, dict) and not _is_b64(item) for item in instances):
                 raise invalid_argument("Expecting value/list but got object in 'instances' list")
             raw = {names[0]: instances}
         fmt = ROW
     else:
         value = doc["inputs"]
-        if isinstance(value, dict) and set(value) != {"b64"}:
+        if isinstance(value, dict) and not _is_b64(value):
             check_input_names(list(value), sig)
             raw = value
         else:
@@ -332,13 +417,29 @@ def parse_predict_inputs(doc: dict[str, Any], sig: SignatureSpec, max_elements: 
     for name, value in raw.items():
         spec = sig.inputs[name]
         arr = json_value_to_ndarray(value, spec, sig.name, max_elements, f"input '{name}'", may_hold_bools)
-        check_shape(name, arr.shape, spec, sig.name)
+        if sig.strict_shapes:
+            check_shape(name, arr.shape, spec, sig.name)
         arrays[name] = arr
     return arrays, fmt
 
 
-def _to_json_value(arr: np.ndarray) -> Any:
-    return arr.tolist()
+BYTES_SUFFIX = "_bytes"  # TF Serving writes DT_STRING outputs named *_bytes as {"b64": ...} (json_tensor.cc)
+
+
+def _to_json_value(arr: np.ndarray, name: str) -> Any:
+    if arr.dtype != object:
+        return arr.tolist()
+    as_b64 = name.endswith(BYTES_SUFFIX)
+
+    def one(v: bytes) -> Any:
+        if not as_b64:
+            try:
+                return v.decode("utf-8")
+            except UnicodeDecodeError:
+                pass  # TF Serving would write invalid JSON here; a b64 object keeps the body parseable
+        return {"b64": base64.b64encode(v).decode("ascii")}
+
+    return np.frompyfunc(one, 1, 1)(arr).tolist() if arr.ndim else one(arr.item())
 
 
 def format_predict_outputs(outputs: dict[str, np.ndarray], fmt: str) -> dict[str, Any]:
@@ -349,8 +450,8 @@ def format_predict_outputs(outputs: dict[str, np.ndarray], fmt: str) -> dict[str
     names = sorted(outputs)
     if fmt == COLUMNAR:
         if len(names) == 1:
-            return {"outputs": _to_json_value(outputs[names[0]])}
-        return {"outputs": {n: _to_json_value(outputs[n]) for n in names}}
+            return {"outputs": _to_json_value(outputs[names[0]], names[0])}
+        return {"outputs": {n: _to_json_value(outputs[n], n) for n in names}}
     batch = None
     for n in names:
         arr = outputs[n]
@@ -360,6 +461,6 @@ def format_predict_outputs(outputs: dict[str, np.ndarray], fmt: str) -> dict[str
             raise invalid_argument(f"Tensor name: {n} has inconsistent batch size: {arr.shape[0]} expecting: {batch}")
         batch = arr.shape[0]
     if len(names) == 1:
-        return {"predictions": _to_json_value(outputs[names[0]])}
-    lists = {n: _to_json_value(outputs[n]) for n in names}
+        return {"predictions": _to_json_value(outputs[names[0]], names[0])}
+    lists = {n: _to_json_value(outputs[n], n) for n in names}
     return {"predictions": [{n: lists[n][i] for n in names} for i in range(batch or 0)]}

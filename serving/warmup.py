@@ -1,28 +1,28 @@
 """Replay assets.extra/tf_serving_warmup_requests before a version is marked AVAILABLE (as TF Serving does).
 
-The file is a TFRecord of serialized PredictionLog protos; we replay their predict_log.request entries (at
-most 1000, TF Serving's cap) through the version's runner. A warmup record that fails makes the whole load
-fail, like TF Serving: a version that cannot answer its own warmup requests should not take traffic.
+The file is a TFRecord of serialized PredictionLog protos; we replay the request of each predict_log,
+classify_log, regress_log and multi_inference_log entry (at most 1000, TF Serving's cap) through the
+version's runner. A warmup record that fails makes the whole load fail, like TF Serving: a version that
+cannot answer its own warmup requests should not take traffic.
 """
 from __future__ import annotations
 
 import logging
 import time
 from pathlib import Path
-from typing import Callable
-
-import numpy as np
+from typing import Any, Callable
 
 from export.contract import MAX_WARMUP_RECORDS, warmup_path
 from serving.errors import ServingError, invalid_argument
 
 log = logging.getLogger("serving.warmup")
 
-Predict = Callable[[str, dict], dict]  # (signature_name, {name: TensorProto}) -> outputs
+# PredictionLog's log_type -> the request it holds (saved_model_warmup_util.cc replays these kinds).
+REPLAYED_LOGS = ("predict_log", "classify_log", "regress_log", "multi_inference_log")
 
 
-def read_warmup_requests(version_dir: Path) -> list:
-    """PredictRequests from the warmup file ([] when the version has none)."""
+def read_warmup_requests(version_dir: Path) -> list[tuple[str, Any]]:
+    """(log type, request) of every record of the warmup file ([] when the version has none)."""
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2
 
@@ -36,9 +36,11 @@ def read_warmup_requests(version_dir: Path) -> list:
                 log.warning("%s: more than %d warmup records; the rest are ignored", path, MAX_WARMUP_RECORDS)
                 break
             entry = prediction_log_pb2.PredictionLog.FromString(record)
-            if entry.WhichOneof("log_type") != "predict_log":
-                raise invalid_argument(f"{path} record {i}: only predict_log warmup records are supported")
-            requests.append(entry.predict_log.request)
+            kind = entry.WhichOneof("log_type")
+            if kind not in REPLAYED_LOGS:
+                raise invalid_argument(f"{path} record {i}: {kind} warmup records are not supported "
+                                       f"({', '.join(REPLAYED_LOGS)} are)")
+            requests.append((kind, getattr(entry, kind).request))
     except ServingError:
         raise
     except Exception as exc:
@@ -46,16 +48,16 @@ def read_warmup_requests(version_dir: Path) -> list:
     return requests
 
 
-def replay(version_dir: Path, run: Callable[[object], dict[str, np.ndarray]], label: str) -> int:
-    """Run every warmup request through `run(PredictRequest)`; returns how many were replayed."""
+def replay(version_dir: Path, run: Callable[[str, Any], object], label: str) -> int:
+    """Run every warmup request through `run(log type, request)`; returns how many were replayed."""
     requests = read_warmup_requests(version_dir)
     if not requests:
         log.info("%s: no warmup file, first requests may be slow", label)
         return 0
     started = time.monotonic()
-    for i, request in enumerate(requests):
+    for i, (kind, request) in enumerate(requests):
         try:
-            run(request)
+            run(kind, request)
         except ServingError as exc:
             raise ServingError(exc.code, f"warmup request {i} failed: {exc.message}") from None
     log.info("%s: replayed %d warmup requests in %.2f s", label, len(requests), time.monotonic() - started)

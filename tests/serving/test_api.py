@@ -179,18 +179,32 @@ def test_grpc_metadata_and_status(server) -> None:
         (1, get_model_status_pb2.ModelVersionStatus.AVAILABLE), (2, get_model_status_pb2.ModelVersionStatus.AVAILABLE)}
 
 
-def test_grpc_reload_is_off_by_default_and_other_methods_unimplemented(server) -> None:
+def test_grpc_reload_is_off_by_default(server) -> None:
     with pytest.raises(grpc.RpcError) as err:
         server.model_stub().HandleReloadConfigRequest(model_management_pb2.ReloadConfigRequest(), timeout=10)
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "--enable-config-reload" in err.value.details()
+
+
+def test_grpc_classify_regress_refuse_a_predict_signature(server) -> None:
+    """The exported models have predict signatures only: Classify/Regress/MultiInference say so in TF Serving's
+    words (tests/serving/test_tfs_models.py covers models that have classify/regress signatures)."""
     stub = server.prediction_stub()
-    for call, request in ((stub.Classify, classification_pb2.ClassificationRequest()),
-                          (stub.Regress, regression_pb2.RegressionRequest()),
-                          (stub.MultiInference, inference_pb2.MultiInferenceRequest())):
+    classify, regress = classification_pb2.ClassificationRequest(), regression_pb2.RegressionRequest()
+    multi = inference_pb2.MultiInferenceRequest()
+    task = multi.tasks.add()
+    task.method_name = "tensorflow/serving/regress"
+    for request in (classify, regress, task):
+        request.model_spec.name = MODEL
+    for request in (classify, regress, multi):
+        request.input.example_list.examples.add().features.feature["x"].float_list.value.append(1.0)
+    for call, request, kind in ((stub.Classify, classify, "classification"), (stub.Regress, regress, "regression"),
+                                (stub.MultiInference, multi, "regression")):
         with pytest.raises(grpc.RpcError) as err:
             call(request, timeout=10)
-        assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED and "Predict" in err.value.details()
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert f"Expected {kind} signature method_name to be" in err.value.details()
+        assert "Was: tensorflow/serving/predict" in err.value.details()
 
 
 def test_grpc_health_is_serving(server) -> None:
@@ -222,7 +236,7 @@ REST_BAD = [
     (f"/v1/models/{MODEL}:predict", {"signature_name": "nope", "instances": [GOOD_ROW]}, 400, '"nope" not found'),
     (f"/v1/models/{MODEL}:predict", {"rows": [GOOD_ROW]}, 400, "Missing 'inputs' or 'instances'"),
     (f"/v1/models/{MODEL}:predict", {"instances": [[1e39] * N_FEATURES]}, 400, "out of range"),
-    (f"/v1/models/{MODEL}:classify", {"examples": [{"x": 1.0}]}, 501, "predict"),
+    (f"/v1/models/{MODEL}:classify", {"examples": [{"x": 1.0}]}, 400, "Was: tensorflow/serving/predict"),
     ("/v1/models/nope", None, 404, "nope"),
     (f"/v1/models/{MODEL}/versions/7", None, 404, "version 7"),
 ]
