@@ -24,7 +24,8 @@ from serving.batching import BatchQueue, SharedBatchScheduler
 from serving.errors import ServingError, deadline_exceeded, invalid_argument
 from serving.metrics import ServingMetrics
 from serving.model_manager import ModelManager, ServableVersion
-from serving.runners import DEFAULT_SIGNATURE, load_runner
+from export.contract import DEFAULT_SIGNATURE
+from serving.runners import load_runner
 from serving.tensors import SignatureSpec, batch_size_of, check_input_names, tensor_proto_to_ndarray
 from serving.warmup import replay
 

@@ -41,7 +41,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from export.contract import DEFAULT_SIGNATURE, SAVED_MODEL_FILE
+from export.contract import SAVED_MODEL_FILE
 from serving.errors import ServingError, failed_precondition, internal, invalid_argument, not_found
 from serving.tensors import SignatureSpec, signature_spec
 
