@@ -8,7 +8,7 @@ Any SavedModel in TF Serving's layout loads in graph and xla modes: TF2 ones (tf
 tf.Module or a Keras model, Keras ExportArchive) and TF1 ones (SavedModelBuilder over a graph + session,
 e.g. signatures that parse serialized tf.Example strings). tf.saved_model.load restores a TF1 SavedModel as
 pruned functions, one per signature, fed at the signature's input tensors. Measured on a TF1 half-plus-two
-whose regress signature parses tf.Example strings (tests/serving/tfs_models.py): both it and the v1 route
+whose regress signature parses tf.Example strings (benchmarks/targets/tfs_models.py): both it and the v1 route
 (tf.compat.v1.saved_model.loader.load into a Session + Session.make_callable) answer [3, 3] for two
 examples with x=2; a batch-1 call costs 69 us through the flat call below and 151 us through make_callable;
 and Python's Session refuses x of shape [3] fed to the [None,1] tensor x ("Cannot feed value of shape"),

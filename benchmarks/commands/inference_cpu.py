@@ -1,39 +1,71 @@
 """Server CPU per request of Classify, Regress and MultiInference next to Predict, on one model
-(`python -m benchmarks.commands.inference_cpu`).
+(`python -m benchmarks inference-cpu`).
 
-The model is the test suite's TF1 half-plus-two (tests/serving/tfs_models.py: y = 0.5x + 2 with predict,
-classify and regress signatures over tf.Example), written into a temporary folder and served by the
-embedded server in graph mode. For each API and each request size (examples per request) it sends
---requests round trips one at a time over gRPC (raw request bytes, as perf_check's single stream) and
-records the server process's CPU per request (psutil user+system over the measured requests), the client's,
-and p50/p99; then it calls the server's own gRPC handlers in this process (no transport, no other
-process in the figure) and records their CPU per request. Predict feeds x ([n,1] floats) straight to the graph; Classify/Regress/MultiInference send n
-tf.Example protos that the server serializes into a string tensor and the graph parses. Each measurement is
-repeated --repeats times (fresh server each time, the APIs' order rotated); the median is reported. Writes
-artifacts/results/<run-id>/inference_cpu.json and prints a table. Numbers are measurements, not assertions.
+The model is TF Serving's half-plus-two as a TF1 SavedModel (benchmarks/targets/tfs_models.py: y = 0.5x + 2
+with predict, classify and regress signatures over tf.Example), written into a temporary folder and served by
+the embedded server in graph mode. Predict feeds x ([n,1] floats) straight to the graph; Classify, Regress and
+MultiInference send n tf.Example protos that the server serializes into a string tensor and the graph parses.
+
+For each API and request size (examples per request):
+  * served: --requests gRPC round trips, one in flight (the perf check's single stream: pre-serialised bytes,
+    grpc.aio, the load loop), with the server process's CPU per request (psutil user+system over the measured
+    requests), the client's, and the latencies. Repeated --repeats times, a fresh server each time and the
+    APIs' order rotated (the first one measured runs colder); the row is perf-check's median run, with
+    extra.server_cpu_us_per_request_median (the median over the runs: the figure this command is about, and
+    the one least disturbed by other work on the machine) and extra.spread_min_max.
+  * handler in-process: the server's own gRPC handler (request parse, servicer method, model call, response
+    serialization) called in this process, no transport and no other process in the figure, so small
+    differences between the APIs show: extra.handler_cpu_us_per_request, extra.handler_p50_us.
+One result row per API x size (kind grpc, scenario = the API, batch_size = examples per request) in
+<results-dir>/<run-id>/results.json. Numbers are measurements, not assertions.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import re
+import asyncio
+import os
+import statistics
 import sys
 import tempfile
-from dataclasses import asdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.commands.perf_check import Measurement, _median, _Server, _start, _stop, _wait_serving, single_stream
-from benchmarks.results.schema import new_run_id
+from benchmarks.commands.common import add_run_args, finish_run, int_list, open_run
+from benchmarks.commands.perf_check import median_row, single_stream, span_row
+from benchmarks.measure.calls import time_calls
+from benchmarks.results.schema import ResultRow
+from benchmarks.targets.managed import ManagedServer
+from export.contract import CLASSIFY_METHOD_NAME, PREDICTION_SERVICE, REGRESS_METHOD_NAME
 
-SERVICE = "/tensorflow.serving.PredictionService/"
 MODEL = "half_plus_two"
-_LISTENING = r"listening: gRPC (\S+):(\d+), REST (?:(\S+):(\d+)|off)"
+SERVER = "embedded-graph"
+HANDLER_WARMUP = 200
 
 
-def request_payloads(n: int) -> dict[str, tuple[str, bytes]]:
-    """API name -> (gRPC method path, serialized request) for n examples / rows of x."""
+@dataclass(frozen=True)
+class Api:
+    label: str  # as tables print it
+    scenario: str  # the result row's scenario
+    method: str  # the PredictionService method
+
+
+APIS = (Api("Predict", "predict", "Predict"), Api("Classify", "classify", "Classify"),
+        Api("Regress", "regress", "Regress"),
+        Api("MultiInference (classify + regress)", "multi-inference", "MultiInference"))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--requests", type=int, default=1000, help="round trips (and handler calls) per measurement")
+    p.add_argument("--repeats", type=int, default=3, help="fresh servers per measurement; the median is reported")
+    p.add_argument("--sizes", type=int_list, default=(1, 32),
+                   help="examples (rows) per request, comma-separated (default 1,32)")
+    add_run_args(p)
+
+
+def request_payloads(n: int) -> dict[Api, bytes]:
+    """Each API's serialized request for n examples / rows of x."""
     import tensorflow as tf
     from tensorflow_serving.apis import classification_pb2, inference_pb2, predict_pb2, regression_pb2
 
@@ -43,53 +75,58 @@ def request_payloads(n: int) -> dict[str, tuple[str, bytes]]:
     predict.inputs["x"].CopyFrom(tf.make_tensor_proto(xs.reshape(n, 1)))
     classify, regress = classification_pb2.ClassificationRequest(), regression_pb2.RegressionRequest()
     multi = inference_pb2.MultiInferenceRequest()
-    for request, signature in ((classify, "classify_x_to_y"), (regress, "regress_x_to_y")):
+    for request, signature, method_name in ((classify, "classify_x_to_y", CLASSIFY_METHOD_NAME),
+                                            (regress, "regress_x_to_y", REGRESS_METHOD_NAME)):
         request.model_spec.name, request.model_spec.signature_name = MODEL, signature
         task = multi.tasks.add()
-        task.model_spec.name, task.model_spec.signature_name = MODEL, signature
-        task.method_name = f"tensorflow/serving/{'classify' if request is classify else 'regress'}"
+        task.model_spec.name, task.model_spec.signature_name, task.method_name = MODEL, signature, method_name
     for request in (classify, regress, multi):
         for x in xs.tolist():
             request.input.example_list.examples.add().features.feature["x"].float_list.value.append(x)
-    return {"Predict": ("Predict", predict.SerializeToString()),
-            "Classify": ("Classify", classify.SerializeToString()),
-            "Regress": ("Regress", regress.SerializeToString()),
-            "MultiInference (classify + regress)": ("MultiInference", multi.SerializeToString())}
+    return dict(zip(APIS, (r.SerializeToString() for r in (predict, classify, regress, multi))))
 
 
-def _name(api: str, n: int) -> str:
-    return f"{api}, {n} example{'s' if n > 1 else ''}"
+def measurement_name(api: Api, n: int) -> str:
+    return f"{api.label}, {n} example{'s' if n > 1 else ''}"
 
 
-def measure(config: Path, sizes: list[int], requests: int, repeats: int) -> list[Measurement]:
-    runs: dict[str, list[Measurement]] = {_name(api, n): [] for n in sizes for api in request_payloads(n)}
+# ---------------------------------------------------------------------------------------------- served
+def served_rows(server: ManagedServer, sizes: tuple[int, ...], requests: int, rep: int) -> list[ResultRow]:
+    """One row per API x size against one started server, the APIs' order rotated by `rep`."""
+    rows = []
+    for n in sizes:
+        apis = list(request_payloads(n).items())
+        shift = rep % len(apis)
+        for api, payload in apis[shift:] + apis[:shift]:
+            name = measurement_name(api, n)
+            print(f"[inference-cpu] run {rep + 1}: {name}", flush=True)
+            method = f"/{PREDICTION_SERVICE}/{api.method}"
+            rows.append(span_row(*asyncio.run(single_stream(server, payload, requests, method)), name,
+                                 batch_size=n, model=MODEL, mode="graph", scenario=api.scenario, concurrency=1,
+                                 server=SERVER, target=server.grpc_target))
+    return rows
+
+
+def served_medians(config: Path, run_dir: Path, sizes: tuple[int, ...], requests: int,
+                   repeats: int) -> dict[str, ResultRow]:
+    """Measurement name -> perf-check's median row over `repeats` fresh servers, plus the median server CPU."""
+    runs: dict[str, list[ResultRow]] = {}
     for rep in range(repeats):
-        argv = [sys.executable, "-m", "serving", "serve", "--model-config-file", str(config), "--mode", "graph",
-                "--grpc-port", "0", "--rest-port", "0", "--file-system-poll-wait-seconds", "0"]
-        proc, match, _ = _start(argv, re.compile(_LISTENING))
-        server = _Server(proc, int(match.group(2)), int(match.group(4)) if match.group(4) else None)
-        try:
-            _wait_serving(server.port)
-            for n in sizes:
-                apis = list(request_payloads(n).items())
-                shift = rep % len(apis)  # each API goes first in some run: the first measured one runs colder
-                for api, (method, payload) in apis[shift:] + apis[:shift]:
-                    name = _name(api, n)
-                    print(f"[inference_cpu] run {rep + 1}/{repeats}: {name}", flush=True)
-                    runs[name].append(single_stream(server, payload, requests, name, SERVICE + method))
-        finally:
-            _stop(proc)
-    return [_with_cpu_median(ms) for ms in runs.values()]
+        with ManagedServer("embedded", mode="graph", config_file=config, models=(MODEL,), start_timeout_s=240,
+                           extra_args=["--file-system-poll-wait-seconds", "0"],
+                           log_path=run_dir / f"{SERVER}.log") as server:
+            for row in served_rows(server, sizes, requests, rep):
+                runs.setdefault(row.extra["measurement"], []).append(row)
+    medians = {}
+    for name, rows in runs.items():
+        cpu = statistics.median(r.extra["server_cpu_us_per_request"] for r in rows)
+        row = median_row(rows)
+        row.extra["server_cpu_us_per_request_median"] = round(cpu, 1)
+        medians[name] = row
+    return medians
 
 
-def _with_cpu_median(ms: list[Measurement]) -> Measurement:
-    """perf_check's median run (by p50), plus the median of the server's CPU per request over all runs: the
-    figure this command is about, and the one least disturbed by other work on the machine."""
-    out = _median(ms)
-    out.detail["server_cpu_us_per_request_median"] = float(np.median([m.server_cpu_us_per_request for m in ms]))
-    return out
-
-
+# ---------------------------------------------------------------------------------------------- in-process
 class _Context:
     """What the servicer methods use of a grpc.aio context, for calling them in this process."""
 
@@ -100,13 +137,8 @@ class _Context:
         raise RuntimeError(f"{code}: {details}")
 
 
-def handler_cpu(base: Path, sizes: list[int], requests: int) -> list[Measurement]:
-    """CPU per request of the server's own handler (request parsing, the servicer method, the model call,
-    response serialization), called in this process without gRPC: free of transport and of the other
-    processes on the machine, so small differences between the APIs show."""
-    import asyncio
-    import time
-
+def handler_costs(base: Path, sizes: tuple[int, ...], requests: int) -> dict[str, dict]:
+    """Measurement name -> CPU per request and p50 of the server's own gRPC handler called in this process."""
     from tensorflow_serving.apis import classification_pb2, inference_pb2, predict_pb2, regression_pb2
 
     from serving.core import ServingCore
@@ -114,39 +146,31 @@ def handler_cpu(base: Path, sizes: list[int], requests: int) -> list[Measurement
     from serving.metrics import ServingMetrics
     from serving.model_manager import ModelManager, ModelSource
 
-    core = ServingCore("graph", ServingMetrics(), None, 10**7, enable_warmup=False)
-    manager = ModelManager([ModelSource(MODEL, base)], core.load_version, poll_seconds=0)
-    core.manager = manager
-    manager.start()
-    servicer, context = PredictionServicer(core, manager), _Context()
     request_types = {"Predict": predict_pb2.PredictRequest, "Classify": classification_pb2.ClassificationRequest,
                      "Regress": regression_pb2.RegressionRequest, "MultiInference": inference_pb2.MultiInferenceRequest}
-    loop = asyncio.new_event_loop()
-    out = []
+    core = ServingCore("graph", ServingMetrics(), None, 10**7, enable_warmup=False)
+    core.manager = manager = ModelManager([ModelSource(MODEL, base)], core.load_version, poll_seconds=0)
+    manager.start()
+    servicer, context, loop = PredictionServicer(core, manager), _Context(), asyncio.new_event_loop()
+    costs = {}
     try:
         for n in sizes:
-            for api, (method, payload) in request_payloads(n).items():
-                handler, request_type = getattr(servicer, method), request_types[method]
+            for api, payload in request_payloads(n).items():
+                handler, request_type = getattr(servicer, api.method), request_types[api.method]
 
                 def one() -> None:
-                    response = loop.run_until_complete(handler(request_type.FromString(payload), context))
-                    response.SerializeToString()
+                    loop.run_until_complete(handler(request_type.FromString(payload), context)).SerializeToString()
 
-                for _ in range(min(200, requests)):
-                    one()
-                cpu0 = time.process_time()
-                for _ in range(requests):
-                    one()
-                per_request = (time.process_time() - cpu0) / requests * 1e6
-                out.append(Measurement(f"handler in-process: {_name(api, n)}", detail={"requests": requests},
-                                       server_cpu_us_per_request=round(per_request, 1)))
+                t = time_calls(one, requests, warmup=min(HANDLER_WARMUP, requests))
+                costs[measurement_name(api, n)] = {"handler_cpu_us_per_request": round(t.cpu_us_per_call, 1),
+                                                   "handler_p50_us": round(t.hist.summary().p50_ms * 1000, 1)}
     finally:
         loop.close()
         manager.stop()
-    return out
+    return costs
 
 
-def _use_server_threads() -> str:
+def use_server_threads() -> dict:
     """TensorFlow's thread pools as the server sets them; possible only before TensorFlow starts running."""
     import tensorflow as tf
 
@@ -156,49 +180,40 @@ def _use_server_threads() -> str:
     try:
         tf.config.threading.set_intra_op_parallelism_threads(intra)
         tf.config.threading.set_inter_op_parallelism_threads(inter)
-    except RuntimeError:  # TensorFlow already ran in this process (e.g. under pytest): keep its pools
-        return "TensorFlow's thread pools were already fixed in this process (not the server's)"
-    return f"intra-op {intra}, inter-op {inter} (as the server)"
+    except RuntimeError:  # TensorFlow already ran in this process (e.g. under pytest): its pools stay
+        return {"as_server": False, "note": "TensorFlow's thread pools were already fixed in this process"}
+    return {"as_server": True, "intra_op": intra, "inter_op": inter}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.commands.inference_cpu", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=1000, help="round trips per measurement (default 1000)")
-    parser.add_argument("--repeats", type=int, default=3, help="fresh servers per measurement; median reported")
-    parser.add_argument("--sizes", default="1,32", help="examples (rows) per request, comma-separated")
-    parser.add_argument("--results-dir", type=Path, default=Path("artifacts/results"))
-    args = parser.parse_args(argv)
-    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    if not sizes or min(sizes) < 1:
-        parser.error("--sizes needs positive integers, e.g. 1,32")
-    threads = _use_server_threads()
-    from tests.serving.tfs_models import write_half_plus_two_tf1, write_model_config
+# ---------------------------------------------------------------------------------------------- main
+def print_table(rows: list[ResultRow]) -> None:
+    print(f"\n{'API, request size':<46} {'server CPU/req (us), median [min-max]':>38} {'p50 (us)':>9} "
+          f"{'handler CPU/req (us)':>21}")
+    for r in rows:
+        x = r.extra
+        low, high = x["spread_min_max"]["server_cpu_us_per_request"]
+        cpu = f"{x['server_cpu_us_per_request_median']:.0f} [{low:.0f}-{high:.0f}]"
+        print(f"{x['measurement']:<46} {cpu:>38} {r.p50_ms * 1000:>9.0f} {x['handler_cpu_us_per_request']:>21}")
 
+
+def main(args: argparse.Namespace) -> int:
+    if args.requests < 1 or args.repeats < 1:
+        print("error: --requests and --repeats must be positive", file=sys.stderr)
+        return 2
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    threads = use_server_threads()
+    from benchmarks.targets.tfs_models import write_half_plus_two_tf1, write_model_config
+
+    w = open_run(args, "inference-cpu", server_kind="embedded", server_mode="graph")
     with tempfile.TemporaryDirectory(prefix="inference-cpu-") as tmp:
-        base = Path(tmp) / MODEL
-        write_half_plus_two_tf1(base, version_dir="1")
+        base = write_half_plus_two_tf1(Path(tmp) / MODEL, version_dir="1").parent
         config = write_model_config(Path(tmp) / "models.config", {MODEL: base})
-        results = measure(config, sizes, args.requests, args.repeats)
-        print("[inference_cpu] the server's handlers called in this process", flush=True)
-        handlers = handler_cpu(base, sizes, args.requests)
-    run_id = new_run_id("inference-cpu")
-    out = args.results_dir / run_id / "inference_cpu.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"run_id": run_id, "model": MODEL, "requests": args.requests, "repeats": args.repeats,
-                               "measurements": [asdict(m) for m in results],
-                               "handler_in_process": [asdict(m) for m in handlers],
-                               "handler_threads": threads}, indent=2))
-    print(f"\n{'API, request size':<50} {'server CPU/req (us), median [min-max]':>38} {'p50 (us)':>10}")
-    for m in results:
-        low, high = m.detail["spread_min_max"]["server_cpu_us_per_request"]
-        cpu = f"{m.detail['server_cpu_us_per_request_median']:.0f} [{low:.0f}-{high:.0f}]"
-        print(f"{m.name:<50} {cpu:>38} {m.p50_us:>10}")
-    for m in handlers:
-        print(f"{m.name:<60} {m.server_cpu_us_per_request:>10} us CPU per request")
-    print(f"\nwritten: {out}")
+        print("[inference-cpu] the server's handlers called in this process", flush=True)
+        handlers = handler_costs(base, args.sizes, args.requests)
+        served = served_medians(config, w.run_dir, args.sizes, args.requests, args.repeats)
+    for name, row in served.items():
+        row.extra.update(handlers[name], handler_tf_threads=threads)
+        w.append(row)
+    print_table(w.rows)
+    finish_run(w)
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

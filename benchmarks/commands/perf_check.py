@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Awaitable, Callable
 
 from benchmarks.clients.payloads import ModelInfo, build_payload, discover_models
-from benchmarks.clients.transports import GrpcTransport, client_name
+from benchmarks.clients.transports import client_name, make_transport
 from benchmarks.commands.common import DEFAULT_MODELS, add_run_args, finish_run, open_run
 from benchmarks.load.closed_loop import LoadLoop
 from benchmarks.measure import prometheus
@@ -52,12 +52,14 @@ from benchmarks.measure.cpu import CpuMeter, CpuReading
 from benchmarks.measure.recorder import Recorder, Window
 from benchmarks.results.schema import ResultRow, ResultWriter, atomic_write_text
 from benchmarks.targets.managed import REPO_ROOT, ManagedServer
+from export.contract import PREDICT_METHOD
 
 CPU_BATCHING_FILE = REPO_ROOT / "docker" / "batching" / "batching_cpu.config"
 SUMMARY_JSON = "perf_check.json"
 GOALS = {"overhead_ratio": "<= 1.2", "batching_throughput_ratio": ">= 3"}
 ECHO_KINDS = ("sync", "aio")
 WARMUP_REQUESTS = 200
+GRPC_CLIENT = "aio"  # grpc.aio, the client the module docstring names; rows say so in `client`
 SPREAD_FIELDS = ("p50_us", "p99_us", "throughput_rps", "server_cpu_us_per_request", "client_cpu_us_per_request",
                  "avg_processed_batch", "cpu_us_per_call")
 
@@ -104,11 +106,12 @@ def median_row(rows: list[ResultRow]) -> ResultRow:
     return mid
 
 
-def _span_row(window: Window, cpu: CpuReading, server_metrics: dict, measurement: str, **kw) -> ResultRow:
+def span_row(window: Window, cpu: CpuReading, server_metrics: dict, measurement: str, *, batch_size: int = 1,
+             **kw) -> ResultRow:
     """A served measurement: latencies from the window, CPU per request of both sides, the batch size."""
     row = ResultRow.from_histogram(window.hist, duration_s=window.duration_s, errors=sum(window.errors.values()),
-                                   errors_by_code=window.errors, kind="grpc", batch_size=1,
-                                   client=client_name("grpc"), **kw)
+                                   errors_by_code=window.errors, kind="grpc", batch_size=batch_size,
+                                   client=client_name("grpc", GRPC_CLIENT), **kw)
     row.achieved_rate = row.throughput_rps
     row.client_cpu_percent = round(cpu.process_pct, 1)
     row.client_saturated = cpu.saturated
@@ -184,9 +187,10 @@ async def _measured(rec: Recorder, server: ManagedServer,
     return window, reading, prometheus.delta(before, scrape())
 
 
-async def single_stream(server: ManagedServer, payload: bytes, requests: int) -> tuple[Window, CpuReading, dict]:
-    """Batch-1 round trips, one in flight, raw bytes (no client-side proto work inside the timing)."""
-    transport = GrpcTransport(server.grpc_target)
+async def single_stream(server: ManagedServer, payload: bytes, requests: int,
+                        method: str = PREDICT_METHOD) -> tuple[Window, CpuReading, dict]:
+    """Round trips of `method`, one in flight, raw bytes (no client-side proto work inside the timing)."""
+    transport = make_transport("grpc", server.grpc_target, grpc_client=GRPC_CLIENT, grpc_method=method)
     loop = LoadLoop(transport, [payload], Recorder())
     try:
         await loop.run_requests(1, min(WARMUP_REQUESTS, requests))
@@ -198,7 +202,7 @@ async def single_stream(server: ManagedServer, payload: bytes, requests: int) ->
 async def concurrent_streams(server: ManagedServer, payload: bytes, streams: int,
                              seconds: float) -> tuple[Window, CpuReading, dict]:
     """Closed loop: `streams` requests in flight for `seconds` after a warm-up of up to 2 s."""
-    transport = GrpcTransport(server.grpc_target)
+    transport = make_transport("grpc", server.grpc_target, concurrency=streams, grpc_client=GRPC_CLIENT)
     loop = LoadLoop(transport, [payload], Recorder())
     tasks = loop.start_closed(streams)
     try:
@@ -236,10 +240,10 @@ def measure_server(args: argparse.Namespace, running: ManagedServer, payload: by
     kw = dict(model=args.model, target=running.grpc_target, **row_kw)
     rows = []
     if single:
-        rows.append(_span_row(*asyncio.run(single_stream(running, payload, args.requests)), single,
+        rows.append(span_row(*asyncio.run(single_stream(running, payload, args.requests)), single,
                               scenario="closed", concurrency=1, **kw))
     if streams:
-        rows.append(_span_row(*asyncio.run(concurrent_streams(running, payload, args.streams, args.seconds)),
+        rows.append(span_row(*asyncio.run(concurrent_streams(running, payload, args.streams, args.seconds)),
                               streams, scenario="closed", concurrency=args.streams, **kw))
     return rows
 

@@ -57,6 +57,8 @@ COMMANDS = (
             "embedded server cost on top of the model: overhead vs in-process + bare gRPC, batching, eager/graph"),
     Command("graph-call", _C + "graph_call",
             "which way of calling a restored SavedModel signature costs least (batch 1)"),
+    Command("inference-cpu", _C + "inference_cpu",
+            "server CPU per request of Classify, Regress and MultiInference next to Predict (TF1 half-plus-two)"),
     Command("reliability", "benchmarks.reliability.cli",
             "rollout, broken versions, kill/restart, overload, hostile input, soak"),
 )

@@ -1,4 +1,4 @@
-"""benchmarks.commands.inference_cpu runs end to end (briefly) and writes a well-formed result file."""
+"""`python -m benchmarks inference-cpu` runs end to end (briefly) and writes well-formed result rows."""
 from __future__ import annotations
 
 import json
@@ -6,29 +6,42 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.__main__ import build_parser
 from benchmarks.commands import inference_cpu
 
 pytestmark = pytest.mark.timeout(300)
 
 
-def test_inference_cpu_writes_one_measurement_per_api_and_size(tmp_path: Path, capsys) -> None:
-    assert inference_cpu.main(["--requests", "20", "--repeats", "1", "--sizes", "1,4",
-                               "--results-dir", str(tmp_path)]) == 0
-    [result_file] = list(tmp_path.glob("*-inference-cpu-*/inference_cpu.json"))
-    doc = json.loads(result_file.read_text())
-    names = [m["name"] for m in doc["measurements"]]
-    apis = ("Predict", "Classify", "Regress", "MultiInference (classify + regress)")
-    assert names == [f"{api}, 1 example" for api in apis] + [f"{api}, 4 examples" for api in apis]
-    for m in doc["measurements"]:
-        assert m["errors"] == 0 and m["p50_us"] > 0 and m["server_cpu_us_per_request"] >= 0
-        assert m["detail"]["server_cpu_us_per_request_median"] == m["server_cpu_us_per_request"]
-    handlers = doc["handler_in_process"]
-    assert [m["name"] for m in handlers] == [f"handler in-process: {name}" for name in names]
-    assert all(m["server_cpu_us_per_request"] > 0 for m in handlers)
-    assert "written:" in capsys.readouterr().out
+def _args(*argv: str):
+    argv = ("inference-cpu", *argv)
+    return build_parser(list(argv)).parse_args(list(argv))
+
+
+def test_inference_cpu_writes_one_row_per_api_and_size(tmp_path: Path, capsys) -> None:
+    args = _args("--requests", "20", "--repeats", "2", "--sizes", "1,4", "--results-dir", str(tmp_path),
+                 "--run-id", "brief")
+    assert inference_cpu.main(args) == 0
+    doc = json.loads((tmp_path / "brief" / "results.json").read_text())
+    rows = doc["results"]
+    apis = ("predict", "classify", "regress", "multi-inference")
+    assert [(r["scenario"], r["batch_size"]) for r in rows] == [(a, n) for n in (1, 4) for a in apis]
+    assert rows[1]["extra"]["measurement"] == "Classify, 1 example"
+    assert rows[7]["extra"]["measurement"] == "MultiInference (classify + regress), 4 examples"
+    for r in rows:
+        x = r["extra"]
+        assert (r["kind"], r["model"], r["server"], r["client"]) == ("grpc", "half_plus_two", "embedded-graph",
+                                                                      "grpc.aio")
+        assert r["errors"] == 0 and r["n"] == 20 and r["p50_ms"] > 0 and r["histogram"]
+        assert x["repeats"] == 2
+        low, high = x["spread_min_max"]["server_cpu_us_per_request"]
+        assert low <= x["server_cpu_us_per_request_median"] <= high
+        assert x["handler_cpu_us_per_request"] > 0 and x["handler_p50_us"] > 0
+    assert len({tuple(r[k] for k in ("scenario", "batch_size")) for r in rows}) == len(rows)  # compare keys apart
+    assert (tmp_path / "brief" / "report.md").is_file()
+    assert "handler CPU/req" in capsys.readouterr().out
 
 
 def test_inference_cpu_refuses_bad_sizes(capsys) -> None:
     with pytest.raises(SystemExit):
-        inference_cpu.main(["--sizes", "0"])
+        _args("--sizes", "0")
     assert "--sizes" in capsys.readouterr().err

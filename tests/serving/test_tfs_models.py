@@ -1,7 +1,7 @@
 """The embedded server serving TF Serving-style models (TF1 and TF2 SavedModels, Keras, every dtype), over gRPC
 and REST, as TensorFlow Serving's own integration test (model_servers/tensorflow_model_server_test.py) drives
 tensorflow_model_server: Predict / Classify / Regress / MultiInference / GetModelStatus / GetModelMetadata and
-their REST forms. The models are written by tests/serving/tfs_models.py into a temporary folder.
+their REST forms. The models are written by benchmarks/targets/tfs_models.py into a temporary folder.
 
 One server (graph mode) serves every model for the module; one more (xla) checks the TF1 model there, and one
 with batching runs TF Serving's batching case.
@@ -26,7 +26,7 @@ from tensorflow_serving.apis import (
 )
 
 from tests.server_fixture import running_server
-from tests.serving import tfs_models
+from benchmarks.targets import tfs_models
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -1,4 +1,5 @@
-"""Writes small TF Serving-style models into a folder, for the tests of the embedded server.
+"""TF Serving-style SavedModels written by the project's own code, for the tests of the embedded server and
+for benchmarks that need a model of that kind (`python -m benchmarks inference-cpu`).
 
 Every model here is built by this file, from TensorFlow's public APIs, in the layouts tensorflow_model_server
 reads (`<base_path>/<version>/saved_model.pb + variables/`). They play the roles of TF Serving's own test
@@ -156,7 +157,7 @@ def write_mirrored_keras_sequential(base: Path, version_dir: str = "123") -> Pat
     import sys
 
     export = Path(base) / version_dir
-    code = f"from tests.serving.tfs_models import _save_mirrored_keras; _save_mirrored_keras({str(export)!r})"
+    code = f"from benchmarks.targets.tfs_models import _save_mirrored_keras; _save_mirrored_keras({str(export)!r})"
     subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2], check=True,
                    capture_output=True, timeout=300)
     return export
