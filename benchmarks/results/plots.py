@@ -35,7 +35,9 @@ def _ok(v) -> bool:
 
 
 def plot_inprocess(rows: list[ResultRow], out: Path) -> Path | None:
-    steady = [r for r in rows if r.kind == "inprocess" and r.scenario == "steady" and _ok(r.p50_ms)]
+    # Only the five model modes: graph-call's rows are in-process too, but name ways of calling, not modes.
+    steady = [r for r in rows if r.kind == "inprocess" and r.scenario == "steady" and r.mode in MODE_STYLE
+              and _ok(r.p50_ms)]
     if not steady:
         return None
     models = sorted({r.model for r in steady})

@@ -125,7 +125,7 @@ def _brief_capacity(tmp_path, server: str):
 
 
 def _check_capacity_rows(tmp_path, rows, server_label: str) -> None:
-    assert [(r.kind, r.client) for r in rows] == [("grpc", "grpc.aio"), ("grpc", "libcurl"), ("rest", "asyncio-http1")]
+    assert [(r.kind, r.client) for r in rows] == [("grpc", "libcurl"), ("grpc", "grpc.aio"), ("rest", "asyncio-http1")]  # the default client first
     for r in rows:
         assert r.scenario == "capacity" and r.server == server_label and r.errors == 0 and r.n > 0
         assert r.p50_ms <= r.p99_ms <= r.max_ms and r.throughput_rps > 0
