@@ -84,3 +84,10 @@ def float_list(s: str) -> tuple[float, ...]:
     if not vals or any(v <= 0 for v in vals):
         raise argparse.ArgumentTypeError(f"expected positive numbers, got {s!r}")
     return vals
+
+
+def run_module(prog: str, doc: str | None, add_arguments, main) -> int:
+    """`python -m benchmarks.commands.<module>`: the same parser and entry point the registry uses."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return main(parser.parse_args())

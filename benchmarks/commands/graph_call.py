@@ -186,7 +186,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    _parser = argparse.ArgumentParser(prog="python -m benchmarks.commands.graph_call", description=__doc__,
-                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(_parser)
-    raise SystemExit(main(_parser.parse_args()))
+    from benchmarks.commands.common import run_module
+
+    raise SystemExit(run_module("python -m benchmarks.commands.graph_call", __doc__, add_arguments, main))

@@ -408,7 +408,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    _parser = argparse.ArgumentParser(prog="python -m benchmarks.commands.perf_check", description=__doc__,
-                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(_parser)
-    raise SystemExit(main(_parser.parse_args()))
+    from benchmarks.commands.common import run_module
+
+    raise SystemExit(run_module("python -m benchmarks.commands.perf_check", __doc__, add_arguments, main))
