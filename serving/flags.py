@@ -68,6 +68,10 @@ class ServerConfig:
     inter_op_parallelism: int = -1
     drain_timeout_seconds: float = 30.0
     full_queue_status: str = "RESOURCE_EXHAUSTED"
+    # Unbatched executions of one model at once, from both APIs (serving/scheduler.py); 0 = one per CPU.
+    # TF Serving's --rest_api_num_threads maps here.
+    max_concurrent_executions: int = 0
+    max_queued_executions: int = 1024  # per model, waiting for an execution slot; beyond: full_queue_status
     log_level: str = "INFO"
     extra: dict = field(default_factory=dict)
 
@@ -118,6 +122,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                      help="status for a request refused because the batch queue is full: RESOURCE_EXHAUSTED/HTTP 429 "
                           "(default: tells clients to back off) or UNAVAILABLE/HTTP 503 (what TF Serving's "
                           "shared batch scheduler returns)")
+    run.add_argument("--max-concurrent-executions", type=int, default=0,
+                     help="unbatched model executions of one model at once, shared by gRPC and REST requests "
+                          "(default 0 = one per CPU); requests beyond wait in one first-come-first-served queue. "
+                          "With batching on, batchable signatures use num_batch_threads instead")
+    run.add_argument("--max-queued-executions", type=int, default=1024,
+                     help="requests of one model that may wait for an execution slot (default 1024); more are "
+                          "refused at once with --full-queue-status, like a full batch queue")
     run.add_argument("--file-system-poll-wait-seconds", "--file_system_poll_wait_seconds", type=float, default=1.0,
                      help="how often base paths are scanned for new/removed versions (default 1; 0 = load once)")
     run.add_argument("--enable-model-warmup", "--enable_model_warmup", default=True,
@@ -161,6 +172,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         raise ValueError("--batching-parameters-file needs --enable-batching")
     if args.grpc_max_threads < 1:
         raise ValueError("--grpc-max-threads must be >= 1")
+    if args.max_concurrent_executions < 0 or args.max_queued_executions < 0:
+        raise ValueError("--max-concurrent-executions and --max-queued-executions must be >= 0")
     if args.max_request_bytes < 1024:
         raise ValueError("--max-request-bytes must be >= 1024")
     return ServerConfig(
@@ -184,5 +197,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         inter_op_parallelism=args.inter_op_parallelism,
         drain_timeout_seconds=args.drain_timeout_seconds,
         full_queue_status=args.full_queue_status,
+        max_concurrent_executions=args.max_concurrent_executions,
+        max_queued_executions=args.max_queued_executions,
         log_level=args.log_level,
     )

@@ -100,7 +100,7 @@ def run_server(cfg: ServerConfig) -> int:
     log.info("TensorFlow threads: intra-op %s, inter-op %s", intra or "TF default", inter or "TF default")
 
     from serving.batching import SharedBatchScheduler
-    from serving.core import ServingCore
+    from serving.core import ExecutionSettings, ServingCore
     from serving.grpc_api import build_grpc_server, set_health
     from serving.metrics import ServingMetrics
     from serving.model_manager import ModelManager
@@ -114,7 +114,11 @@ def run_server(cfg: ServerConfig) -> int:
                  "max_enqueued_batches=%d allowed_batch_sizes=%s large_batch_splitting=%s",
                  settings.max_batch_size, settings.batch_timeout_micros, settings.num_batch_threads,
                  settings.max_enqueued_batches, list(settings.allowed_batch_sizes), settings.enable_large_batch_splitting)
-    core = ServingCore(cfg.mode, metrics, scheduler, cfg.max_tensor_elements, cfg.enable_model_warmup)
+    execution = ExecutionSettings(cfg.max_concurrent_executions, cfg.max_queued_executions,
+                                  getattr(grpc.StatusCode, cfg.full_queue_status))
+    log.info("unbatched execution: %d at once per model (gRPC and REST together), up to %d waiting",
+             execution.concurrency(), execution.max_queued)
+    core = ServingCore(cfg.mode, metrics, scheduler, cfg.max_tensor_elements, cfg.enable_model_warmup, execution)
     manager = ModelManager(sources, core.load_version, cfg.file_system_poll_wait_seconds)
     core.manager = manager
 
