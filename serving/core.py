@@ -37,8 +37,10 @@ DEFAULT_MAX_QUEUED_EXECUTIONS = 1024
 class ExecutionSettings:
     """Unbatched execution of each model (serving/scheduler.py), from ServerConfig.
 
-    max_concurrent: executions of one model at once; 0 = auto, one per CPU (TensorFlow releases the GIL while
-    it computes, more only contend for it). TF Serving's --rest_api_num_threads maps here.
+    max_concurrent: executions of one model at once (TF Serving's --rest_api_num_threads maps here); 0 = auto:
+    4 x CPUs in graph and xla mode (TF Serving's default for that flag: the kernels release the GIL, so calls
+    overlap), one per CPU in eager mode (its layer-by-layer Python dispatch holds the GIL: more calls only
+    contend for it). Measured in serving/PERFORMANCE.md ("Execution scheduler").
     max_queued: requests of one model waiting for a slot before new ones are refused with full_queue_code.
     """
 
@@ -46,8 +48,11 @@ class ExecutionSettings:
     max_queued: int = DEFAULT_MAX_QUEUED_EXECUTIONS
     full_queue_code: grpc.StatusCode = grpc.StatusCode.RESOURCE_EXHAUSTED
 
-    def concurrency(self) -> int:
-        return self.max_concurrent if self.max_concurrent > 0 else max(1, os.cpu_count() or 1)
+    def concurrency(self, mode: str) -> int:
+        if self.max_concurrent > 0:
+            return self.max_concurrent
+        cpus = max(1, os.cpu_count() or 1)
+        return cpus if mode == "eager" else 4 * cpus
 
 
 class ServingCore:
@@ -141,7 +146,7 @@ class ServingCore:
                 found = self._executors.get(model_name)
                 if found is None:
                     found = self._executors[model_name] = ExecutionScheduler(
-                        model_name, self.execution.concurrency(), self.execution.max_queued,
+                        model_name, self.execution.concurrency(self.mode), self.execution.max_queued,
                         self.execution.full_queue_code)
         return found
 

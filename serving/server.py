@@ -117,7 +117,7 @@ def run_server(cfg: ServerConfig) -> int:
     execution = ExecutionSettings(cfg.max_concurrent_executions, cfg.max_queued_executions,
                                   getattr(grpc.StatusCode, cfg.full_queue_status))
     log.info("unbatched execution: %d at once per model (gRPC and REST together), up to %d waiting",
-             execution.concurrency(), execution.max_queued)
+             execution.concurrency(cfg.mode), execution.max_queued)
     core = ServingCore(cfg.mode, metrics, scheduler, cfg.max_tensor_elements, cfg.enable_model_warmup, execution)
     manager = ModelManager(sources, core.load_version, cfg.file_system_poll_wait_seconds)
     core.manager = manager

@@ -3,6 +3,7 @@ for thread callers (REST) and coroutine callers (gRPC) of the same scheduler."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 
@@ -153,3 +154,12 @@ def test_settings_are_checked():
         ExecutionScheduler("m", max_concurrent=0, max_queued=1)
     with pytest.raises(ValueError, match="max_queued"):
         ExecutionScheduler("m", max_concurrent=1, max_queued=-1)
+
+
+def test_auto_bound_depends_on_mode_and_a_setting_wins():
+    from serving.core import ExecutionSettings
+
+    cpus = os.cpu_count() or 1
+    assert ExecutionSettings().concurrency("eager") == cpus
+    assert ExecutionSettings().concurrency("graph") == ExecutionSettings().concurrency("xla") == 4 * cpus
+    assert ExecutionSettings(max_concurrent=3).concurrency("eager") == 3
