@@ -134,8 +134,11 @@ def test_report_puts_each_locust_row_next_to_our_client_and_names_the_limit():
             _served("rest", "closed", 999.0, False, concurrency=16)]  # other concurrency: never paired
     lines = locust_vs_ours(rows).splitlines()[2:]
     assert len(lines) == 2
-    assert "| 0.80 |" in lines[0] and "server (neither client saturated)" in lines[0]
+    assert "| 0.80 |" in lines[0] and "server (neither client saturated; they agree)" in lines[0]
+    assert "| 5,000 |" in lines[0]  # 50 % of a core at 100 req/s: 5,000 µs of client CPU per request
     assert "| 0.25 |" in lines[1] and lines[1].rstrip(" |").endswith("Locust")
     assert "999" not in "\n".join(lines)
+    unequal = [_served("locust", "locust-grpc", 50.0, False), _served("grpc", "closed", 100.0, False)]
+    assert "machine CPU shared by client and server" in locust_vs_ours(unequal)
     md = render("run-l", {}, rows)
     assert "Locust vs our client at the same concurrency" in md
