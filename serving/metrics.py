@@ -7,7 +7,8 @@ exponential buckets (10 us * 1.8^i, i < 33: servables/tensorflow/util.cc).
 
 Beyond TF Serving's names, `tfserve_bench_model_executions{model_name,state}` reports each model's
 unbatched execution scheduler (serving/scheduler.py): executions running now, waiting for a slot now, and
-the peak running at once since start (which shows whether the configured bound was reached).
+the peak running at once since start (which shows whether the configured bound was reached), and
+`tfserve_bench_model_execution_outcomes_total{model_name,outcome}` counts executed / refused / expired.
 
 request_count is exported *without* the `_total` suffix prometheus_client adds to counters (TF Serving's
 exporter does not add it): it is a custom collector producing an untyped family with TF Serving's sample name.
@@ -19,7 +20,7 @@ from collections import defaultdict
 from typing import Any, Callable
 
 from prometheus_client import CollectorRegistry, Histogram, disable_created_metrics, generate_latest
-from prometheus_client.core import GaugeMetricFamily, UnknownMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, UnknownMetricFamily
 from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS_US = tuple(10.0 * 1.8**i for i in range(33))
@@ -49,6 +50,7 @@ class _RequestCountCollector(Collector):
 
 
 EXECUTIONS_METRIC = "tfserve_bench_model_executions"
+EXECUTION_OUTCOMES_METRIC = "tfserve_bench_model_execution_outcomes"  # exposed with prometheus_client's _total
 
 
 class _ExecutionCollector(Collector):
@@ -60,11 +62,18 @@ class _ExecutionCollector(Collector):
     def collect(self):
         family = GaugeMetricFamily(EXECUTIONS_METRIC, "Unbatched model executions by state: running now, "
                                    "waiting for a slot now, peak_running since start.", labels=["model_name", "state"])
+        outcomes = CounterMetricFamily(EXECUTION_OUTCOMES_METRIC, "Unbatched requests by outcome at the execution "
+                                       "scheduler: executed, refused (queue full), expired (deadline while waiting).",
+                                       labels=["model_name", "outcome"])
         for model, stats in sorted(self._source().items()):
             for state, value in (("running", stats.running), ("waiting", stats.waiting),
                                  ("peak_running", stats.peak_running)):
                 family.add_metric([model, state], value)
+            for outcome, value in (("executed", stats.executions), ("refused", stats.refused_full),
+                                   ("expired", stats.expired_waiting)):
+                outcomes.add_metric([model, outcome], value)
         yield family
+        yield outcomes
 
 
 class ServingMetrics:

@@ -18,7 +18,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 from serving.core import ExecutionSettings, ServingCore
 from serving.errors import not_found
 from serving.grpc_api import GrpcServer
-from serving.metrics import EXECUTIONS_METRIC, ServingMetrics
+from serving.metrics import EXECUTION_OUTCOMES_METRIC, EXECUTIONS_METRIC, ServingMetrics
 from serving.model_manager import ServableVersion
 from serving.rest_api import RestApp, RestServer
 from serving.scheduler import WAIT_DEADLINE_MESSAGE
@@ -38,10 +38,10 @@ def _grpc_request(model: str, rows: np.ndarray) -> predict_pb2.PredictRequest:
     return request
 
 
-def _peak_running(rest_url: str, model: str) -> float:
+def _execution_sample(rest_url: str, metric: str, model: str, label: str) -> float:
     text = requests.get(f"{rest_url}/monitoring/prometheus/metrics", timeout=10).text
-    m = re.search(rf'{EXECUTIONS_METRIC}{{model_name="{model}",state="peak_running"}} (\S+)', text)
-    assert m, f"no {EXECUTIONS_METRIC} peak_running sample for {model}"
+    m = re.search(rf'{metric}{{model_name="{model}",{label}}} (\S+)', text)
+    assert m, f"no {metric}{{{label}}} sample for {model}"
     return float(m.group(1))
 
 
@@ -79,7 +79,10 @@ def test_sixteen_rest_connections_and_sixteen_grpc_streams_share_the_bound(expor
             t.join(120)
         assert not failures
         assert answered["rest"] >= 16 and answered["grpc"] >= 16, answered
-        assert _peak_running(srv.rest_url, MODEL) == bound
+        assert _execution_sample(srv.rest_url, EXECUTIONS_METRIC, MODEL, 'state="peak_running"') == bound
+        # every answered request of both APIs went through this one scheduler (warmup does not)
+        executed = _execution_sample(srv.rest_url, EXECUTION_OUTCOMES_METRIC + "_total", MODEL, 'outcome="executed"')
+        assert executed == answered["rest"] + answered["grpc"]
 
 
 # ---------------------------------------------------------------------------------------------------------
