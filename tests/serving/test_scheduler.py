@@ -160,6 +160,6 @@ def test_auto_bound_depends_on_mode_and_a_setting_wins():
     from serving.core import ExecutionSettings
 
     cpus = os.cpu_count() or 1
-    assert ExecutionSettings().concurrency("eager") == cpus
+    assert ExecutionSettings().concurrency("eager") == 1
     assert ExecutionSettings().concurrency("graph") == ExecutionSettings().concurrency("xla") == 4 * cpus
     assert ExecutionSettings(max_concurrent=3).concurrency("eager") == 3
