@@ -38,8 +38,8 @@ class ExecutionSettings:
     """Unbatched execution of each model (serving/scheduler.py), from ServerConfig.
 
     max_concurrent: executions of one model at once (TF Serving's --rest_api_num_threads maps here); 0 = auto:
-    4 x CPUs in graph and xla mode (TF Serving's default for that flag: the kernels release the GIL, so calls
-    overlap), 1 in eager mode (its layer-by-layer Python dispatch holds the GIL: two overlapping eager calls
+    8 x CPUs in graph and xla mode (the kernels release the GIL, so calls overlap; twice TF Serving's default
+    for that flag, because here every wait for a slot costs a thread wake-up under the GIL), 1 in eager mode (its layer-by-layer Python dispatch holds the GIL: two overlapping eager calls
     finished fewer calls per second than one after the other, each 3x slower). Measured in
     serving/PERFORMANCE.md ("Execution scheduler").
     max_queued: requests of one model waiting for a slot before new ones are refused with full_queue_code.
@@ -52,7 +52,7 @@ class ExecutionSettings:
     def concurrency(self, mode: str) -> int:
         if self.max_concurrent > 0:
             return self.max_concurrent
-        return 1 if mode == "eager" else 4 * max(1, os.cpu_count() or 1)
+        return 1 if mode == "eager" else 8 * max(1, os.cpu_count() or 1)
 
 
 class ServingCore:

@@ -68,7 +68,7 @@ class ServerConfig:
     inter_op_parallelism: int = -1
     drain_timeout_seconds: float = 30.0
     full_queue_status: str = "RESOURCE_EXHAUSTED"
-    # Unbatched executions of one model at once, from both APIs (serving/scheduler.py); 0 = auto (4 x CPUs,
+    # Unbatched executions of one model at once, from both APIs (serving/scheduler.py); 0 = auto (8 x CPUs,
     # 1 in eager mode: serving.core.ExecutionSettings). TF Serving's --rest_api_num_threads maps here.
     max_concurrent_executions: int = 0
     max_queued_executions: int = 1024  # per model, waiting for an execution slot; beyond: full_queue_status
@@ -124,8 +124,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                           "shared batch scheduler returns)")
     run.add_argument("--max-concurrent-executions", type=int, default=0,
                      help="unbatched model executions of one model at once, shared by gRPC and REST requests "
-                          "(default 0 = auto: 4 x CPUs, as TF Serving's --rest_api_num_threads, and 1 in eager mode, whose "
-                          "Python dispatch holds the GIL); requests beyond wait in one first-come-first-served queue. "
+                          "(default 0 = auto: 8 x CPUs in graph/xla mode, 1 in eager mode, whose Python dispatch holds "
+                          "the GIL); requests beyond wait in one first-come-first-served queue. TF Serving's "
+                          "--rest_api_num_threads means this. "
                           "With batching on, batchable signatures use num_batch_threads instead")
     run.add_argument("--max-queued-executions", type=int, default=1024,
                      help="requests of one model that may wait for an execution slot (default 1024); more are "

@@ -161,5 +161,5 @@ def test_auto_bound_depends_on_mode_and_a_setting_wins():
 
     cpus = os.cpu_count() or 1
     assert ExecutionSettings().concurrency("eager") == 1
-    assert ExecutionSettings().concurrency("graph") == ExecutionSettings().concurrency("xla") == 4 * cpus
+    assert ExecutionSettings().concurrency("graph") == ExecutionSettings().concurrency("xla") == 8 * cpus
     assert ExecutionSettings(max_concurrent=3).concurrency("eager") == 3
