@@ -12,10 +12,11 @@ import logging
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 
 from export.contract import CLASSIFY_METHOD_NAME, REGRESS_METHOD_NAME
@@ -26,27 +27,53 @@ from serving.metrics import ServingMetrics
 from serving.model_manager import ModelManager, ServableVersion
 from export.contract import DEFAULT_SIGNATURE
 from serving.runners import load_runner
+from serving.scheduler import ExecutionScheduler, ExecutionStats
 from serving.tensors import SignatureSpec, batch_size_of, check_input_names, tensor_proto_to_ndarray
 from serving.warmup import replay
 
 log = logging.getLogger("serving.core")
 
 UNKNOWN_MODEL_LABEL = "<unknown>"  # metrics label for names not in the config: bounded label cardinality
+DEFAULT_MAX_QUEUED_EXECUTIONS = 1024
+
+
+@dataclass(frozen=True)
+class ExecutionSettings:
+    """Unbatched execution of each model (serving/scheduler.py), from ServerConfig.
+
+    max_concurrent: executions of one model at once (TF Serving's --rest_api_num_threads maps here); 0 = auto:
+    8 x CPUs in graph and xla mode (the kernels release the GIL, so calls overlap; twice TF Serving's default
+    for that flag, because here every wait for a slot costs a thread wake-up under the GIL), 1 in eager mode (its layer-by-layer Python dispatch holds the GIL: two overlapping eager calls
+    finished fewer calls per second than one after the other, each 3x slower). Measured in
+    serving/PERFORMANCE.md ("Execution scheduler").
+    max_queued: requests of one model waiting for a slot before new ones are refused with full_queue_code.
+    """
+
+    max_concurrent: int = 0
+    max_queued: int = DEFAULT_MAX_QUEUED_EXECUTIONS
+    full_queue_code: grpc.StatusCode = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def concurrency(self, mode: str) -> int:
+        if self.max_concurrent > 0:
+            return self.max_concurrent
+        return 1 if mode == "eager" else 8 * max(1, os.cpu_count() or 1)
 
 
 class ServingCore:
     def __init__(self, mode: str, metrics: ServingMetrics, scheduler: SharedBatchScheduler | None,
-                 max_tensor_elements: int, enable_warmup: bool = True) -> None:
+                 max_tensor_elements: int, enable_warmup: bool = True,
+                 execution: ExecutionSettings | None = None) -> None:
         self.mode = mode
         self.metrics = metrics
         self.scheduler = scheduler
         self.max_tensor_elements = max_tensor_elements
         self.enable_warmup = enable_warmup
         self.manager: ModelManager | None = None
-        # Unbatched gRPC requests that arrive while others are in flight run here (see run_async): one thread
-        # per CPU is enough, TensorFlow releases the GIL while it computes and more threads only contend for it.
-        self.model_threads = max(1, os.cpu_count() or 1)
-        self._model_pool: ThreadPoolExecutor | None = None
+        self.execution = execution or ExecutionSettings()
+        # One ExecutionScheduler per model name (its versions share it), made on the model's first request.
+        self._executors: dict[str, ExecutionScheduler] = {}
+        self._executors_lock = threading.Lock()
+        metrics.watch_executions(self.execution_stats)
 
     # ------------------------------------------------------------------ loading
     def load_version(self, name: str, version: int, path: Path) -> ServableVersion:
@@ -129,39 +156,50 @@ class ServingCore:
                     queues[key] = queue
         return queue
 
+    def executor(self, model_name: str) -> ExecutionScheduler:
+        """The model's unbatched-execution scheduler, shared by both front ends."""
+        found = self._executors.get(model_name)
+        if found is None:
+            with self._executors_lock:
+                found = self._executors.get(model_name)
+                if found is None:
+                    found = self._executors[model_name] = ExecutionScheduler(
+                        model_name, self.execution.concurrency(self.mode), self.execution.max_queued,
+                        self.execution.full_queue_code)
+        return found
+
+    def execution_stats(self) -> dict[str, ExecutionStats]:
+        return {name: executor.stats for name, executor in list(self._executors.items())}
+
     def run(self, sv: ServableVersion, sig: SignatureSpec, inputs: dict[str, np.ndarray],
             deadline: float | None) -> dict[str, np.ndarray]:
-        """Execute a validated request, batched when batching is on and the signature is batch-major."""
+        """Execute a validated request on the calling thread's behalf: batched when batching is on and the
+        signature is batch-major, otherwise through the model's execution scheduler (runs on this thread)."""
         if deadline is not None and time.monotonic() >= deadline:
             raise deadline_exceeded("Deadline exceeded before the request could run")
         if self.scheduler is not None and _batchable(sig):
             rows = batch_size_of(inputs)
             return self._queue_for(sv, sig, inputs).run(inputs, rows, deadline)
-        return self._run_direct(sv, sig, inputs)
+        return self.executor(sv.model).run(lambda: self._run_direct(sv, sig, inputs), deadline)
 
     async def run_async(self, sv: ServableVersion, sig: SignatureSpec, inputs: dict[str, np.ndarray],
                         deadline: float | None, inline: bool) -> dict[str, np.ndarray]:
         """run() for the asyncio gRPC front end.
 
         Batched requests wait on the event loop (no thread held) and are answered one loop wake-up per batch.
-        Unbatched ones run on the loop thread itself when `inline` (nothing else is in flight: saves two thread
-        hand-offs, the largest part of a lone request's latency), otherwise on the small model thread pool so
-        the loop keeps receiving and decoding while TensorFlow (which releases the GIL) computes.
+        Unbatched ones go through the same execution scheduler as REST requests; `inline` (nothing else in
+        flight on the loop) lets a request that finds a free slot run on the loop thread itself.
         """
         if deadline is not None and time.monotonic() >= deadline:
             raise deadline_exceeded("Deadline exceeded before the request could run")
         if self.scheduler is not None and _batchable(sig):
             rows = batch_size_of(inputs)
             return await self._queue_for(sv, sig, inputs).run_async(inputs, rows, deadline)
-        if inline:
-            return self._run_direct(sv, sig, inputs)
-        if self._model_pool is None:
-            self._model_pool = ThreadPoolExecutor(max_workers=self.model_threads, thread_name_prefix="model")
-        return await asyncio.get_running_loop().run_in_executor(self._model_pool, self._run_direct, sv, sig, inputs)
+        return await self.executor(sv.model).run_async(lambda: self._run_direct(sv, sig, inputs), deadline, inline)
 
     def close(self) -> None:
-        if self._model_pool is not None:
-            self._model_pool.shutdown(wait=True)
+        for executor in list(self._executors.values()):
+            executor.close()
 
     def observed(self, model_name: str, entrypoint: str, api: str = "predict") -> "_Observation":
         known = self.manager is not None and self.manager.has_model(model_name)

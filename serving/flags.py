@@ -94,6 +94,10 @@ class ServerConfig:
     inter_op_parallelism: int = -1
     drain_timeout_seconds: float = 30.0
     full_queue_status: str = "RESOURCE_EXHAUSTED"
+    # Unbatched executions of one model at once, from both APIs (serving/scheduler.py); 0 = auto (8 x CPUs,
+    # 1 in eager mode: serving.core.ExecutionSettings). TF Serving's --rest_api_num_threads maps here.
+    max_concurrent_executions: int = 0
+    max_queued_executions: int = 1024  # per model, waiting for an execution slot; beyond: full_queue_status
     log_level: str = "INFO"
 
 
@@ -174,6 +178,16 @@ def _add_execution_arguments(run: argparse._ArgumentGroup) -> None:
                      help="status for a request refused because the batch queue is full: RESOURCE_EXHAUSTED/HTTP 429 "
                           "(default: tells clients to back off) or UNAVAILABLE/HTTP 503 (what TF Serving's "
                           "shared batch scheduler returns)")
+    run.add_argument("--max-concurrent-executions", type=int, default=0,
+                     help="unbatched model executions of one model at once, shared by gRPC and REST requests "
+                          "(default 0 = auto: 8 x CPUs in graph/xla mode, 1 in eager mode, whose Python dispatch holds "
+                          "the GIL); requests beyond wait in one first-come-first-served queue. TF Serving has no one "
+                          "flag for it (--rest_api_num_threads caps REST handler threads, num_batch_threads batch "
+                          "executions). "
+                          "With batching on, batchable signatures use num_batch_threads instead")
+    run.add_argument("--max-queued-executions", type=int, default=1024,
+                     help="requests of one model that may wait for an execution slot (default 1024); more are "
+                          "refused at once with --full-queue-status, like a full batch queue")
     run.add_argument("--tensorflow-intra-op-parallelism", "--tensorflow_intra_op_parallelism", type=int, default=-1,
                      dest="intra_op_parallelism",
                      help="TF intra-op threads (default -1 = auto: CPUs - 1, at least 1, leaving a core to the "
@@ -281,6 +295,8 @@ def _check_limits(args: argparse.Namespace) -> None:
         raise ValueError("--batching-parameters-file needs --enable-batching")
     if args.grpc_max_threads < 1:
         raise ValueError("--grpc-max-threads must be >= 1")
+    if args.max_concurrent_executions < 0 or args.max_queued_executions < 0:
+        raise ValueError("--max-concurrent-executions and --max-queued-executions must be >= 0")
     if args.max_request_bytes < 1024:
         raise ValueError("--max-request-bytes must be >= 1024")
     if args.rest_api_num_threads is not None and args.rest_api_num_threads < 1:
@@ -324,5 +340,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         inter_op_parallelism=inter,
         drain_timeout_seconds=args.drain_timeout_seconds,
         full_queue_status=args.full_queue_status,
+        max_concurrent_executions=args.max_concurrent_executions,
+        max_queued_executions=args.max_queued_executions,
         log_level=args.log_level,
     )

@@ -8,8 +8,9 @@ PERFORMANCE.md): with the thread-pool server every request, and every request wa
 worker thread; 64 concurrent streams meant 64+ threads taking turns on the GIL, a wake-up per request when
 its batch finished, and batching that saved no CPU at all. Here a request waiting for its batch is just a
 pending future on the loop, a finished batch wakes the loop once, and the per-request Python work (decode,
-validate, encode) happens on one thread. Model calls run in the batch threads (batching on), inline on the
-loop when the request is alone, or in a small model thread pool (TensorFlow releases the GIL while computing).
+validate, encode) happens on one thread. Model calls run in the batch threads (batching on), otherwise through
+the model's execution scheduler shared with REST (serving/scheduler.py): inline on the loop when the request is
+alone and a slot is free, else on the scheduler's threads (TensorFlow releases the GIL while computing).
 """
 from __future__ import annotations
 
@@ -294,8 +295,9 @@ class GrpcServer:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     async def _build(self) -> int | None:
-        # No cap on concurrent RPCs, as with the thread-pool server before (which queued the excess): the bound
-        # on work in flight is the batch queue (max_enqueued_batches -> RESOURCE_EXHAUSTED).
+        # No cap on concurrent RPCs, as with the thread-pool server before (which queued the excess): the bound on
+        # work in flight is the batch queue (max_enqueued_batches) or, unbatched, the execution queue
+        # (max_queued_executions), both answering the --full-queue-status code when full.
         self.server = grpc.aio.server(options=server_options(self.listen))
         p, m = self.prediction, self._model_servicer
         self.server.add_generic_rpc_handlers((

@@ -5,6 +5,11 @@ TF Serving's exporter turns metric paths into names by replacing '/' with ':'
 query exactly those names, so we use them verbatim. Histograms are in microseconds with TF Serving's
 exponential buckets (10 us * 1.8^i, i < 33: servables/tensorflow/util.cc).
 
+Beyond TF Serving's names, `tfserve_bench_model_executions{model_name,state}` reports each model's
+unbatched execution scheduler (serving/scheduler.py): executions running now, waiting for a slot now, and
+the peak running at once since start (which shows whether the configured bound was reached), and
+`tfserve_bench_model_execution_outcomes_total{model_name,outcome}` counts executed / refused / expired.
+
 request_count is exported *without* the `_total` suffix prometheus_client adds to counters (TF Serving's
 exporter does not add it): it is a custom collector producing an untyped family with TF Serving's sample name.
 """
@@ -12,9 +17,10 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from typing import Any, Callable
 
 from prometheus_client import CollectorRegistry, Histogram, disable_created_metrics, generate_latest
-from prometheus_client.core import UnknownMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, UnknownMetricFamily
 from prometheus_client.registry import Collector
 
 from export.contract import (INPUT_BATCH_SIZE, PADDING_SIZE, PROCESSED_BATCH_SIZE, QUEUING_LATENCY, REQUEST_COUNT,
@@ -43,6 +49,33 @@ class _RequestCountCollector(Collector):
         for (model, status), value in items:
             family.add_metric([model, status], value)
         yield family
+
+
+EXECUTIONS_METRIC = "tfserve_bench_model_executions"
+EXECUTION_OUTCOMES_METRIC = "tfserve_bench_model_execution_outcomes"  # exposed with prometheus_client's _total
+
+
+class _ExecutionCollector(Collector):
+    """Reads the execution schedulers' counters at scrape time (nothing is updated per request)."""
+
+    def __init__(self, source: Callable[[], dict[str, Any]]) -> None:
+        self._source = source
+
+    def collect(self):
+        family = GaugeMetricFamily(EXECUTIONS_METRIC, "Unbatched model executions by state: running now, "
+                                   "waiting for a slot now, peak_running since start.", labels=["model_name", "state"])
+        outcomes = CounterMetricFamily(EXECUTION_OUTCOMES_METRIC, "Unbatched requests by outcome at the execution "
+                                       "scheduler: executed, refused (queue full), expired (deadline while waiting).",
+                                       labels=["model_name", "outcome"])
+        for model, stats in sorted(self._source().items()):
+            for state, value in (("running", stats.running), ("waiting", stats.waiting),
+                                 ("peak_running", stats.peak_running)):
+                family.add_metric([model, state], value)
+            for outcome, value in (("executed", stats.executions), ("refused", stats.refused_full),
+                                   ("expired", stats.expired_waiting)):
+                outcomes.add_metric([model, outcome], value)
+        yield family
+        yield outcomes
 
 
 class ServingMetrics:
@@ -84,6 +117,10 @@ class ServingMetrics:
         if found is None:
             found = self._children[key] = metric.labels(*labels)
         return found
+
+    def watch_executions(self, source: Callable[[], dict[str, Any]]) -> None:
+        """Export the execution schedulers' state; `source` maps model name -> ExecutionStats."""
+        self.registry.register(_ExecutionCollector(source))
 
     def count_request(self, model_name: str, status: str) -> None:
         self._request_count.inc(model_name, status)

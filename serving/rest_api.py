@@ -3,9 +3,11 @@
 Why the stdlib server: measured on this 2-core machine with a JSON echo handler and keep-alive clients
 (1 and 16 connections), ThreadingHTTPServer with HTTP/1.1 + TCP_NODELAY did 1.7k req/s, p50 0.5 ms at
 1 connection, the same as aiohttp 3.14.5 (1.1-1.5k req/s, p50 0.6 ms): the clients, not the server, were
-the limit, so an extra dependency buys nothing here. Its thread-per-connection model also suits us: a request
-blocks its thread while the model runs or while it waits for its batch, exactly like a gRPC worker. (Without
-TCP_NODELAY the stdlib server stalls 40 ms per request on delayed ACKs, hence `disable_nagle_algorithm`.)
+the limit, so an extra dependency buys nothing here. A connection's thread parses and answers its requests;
+the model itself runs only with a slot of the model's execution scheduler (serving/scheduler.py, shared with
+gRPC) or in the batch queue, so the number of open connections never sets the number of concurrent model
+executions. (Without TCP_NODELAY the stdlib server stalls 40 ms per request on delayed ACKs, hence
+`disable_nagle_algorithm`.)
 
 Paths, status codes and bodies follow TF Serving (model_servers/http_rest_api_handler.cc,
 http_rest_api_util.cc, util/json_tensor.cc): errors are {"error": "..."} with the HTTP code mapped from the

@@ -117,7 +117,7 @@ class _Parts:
 
 def _build_parts(cfg: ServerConfig, inputs: _Inputs) -> _Parts:
     from serving.batching import SharedBatchScheduler
-    from serving.core import ServingCore
+    from serving.core import ExecutionSettings, ServingCore
     from serving.metrics import ServingMetrics
     from serving.model_manager import LoadRetries, ModelManager
 
@@ -130,7 +130,11 @@ def _build_parts(cfg: ServerConfig, inputs: _Inputs) -> _Parts:
                  "max_enqueued_batches=%d allowed_batch_sizes=%s large_batch_splitting=%s",
                  settings.max_batch_size, settings.batch_timeout_micros, settings.num_batch_threads,
                  settings.max_enqueued_batches, list(settings.allowed_batch_sizes), settings.enable_large_batch_splitting)
-    core = ServingCore(cfg.mode, metrics, scheduler, cfg.max_tensor_elements, cfg.enable_model_warmup)
+    execution = ExecutionSettings(cfg.max_concurrent_executions, cfg.max_queued_executions,
+                                  getattr(grpc.StatusCode, cfg.full_queue_status))
+    log.info("unbatched execution: %d at once per model (gRPC and REST together), up to %d waiting",
+             execution.concurrency(cfg.mode), execution.max_queued)
+    core = ServingCore(cfg.mode, metrics, scheduler, cfg.max_tensor_elements, cfg.enable_model_warmup, execution)
     retries = LoadRetries(cfg.max_num_load_retries, max(0.0, cfg.load_retry_interval_micros / 1e6))
     manager = ModelManager(inputs.sources, core.load_version, cfg.file_system_poll_wait_seconds, retries,
                            cfg.allow_version_labels_for_unavailable_models)

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from benchmarks.commands.common import DEFAULT_MODELS, add_run_args, add_server_args, finish_run, open_run
+from benchmarks.commands.served import ServedConfig, run_served
 from benchmarks.load.locust_run import LocustConfig, run_locust
 from benchmarks.clients.payloads import discover_models
 from benchmarks.targets.managed import start_for_run
@@ -25,6 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--step-seconds", type=float, default=5.0)
     p.add_argument("--steps", type=int, default=3)
     add_server_args(p, "start this server for the test (none: use --grpc-target/--rest-target)")
+    p.add_argument("--no-ours", action="store_true",
+                   help="skip our own closed-loop client at the same concurrency (by default it runs after each "
+                        "Locust test, against the same server, so the report can put the two side by side)")
     add_run_args(p)
 
 
@@ -42,16 +46,22 @@ def main(args: argparse.Namespace) -> int:
             gt, rt, label = server.grpc_target, server.rest_target, server.label
         else:
             gt, rt, label = args.grpc_target, args.rest_target, "external"
-        rows = run_locust(LocustConfig(gt, rt, model=model, batch_size=args.batch_size, n_features=n_features,
-                                       users=args.users, spawn_rate=args.spawn_rate, run_time=args.run_time,
-                                       workers=args.workers, transports=tuple(args.transports), step_shape=args.step,
-                                       step_users=args.step_users, step_seconds=args.step_seconds, steps=args.steps,
-                                       server_label=label, out_dir=w.run_dir / "locust"), w)
+        rows = []
+        for transport in args.transports:  # Locust then ours, per transport: close in time on a busy machine
+            rows += run_locust(LocustConfig(gt, rt, model=model, batch_size=args.batch_size, n_features=n_features,
+                                            users=args.users, spawn_rate=args.spawn_rate, run_time=args.run_time,
+                                            workers=args.workers, transports=(transport,), step_shape=args.step,
+                                            step_users=args.step_users, step_seconds=args.step_seconds,
+                                            steps=args.steps, server_label=label, out_dir=w.run_dir / "locust"), w)
+            if not args.no_ours and not args.step:
+                rows += run_served(ServedConfig(transport, gt if transport == "grpc" else rt, [(model, n_features)],
+                                                batch_sizes=(args.batch_size,), concurrencies=(args.users,),
+                                                window_s=1.0, max_windows=8, server_label=label, progress=False), w)
     finally:
         if server:
             server.stop()
     for r in rows:
-        print(f">> locust {r.scenario}: n={r.n} p50={r.p50_ms:.3f} ms p99={r.p99_ms:.3f} ms "
+        print(f">> {r.kind} {r.scenario}: n={r.n} p50={r.p50_ms:.3f} ms p99={r.p99_ms:.3f} ms "
               f"{r.throughput_rps:.0f} req/s errors={r.errors}", flush=True)
     finish_run(w)
     return 0

@@ -106,6 +106,57 @@ def openloop_table(rows: list[ResultRow]) -> str:
                   "max ms", "errors", "LoadGen verdict"], out)
 
 
+AGREEMENT = 0.25  # Locust and our client "agree" when their throughputs are within 25 % of each other
+
+
+def _cpu_us_per_request(r: ResultRow | None) -> float | None:
+    if r is None or r.client_cpu_percent is None or not r.throughput_rps or math.isnan(r.throughput_rps):
+        return None
+    return r.client_cpu_percent * 1e4 / r.throughput_rps
+
+
+def _limit(locust: ResultRow, ours: ResultRow | None, ratio: float | None) -> str:
+    """Which side bounded the Locust figure, from the two clients' saturation flags and their agreement."""
+    if locust.client_saturated is None:
+        return "unknown (Locust CPU not measured)"
+    if ours is None or ratio is None:
+        return "Locust" if locust.client_saturated else "not Locust (no own-client row to compare)"
+    if locust.client_saturated and not ours.client_saturated:
+        return "Locust"
+    if ours.client_saturated and not locust.client_saturated:
+        return "our client"
+    if locust.client_saturated:
+        return "both clients"
+    if abs(ratio - 1) <= AGREEMENT:
+        return "server (neither client saturated; they agree)"
+    # Neither generator is at its own limit, yet they disagree: on a machine they share with the server,
+    # what one client spends per request is CPU the server does not get.
+    return "machine CPU shared by client and server (neither client saturated; compare CPU per request)"
+
+
+def locust_vs_ours(rows: list[ResultRow]) -> str:
+    """Each Locust row next to our closed-loop client at the same concurrency against the same server."""
+    locust = [r for r in rows if r.kind == "locust"]
+    if not locust:
+        return ""
+    ours = {(r.kind, r.server, r.model, r.batch_size, r.concurrency): r for r in rows
+            if r.kind in ("grpc", "rest") and r.scenario == "closed"}
+    out = []
+    for r in locust:
+        transport = r.scenario.split("-")[1] if r.scenario.count("-") else ""
+        o = ours.get((transport, r.server, r.model, r.batch_size, r.concurrency))
+        ratio = (r.throughput_rps / o.throughput_rps if o and o.throughput_rps > 0
+                 and not math.isnan(r.throughput_rps) else None)
+        out.append([r.scenario, r.server, r.model, r.batch_size, r.concurrency, r.throughput_rps, r.p50_ms,
+                    r.client_cpu_percent, _cpu_us_per_request(r), r.client_saturated,
+                    o.throughput_rps if o else None, o.p50_ms if o else None, o.client_cpu_percent if o else None,
+                    _cpu_us_per_request(o), o.client_saturated if o else None,
+                    f"{ratio:.2f}" if ratio is not None else "–", _limit(r, o, ratio)])
+    return table(["Locust", "server", "model", "batch", "users = streams", "Locust req/s", "Locust p50 ms",
+                  "Locust CPU % (all processes)", "Locust µs CPU/req", "Locust saturated", "ours req/s",
+                  "ours p50 ms", "ours CPU %", "ours µs CPU/req", "ours saturated", "Locust ÷ ours", "limit"], out)
+
+
 def served_table(rows: list[ResultRow]) -> str:
     served = [r for r in rows if r.kind in ("grpc", "rest", "locust", "wrk")]
     if not served:
@@ -148,6 +199,7 @@ def render(run_id: str, environment: dict, rows: list[ResultRow], plots: list[Pa
                         ("gRPC vs REST (closed loop)", grpc_vs_rest(rows)),
                         ("Load-generator capacity (against a no-op server)", capacity_table(rows)),
                         ("Open loop (LoadGen) and Locust", openloop_table(rows)),
+                        ("Locust vs our client at the same concurrency", locust_vs_ours(rows)),
                         ("All served / load-test rows", served_table(rows))):
         if body:
             parts += [f"## {title}", "", body, ""]

@@ -89,6 +89,9 @@ class ResultRow:
     stable: bool | None = None  # closed-loop sweep: did 3 windows in a row agree?
     client_cpu_percent: float | None = None  # load generator's own CPU use (100 = one core)
     client_saturated: bool | None = None
+    # Per load-generator process when there are several (Locust: master/workers), each a dict with role, pid,
+    # cpu_percent and main_thread_cpu_percent; client_cpu_percent is then their sum. Empty for one process.
+    client_processes: list[dict[str, Any]] = field(default_factory=list)
     serialize_ms: float | None = None  # request encode cost per request, measured outside the timed section
     deserialize_ms: float | None = None
     server: str = ""  # server kind/mode the row was measured against
@@ -181,6 +184,7 @@ def rows_to_csv(rows: Iterable[ResultRow]) -> str:
     for r in rows:
         d = dataclasses.asdict(r)
         d["errors_by_code"] = json.dumps(d["errors_by_code"], sort_keys=True)
+        d["client_processes"] = json.dumps(d["client_processes"], sort_keys=True) if d["client_processes"] else ""
         d["warnings"] = " | ".join(d["warnings"])
         w.writerow(d)
     return buf.getvalue()

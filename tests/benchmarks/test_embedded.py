@@ -87,15 +87,25 @@ def test_locust_master_and_two_workers_against_embedded(embedded, exported_model
     rows = run_locust(LocustConfig(embedded.grpc_target, embedded.rest_target, model=MODEL, n_features=n_features,
                                    users=4, spawn_rate=4, run_time="4s", workers=2, server_label=embedded.label,
                                    out_dir=tmp_path / "locust"), w)
-    assert {r.scenario for r in rows} == {"locust-grpc", "locust-rest"}
+    assert [r.scenario for r in rows] == ["locust-grpc", "locust-rest"]  # one Locust test per transport
     for r in rows:
+        transport = r.scenario.split("-")[1]
         assert r.kind == "locust" and r.n > 0 and r.errors == 0, (r.scenario, r.n, r.errors_by_code)
+        assert r.concurrency == 4  # every user on this transport: the users are not split between the APIs
         assert r.extra["distributed"] is True
         assert r.extra["workers_reported"] == 2, "both workers' raw timings must reach the master"
         assert r.p50_ms <= r.p99_ms <= r.max_ms and r.histogram
         # raw timings travel in the same worker reports as Locust's own stats: the counts must agree
-        method = "grpc" if r.scenario == "locust-grpc" else "POST"
+        method = "grpc" if transport == "grpc" else "POST"
         assert r.n == r.extra["locust_rounded_stats"][f"{MODEL}:predict|{method}"]["num_requests"]
-    assert f"{MODEL}:predict" in (tmp_path / "locust" / "locust_stats.csv").read_text()
-    assert (tmp_path / "locust" / "locust.html").stat().st_size > 1000
-    assert [r["kind"] for r in json.loads((tmp_path / "run" / RESULTS_JSON).read_text())["results"]] == ["locust"] * 2
+        # Locust's own CPU: master and both workers measured, their sum reported, a saturation verdict given
+        assert [p["role"] for p in r.client_processes] == ["master", "worker0", "worker1"]
+        assert all(p["cpu_percent"] is not None and p["cpu_percent"] >= 0 for p in r.client_processes)
+        assert r.client_processes[1]["main_thread_cpu_percent"] > 0  # a worker sent requests
+        assert r.client_cpu_percent == pytest.approx(sum(p["cpu_percent"] for p in r.client_processes), abs=0.2)
+        assert isinstance(r.client_saturated, bool)
+        assert f"{MODEL}:predict" in (tmp_path / "locust" / transport / "locust_stats.csv").read_text()
+        assert (tmp_path / "locust" / transport / "locust.html").stat().st_size > 1000
+    stored = json.loads((tmp_path / "run" / RESULTS_JSON).read_text())["results"]
+    assert [r["kind"] for r in stored] == ["locust"] * 2
+    assert all(len(r["client_processes"]) == 3 for r in stored)

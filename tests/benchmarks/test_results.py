@@ -99,3 +99,46 @@ def test_report_and_plots_from_rows(tmp_path):
     assert {p.name for p in made} == {"inprocess_modes.png", "latency_vs_throughput.png", "latency_spectrum.png"}
     for p in made:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000
+
+
+def test_runs_written_before_client_processes_existed_still_load(tmp_path):
+    """A row stored without the Locust CPU fields loads with their defaults; a new one keeps them."""
+    w = ResultWriter(tmp_path / "old", capture_environment())
+    w.append(ResultRow(kind="locust", model="m", mode="graph", batch_size=1, scenario="locust-grpc", concurrency=4))
+    doc = json.loads((tmp_path / "old" / RESULTS_JSON).read_text())
+    del doc["results"][0]["client_processes"]
+    (tmp_path / "old" / RESULTS_JSON).write_text(json.dumps(doc))
+    assert load_run(tmp_path / "old").rows[0].client_processes == []
+
+    procs = [{"role": "local", "pid": 1, "cpu_percent": 40.0, "main_thread_cpu_percent": 38.0}]
+    w2 = ResultWriter(tmp_path / "new", capture_environment())
+    w2.append(ResultRow(kind="locust", model="m", mode="graph", batch_size=1, scenario="locust-grpc",
+                        client_cpu_percent=40.0, client_saturated=False, client_processes=procs))
+    assert load_run(tmp_path / "new").rows[0].client_processes == procs
+    assert '"cpu_percent": 40.0' in (tmp_path / "new" / RESULTS_CSV).read_text().replace('""', '"')
+
+
+def _served(kind: str, scenario: str, rps: float, saturated: bool | None, concurrency: int = 4) -> ResultRow:
+    h = LatencyHistogram.from_samples_ms([10.0] * 20)
+    row = ResultRow.from_histogram(h, duration_s=20 / rps, kind=kind, model="m", mode="embedded-eager", batch_size=1,
+                                   scenario=scenario, concurrency=concurrency, server="embedded-eager")
+    row.client_saturated, row.client_cpu_percent = saturated, 50.0
+    return row
+
+
+def test_report_puts_each_locust_row_next_to_our_client_and_names_the_limit():
+    from benchmarks.results.report import locust_vs_ours
+
+    rows = [_served("locust", "locust-grpc", 100.0, False), _served("grpc", "closed", 125.0, False),
+            _served("locust", "locust-rest", 50.0, True), _served("rest", "closed", 200.0, False),
+            _served("rest", "closed", 999.0, False, concurrency=16)]  # other concurrency: never paired
+    lines = locust_vs_ours(rows).splitlines()[2:]
+    assert len(lines) == 2
+    assert "| 0.80 |" in lines[0] and "server (neither client saturated; they agree)" in lines[0]
+    assert "| 5,000 |" in lines[0]  # 50 % of a core at 100 req/s: 5,000 µs of client CPU per request
+    assert "| 0.25 |" in lines[1] and lines[1].rstrip(" |").endswith("Locust")
+    assert "999" not in "\n".join(lines)
+    unequal = [_served("locust", "locust-grpc", 50.0, False), _served("grpc", "closed", 100.0, False)]
+    assert "machine CPU shared by client and server" in locust_vs_ours(unequal)
+    md = render("run-l", {}, rows)
+    assert "Locust vs our client at the same concurrency" in md
