@@ -169,102 +169,109 @@ def _metadata_json(response: Any) -> dict[str, Any]:
             "metadata": {"signature_def": MessageToDict(sig_map, **opts)}}
 
 
+class _Handler(BaseHTTPRequestHandler):
+    """TF Serving's REST API on http.server; make_handler() binds it to one server's app and limits."""
+
+    app: RestApp
+    tracker: _Tracker
+    max_body: int
+    handling: Any  # a context manager entered around each request's handling (the --rest_api_num_threads cap)
+
+    protocol_version = "HTTP/1.1"  # keep-alive: benchmark clients reuse connections
+    disable_nagle_algorithm = True  # see module docstring: avoids 40 ms delayed-ACK stalls
+    timeout = IDLE_CONNECTION_TIMEOUT_S  # idle keep-alive connections do not hold a thread forever
+    server_version = "tfserve-bench-embedded"
+
+    def log_message(self, fmt: str, *args: Any) -> None:  # access logs would cost more than the request
+        log.debug("%s " + fmt, self.address_string(), *args)
+
+    def _reply(self, status: int, ctype: str, body: bytes, close: bool = False) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        # Headers and body in one write (what end_headers + wfile.write would send as two): one syscall
+        # per response, and the whole reply is on the wire together, even for an error sent before the
+        # request body was read.
+        self._headers_buffer.append(b"\r\n")
+        self._headers_buffer.append(body)
+        self.flush_headers()
+
+    def _error(self, status: int, message: str, close: bool = False) -> None:
+        self._reply(status, "application/json", json.dumps({"error": message}).encode(), close)
+
+    def _read_body(self) -> bytes | None:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            return self._read_chunked()
+        raw = self.headers.get("Content-Length")
+        if raw is None:
+            return b""
+        try:
+            length = int(raw)
+        except ValueError:
+            self._error(400, f"invalid Content-Length: {raw!r}", close=True)
+            return None
+        if length < 0:
+            self._error(400, f"invalid Content-Length: {raw!r}", close=True)
+            return None
+        if length > self.max_body:
+            # Do not read it: answer and drop the connection.
+            self._error(413, f"request body of {length} bytes exceeds the server's limit of {self.max_body} "
+                             "bytes (--max-request-bytes)", close=True)
+            return None
+        return self.rfile.read(length)
+
+    def _read_chunked(self) -> bytes | None:
+        chunks, total = [], 0
+        while True:
+            line = self.rfile.readline(1024).strip()
+            try:
+                size = int(line.split(b";")[0], 16)
+            except ValueError:
+                self._error(400, "malformed chunked body", close=True)
+                return None
+            if size == 0:
+                while self.rfile.readline(1024).strip():  # trailers
+                    pass
+                return b"".join(chunks)
+            total += size
+            if total > self.max_body:
+                self._error(413, f"request body exceeds the server's limit of {self.max_body} bytes "
+                                 "(--max-request-bytes)", close=True)
+                return None
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline(16)
+
+    def _handle(self, method: str) -> None:
+        with self.tracker:
+            body = self._read_body() if method == "POST" else b""
+            if body is None:
+                return
+            path = self.path.split("?", 1)[0]
+            with self.handling:
+                status, ctype, payload = self.app.handle(method, path, body)
+            self._reply(status, ctype, payload)
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+        self._handle("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._handle("POST")
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self._handle("PUT")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._handle("DELETE")
+
+
 def make_handler(app: RestApp, tracker: _Tracker, max_body: int,
                  slots: threading.BoundedSemaphore | None = None) -> type[BaseHTTPRequestHandler]:
     """`slots` caps the requests handled at once (--rest_api_num_threads); without it there is no cap."""
     handling = slots if slots is not None else contextlib.nullcontext()
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive: benchmark clients reuse connections
-        disable_nagle_algorithm = True  # see module docstring: avoids 40 ms delayed-ACK stalls
-        timeout = IDLE_CONNECTION_TIMEOUT_S  # idle keep-alive connections do not hold a thread forever
-        server_version = "tfserve-bench-embedded"
-
-        def log_message(self, fmt: str, *args: Any) -> None:  # access logs would cost more than the request
-            log.debug("%s " + fmt, self.address_string(), *args)
-
-        def _reply(self, status: int, ctype: str, body: bytes, close: bool = False) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            if close:
-                self.send_header("Connection", "close")
-                self.close_connection = True
-            # Headers and body in one write (what end_headers + wfile.write would send as two): one syscall
-            # per response, and the whole reply is on the wire together, even for an error sent before the
-            # request body was read.
-            self._headers_buffer.append(b"\r\n")
-            self._headers_buffer.append(body)
-            self.flush_headers()
-
-        def _error(self, status: int, message: str, close: bool = False) -> None:
-            self._reply(status, "application/json", json.dumps({"error": message}).encode(), close)
-
-        def _read_body(self) -> bytes | None:
-            if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-                return self._read_chunked()
-            raw = self.headers.get("Content-Length")
-            if raw is None:
-                return b""
-            try:
-                length = int(raw)
-            except ValueError:
-                self._error(400, f"invalid Content-Length: {raw!r}", close=True)
-                return None
-            if length < 0:
-                self._error(400, f"invalid Content-Length: {raw!r}", close=True)
-                return None
-            if length > max_body:
-                # Do not read it: answer and drop the connection.
-                self._error(413, f"request body of {length} bytes exceeds the server's limit of {max_body} "
-                                 "bytes (--max-request-bytes)", close=True)
-                return None
-            return self.rfile.read(length)
-
-        def _read_chunked(self) -> bytes | None:
-            chunks, total = [], 0
-            while True:
-                line = self.rfile.readline(1024).strip()
-                try:
-                    size = int(line.split(b";")[0], 16)
-                except ValueError:
-                    self._error(400, "malformed chunked body", close=True)
-                    return None
-                if size == 0:
-                    while self.rfile.readline(1024).strip():  # trailers
-                        pass
-                    return b"".join(chunks)
-                total += size
-                if total > max_body:
-                    self._error(413, f"request body exceeds the server's limit of {max_body} bytes "
-                                     "(--max-request-bytes)", close=True)
-                    return None
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline(16)
-
-        def _handle(self, method: str) -> None:
-            with tracker:
-                body = self._read_body() if method == "POST" else b""
-                if body is None:
-                    return
-                path = self.path.split("?", 1)[0]
-                with handling:
-                    status, ctype, payload = app.handle(method, path, body)
-                self._reply(status, ctype, payload)
-
-        def do_GET(self) -> None:  # noqa: N802 (http.server naming)
-            self._handle("GET")
-
-        def do_POST(self) -> None:  # noqa: N802
-            self._handle("POST")
-
-        def do_PUT(self) -> None:  # noqa: N802
-            self._handle("PUT")
-
-        def do_DELETE(self) -> None:  # noqa: N802
-            self._handle("DELETE")
-
-    return Handler
+    return type("Handler", (_Handler,), {"app": app, "tracker": tracker, "max_body": max_body, "handling": handling})
 
 
 class RestServer:
