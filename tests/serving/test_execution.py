@@ -17,7 +17,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from serving.core import ExecutionSettings, ServingCore
 from serving.errors import not_found
-from serving.grpc_api import GrpcServer
+from serving.grpc_api import GrpcListen, GrpcServer
 from serving.metrics import EXECUTION_OUTCOMES_METRIC, EXECUTIONS_METRIC, ServingMetrics
 from serving.model_manager import ServableVersion
 from serving.rest_api import RestApp, RestServer
@@ -129,7 +129,7 @@ def gated_server():
     core = ServingCore("graph", ServingMetrics(), None, 1 << 20, enable_warmup=False,
                        execution=ExecutionSettings(max_concurrent=1, max_queued=1))
     manager = _OneModel(ServableVersion("gated", 1, runner))
-    grpc_server = GrpcServer(core, manager, "127.0.0.1", 0, 1 << 20, False)
+    grpc_server = GrpcServer(core, manager, GrpcListen("127.0.0.1", 0, max_message_bytes=1 << 20), False)
     rest = RestServer(RestApp(core, manager, timeout_ms=300), "127.0.0.1", 0, 1 << 20)
     grpc_server.start()
     rest.start()
