@@ -236,7 +236,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grpc-client", choices=GRPC_CLIENTS, default=d.grpc_client,
                    help=f"gRPC client (default {d.grpc_client}): curl = libcurl's HTTP/2 via pycurl, whose latencies "
                         "agree with Triton's perf_analyzer and which costs 2-3x less client CPU per call; aio = grpc.aio "
-                        "(the reference implementation; its p50 ran 0.14-0.17 ms above perf_analyzer's at 1 stream "
+                        "(the reference implementation; its p50 ran 16 %% above perf_analyzer's at 1 stream, libcurl's 9 %%, "
                         "here, see `perf-analyzer`)")
     p.add_argument("--timeout-s", type=float, default=d.timeout_s, help="per-request deadline")
     add_input_arguments(p)
