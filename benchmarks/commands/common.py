@@ -66,24 +66,22 @@ def finish_run(w: ResultWriter, *, plots: bool = True) -> Path:
     return path
 
 
-def int_list(s: str) -> tuple[int, ...]:
+def _positive_list(s: str, convert, what: str) -> tuple:
     try:
-        vals = tuple(int(x) for x in s.replace(" ", "").split(",") if x)
+        vals = tuple(convert(x) for x in s.replace(" ", "").split(",") if x)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {s!r}") from None
     if not vals or any(v <= 0 for v in vals):
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {s!r}")
+        raise argparse.ArgumentTypeError(f"expected positive {what}, got {s!r}")
     return vals
+
+
+def int_list(s: str) -> tuple[int, ...]:
+    return _positive_list(s, int, "integers")
 
 
 def float_list(s: str) -> tuple[float, ...]:
-    try:
-        vals = tuple(float(x) for x in s.replace(" ", "").split(",") if x)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {s!r}") from None
-    if not vals or any(v <= 0 for v in vals):
-        raise argparse.ArgumentTypeError(f"expected positive numbers, got {s!r}")
-    return vals
+    return _positive_list(s, float, "numbers")
 
 
 def run_module(prog: str, doc: str | None, add_arguments, main) -> int:
