@@ -100,7 +100,7 @@ def render_markdown(r: ReliabilityReport) -> str:
            f"- machine: {env.get('cpu_model', '?')} · {env.get('cpu_cores_logical', '?')} cores · "
            f"{env.get('memory_gib', '?')} GiB · server: embedded ({env.get('server_mode', 'graph')}) · "
            f"git {str(env.get('git_commit', ''))[:10]}",
-           f"- settings: " + ", ".join(f"{k}={v}" for k, v in r.settings.items()), "",
+           "- settings: " + ", ".join(f"{k}={v}" for k, v in r.settings.items()), "",
            f"**Verdict: {'PASS' if r.passed else 'FAIL'}** — requests lost: **{r.requests_lost}** · faults survived "
            f"{sum(f.survived for f in r.faults)}/{len(r.faults)} · hostile inputs tried "
            f"{r.hostile.get('total', 0) if r.hostile else 0}, wrong answers {r.hostile_wrong}", ""]
