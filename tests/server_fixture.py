@@ -65,3 +65,17 @@ def running_server(models_dir_or_config: Path | str | None, mode: str = "graph",
                           env=dict(env or {}), start_timeout_s=ready_timeout, stop_timeout_s=stop_timeout)
     with server:
         yield server
+
+
+def tensor_proto(shape, content: bytes | None = None, values=None, dtype: int = 1):
+    """A TensorProto that says exactly what a test wants it to (shape, raw tensor_content, float_val, dtype;
+    1 = DT_FLOAT), consistent or not: tf.make_tensor_proto would refuse the inconsistent ones the tests send."""
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
+
+    t = tensor_pb2.TensorProto(dtype=dtype, tensor_shape=tensor_shape_pb2.TensorShapeProto(
+        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in shape]))
+    if content is not None:
+        t.tensor_content = content
+    if values is not None:
+        t.float_val.extend(values)
+    return t

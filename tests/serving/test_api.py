@@ -23,7 +23,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from tests.server_fixture import running_server
+from tests.server_fixture import running_server, tensor_proto
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -264,19 +264,6 @@ def test_rest_refuses_oversized_body_without_reading_it(server) -> None:
     assert "--max-request-bytes" in reply
 
 
-def _tensor(shape, dtype_enum=1, content: bytes | None = None, float_val=None):
-    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
-
-    t = tensor_pb2.TensorProto(dtype=dtype_enum,
-                               tensor_shape=tensor_shape_pb2.TensorShapeProto(
-                                   dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in shape]))
-    if content is not None:
-        t.tensor_content = content
-    if float_val is not None:
-        t.float_val.extend(float_val)
-    return t
-
-
 def _raw_request(model=MODEL, signature="", inputs=None, version=None, label=None):
     req = predict_pb2.PredictRequest()
     req.model_spec.name = model
@@ -292,20 +279,20 @@ def _raw_request(model=MODEL, signature="", inputs=None, version=None, label=Non
 
 _ONE_ROW = np.full((1, N_FEATURES), 0.01, np.float32).tobytes()
 GRPC_BAD = [
-    (dict(model="nope", inputs={"inputs": _tensor([1, 10], content=_ONE_ROW)}), grpc.StatusCode.NOT_FOUND, "nope"),
-    (dict(version=9, inputs={"inputs": _tensor([1, 10], content=_ONE_ROW)}), grpc.StatusCode.NOT_FOUND, "Specific"),
-    (dict(label="gold", inputs={"inputs": _tensor([1, 10], content=_ONE_ROW)}), grpc.StatusCode.NOT_FOUND, "gold"),
-    (dict(inputs={"x": _tensor([1, 10], content=_ONE_ROW)}), grpc.StatusCode.INVALID_ARGUMENT, "Sent extra: {x}"),
+    (dict(model="nope", inputs={"inputs": tensor_proto([1, 10], content=_ONE_ROW)}), grpc.StatusCode.NOT_FOUND, "nope"),
+    (dict(version=9, inputs={"inputs": tensor_proto([1, 10], content=_ONE_ROW)}), grpc.StatusCode.NOT_FOUND, "Specific"),
+    (dict(label="gold", inputs={"inputs": tensor_proto([1, 10], content=_ONE_ROW)}), grpc.StatusCode.NOT_FOUND, "gold"),
+    (dict(inputs={"x": tensor_proto([1, 10], content=_ONE_ROW)}), grpc.StatusCode.INVALID_ARGUMENT, "Sent extra: {x}"),
     (dict(inputs={}), grpc.StatusCode.INVALID_ARGUMENT, "no inputs"),
-    (dict(inputs={"inputs": _tensor([1, 10], dtype_enum=2, content=np.zeros((1, 10)).tobytes())}),
+    (dict(inputs={"inputs": tensor_proto([1, 10], dtype=2, content=np.zeros((1, 10)).tobytes())}),
      grpc.StatusCode.INVALID_ARGUMENT, "DT_DOUBLE"),
-    (dict(inputs={"inputs": _tensor([1, 9], content=np.zeros((1, 9), np.float32).tobytes())}),
+    (dict(inputs={"inputs": tensor_proto([1, 9], content=np.zeros((1, 9), np.float32).tobytes())}),
      grpc.StatusCode.INVALID_ARGUMENT, "expects [-1,10]"),
-    (dict(inputs={"inputs": _tensor([2, 10], content=_ONE_ROW)}), grpc.StatusCode.INVALID_ARGUMENT, "tensor_content has 40 bytes"),
-    (dict(inputs={"inputs": _tensor([2, 10], float_val=[1.0] * 7)}), grpc.StatusCode.INVALID_ARGUMENT, "carries 7 values"),
-    (dict(inputs={"inputs": _tensor([10**12, 10], float_val=[1.0])}), grpc.StatusCode.INVALID_ARGUMENT, "--max-tensor-elements"),
-    (dict(inputs={"inputs": _tensor([-1, 10], float_val=[1.0])}), grpc.StatusCode.INVALID_ARGUMENT, "negative dimension"),
-    (dict(signature="nope", inputs={"inputs": _tensor([1, 10], content=_ONE_ROW)}), grpc.StatusCode.INVALID_ARGUMENT, '"nope" not found'),
+    (dict(inputs={"inputs": tensor_proto([2, 10], content=_ONE_ROW)}), grpc.StatusCode.INVALID_ARGUMENT, "tensor_content has 40 bytes"),
+    (dict(inputs={"inputs": tensor_proto([2, 10], values=[1.0] * 7)}), grpc.StatusCode.INVALID_ARGUMENT, "carries 7 values"),
+    (dict(inputs={"inputs": tensor_proto([10**12, 10], values=[1.0])}), grpc.StatusCode.INVALID_ARGUMENT, "--max-tensor-elements"),
+    (dict(inputs={"inputs": tensor_proto([-1, 10], values=[1.0])}), grpc.StatusCode.INVALID_ARGUMENT, "negative dimension"),
+    (dict(signature="nope", inputs={"inputs": tensor_proto([1, 10], content=_ONE_ROW)}), grpc.StatusCode.INVALID_ARGUMENT, '"nope" not found'),
 ]
 
 

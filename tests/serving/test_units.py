@@ -13,12 +13,13 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow.core.framework import types_pb2
 
 from serving.batching import SharedBatchScheduler
 from serving.errors import ServingError, http_status_for
 from serving.model_manager import ModelManager, ModelSource, ServableVersion
 from serving.metrics import ServingMetrics
+from tests.server_fixture import tensor_proto
 from serving.tensors import (
     ROW,
     SignatureSpec,
@@ -34,16 +35,6 @@ SPEC = TensorSpec("inputs", types_pb2.DT_FLOAT, (-1, 3))
 SIG = SignatureSpec("serving_default", {"inputs": SPEC}, {"predictions": TensorSpec("predictions", types_pb2.DT_FLOAT, (-1, 1))})
 
 
-def _proto(shape, content: bytes | None = None, values=None, dtype=types_pb2.DT_FLOAT) -> tensor_pb2.TensorProto:
-    t = tensor_pb2.TensorProto(dtype=dtype, tensor_shape=tensor_shape_pb2.TensorShapeProto(
-        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in shape]))
-    if content is not None:
-        t.tensor_content = content
-    if values is not None:
-        t.float_val.extend(values)
-    return t
-
-
 # ------------------------------------------------------------------------------------------------ errors
 def test_http_mapping_is_tf_servings() -> None:
     expected = {"INVALID_ARGUMENT": 400, "FAILED_PRECONDITION": 400, "OUT_OF_RANGE": 400, "NOT_FOUND": 404,
@@ -56,18 +47,18 @@ def test_http_mapping_is_tf_servings() -> None:
 def test_tensor_roundtrip_and_broadcast() -> None:
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
     np.testing.assert_array_equal(tensor_proto_to_ndarray(ndarray_to_tensor_proto(x), SPEC, "s", 100), x)
-    np.testing.assert_array_equal(tensor_proto_to_ndarray(_proto([2, 3], values=x.ravel()), SPEC, "s", 100), x)
-    np.testing.assert_array_equal(tensor_proto_to_ndarray(_proto([2, 3], values=[7.0]), SPEC, "s", 100), np.full((2, 3), 7.0))
+    np.testing.assert_array_equal(tensor_proto_to_ndarray(tensor_proto([2, 3], values=x.ravel()), SPEC, "s", 100), x)
+    np.testing.assert_array_equal(tensor_proto_to_ndarray(tensor_proto([2, 3], values=[7.0]), SPEC, "s", 100), np.full((2, 3), 7.0))
 
 
 @pytest.mark.parametrize("proto, fragment", [
-    (_proto([2, 3], content=b"\0" * 12), "tensor_content has 12 bytes"),
-    (_proto([2, 3], values=[1.0, 2.0]), "carries 2 values"),
-    (_proto([10**15, 3], values=[1.0]), "more than the server's limit"),
-    (_proto([2, -3], values=[1.0]), "negative dimension"),
-    (_proto([2, 4], values=[1.0]), "expects [-1,3]"),
-    (_proto([2, 3], values=[1.0], dtype=types_pb2.DT_DOUBLE), "DT_DOUBLE"),
-    (_proto([0, 3]), "empty batch"),
+    (tensor_proto([2, 3], content=b"\0" * 12), "tensor_content has 12 bytes"),
+    (tensor_proto([2, 3], values=[1.0, 2.0]), "carries 2 values"),
+    (tensor_proto([10**15, 3], values=[1.0]), "more than the server's limit"),
+    (tensor_proto([2, -3], values=[1.0]), "negative dimension"),
+    (tensor_proto([2, 4], values=[1.0]), "expects [-1,3]"),
+    (tensor_proto([2, 3], values=[1.0], dtype=types_pb2.DT_DOUBLE), "DT_DOUBLE"),
+    (tensor_proto([0, 3]), "empty batch"),
 ])
 def test_tensor_validation_refuses_before_allocating(proto, fragment) -> None:
     with pytest.raises(ServingError) as err:

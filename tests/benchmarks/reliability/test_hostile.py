@@ -97,13 +97,12 @@ def test_oversized_body_is_refused_without_reading_it(env) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ gRPC
-def test_grpc_random_tensors_get_invalid_argument(env) -> None:
-    sender: GrpcSender = env["sender"]
-    s = env["server"]
-    rss0 = rss_bytes(s.proc.pid)
+def _every_tensor_case_answered_right(env, sender: GrpcSender, strategy, max_examples: int) -> None:
+    """Hypothesis drives `strategy`'s gRPC cases; each must get the answer hostile.py says is right, and the
+    server must still answer a valid request afterwards, whatever happened."""
 
-    @settings(BOUNDED, max_examples=150)
-    @given(hostile.grpc_tensor_cases())
+    @settings(BOUNDED, max_examples=max_examples)
+    @given(strategy)
     def prop(case: hostile.GrpcCase) -> None:
         problem = sender.send_tensor_case(case)
         assert problem is None, f"{problem}: {case!r}"
@@ -112,23 +111,19 @@ def test_grpc_random_tensors_get_invalid_argument(env) -> None:
         prop()
     finally:
         _valid_after(env)
+
+
+def test_grpc_random_tensors_get_invalid_argument(env) -> None:
+    sender: GrpcSender = env["sender"]
+    s = env["server"]
+    rss0 = rss_bytes(s.proc.pid)
+    _every_tensor_case_answered_right(env, sender, hostile.grpc_tensor_cases(), max_examples=150)
     # Claimed shapes up to 2**63 were sent: none may have been allocated (1 Mi floats = 4 MiB is the cap).
     assert rss_bytes(s.proc.pid) - rss0 < 64 * 2**20
 
 
 def test_grpc_wrong_input_sets_get_invalid_argument(env) -> None:
-    sender: GrpcSender = env["sender"]
-
-    @settings(BOUNDED, max_examples=40)
-    @given(hostile.grpc_input_set_cases())
-    def prop(case: hostile.GrpcCase) -> None:
-        problem = sender.send_tensor_case(case)
-        assert problem is None, f"{problem}: {case!r}"
-
-    try:
-        prop()
-    finally:
-        _valid_after(env)
+    _every_tensor_case_answered_right(env, env["sender"], hostile.grpc_input_set_cases(), max_examples=40)
 
 
 def test_grpc_garbage_bytes_do_not_hurt_the_server(env) -> None:
