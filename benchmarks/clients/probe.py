@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
+from benchmarks.clients.base import ok
 from benchmarks.clients.payloads import Payload
 from benchmarks.clients.grpc_aio import MAX_MESSAGE
 
@@ -24,7 +25,7 @@ class ProbeResult:
 
     @property
     def ok(self) -> bool:
-        return self.status in ("OK", "200")
+        return ok(self.status)
 
 
 def _probe_grpc(target: str, p: Payload, timeout_s: float) -> ProbeResult:
