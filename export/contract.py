@@ -46,6 +46,17 @@ PREDICT_METHOD_NAME = "tensorflow/serving/predict"
 CLASSIFY_METHOD_NAME = "tensorflow/serving/classify"
 REGRESS_METHOD_NAME = "tensorflow/serving/regress"
 
+# The tensor dtypes TF Serving carries: DataType name -> (numpy dtype, the TensorProto repeated field holding the
+# values when tensor_content is empty). Strings are numpy object arrays of bytes (what TensorFlow's .numpy()
+# returns for tf.string); half values travel as uint16 bit patterns in half_val.
+TENSOR_DTYPES: dict[str, tuple[str, str]] = {
+    "DT_FLOAT": ("float32", "float_val"), "DT_DOUBLE": ("float64", "double_val"), "DT_HALF": ("float16", "half_val"),
+    "DT_INT8": ("int8", "int_val"), "DT_INT16": ("int16", "int_val"), "DT_INT32": ("int32", "int_val"),
+    "DT_INT64": ("int64", "int64_val"), "DT_UINT8": ("uint8", "int_val"), "DT_UINT16": ("uint16", "int_val"),
+    "DT_UINT32": ("uint32", "uint32_val"), "DT_UINT64": ("uint64", "uint64_val"), "DT_BOOL": ("bool", "bool_val"),
+    "DT_STRING": ("object", "string_val"),
+}
+
 # Prometheus names exactly as TF Serving's exporter spells them ('/' becomes ':').
 METRIC_PREFIX = ":tensorflow:serving"
 REQUEST_COUNT = f"{METRIC_PREFIX}:request_count"

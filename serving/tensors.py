@@ -17,25 +17,12 @@ from typing import Any
 import numpy as np
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 
+from export.contract import TENSOR_DTYPES
 from serving.errors import invalid_argument, unimplemented
 
 # DataType enum -> (numpy dtype, TensorProto repeated field holding the values when tensor_content is empty).
 _DTYPES: dict[int, tuple[np.dtype, str]] = {
-    types_pb2.DT_FLOAT: (np.dtype(np.float32), "float_val"),
-    types_pb2.DT_DOUBLE: (np.dtype(np.float64), "double_val"),
-    types_pb2.DT_HALF: (np.dtype(np.float16), "half_val"),
-    types_pb2.DT_INT8: (np.dtype(np.int8), "int_val"),
-    types_pb2.DT_INT16: (np.dtype(np.int16), "int_val"),
-    types_pb2.DT_INT32: (np.dtype(np.int32), "int_val"),
-    types_pb2.DT_INT64: (np.dtype(np.int64), "int64_val"),
-    types_pb2.DT_UINT8: (np.dtype(np.uint8), "int_val"),
-    types_pb2.DT_UINT16: (np.dtype(np.uint16), "int_val"),
-    types_pb2.DT_UINT32: (np.dtype(np.uint32), "uint32_val"),
-    types_pb2.DT_UINT64: (np.dtype(np.uint64), "uint64_val"),
-    types_pb2.DT_BOOL: (np.dtype(np.bool_), "bool_val"),
-    # Strings are numpy object arrays of bytes (what TensorFlow's .numpy() returns for tf.string).
-    types_pb2.DT_STRING: (np.dtype(object), "string_val"),
-}
+    types_pb2.DataType.Value(name): (np.dtype(np_name), field) for name, (np_name, field) in TENSOR_DTYPES.items()}
 _NUMPY_TO_ENUM: dict[np.dtype, int] = {np_dtype: enum for enum, (np_dtype, _) in _DTYPES.items()}
 
 

@@ -20,15 +20,12 @@ import numpy as np
 
 from benchmarks.clients import protos
 from benchmarks.clients.signature import ServedSignature, TensorInfo
+from export.contract import TENSOR_DTYPES
 
-# DataType name -> numpy dtype for the dtypes a request can carry (DT_STRING is bytes, handled apart).
-NUMPY_DTYPES: dict[str, np.dtype] = {
-    "DT_FLOAT": np.dtype(np.float32), "DT_DOUBLE": np.dtype(np.float64), "DT_HALF": np.dtype(np.float16),
-    "DT_INT8": np.dtype(np.int8), "DT_INT16": np.dtype(np.int16), "DT_INT32": np.dtype(np.int32),
-    "DT_INT64": np.dtype(np.int64), "DT_UINT8": np.dtype(np.uint8), "DT_UINT16": np.dtype(np.uint16),
-    "DT_UINT32": np.dtype(np.uint32), "DT_UINT64": np.dtype(np.uint64), "DT_BOOL": np.dtype(np.bool_),
-}
 STRING = "DT_STRING"
+# DataType name -> numpy dtype for the dtypes a request can carry (DT_STRING is bytes, handled apart).
+NUMPY_DTYPES: dict[str, np.dtype] = {name: np.dtype(np_name) for name, (np_name, _) in TENSOR_DTYPES.items()
+                                     if name != STRING}
 _ALPHABET = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz0123456789", dtype=np.uint8)
 
 
@@ -149,11 +146,6 @@ def fill_tensor_proto(t, dtype: str, array: np.ndarray) -> None:
         t.tensor_content = np.ascontiguousarray(array, dtype=NUMPY_DTYPES[dtype].newbyteorder("<")).tobytes()
 
 
-# DataType name -> the TensorProto repeated field that holds its values when tensor_content is empty
-_VAL_FIELDS = {"DT_FLOAT": "float_val", "DT_DOUBLE": "double_val", "DT_HALF": "half_val", "DT_INT64": "int64_val",
-               "DT_BOOL": "bool_val", "DT_UINT32": "uint32_val", "DT_UINT64": "uint64_val", STRING: "string_val"}
-
-
 def tensor_to_array(t) -> np.ndarray:
     """A TensorProto -> numpy (the inverse of fill_tensor_proto, also reading the typed *_val fields that
     servers use for outputs)."""
@@ -166,7 +158,7 @@ def tensor_to_array(t) -> np.ndarray:
     np_dtype = NUMPY_DTYPES[dtype]
     if t.tensor_content:
         return np.frombuffer(t.tensor_content, dtype=np_dtype.newbyteorder("<")).reshape(shape)
-    values = getattr(t, _VAL_FIELDS.get(dtype, "int_val"))
+    values = getattr(t, TENSOR_DTYPES[dtype][1])
     arr = np.asarray(values, dtype=np.uint16).view(np.float16) if dtype == "DT_HALF" else np.asarray(values, np_dtype)
     return np.broadcast_to(arr, shape) if arr.size == 1 and int(np.prod(shape)) != 1 else arr.reshape(shape)
 
