@@ -22,6 +22,7 @@ from benchmarks.clients.payloads import build_payload, discover_models
 from benchmarks.results.schema import ResultRow
 from benchmarks.targets.managed import start_for_run
 from benchmarks.clients.transports import RestTransport
+from benchmarks.system_packages import apt_install
 
 GAP_PCT = 15.0
 
@@ -57,7 +58,7 @@ def wrk_binary(install: bool) -> str | None:
     path = shutil.which("wrk")
     if path or not install:
         return path
-    subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=False)
+    apt_install("wrk")
     return shutil.which("wrk")
 
 

@@ -19,6 +19,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.system_packages import apt_install
+
 TRITONCLIENT = "tritonclient==2.41.0"
 CUDA_RUNTIME = "nvidia-cuda-runtime-cu12==12.9.79"
 APT_PACKAGE = "libb64-0d"
@@ -83,8 +85,7 @@ def install() -> PerfAnalyzer:
     except PerfAnalyzerMissing as e:
         if "libb64" not in str(e) or os.geteuid() != 0:
             raise
-    subprocess.run(["apt-get", "update", "-qq"], check=True)
-    subprocess.run(["apt-get", "install", "-y", "-qq", APT_PACKAGE], check=True)
+    apt_install(APT_PACKAGE, check=True)
     return find()
 
 

@@ -26,7 +26,6 @@ does it when run as root). The embedded and Python no-op servers need neither.
 """
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import struct
@@ -39,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.clients import protos
+from benchmarks.system_packages import apt_install
 
 BINARIES = {"nghttpd": "nghttp2-server", "nginx": "nginx-light"}  # binary -> Debian package
 PREDICT_FILE = Path("tensorflow.serving.PredictionService") / "Predict"
@@ -99,10 +99,7 @@ def install() -> bool:
     need = missing_binaries()
     if not need:
         return True
-    subprocess.run(["apt-get", "update", "-q"], check=False)
-    # keep the caller's environment (proxy settings, PATH); only silence debconf's questions
-    subprocess.run(["apt-get", "install", "-y", "-q", *sorted(set(need.values()))], check=False,
-                   env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    apt_install(*sorted(set(need.values())))
     return not missing_binaries()
 
 
