@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from benchmarks.measure.cpu import CpuMeter, CpuReading
+from benchmarks.measure.cpu_meter import CpuMeter, CpuReading
 from benchmarks.measure.histogram import LatencyHistogram
 
 

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from benchmarks.measure.cpu import CpuMeter
+from benchmarks.measure.cpu_meter import CpuMeter
 from benchmarks.measure.histogram import LatencyHistogram
 from benchmarks.measure.recorder import Window
 from benchmarks.reliability import client

@@ -1,6 +1,6 @@
 """The reliability report: one dataclass holding every phase's figures, a printed table, JSON + Markdown.
 
-The table answers the questions of issue 5 in one screen: how much load was held and for how long, which
+The tables answer in one screen: how much load was held and for how long, which
 faults were injected and whether each was survived, which hostile inputs were tried (by kind) and how many
 got a wrong answer, how many requests were lost (must be 0), and how much the server's memory grew.
 """
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.results.report import table
 from benchmarks.results.schema import atomic_write_text
 
 REPORT_JSON = "reliability.json"
@@ -77,21 +78,8 @@ def _clean(v: Any) -> Any:
     return v
 
 
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, bool):
-        return "yes" if v else "NO"
-    if isinstance(v, float):
-        return "–" if math.isnan(v) else (f"{v:,.0f}" if abs(v) >= 100 else f"{v:.2f}")
-    return str(v)
-
-
 def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
-    cells = [[_fmt(c) for c in r] for r in rows]
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in cells]
-    return lines
+    return table(headers, rows).split("\n")
 
 
 def render_markdown(r: ReliabilityReport) -> str:

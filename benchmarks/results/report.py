@@ -6,6 +6,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable
 
+from benchmarks.measure.cpu_meter import cpu_us_per_request
 from benchmarks.results.schema import REPORT_MD, ResultRow, atomic_write_text
 
 
@@ -26,7 +27,7 @@ def fmt(v: Any, digits: int = 3) -> str:
 def table(headers: list[str], rows: Iterable[list[Any]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     for r in rows:
-        lines.append("| " + " | ".join(fmt(c) for c in r) + " |")
+        lines.append("| " + " | ".join(fmt(c).replace("|", "/") for c in r) + " |")  # a "|" would split the cell
     return "\n".join(lines)
 
 
@@ -110,9 +111,7 @@ AGREEMENT = 0.25  # Locust and our client "agree" when their throughputs are wit
 
 
 def _cpu_us_per_request(r: ResultRow | None) -> float | None:
-    if r is None or r.client_cpu_percent is None or not r.throughput_rps or math.isnan(r.throughput_rps):
-        return None
-    return r.client_cpu_percent * 1e4 / r.throughput_rps
+    return None if r is None else cpu_us_per_request(r.client_cpu_percent, r.throughput_rps)
 
 
 def _limit(locust: ResultRow, ours: ResultRow | None, ratio: float | None) -> str:
