@@ -40,15 +40,13 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Callable
 
 from benchmarks.clients.payloads import ModelInfo, build_payload, discover_models
 from benchmarks.clients.transports import client_name, make_transport
 from benchmarks.commands.common import DEFAULT_MODELS, add_run_args, finish_run, open_run
-from benchmarks.load.managers import ClosedLoop, LoadLoop, MeasuredPoint
-from benchmarks.measure import prometheus
+from benchmarks.load.managers import ClosedLoop, MeasuredPoint, WindowPlan, measure_point
 from benchmarks.measure.calls import CallTiming, time_calls
-from benchmarks.measure.cpu_meter import CpuMeter
 from benchmarks.results.profiler import profile
 from benchmarks.results.schema import ResultRow, ResultWriter, atomic_write_text
 from benchmarks.targets.managed import REPO_ROOT, ManagedServer
@@ -157,45 +155,28 @@ def in_process(version_dir: Path, model: str, requests: int) -> tuple[ResultRow,
 
 
 # ---------------------------------------------------------------------------------------------- served
-async def _measured(loop: LoadLoop, server: ManagedServer, run: Callable[[], Awaitable[object]],
-                    concurrency: int) -> MeasuredPoint:
-    """Drop what was recorded so far (warm-up), then measure `run` as one span: its window, CPU (both sides)
-    and Prometheus delta."""
-    def scrape():
-        return prometheus.scrape(server.metrics_url) if server.rest_port > 0 else None
-
-    loop.recorder.rotate()
-    before = scrape()
-    cpu = CpuMeter(server.pids)
-    await run()
-    reading = cpu.stop()
-    window = loop.recorder.rotate()
-    return MeasuredPoint({"concurrency": concurrency}, [window], reading, prometheus.delta(before, scrape()))
-
-
-async def single_stream(server: ManagedServer, payload: bytes, requests: int,
+async def _served_point(server: ManagedServer, payload: bytes, manager: ClosedLoop, plan: WindowPlan,
                         method: str = PREDICT_METHOD) -> MeasuredPoint:
-    """Round trips of `method`, one in flight, raw bytes (no client-side proto work inside the timing)."""
-    transport = make_transport("grpc", server.grpc_target, grpc_client=GRPC_CLIENT, grpc_method=method)
-    loop = LoadLoop(transport, [payload])
+    """One span against `server`, raw bytes (no client-side proto work inside the timing), its CPU charged."""
+    transport = make_transport("grpc", server.grpc_target, concurrency=manager.concurrency, grpc_client=GRPC_CLIENT,
+                               grpc_method=method)
     try:
-        await ClosedLoop(1, min(WARMUP_REQUESTS, requests)).run(loop)
-        return await _measured(loop, server, lambda: ClosedLoop(1, requests).run(loop), 1)
+        return await measure_point(transport, [payload], manager, plan, server_pids=tuple(server.pids),
+                                   metrics_url=server.metrics_url if server.rest_port > 0 else "")
     finally:
         await transport.close()
 
 
-async def concurrent_streams(server: ManagedServer, payload: bytes, streams: int, seconds: float) -> MeasuredPoint:
-    """Closed loop: `streams` requests in flight for `seconds` after a warm-up of up to 2 s."""
-    transport = make_transport("grpc", server.grpc_target, concurrency=streams, grpc_client=GRPC_CLIENT)
-    loop = LoadLoop(transport, [payload])
-    tasks = ClosedLoop(streams).start(loop)
-    try:
-        await asyncio.sleep(min(2.0, seconds / 4))
-        return await _measured(loop, server, lambda: asyncio.sleep(seconds), streams)
-    finally:
-        await loop.stop(tasks, 30.0)
-        await transport.close()
+def single_stream(server: ManagedServer, payload: bytes, requests: int, method: str = PREDICT_METHOD) -> MeasuredPoint:
+    """`requests` round trips of `method`, one in flight, after a warm-up of up to WARMUP_REQUESTS."""
+    plan = WindowPlan(warmup_s=0, warmup_requests=min(WARMUP_REQUESTS, requests))
+    return asyncio.run(_served_point(server, payload, ClosedLoop(1, requests), plan, method))
+
+
+def concurrent_streams(server: ManagedServer, payload: bytes, streams: int, seconds: float) -> MeasuredPoint:
+    """Closed loop: `streams` requests in flight for `seconds` (one window) after a warm-up of up to 2 s."""
+    plan = WindowPlan(window_s=seconds, fixed_windows=1, warmup_s=min(2.0, seconds / 4))
+    return asyncio.run(_served_point(server, payload, ClosedLoop(streams), plan))
 
 
 @dataclass
@@ -225,10 +206,10 @@ def measure_server(args: argparse.Namespace, running: ManagedServer, payload: by
     kw = dict(model=args.model, target=running.grpc_target, **row_kw)
     rows = []
     if single:
-        rows.append(span_row(asyncio.run(single_stream(running, payload, args.requests)), single,
+        rows.append(span_row(single_stream(running, payload, args.requests), single,
                              scenario="closed", **kw))
     if streams:
-        rows.append(span_row(asyncio.run(concurrent_streams(running, payload, args.streams, args.seconds)),
+        rows.append(span_row(concurrent_streams(running, payload, args.streams, args.seconds),
                              streams, scenario="closed", **kw))
     return rows
 

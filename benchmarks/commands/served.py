@@ -78,10 +78,6 @@ def _probe_problem(cfg: ServedConfig, p: Payload) -> tuple[str | None, float | N
     return check_rest_response(res.body, p.batch_size), rest_response_decode_ms(res.body)
 
 
-def _payload_bytes(kind: str, p: Payload) -> bytes:
-    return p.grpc_bytes if kind == "grpc" else p.rest_body
-
-
 def run_served(cfg: ServedConfig, writer: ResultWriter | None = None) -> list[ResultRow]:
     from tqdm import tqdm
 
@@ -103,7 +99,7 @@ def run_served(cfg: ServedConfig, writer: ResultWriter | None = None) -> list[Re
             common = dict(kind=cfg.kind, model=model, mode=cfg.server_label or "served", batch_size=bs,
                           server=cfg.server_label, target=cfg.target, serialize_ms=enc_ms, deserialize_ms=decode_ms,
                           client=client_name(cfg.kind, cfg.grpc_client))
-            payload = [_payload_bytes(cfg.kind, p)]
+            payload = [p.grpc_bytes if cfg.kind == "grpc" else p.rest_body]
             for conc in cfg.concurrencies:
                 bar.set_postfix_str(f"{model} b={bs} c={conc}")
                 row = _closed_point(cfg, p, payload, conc, common)

@@ -12,6 +12,7 @@ raw histogram; LoadGen's own numbers are in row.extra["loadgen"].
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import threading
 import time
@@ -22,7 +23,6 @@ from typing import Callable
 from benchmarks.clients.transports import Transport
 from benchmarks.load.managers import LoadLoop
 from benchmarks.measure.cpu_meter import CpuMeter, CpuReading
-from benchmarks.measure.histogram import LatencyHistogram
 from benchmarks.measure.recorder import Window
 
 SCENARIOS = ("single_stream", "server", "offline")
@@ -51,14 +51,6 @@ class LoadGenResult:
     issued: int
     loadgen_percentiles_ms: dict[str, float] = field(default_factory=dict)
     achieved_qps: float | None = None
-
-    @property
-    def hist(self) -> LatencyHistogram:
-        return self.window.hist
-
-    @property
-    def errors(self) -> dict[str, int]:
-        return self.window.errors
 
 
 _SUMMARY_LINE = re.compile(r"^\s*([^:]+?)\s*:\s*(.+?)\s*$")
@@ -112,10 +104,7 @@ class _AsyncSut:
     async def _one(self, qid: int, index: int, t_issue: int) -> None:
         payload = self.payloads[index % len(self.payloads)]
         try:
-            if self.limit:
-                async with self.sem:
-                    await self.sender.send(payload, started_ns=t_issue)
-            else:
+            async with self.sem if self.limit else contextlib.nullcontext():
                 await self.sender.send(payload, started_ns=t_issue)
         finally:
             # LoadGen waits for every query, failed or not (it has no notion of failure), so the

@@ -1,23 +1,19 @@
-"""The two load managers (perf_analyzer's concurrency manager and request-rate manager) and the measured point.
+"""The two load managers (perf_analyzer's concurrency and request-rate managers) and the measured point.
 
 `LoadLoop` is the one place a request is sent and recorded into the one `Recorder`. A load manager decides
-*when* it sends; both have the same interface, `start(loop) -> tasks` (stop them with `loop.stop`), and an
-optional request budget (`requests`: exactly that many are sent, then the manager's tasks end):
-  * `ClosedLoop(concurrency)`: exactly `concurrency` requests in flight; each worker sends, waits, records,
-    repeats (sweeps, capacity, wrk, the perf check, the reliability closed loads);
-  * `OpenLoop(rate, arrivals)`: sends on a schedule fixed in advance, constant gaps of 1/rate or Poisson
-    gaps from a seeded generator; a send that goes out late counts its latency from its *intended* time, so
-    a stalled server cannot hide behind a client that stopped sending (coordinated omission, as wrk2 and
-    LoadGen do). `max_in_flight` caps outstanding requests; a send skipped at the cap is counted in `dropped`.
-
-`measure_point` runs one manager for one point: warm-up, then windows until perf_analyzer's stability rule
-holds (the last three windows' throughput and mean latency within ±stability_pct of their average) or
-max_windows pass; CPU and the server's Prometheus delta are taken over the measured windows. The result, a
-`MeasuredPoint`, becomes a result row in `benchmarks/results/profiler.py`.
+*when*; both have one interface, `start(loop) -> tasks` (stopped by `loop.stop`) or `run(loop)`, and an
+optional budget (`requests`: exactly that many are sent). `ClosedLoop(concurrency)` keeps that many in
+flight; `OpenLoop(rate, arrivals)` sends on a schedule fixed in advance (gaps of 1/rate, or seeded Poisson
+gaps) and counts a late send's latency from its *intended* time, so a stalled server cannot hide behind a
+client that stopped sending (coordinated omission). `measure_point` runs one manager for one point: warm-up,
+then windows until perf_analyzer's stability rule holds (the last three windows' throughput and mean latency
+within ±stability_pct of their average) or max_windows pass, CPU and the server's Prometheus delta taken over
+them; the `MeasuredPoint` becomes a result row in `benchmarks/results/profiler.py`.
 """
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import math
 import random
@@ -46,13 +42,9 @@ class LoadLoop:
                  error_backoff_s: float = 0.001, version_of: Callable[[bytes], int | None] | None = None) -> None:
         if not payloads:
             raise ValueError("the load loop needs at least one payload")
-        self.transport = transport
-        self.payloads = payloads
-        self.recorder = recorder if recorder is not None else Recorder()
-        self.error_backoff_s = error_backoff_s
-        self.version_of = version_of
-        self.sent = 0
-        self.in_flight = 0
+        self.transport, self.payloads, self.recorder = transport, payloads, recorder or Recorder()
+        self.error_backoff_s, self.version_of = error_backoff_s, version_of
+        self.sent = self.in_flight = 0
         self.stopping = False
 
     async def send(self, payload: bytes, started_ns: int | None = None) -> str:
@@ -86,28 +78,19 @@ class LoadLoop:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-class _Budget:
-    """The manager's permission to send: none once the loop is stopping or `requests` have been started."""
+class LoadManager:
+    """The interface both managers share. requests: the budget (None: send until the loop stops)."""
 
-    def __init__(self, requests: int | None) -> None:
-        self.left = requests
+    requests: int | None = None
+    _left: int | None = None
 
-    def take(self, loop: LoadLoop) -> bool:
-        if loop.stopping or (self.left is not None and self.left <= 0):
+    def _take(self, loop: LoadLoop) -> bool:
+        """May one more request start? Not once the loop is stopping or the budget is spent."""
+        if loop.stopping or (self._left is not None and self._left <= 0):
             return False
-        if self.left is not None:
-            self.left -= 1
+        if self._left is not None:
+            self._left -= 1
         return True
-
-
-class _Manager:
-    """The interface both managers share."""
-
-    def start(self, loop: LoadLoop) -> list[asyncio.Task]:  # begin sending; stop with loop.stop(tasks, ...)
-        raise NotImplementedError
-
-    def row_fields(self) -> dict:  # what a result row says of the load: concurrency or target_rate
-        raise NotImplementedError
 
     async def run(self, loop: LoadLoop) -> None:
         """Send until the request budget is spent (or the loop is stopped)."""
@@ -115,31 +98,27 @@ class _Manager:
 
 
 @dataclass
-class ClosedLoop(_Manager):
+class ClosedLoop(LoadManager):
     """`concurrency` workers, each keeping one request in flight until the loop stops or `requests` are sent."""
 
     concurrency: int
     requests: int | None = None
 
     def start(self, loop: LoadLoop) -> list[asyncio.Task]:
-        loop.stopping = False
-        budget = _Budget(self.requests)
-        return [asyncio.create_task(self._worker(loop, budget, i)) for i in range(max(1, self.concurrency))]
+        loop.stopping, self._left = False, self.requests
+        return [asyncio.create_task(self._worker(loop, i)) for i in range(max(1, self.concurrency))]
 
-    async def _worker(self, loop: LoadLoop, budget: _Budget, first: int) -> None:
+    async def _worker(self, loop: LoadLoop, first: int) -> None:
         k = first
-        while budget.take(loop):
+        while self._take(loop):
             status = await loop.send(loop.payloads[k % len(loop.payloads)])
             k += 1
             if not ok(status) and loop.error_backoff_s:
                 await asyncio.sleep(loop.error_backoff_s)
 
-    def row_fields(self) -> dict:
-        return {"concurrency": self.concurrency}
-
 
 @dataclass
-class OpenLoop(_Manager):
+class OpenLoop(LoadManager):
     """Requests at `rate`/s on a schedule (constant or seeded Poisson gaps), latency from the intended time."""
 
     rate: float
@@ -165,10 +144,10 @@ class OpenLoop(_Manager):
             t += rng.expovariate(self.rate)
 
     def start(self, loop: LoadLoop) -> list[asyncio.Task]:
-        loop.stopping = False
-        return [asyncio.create_task(self._schedule(loop, _Budget(self.requests)))]
+        loop.stopping, self._left = False, self.requests
+        return [asyncio.create_task(self._schedule(loop))]
 
-    async def _schedule(self, loop: LoadLoop, budget: _Budget) -> None:
+    async def _schedule(self, loop: LoadLoop) -> None:
         pending: set[asyncio.Task] = set()
         start = time.perf_counter_ns()
         try:
@@ -176,7 +155,7 @@ class OpenLoop(_Manager):
                 delay = (start + offset - time.perf_counter_ns()) / 1e9
                 if delay > 0:
                     await asyncio.sleep(delay)
-                if not budget.take(loop):
+                if not self._take(loop):
                     break
                 if self.max_in_flight is not None and len(pending) >= max(1, self.max_in_flight):
                     self.dropped += 1
@@ -192,26 +171,16 @@ class OpenLoop(_Manager):
             await asyncio.gather(*pending, return_exceptions=True)
             raise
 
-    def row_fields(self) -> dict:
-        return {"target_rate": self.rate}
-
-
-LoadManager = _Manager
 
 
 def windows_stable(ws: list[Window], pct: float) -> tuple[bool, float]:
     """(stable?, worst relative deviation in %) over the last three windows."""
-    if len(ws) < 3:
-        return False, math.inf
-    last = ws[-3:]
-    worst = 0.0
-    for values in ([w.throughput for w in last], [w.mean_ms for w in last]):
-        if any(math.isnan(v) for v in values):
-            return False, math.inf
+    worst = 0.0 if len(ws) >= 3 else math.inf
+    for values in ([w.throughput for w in ws[-3:]], [w.mean_ms for w in ws[-3:]]) if len(ws) >= 3 else ():
         avg = sum(values) / 3
-        if avg <= 0:
+        if not avg > 0 or any(math.isnan(v) for v in values):  # no successes in a window: nothing to compare
             return False, math.inf
-        worst = max(worst, max(abs(v - avg) / avg * 100 for v in values))
+        worst = max(worst, *(abs(v - avg) / avg * 100 for v in values))
     return worst <= pct, worst
 
 
@@ -225,6 +194,7 @@ class WindowPlan:
     stability_pct: float = 10.0
     warmup_s: float = 0.5
     fixed_windows: int | None = None
+    warmup_requests: int = 0  # sent (by the same manager, budgeted) before the warm-up seconds
 
 
 @dataclass
@@ -256,8 +226,11 @@ async def _measure_windows(rec: Recorder, plan: WindowPlan) -> tuple[list[Window
 async def measure_point(transport: Transport, payloads: list[bytes], manager: LoadManager,
                         plan: WindowPlan = WindowPlan(), *, server_pids: tuple[int, ...] = (),
                         metrics_url: str = "", model: str = "", error_backoff_s: float = 0.001) -> MeasuredPoint:
-    """Run `manager` through `transport` for one point (see the module docstring); the transport stays open."""
+    """Run `manager` through `transport` for one point (see the module docstring); the transport stays open.
+    A manager with a request budget is measured as one span, from the first request to the last answer."""
     loop = LoadLoop(transport, payloads, error_backoff_s=error_backoff_s)
+    if plan.warmup_requests:
+        await dataclasses.replace(manager, requests=plan.warmup_requests).run(loop)
     tasks = manager.start(loop)
     try:
         if plan.warmup_s > 0:
@@ -265,11 +238,18 @@ async def measure_point(transport: Transport, payloads: list[bytes], manager: Lo
         loop.recorder.rotate()  # discard warm-up
         before = prometheus.scrape(metrics_url)
         cpu = CpuMeter(server_pids)
-        windows, stable, dev = await _measure_windows(loop.recorder, plan)
+        if manager.requests is not None:
+            await asyncio.gather(*tasks)
+            windows, stable, dev = [loop.recorder.rotate()], None, math.inf
+        else:
+            windows, stable, dev = await _measure_windows(loop.recorder, plan)
         reading = cpu.stop()
         server_metrics = prometheus.delta(before, prometheus.scrape(metrics_url), model)
     finally:
         await loop.stop(tasks, max(5.0, getattr(transport, "timeout_s", 30.0)))
-    return MeasuredPoint(manager.row_fields(), windows if plan.fixed_windows else windows[-3:], reading,
-                         server_metrics, stable, dev, [round(w.throughput, 1) for w in windows],
-                         getattr(manager, "dropped", 0))
+    if plan.fixed_windows is not None and plan.fixed_windows < 3:
+        stable, dev = None, math.inf  # the rule needs three windows: not judged
+    throughputs = [round(w.throughput, 1) for w in windows] if stable is not None else []
+    load = {"target_rate": manager.rate} if isinstance(manager, OpenLoop) else {"concurrency": manager.concurrency}
+    return MeasuredPoint(load, windows if plan.fixed_windows else windows[-3:], reading,
+                         server_metrics, stable, dev, throughputs, getattr(manager, "dropped", 0))

@@ -23,11 +23,12 @@ CPU_SATURATION_PCT = 85.0
 
 
 def cpu_us_per_request(cpu_percent: float | None, requests_per_s: float | None) -> float | None:
-    """The one CPU-per-request rule: CPU µs per successful request = share of one core (100 = one core) over a
-    span ÷ successful requests per second over it. Failures are charged to the successes (they bought nothing)."""
+    """The one CPU-per-request rule: CPU µs (to 0.1) per successful request = share of one core (100 = one core)
+    over a span ÷ successful requests per second over it. Failures are charged to the successes (they bought
+    nothing)."""
     if cpu_percent is None or not requests_per_s or math.isnan(requests_per_s):
         return None
-    return cpu_percent * 1e4 / requests_per_s
+    return round(cpu_percent * 1e4 / requests_per_s, 1)
 
 
 def process_cpu_seconds(pids: list[int] | tuple[int, ...]) -> float:

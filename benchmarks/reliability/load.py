@@ -26,7 +26,7 @@ from typing import Callable
 from benchmarks.clients.transports import GrpcTransport
 from benchmarks.load.managers import ClosedLoop, LoadLoop, OpenLoop
 from benchmarks.measure.histogram import LatencyHistogram
-from benchmarks.measure.recorder import Recorder, Totals, Window
+from benchmarks.measure.recorder import Recorder, Totals, Window, merge
 
 RECONNECT_OPTIONS = (
     ("grpc.initial_reconnect_backoff_ms", 100),
@@ -66,8 +66,6 @@ class LoadSummary:
     windows: list[Window] = field(default_factory=list)
     version_counts: dict[int, int] = field(default_factory=dict)
     version_first_seen: dict[int, float] = field(default_factory=dict)  # time.monotonic()
-    version_last_seen: dict[int, float] = field(default_factory=dict)
-    started_at: float = 0.0  # time.monotonic()
 
     @property
     def failed(self) -> int:
@@ -172,15 +170,11 @@ class BackgroundLoad:
     def _summarise(self) -> LoadSummary:
         t = self.recorder.totals()
         loop = self._sender
-        s = LoadSummary(sent=loop.sent if loop else 0, ok=t.ok, errors=dict(t.errors),
-                        unaccounted=loop.in_flight if loop else 0,
-                        dropped_open_loop=getattr(self._manager, "dropped", 0),
-                        windows=list(self.windows), version_counts=dict(t.version_counts),
-                        version_first_seen=t.version_first_seen, version_last_seen=t.version_last_seen,
-                        started_at=self.recorder.started)
-        s.duration_s = self.windows[-1].t1 if self.windows else 0.0
+        s = LoadSummary(loop.sent if loop else 0, t.ok, dict(t.errors), loop.in_flight if loop else 0,
+                        getattr(self._manager, "dropped", 0), self.windows[-1].t1 if self.windows else 0.0,
+                        merge(self.windows)[0], windows=list(self.windows), version_counts=dict(t.version_counts),
+                        version_first_seen=t.version_first_seen)
         for w in self.windows:
-            s.hist.merge(w.hist)
             s.error_hist.merge(w.error_hist)
         return s
 

@@ -129,9 +129,7 @@ def render_markdown(r: ReliabilityReport) -> str:
     return "\n".join(out)
 
 
-def render_text(r: ReliabilityReport) -> str:
-    """What `make reliability` prints: the same tables, Markdown being readable as plain text."""
-    return render_markdown(r)
+render_text = render_markdown  # what `make reliability` prints: the same tables, Markdown reads as plain text
 
 
 def write_report(r: ReliabilityReport, run_dir: Path) -> tuple[Path, Path]:

@@ -1,10 +1,6 @@
-"""The profiler (perf_analyzer's word): a measured point -> one `ResultRow`, the same way for every command.
-
-A `MeasuredPoint` (benchmarks/load/managers.py) holds the reported windows, the CPU over them (this process,
-its event-loop thread, the server's pids, the machine), the server's Prometheus delta and the stability
-verdict. The row's latencies and throughput come from the merged windows; the client's CPU per request and
-its saturation follow the one rule of each in benchmarks/measure/cpu_meter.py (`cpu_us_per_request`,
-`CpuReading.saturated`). Commands add only what is their own (goals, LoadGen's verdict, a measurement name).
+"""The profiler (perf_analyzer's word): a `MeasuredPoint` (benchmarks/load/managers.py) -> one `ResultRow`, the
+same way for every command. Latencies and throughput come from the merged windows; CPU per request and
+saturation follow the one rule of each in benchmarks/measure/cpu_meter.py. Commands add only their own figures.
 """
 from __future__ import annotations
 
@@ -18,10 +14,6 @@ from benchmarks.results.schema import ResultRow
 SATURATION_WARNING = "load generator near saturation"
 
 
-def _round(v: float | None, digits: int = 1) -> float | None:
-    return None if v is None else round(v, digits)
-
-
 def _figures(point: MeasuredPoint, rps: float) -> dict:
     """What the row's extra holds for every measured point: windows, CPU per request and cores, server delta."""
     x: dict = {}
@@ -31,10 +23,10 @@ def _figures(point: MeasuredPoint, rps: float) -> dict:
     cpu = point.cpu
     if cpu is not None:
         x.update(system_cpu_percent=round(cpu.machine_pct, 1), loop_thread_cpu_percent=round(cpu.thread_pct, 1),
-                 client_cpu_us_per_request=_round(cpu_us_per_request(cpu.process_pct, rps)),
+                 client_cpu_us_per_request=cpu_us_per_request(cpu.process_pct, rps),
                  client_cores=round(cpu.process_pct / 100, 2))
         if cpu.pids:
-            x.update(server_cpu_us_per_request=_round(cpu_us_per_request(cpu.pids_pct, rps)),
+            x.update(server_cpu_us_per_request=cpu_us_per_request(cpu.pids_pct, rps),
                      server_cores=round(cpu.pids_pct / 100, 2))
     if point.dropped:
         x["dropped_open_loop"] = point.dropped
