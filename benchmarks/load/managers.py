@@ -229,22 +229,28 @@ async def measure_point(transport: Transport, payloads: list[bytes], manager: Lo
     """Run `manager` through `transport` for one point (see the module docstring); the transport stays open.
     A manager with a request budget is measured as one span, from the first request to the last answer."""
     loop = LoadLoop(transport, payloads, error_backoff_s=error_backoff_s)
+    budgeted = manager.requests is not None
     if plan.warmup_requests:
         await dataclasses.replace(manager, requests=plan.warmup_requests).run(loop)
+
+    async def scrape():  # on a thread: a blocking HTTP call on the event loop would stall requests in flight
+        return await asyncio.to_thread(prometheus.scrape, metrics_url)
+
+    before = await scrape() if budgeted else None  # before the first request: nothing sent may be dropped
     tasks = manager.start(loop)
     try:
-        if plan.warmup_s > 0:
+        if not budgeted:  # a budget is warmed up by warmup_requests only
             await asyncio.sleep(plan.warmup_s)
+            before = await scrape()
         loop.recorder.rotate()  # discard warm-up
-        before = prometheus.scrape(metrics_url)
         cpu = CpuMeter(server_pids)
-        if manager.requests is not None:
+        if budgeted:
             await asyncio.gather(*tasks)
             windows, stable, dev = [loop.recorder.rotate()], None, math.inf
         else:
             windows, stable, dev = await _measure_windows(loop.recorder, plan)
         reading = cpu.stop()
-        server_metrics = prometheus.delta(before, prometheus.scrape(metrics_url), model)
+        server_metrics = prometheus.delta(before, await scrape(), model)
     finally:
         await loop.stop(tasks, max(5.0, getattr(transport, "timeout_s", 30.0)))
     if plan.fixed_windows is not None and plan.fixed_windows < 3:

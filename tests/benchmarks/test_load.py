@@ -110,6 +110,21 @@ def test_closed_loop_reports_all_fixed_windows_and_merges_them() -> None:
     assert t.max_in_flight == 4
 
 
+def test_a_budgeted_point_is_one_span_of_exactly_its_requests_after_its_warm_up() -> None:
+    t = MockTransport(delay_s=0.001)
+    r = asyncio.run(measure_point(t, [b"x"], ClosedLoop(2, requests=50), WindowPlan(warmup_requests=10)))
+    assert t.calls == 60 and len(r.windows) == 1 and r.windows[0].sent == r.windows[0].ok == 50
+    assert r.stable is None and r.window_throughputs == [] and r.load == {"concurrency": 2}
+
+
+def test_an_open_loop_point_is_measured_in_windows_like_a_closed_one() -> None:
+    t = MockTransport(delay_s=0.001)
+    manager = OpenLoop(rate=200, arrivals="poisson", seed=1)
+    r = asyncio.run(measure_point(t, [b"x"], manager, WindowPlan(window_s=0.1, fixed_windows=3, warmup_s=0.05)))
+    assert r.load == {"target_rate": 200} and len(r.windows) == 3 and sum(w.ok for w in r.windows) > 0
+    assert sum(w.sent for w in r.windows) <= t.calls and r.dropped == 0
+
+
 def test_open_loop_sends_a_budget_exactly_and_spreads_payloads() -> None:
     t = MockTransport(delay_s=0.001)
     loop = LoadLoop(t, [b"a", b"b"])
