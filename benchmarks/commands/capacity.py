@@ -14,12 +14,11 @@ and the whole machine's, and the client CPU per request -> the rate one free cor
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 from pathlib import Path
 
 from benchmarks.commands.common import add_run_args, finish_run, int_list, open_run
-from benchmarks.load.managers import ClosedLoop, WindowPlan, measure_point
+from benchmarks.load.managers import ClosedLoop, WindowPlan, run_point
 from benchmarks.results.profiler import SATURATION_WARNING, profile
 from benchmarks.clients.payloads import build_payload
 from benchmarks.results.schema import ResultRow, ResultWriter
@@ -106,16 +105,10 @@ def _point(srv, p, kind: str, client: str, conc: int, window_s: float, max_windo
            grpc_channels: int) -> ResultRow:
     target = srv.grpc_target if kind == "grpc" else srv.rest_target
 
-    async def run():
-        t = make_transport(kind, target, p.rest_path, concurrency=conc, grpc_channels=grpc_channels,
-                           grpc_client=client)
-        try:
-            return await measure_point(t, [p.grpc_bytes if kind == "grpc" else p.rest_body], ClosedLoop(conc),
-                                       WindowPlan(window_s, max_windows), server_pids=tuple(srv.pids))
-        finally:
-            await t.close()
-
-    point = asyncio.run(run())
+    point = run_point(lambda: make_transport(kind, target, p.rest_path, concurrency=conc, grpc_channels=grpc_channels,
+                                             grpc_client=client),
+                      [p.grpc_bytes if kind == "grpc" else p.rest_body], ClosedLoop(conc),
+                      WindowPlan(window_s, max_windows), server_pids=tuple(srv.pids))
     # Saturating the client is the point of this run, so its saturation warning is noise here;
     # instability and errors still warn.
     loop_pct = point.cpu.thread_pct

@@ -32,7 +32,6 @@ Numbers are measurements, not assertions: nothing here fails because a goal is m
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import re
@@ -45,7 +44,7 @@ from typing import Callable
 from benchmarks.clients.payloads import ModelInfo, build_payload, discover_models
 from benchmarks.clients.transports import client_name, make_transport
 from benchmarks.commands.common import DEFAULT_MODELS, add_run_args, finish_run, open_run
-from benchmarks.load.managers import ClosedLoop, MeasuredPoint, WindowPlan, measure_point
+from benchmarks.load.managers import ClosedLoop, MeasuredPoint, WindowPlan, run_point
 from benchmarks.measure.calls import CallTiming, time_calls
 from benchmarks.results.profiler import profile
 from benchmarks.results.schema import ResultRow, ResultWriter, atomic_write_text
@@ -155,28 +154,25 @@ def in_process(version_dir: Path, model: str, requests: int) -> tuple[ResultRow,
 
 
 # ---------------------------------------------------------------------------------------------- served
-async def _served_point(server: ManagedServer, payload: bytes, manager: ClosedLoop, plan: WindowPlan,
-                        method: str = PREDICT_METHOD) -> MeasuredPoint:
+def _served_point(server: ManagedServer, payload: bytes, manager: ClosedLoop, plan: WindowPlan,
+                  method: str = PREDICT_METHOD) -> MeasuredPoint:
     """One span against `server`, raw bytes (no client-side proto work inside the timing), its CPU charged."""
-    transport = make_transport("grpc", server.grpc_target, concurrency=manager.concurrency, grpc_client=GRPC_CLIENT,
-                               grpc_method=method)
-    try:
-        return await measure_point(transport, [payload], manager, plan, server_pids=tuple(server.pids),
-                                   metrics_url=server.metrics_url if server.rest_port > 0 else "")
-    finally:
-        await transport.close()
+    return run_point(lambda: make_transport("grpc", server.grpc_target, concurrency=manager.concurrency,
+                                            grpc_client=GRPC_CLIENT, grpc_method=method),
+                     [payload], manager, plan, server_pids=tuple(server.pids),
+                     metrics_url=server.metrics_url if server.rest_port > 0 else "")
 
 
 def single_stream(server: ManagedServer, payload: bytes, requests: int, method: str = PREDICT_METHOD) -> MeasuredPoint:
     """`requests` round trips of `method`, one in flight, after a warm-up of up to WARMUP_REQUESTS."""
     plan = WindowPlan(warmup_s=0, warmup_requests=min(WARMUP_REQUESTS, requests))
-    return asyncio.run(_served_point(server, payload, ClosedLoop(1, requests), plan, method))
+    return _served_point(server, payload, ClosedLoop(1, requests), plan, method)
 
 
 def concurrent_streams(server: ManagedServer, payload: bytes, streams: int, seconds: float) -> MeasuredPoint:
     """Closed loop: `streams` requests in flight for `seconds` (one window) after a warm-up of up to 2 s."""
     plan = WindowPlan(window_s=seconds, fixed_windows=1, warmup_s=min(2.0, seconds / 4))
-    return asyncio.run(_served_point(server, payload, ClosedLoop(streams), plan))
+    return _served_point(server, payload, ClosedLoop(streams), plan)
 
 
 @dataclass

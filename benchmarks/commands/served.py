@@ -9,7 +9,6 @@ Server-side Prometheus deltas are attached to each row when a metrics URL answer
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 from benchmarks.commands.common import (DEFAULT_GRPC_TARGET, DEFAULT_MODELS, DEFAULT_REST_TARGET, add_run_args,
                                         finish_run, float_list, int_list, open_run)
 from benchmarks.measure import prometheus
-from benchmarks.load.managers import ClosedLoop, MeasuredPoint, WindowPlan, measure_point
+from benchmarks.load.managers import ClosedLoop, MeasuredPoint, WindowPlan, run_point
 from benchmarks.load.loadgen import SCENARIOS as LOADGEN_SCENARIOS, LoadGenConfig, run_loadgen
 from benchmarks.clients.inputs import InputOptions
 from benchmarks.clients.model_requests import payload_factory
@@ -128,15 +127,9 @@ def _transport(cfg: ServedConfig, p: Payload, concurrency: int):
 def _closed_point(cfg: ServedConfig, p: Payload, payload: list[bytes], conc: int, common: dict) -> ResultRow:
     """One closed-loop point at concurrency `conc`, with the server's Prometheus delta over it."""
     plan = WindowPlan(cfg.window_s, cfg.max_windows, cfg.stability_pct, cfg.warmup_s, cfg.fixed_windows)
-
-    async def point():
-        t = _transport(cfg, p, conc)
-        try:
-            return await measure_point(t, payload, ClosedLoop(conc), plan, metrics_url=cfg.metrics_url, model=p.model)
-        finally:
-            await t.close()
-
-    return profile(asyncio.run(point()), scenario="closed", extra=cfg.extra, **common)
+    point = run_point(lambda: _transport(cfg, p, conc), payload, ClosedLoop(conc), plan, metrics_url=cfg.metrics_url,
+                      model=p.model)
+    return profile(point, scenario="closed", extra=cfg.extra, **common)
 
 
 def _loadgen_point(cfg: ServedConfig, p: Payload, payload: list[bytes], scenario: str, qps: float,

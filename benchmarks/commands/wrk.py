@@ -8,7 +8,6 @@ measure our side; --install tries apt-get itself.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import re
 import shutil
 import subprocess
@@ -17,7 +16,7 @@ from pathlib import Path
 
 from benchmarks.commands.common import (DEFAULT_MODELS, DEFAULT_REST_TARGET, add_run_args, add_server_args, finish_run,
                                         open_run)
-from benchmarks.load.managers import ClosedLoop, WindowPlan, measure_point
+from benchmarks.load.managers import ClosedLoop, WindowPlan, run_point
 from benchmarks.measure.cpu_meter import cpu_us_per_request
 from benchmarks.results.profiler import profile
 from benchmarks.clients.payloads import build_payload, discover_models
@@ -113,15 +112,9 @@ def explain_gap(ours: ResultRow, wrk_row: ResultRow) -> list[str]:
 def _measure_ours(target: str, label: str, model: str, p, args: argparse.Namespace) -> ResultRow:
     """Our REST client, closed loop at the same concurrency and duration wrk gets."""
 
-    async def ours():
-        t = RestTransport(target, p.rest_path, connections=args.concurrency)
-        try:
-            return await measure_point(t, [p.rest_body], ClosedLoop(args.concurrency),
-                                       WindowPlan(args.duration_s / 5, fixed_windows=5, warmup_s=1.0))
-        finally:
-            await t.close()
-
-    return profile(asyncio.run(ours()), kind="rest", model=model, mode=label, batch_size=args.batch_size,
+    point = run_point(lambda: RestTransport(target, p.rest_path, connections=args.concurrency), [p.rest_body],
+                      ClosedLoop(args.concurrency), WindowPlan(args.duration_s / 5, fixed_windows=5, warmup_s=1.0))
+    return profile(point, kind="rest", model=model, mode=label, batch_size=args.batch_size,
                    scenario="wrk-crosscheck", server=label, target=target)
 
 

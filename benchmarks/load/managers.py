@@ -259,3 +259,17 @@ async def measure_point(transport: Transport, payloads: list[bytes], manager: Lo
     load = {"target_rate": manager.rate} if isinstance(manager, OpenLoop) else {"concurrency": manager.concurrency}
     return MeasuredPoint(load, windows if plan.fixed_windows else windows[-3:], reading,
                          server_metrics, stable, dev, throughputs, getattr(manager, "dropped", 0))
+
+
+def run_point(new_transport: Callable[[], Transport], payloads: list[bytes], manager: LoadManager,
+              plan: WindowPlan = WindowPlan(), **kw) -> MeasuredPoint:
+    """measure_point on an event loop of its own, with a transport made on it (a transport binds to the loop it
+    is created on) and closed after; kw: measure_point's."""
+    async def point() -> MeasuredPoint:
+        transport = new_transport()
+        try:
+            return await measure_point(transport, payloads, manager, plan, **kw)
+        finally:
+            await transport.close()
+
+    return asyncio.run(point())

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from benchmarks.results.report import table
-from benchmarks.results.schema import atomic_write_text
+from benchmarks.results.schema import atomic_write_text, json_safe
 
 REPORT_JSON = "reliability.json"
 REPORT_MD = "reliability.md"
@@ -65,21 +64,7 @@ class ReliabilityReport:
                         "faults_injected": len(self.faults), "hostile_wrong_answers": self.hostile_wrong,
                         "hostile_tried": int(self.hostile.get("total", 0)) if self.hostile else 0,
                         "passed": self.passed}
-        return _clean(d)
-
-
-def _clean(v: Any) -> Any:
-    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
-        return None
-    if isinstance(v, dict):
-        return {str(k): _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    return v
-
-
-def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
-    return table(headers, rows).split("\n")
+        return json_safe(d)
 
 
 def render_markdown(r: ReliabilityReport) -> str:
@@ -93,20 +78,20 @@ def render_markdown(r: ReliabilityReport) -> str:
            f"{sum(f.survived for f in r.faults)}/{len(r.faults)} · hostile inputs tried "
            f"{r.hostile.get('total', 0) if r.hostile else 0}, wrong answers {r.hostile_wrong}", ""]
     if r.load_held:
-        out += ["## Load held", ""] + _table(["phase", "req/s", "seconds", "requests", "failed"],
-                                             [[x["phase"], x["rps"], x["seconds"], x["requests"], x.get("failed", 0)]
-                                              for x in r.load_held]) + [""]
+        out += ["## Load held", "", table(["phase", "req/s", "seconds", "requests", "failed"],
+                                          [[x["phase"], x["rps"], x["seconds"], x["requests"], x.get("failed", 0)]
+                                           for x in r.load_held]), ""]
     if r.faults:
-        out += ["## Faults injected", ""] + _table(
+        out += ["## Faults injected", "", table(
             ["fault", "what was done", "survived", "requests", "lost", "figure"],
-            [[f.fault, f.injected, f.survived, f.requests, f.failed, f.detail] for f in r.faults]) + [""]
+            [[f.fault, f.injected, f.survived, f.requests, f.failed, f.detail] for f in r.faults]), ""]
     if r.hostile:
         if r.hostile.get("skipped"):
             out += ["## Hostile input", "", f"skipped: {r.hostile['skipped']}", ""]
         else:
             tried, fails = r.hostile.get("tried", {}), r.hostile.get("failures", {})
-            out += ["## Hostile input (Hypothesis, derandomized)", ""] + _table(
-                ["kind", "tried", "wrong answers"], [[k, v, fails.get(k, 0)] for k, v in sorted(tried.items())])
+            out += ["## Hostile input (Hypothesis, derandomized)", "", table(
+                ["kind", "tried", "wrong answers"], [[k, v, fails.get(k, 0)] for k, v in sorted(tried.items())])]
             out += ["", f"server RSS {r.hostile.get('rss_before_mib')} → {r.hostile.get('rss_after_mib')} MiB; "
                         f"valid request afterwards: "
                         + ", ".join(f"{k} {'ok' if v is None else 'FAILED: ' + v}"
@@ -120,10 +105,10 @@ def render_markdown(r: ReliabilityReport) -> str:
                     out += [f"- **{kind}**: {p}" for p in lst[:3]]
                 out += [""]
     if r.memory:
-        out += ["## Server memory", ""] + _table(
+        out += ["## Server memory", "", table(
             ["phase", "start MiB", "end MiB", "peak MiB", "growth %"],
             [[k, m.get("start_mib"), m.get("end_mib"), m.get("peak_mib"), m.get("growth_pct")]
-             for k, m in r.memory.items()]) + [""]
+             for k, m in r.memory.items()]), ""]
     if r.notes:
         out += ["## Notes", ""] + [f"- {n}" for n in r.notes] + [""]
     return "\n".join(out)
