@@ -194,7 +194,7 @@ class WindowPlan:
     stability_pct: float = 10.0
     warmup_s: float = 0.5
     fixed_windows: int | None = None
-    warmup_requests: int = 0  # sent (by the same manager, budgeted) before the warm-up seconds
+    warmup_requests: int = 0  # sent first by the same manager, budgeted (a budgeted point warms up by these only)
 
 
 @dataclass
