@@ -28,13 +28,18 @@ REST_TARGET?=
 MODEL      ?=
 SERVER_LABEL ?= external
 SOAK_SECONDS ?= 600
+P99_MS     ?=
+SEARCH     ?= quick
+TRIALS     ?= 8
+TARGET_RPS ?=
+API        ?= grpc
 
 # TensorFlow's C++ logging is noisy on CPU-only machines; keep warnings and errors.
 export TF_CPP_MIN_LOG_LEVEL ?= 1
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv export verify serve check-deploy bench crosscheck loadtest capacity compare demo reliability test clean
+.PHONY: help venv export verify serve check-deploy bench crosscheck loadtest capacity compare demo tune reliability test clean
 
 help: ## List every target and what it does
 	@echo "tfserve-bench targets (variables in CAPS can be set: make export MODELS=residual_regressor)"
@@ -85,6 +90,11 @@ compare: $(STAMP) ## Compare two result runs: make compare BASE=<run-id|dir> NEW
 
 demo: $(STAMP) ## The main job end to end on the embedded server: export, serve graph & eager, benchmark, tables, plots
 	$(PY) -m benchmarks demo --models-dir $(MODELS_DIR) --results-dir $(RESULTS_DIR)
+
+tune: $(STAMP) ## Server configuration with the highest rate within a p99 budget: make tune MODEL=name P99_MS=20 [SEARCH=quick|recipe|grid TRIALS= TARGET_RPS= API=grpc|rest]
+	@test -n "$(MODEL)" -a -n "$(P99_MS)" || { echo "usage: make tune MODEL=<model> P99_MS=<ms> [SEARCH= TRIALS= TARGET_RPS= API=]"; exit 2; }
+	$(PY) -m benchmarks tune --model $(MODEL) --p99-ms $(P99_MS) --models-dir $(MODELS_DIR) --results-dir $(RESULTS_DIR) \
+	  --search $(SEARCH) --trials $(TRIALS) --api $(API) $(if $(TARGET_RPS),--target-rps $(TARGET_RPS),)
 
 reliability: $(STAMP) ## Rollout, faults, hostile input, kill/restart, overload and a soak (SOAK_SECONDS=600, QUICK=1); prints the table
 	$(PY) -m benchmarks reliability --models-dir $(MODELS_DIR) --results-dir $(RESULTS_DIR) --soak-seconds $(SOAK_SECONDS) $(if $(filter 1,$(QUICK)),--quick,)

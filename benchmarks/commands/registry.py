@@ -59,6 +59,8 @@ COMMANDS = (
             "which way of calling a restored SavedModel signature costs least (batch 1)"),
     Command("inference-cpu", _C + "inference_cpu",
             "server CPU per request of Classify, Regress and MultiInference next to Predict (TF1 half-plus-two)"),
+    Command("tune", _C + "tune",
+            "the server configuration with the highest rate within a p99 budget, confirmed, written out, capacity plan"),
     Command("reliability", "benchmarks.reliability.cli",
             "rollout, broken versions, kill/restart, overload, hostile input, soak"),
 )

@@ -176,6 +176,41 @@ def plot_capacity(rows: list[ResultRow], out: Path) -> Path | None:
     return out
 
 
+def plot_tune_pareto(rows: list[ResultRow], out: Path) -> Path | None:
+    """`tune`: each trial's rate within the budget against its p99 there; the Pareto front (no other trial has
+    both a higher rate and a lower p99), the default and the winner marked, the budget as a line."""
+    trials = [r for r in rows if r.scenario == "tune" and "tune" in r.extra and _ok(r.p99_ms)]
+    if not trials:
+        return None
+    x = [r.extra["tune"]["rate_under_budget"] or r.target_rate for r in trials]
+    met = [bool(r.extra["tune"]["rate_under_budget"]) for r in trials]
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    ax.scatter([v for v, m in zip(x, met) if m], [r.p99_ms for r, m in zip(trials, met) if m], c="tab:blue",
+               label="trial (highest rate within the budget)")
+    ax.scatter([v for v, m in zip(x, met) if not m], [r.p99_ms for r, m in zip(trials, met) if not m], c="tab:gray",
+               marker="x", label="trial over budget (closest probe)")
+    front = sorted((v, r.p99_ms) for v, r, m in zip(x, trials, met) if m and not any(
+        v2 >= v and o.p99_ms <= r.p99_ms and (v2, o.p99_ms) != (v, r.p99_ms) for v2, o, m2 in zip(x, trials, met) if m2))
+    if front:
+        ax.plot(*zip(*front), c="tab:blue", alpha=0.5, label="Pareto front")
+    for r, v in zip(trials, x):
+        win, default = bool(r.extra["tune"].get("winner")), r.mode == "default"
+        if win or default:
+            ax.scatter([v], [r.p99_ms], s=220, facecolors="none", edgecolors="tab:red" if win else "k")
+            ax.annotate(f"winner: {r.mode}" if win else "default", (v, r.p99_ms), textcoords="offset points",
+                        xytext=(8, 8), fontsize=8)
+    ax.axhline(trials[0].extra["tune"]["budget_ms"], c="tab:red", ls="--", lw=1, label="p99 budget")
+    ax.set_xlabel("request rate (req/s, open loop, Poisson)")
+    ax.set_ylabel("p99 latency (ms)")
+    ax.set_title(f"tune {trials[0].model} ({trials[0].kind}, batch {trials[0].batch_size})")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def np_log10(a):
     import numpy as np
 
@@ -187,5 +222,6 @@ def write_plots(rows: list[ResultRow], run_dir: Path) -> list[Path]:
     made = [plot_inprocess(rows, run_dir / "inprocess_modes.png"),
             plot_latency_throughput(rows, run_dir / "latency_vs_throughput.png"),
             plot_spectrum(rows, run_dir / "latency_spectrum.png"),
-            plot_capacity(rows, run_dir / "capacity.png")]
+            plot_capacity(rows, run_dir / "capacity.png"),
+            plot_tune_pareto(rows, run_dir / "tune_pareto.png")]
     return [p for p in made if p is not None]

@@ -173,6 +173,49 @@ def served_table(rows: list[ResultRow]) -> str:
                   "server batch mean"], out)
 
 
+def _tune_rank(r: ResultRow) -> tuple:
+    t = r.extra["tune"]
+    rate = t["rate_under_budget"]
+    return (-(rate if rate is not None else -1), r.p99_ms if r.p99_ms == r.p99_ms else math.inf, t["trial"])
+
+
+def _why_lost(t: dict, r: ResultRow, best: float) -> str:
+    rate = t["rate_under_budget"]
+    if t["status"] == "refused":
+        return f"refused: {t['reason']}"
+    if not rate:
+        return f"nothing within p99 {t['budget_ms']:g} ms (closest {r.target_rate:g}/s, p99 {fmt(r.p99_ms)} ms)"
+    if rate < best:
+        return f"{(1 - rate / best) * 100:.0f} % lower rate" + (" (below --min-rps)" if rate < t["min_rps"] else "")
+    return "same rate, higher p99"
+
+
+def tune_table(rows: list[ResultRow]) -> str:
+    """`tune`'s trials, best first: the rate under the budget, latency and server CPU at it, why each lost."""
+    trials = sorted((r for r in rows if r.scenario == "tune" and "tune" in r.extra), key=_tune_rank)
+    if not trials:
+        return ""
+    best = trials[0].extra["tune"]["rate_under_budget"] or 0
+    out = []
+    for rank, r in enumerate(trials, 1):
+        t = r.extra["tune"]
+        why = "winner" if rank == 1 and best else _why_lost(t, r, best)
+        out.append([rank, t["trial"], r.mode, t["rate_under_budget"], r.p50_ms, r.p99_ms,
+                    r.extra.get("server_cpu_us_per_request"), len(t["probes"]), why])
+    return table(["rank", "trial", "configuration", "req/s within budget", "p50 ms", "p99 ms", "server µs CPU/req",
+                  "probes", "why it lost"], out)
+
+
+def tune_confirm_table(rows: list[ResultRow]) -> str:
+    conf = [r for r in rows if r.scenario == "tune-confirm"]
+    body = table(["pair", "side", "configuration", "rate/s", "answered/s", "p50 ms", "p99 ms"],
+                 [[r.extra["tune_confirm"]["pair"], r.extra["tune_confirm"]["role"], r.mode, r.target_rate,
+                   r.throughput_rps, r.p50_ms, r.p99_ms] for r in conf]) if conf else ""
+    verdict = conf[-1].extra["tune_confirm"].get("verdict", "") if conf else ""
+    plan = next((r.extra["tune"].get("capacity_plan") for r in rows if r.extra.get("tune", {}).get("winner")), "")
+    return "\n\n".join(x for x in (body, verdict, f"Capacity plan: {plan}" if plan else "") if x)
+
+
 def inprocess_table(rows: list[ResultRow]) -> str:
     ip = [r for r in rows if r.kind == "inprocess" and r.scenario == "steady"]
     if not ip:
@@ -191,7 +234,9 @@ def render(run_id: str, environment: dict, rows: list[ResultRow], plots: list[Pa
              f"{' (dirty)' if env.get('git_dirty') else ''}",
              "- versions: " + ", ".join(f"{k} {v}" for k, v in (env.get("versions") or {}).items() if v),
              f"- command: `{env.get('command', '')}`", ""]
-    for title, body in (("In-process: eager vs graph vs XLA (p50, ms)", eager_vs_graph(rows)),
+    for title, body in (("Tuning: trials, best first", tune_table(rows)),
+                        ("Tuning: confirmation and capacity plan", tune_confirm_table(rows)),
+                        ("In-process: eager vs graph vs XLA (p50, ms)", eager_vs_graph(rows)),
                         ("In-process detail", inprocess_table(rows)),
                         ("gRPC vs REST (closed loop)", grpc_vs_rest(rows)),
                         ("Load-generator capacity (against a no-op server)", capacity_table(rows)),

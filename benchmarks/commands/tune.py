@@ -1,0 +1,166 @@
+"""`python -m benchmarks tune` (make tune): the server configuration that serves a model fastest within a p99
+budget, confirmed against the default, written out ready to use, with a capacity plan.
+
+Each trial starts the server in one configuration (benchmarks/tune/launchers.py), finds the highest
+open-loop (Poisson) rate whose p99 stays within --p99-ms (benchmarks/tune/rate_search.py) and records one
+row; the search (benchmarks/tune/space.py) picks the next configuration. Then the winner and the default are
+re-measured in interleaved pairs and compared with `compare`'s bootstrap, and <run>/best/ gets the files.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from pathlib import Path
+
+from benchmarks.commands.common import (DEFAULT_GRPC_TARGET, DEFAULT_MODELS, DEFAULT_REST_TARGET, add_run_args,
+                                        finish_run, open_run)
+from benchmarks.load.managers import OpenLoop, WindowPlan, run_point
+from benchmarks.results.profiler import profile
+from benchmarks.tune.launchers import Endpoint, Launcher, docker_answers, make_launcher
+from benchmarks.tune.outputs import CapacityPlan, write_best
+from benchmarks.tune.rate_search import RatePlan
+from benchmarks.tune.space import DEFAULT, SEARCHES, TrialConfig, make_search
+from benchmarks.tune.tuner import (TUNE, Confirmation, Prober, Trial, TuneSettings, challenger, confirm, ranked,
+                                   run_trials)
+
+MAX_IN_FLIGHT = 256  # open-loop cap: sends beyond it are skipped and fail the probe
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d, r = TuneSettings, RatePlan
+    p.add_argument("--model", required=True, help="model name under --models-dir (and on the server)")
+    p.add_argument("--p99-ms", type=float, required=True, help="latency budget: p99 in ms at the rate found")
+    p.add_argument("--min-rps", type=float, default=0.0, help="a configuration must reach this rate to qualify")
+    p.add_argument("--api", choices=("grpc", "rest"), default="grpc")
+    p.add_argument("--request-batch", type=int, default=1, help="rows per request (default 1)")
+    p.add_argument("--trials", type=int, default=d.trials, help=f"at most this many configurations (default {d.trials})")
+    p.add_argument("--search", choices=SEARCHES, default="quick",
+                   help="recipe: TF Serving's batching guide; quick (default): hill climbing from it; grid: all listed")
+    p.add_argument("--target-rps", type=float, default=0.0, help="plan replicas and HPA bounds for this rate")
+    p.add_argument("--server", choices=("auto", "embedded", "tfserving", "manual"), default="embedded",
+                   help="who runs each trial: embedded (default), tfserving (Docker), auto (tfserving where Docker "
+                        "answers), manual (prints each configuration and waits for Enter)")
+    p.add_argument("--grpc-target", default=DEFAULT_GRPC_TARGET, help="with --server manual")
+    p.add_argument("--rest-target", default=DEFAULT_REST_TARGET, help="with --server manual")
+    p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS)
+    p.add_argument("--start-rps", type=float, default=r.start_rps, help="first rate of the first trial's search")
+    p.add_argument("--resolution-pct", type=float, default=r.resolution_pct,
+                   help=f"rate search stops when pass and fail are this close (default {r.resolution_pct:g} %%)")
+    p.add_argument("--max-probes", type=int, default=r.max_probes, help="rate-search probes per trial")
+    p.add_argument("--window-s", type=float, default=1.0, help="probe window (3 windows per probe)")
+    p.add_argument("--pairs", type=int, default=d.pairs, help="confirmation: interleaved pairs (0 = skip)")
+    add_run_args(p)
+
+
+def _model_info(args):
+    from benchmarks.clients.payloads import discover_models
+
+    infos = {i.name: i for i in discover_models(args.models_dir)}
+    if args.server != "manual" and args.model not in infos:
+        raise SystemExit(f"error: no model {args.model!r} under {args.models_dir} "
+                         f"(have: {', '.join(sorted(infos)) or 'none'}; export it first: make export)")
+    info = infos.get(args.model)
+    return info.n_features if info is not None and info.signatures else 0  # 0: ask the server's signature
+
+
+def make_prober(args, n_features: int) -> Prober:
+    """One Poisson open-loop point at `rate` against the trial's server -> its profiled row."""
+    from benchmarks.clients.inputs import InputOptions
+    from benchmarks.clients.model_requests import payload_factory
+    from benchmarks.clients.transports import client_name, make_transport
+
+    payloads: dict = {}
+    plan = WindowPlan(window_s=args.window_s, fixed_windows=3, warmup_s=0.5)
+    timeout_s = max(5.0, 20 * args.p99_ms / 1000)
+
+    def probe(endpoint: Endpoint, config: TrialConfig, rate: float):
+        target = endpoint.grpc_target if args.api == "grpc" else endpoint.rest_target
+        if "p" not in payloads:  # built once, from the first server (a model without manifest: its signature)
+            payloads["p"] = payload_factory(args.api, target, args.model, n_features, InputOptions())(args.request_batch)
+        p = payloads["p"]
+        point = run_point(lambda: make_transport(args.api, target, p.rest_path, concurrency=MAX_IN_FLIGHT,
+                                                 timeout_s=timeout_s, grpc_method=p.grpc_method),
+                          [p.grpc_bytes if args.api == "grpc" else p.rest_body],
+                          OpenLoop(rate, "poisson", max_in_flight=MAX_IN_FLIGHT), plan,
+                          server_pids=endpoint.pids, metrics_url=endpoint.metrics_url, model=args.model)
+        return profile(point, kind=args.api, model=args.model, mode=config.label(), batch_size=args.request_batch,
+                       scenario=TUNE, server=endpoint.server, target=target, client=client_name(args.api))
+
+    return probe
+
+
+def _launcher(args) -> Launcher:
+    kind = args.server
+    if kind == "auto":
+        kind = "tfserving" if docker_answers() else "embedded"
+        print(f">> server: {kind} ({'Docker answers' if kind == 'tfserving' else 'no Docker engine answers'})")
+    return make_launcher(kind, args.models_dir, args.model, args.grpc_target, args.rest_target)
+
+
+def conclusion(conf: Confirmation, winner: Trial, other: Trial, s: TuneSettings) -> str:
+    n = len(conf.winner)
+    name = "the default" if other.config == DEFAULT else f"the runner-up ({other.config.label()})"
+    measured = (f"at {conf.rate:g} req/s in {n} interleaved pairs: p99 within {s.budget_ms:g} ms for the winner "
+                f"in {conf.within(conf.winner, s.budget_ms)}/{n}, for {name} in {conf.within(conf.other, s.budget_ms)}/{n}; "
+                f"winner's median latency vs {name}: {conf.change_pct:+.1f} % (95 % CI {conf.ci_pct[0]:+.1f} .. "
+                f"{conf.ci_pct[1]:+.1f} %, {conf.verdict})")
+    holds = conf.within(conf.winner, s.budget_ms) == n and conf.verdict in ("improvement", "faster (within threshold)")
+    verdict = "significant" if holds else "not significant (the measurements do not separate them)"
+    if other.config == DEFAULT:
+        gain = f"{winner.score / other.score - 1:+.0%}" if other.score > 0 else "from nothing within the budget"
+        return f"gain over the default: {gain} in rate under the budget ({winner.score:g} vs {max(other.score, 0):g} req/s), {verdict}; {measured}"
+    return f"the default is already best ({winner.score:g} req/s), {verdict}; {measured}"
+
+
+def _confirm_and_write(trials: list[Trial], launcher: Launcher, probe: Prober, s: TuneSettings, w, args) -> str:
+    best = ranked(trials)[0]
+    lines = []
+    if best.score <= 0:
+        closest = best.shown
+        return (f"no configuration meets p99 <= {s.budget_ms:g} ms at any rate tried; closest: {best.config.label()} "
+                f"at {closest.rate:g}/s ({closest.why_not})" if closest else "no configuration started")
+    if best.score < s.min_rps:
+        lines.append(f"no configuration reaches --min-rps {s.min_rps:g} within the budget (best {best.score:g} req/s)")
+    other = challenger(trials)
+    if other is not None and s.pairs > 0:
+        conf = confirm(best, other, launcher, probe, s, w)
+        if conf is not None:
+            lines.append(conclusion(conf, best, other, s))
+            for row in conf.winner + conf.other:
+                row.extra["tune_confirm"]["verdict"] = lines[-1]
+    plan = CapacityPlan(args.target_rps, best.score) if args.target_rps > 0 else None
+    winner_row = next(r for r in w.rows if r.scenario == TUNE and r.extra["tune"]["trial"] == best.index)
+    winner_row.extra["tune"].update(winner=True, capacity_plan=plan.text() if plan else "")
+    files = write_best(w.run_dir, best.config, plan)
+    lines += [plan.text() if plan else "capacity plan: give --target-rps", "best files: " + ", ".join(
+        str(f.relative_to(w.run_dir)) for f in files)]
+    w.flush()
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.p99_ms <= 0 or args.request_batch < 1 or args.trials < 1:
+        raise SystemExit("error: --p99-ms must be > 0, --request-batch and --trials >= 1")
+    n_features = _model_info(args)
+    launcher = _launcher(args)
+    w = open_run(args, "tune", server_kind=launcher.name, server_mode=args.search)
+    cores = len(os.sched_getaffinity(0))
+    s = TuneSettings(args.model, args.api, args.request_batch, args.p99_ms, args.min_rps, args.trials,
+                     dataclasses.replace(RatePlan(), start_rps=args.start_rps, resolution_pct=args.resolution_pct,
+                                         max_probes=args.max_probes), args.pairs)
+    search = make_search(args.search, cores, args.api, launcher.settings,
+                         "gpu" if w.environment.gpus else "cpu")
+    probe = make_prober(args, n_features)
+    trials = run_trials(search, launcher, probe, s, w)
+    try:
+        summary = _confirm_and_write(trials, launcher, probe, s, w, args) if trials else "no trial finished"
+    except KeyboardInterrupt:  # the trials are written; the report still gets made
+        launcher.stop()
+        summary = "interrupted during the confirmation: trials kept, no best/ files"
+    report = finish_run(w)
+    from benchmarks.results.report import tune_table
+
+    print("\n## Trials, best first\n" + tune_table(w.rows) + "\n\n" + summary + f"\n>> report: {report}")
+    best = ranked(trials)[0] if trials else None
+    return 0 if best is not None and best.score > 0 and best.score >= s.min_rps else 1

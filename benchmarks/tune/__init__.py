@@ -1,0 +1,1 @@
+"""`python -m benchmarks tune`: search space, rate search, launchers, the tuning loop and its output files."""

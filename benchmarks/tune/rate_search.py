@@ -1,0 +1,109 @@
+"""The highest open-loop request rate whose p99 stays within a latency budget (a trial's figure).
+
+perf_analyzer's `--binary-search --latency-threshold` is the model: bracket by doubling the rate from a
+start while probes pass (halving while they fail), then bisect between the highest passing and the lowest
+failing rate until they are within `resolution_pct` of each other. Every probe is one measured point (the
+caller's `measure(rate) -> ResultRow`). Stop rules: the resolution is reached, `max_probes` are spent, the
+rate falls below `floor_rps` with nothing passing, or passes at `ceiling_rps`.
+
+A probe passes when its p99 is within the budget AND the server kept up: no failed requests, no sends
+skipped at the in-flight cap, and no shortfall of answers below `keep_up` of the asked rate beyond what
+Poisson arrivals explain (3 sigma). An open-loop point counts latency from the intended send time, so a
+backlog already shows in p99; this catches the rest.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+from benchmarks.results.schema import ResultRow
+
+
+@dataclass(frozen=True)
+class RatePlan:
+    start_rps: float = 100.0
+    resolution_pct: float = 10.0
+    max_probes: int = 7
+    floor_rps: float = 1.0
+    ceiling_rps: float = 100_000.0
+    keep_up: float = 0.9
+
+
+@dataclass
+class Probe:
+    rate: float
+    row: ResultRow
+    why_not: str  # "" when it passed, else what failed (p99 over budget, errors, ...)
+
+    @property
+    def ok(self) -> bool:
+        return not self.why_not
+
+
+@dataclass
+class RateResult:
+    budget_ms: float
+    probes: list[Probe] = field(default_factory=list)
+
+    @property
+    def best(self) -> Probe | None:
+        """The highest passing probe: the figure."""
+        passed = [p for p in self.probes if p.ok]
+        return max(passed, key=lambda p: p.rate) if passed else None
+
+    @property
+    def closest(self) -> Probe | None:
+        """With nothing passing: the probe with the lowest p99 (what came nearest the budget)."""
+        return min(self.probes, key=lambda p: (p.row.p99_ms != p.row.p99_ms, p.row.p99_ms), default=None)
+
+    @property
+    def rate(self) -> float:
+        return self.best.rate if self.best else 0.0
+
+
+def why_not(row: ResultRow, rate: float, budget_ms: float, keep_up: float = RatePlan.keep_up) -> str:
+    reasons = []
+    if not row.p99_ms <= budget_ms:  # NaN (nothing answered) fails too
+        reasons.append(f"p99 {row.p99_ms:.1f} ms > {budget_ms:g} ms")
+    if row.errors:
+        reasons.append(f"{row.errors} errors {row.errors_by_code}")
+    dropped = row.extra.get("dropped_open_loop", 0)
+    if dropped:
+        reasons.append(f"{dropped} sends skipped at the in-flight cap")
+    expected = rate * row.duration_s if row.duration_s == row.duration_s else 0.0
+    # Poisson arrivals: the count in a span varies by sqrt(expected); only a shortfall beyond 3 sigma is real
+    if expected and row.n < min(keep_up * expected, expected - 3 * math.sqrt(expected)):
+        reasons.append(f"answered {row.throughput_rps:.0f}/s of {rate:g}/s")
+    return "; ".join(reasons)
+
+
+def _next_rate(lo: float | None, hi: float | None, plan: RatePlan) -> float | None:
+    """lo: highest passing rate, hi: lowest failing one; None when a stop rule holds."""
+    if hi is None:
+        return None if lo >= plan.ceiling_rps else min(2 * lo, plan.ceiling_rps)
+    if lo is None:
+        return None if hi / 2 < plan.floor_rps else hi / 2
+    if (hi - lo) / lo * 100 <= plan.resolution_pct:
+        return None
+    return round((lo + hi) / 2, 1)
+
+
+def search_rate(measure: Callable[[float], ResultRow], budget_ms: float, plan: RatePlan = RatePlan(),
+                on_probe: Callable[[Probe], None] | None = None) -> RateResult:
+    result = RateResult(budget_ms)
+    lo: float | None = None
+    hi: float | None = None
+    rate: float | None = plan.start_rps
+    while rate is not None and len(result.probes) < plan.max_probes:
+        row = measure(rate)
+        probe = Probe(rate, row, why_not(row, rate, budget_ms, plan.keep_up))
+        result.probes.append(probe)
+        if on_probe:
+            on_probe(probe)
+        if probe.ok:
+            lo = rate if lo is None else max(lo, rate)
+        else:
+            hi = rate if hi is None else min(hi, rate)
+        rate = _next_rate(lo, hi, plan)
+    return result

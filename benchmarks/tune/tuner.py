@@ -1,0 +1,192 @@
+"""The tuning loop: trial after trial, each a server started in one configuration and a rate search against
+it; then the winner and its challenger (the default, or the runner-up when the default won) re-measured
+interleaved and compared with `compare`'s bootstrap.
+
+Every trial becomes one result row (scenario "tune", mode = the configuration's label) appended as soon as it
+is done, so Ctrl-C keeps what was finished; a refused trial's row carries the reason and no latencies.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from benchmarks.measure.histogram import LatencyHistogram
+from benchmarks.results.compare import compare_samples
+from benchmarks.results.schema import ResultRow, ResultWriter
+from benchmarks.tune.launchers import Endpoint, Launcher, TrialRefused
+from benchmarks.tune.rate_search import Probe, RatePlan, RateResult, search_rate
+from benchmarks.tune.space import DEFAULT, Search, TrialConfig
+
+TUNE, CONFIRM = "tune", "tune-confirm"
+Prober = Callable[[Endpoint, TrialConfig, float], ResultRow]  # one measured open-loop point at a rate
+
+
+@dataclass
+class TuneSettings:
+    model: str
+    api: str
+    request_batch: int
+    budget_ms: float
+    min_rps: float = 0.0
+    trials: int = 8
+    rate: RatePlan = field(default_factory=RatePlan)
+    pairs: int = 3  # confirmation: interleaved winner/challenger pairs
+
+
+@dataclass
+class Trial:
+    index: int
+    config: TrialConfig
+    result: RateResult | None  # None: refused
+    refused: str = ""
+
+    @property
+    def score(self) -> float:
+        """The rate under the budget; -1 for a refused trial (below any measured one)."""
+        return -1.0 if self.result is None else self.result.rate
+
+    @property
+    def shown(self) -> Probe | None:
+        """The probe the trial's row shows: the best passing one, else the closest."""
+        return None if self.result is None else (self.result.best or self.result.closest)
+
+
+def trial_row(trial: Trial, s: TuneSettings) -> ResultRow:
+    probes = trial.result.probes if trial.result else []
+    status = "refused" if trial.result is None else ("ok" if trial.result.best else "over budget")
+    info = {"trial": trial.index, "config": asdict(trial.config), "status": status, "reason": trial.refused,
+            "budget_ms": s.budget_ms, "min_rps": s.min_rps, "rate_under_budget": trial.score if trial.result else None,
+            "probes": [{"rate": p.rate, "p50_ms": p.row.p50_ms, "p99_ms": p.row.p99_ms,
+                        "achieved": p.row.throughput_rps, "why_not": p.why_not} for p in probes]}
+    shown = trial.shown
+    if shown is None:
+        return ResultRow(kind=s.api, model=s.model, mode=trial.config.label(), batch_size=s.request_batch,
+                         scenario=TUNE, warnings=[trial.refused], extra={"tune": info})
+    row = shown.row
+    row.mode, row.scenario, row.target_rate = trial.config.label(), TUNE, shown.rate
+    row.extra["tune"] = info
+    if not shown.ok:
+        row.warnings.insert(0, f"no rate tried meets the budget; closest: {shown.rate:g}/s ({shown.why_not})")
+    return row
+
+
+def run_trial(index: int, config: TrialConfig, launcher: Launcher, probe: Prober, s: TuneSettings,
+              run_dir: Path, start_rps: float) -> Trial:
+    try:
+        endpoint = launcher.start(config, run_dir / f"trial-{index:02d}")
+    except TrialRefused as exc:
+        return Trial(index, config, None, str(exc))
+    try:
+        plan = RatePlan(**{**asdict(s.rate), "start_rps": start_rps})
+        return Trial(index, config, search_rate(lambda rate: probe(endpoint, config, rate), s.budget_ms, plan))
+    finally:
+        launcher.stop()
+
+
+def progress_line(trial: Trial, total: int | None, best: Trial) -> str:
+    of = f"/{total}" if total else ""
+    if trial.result is None:
+        figure = f"refused: {trial.refused}"
+    elif trial.result.best:
+        b = trial.result.best
+        figure = f"{b.rate:g} req/s within budget (p50 {b.row.p50_ms:.2f} ms, p99 {b.row.p99_ms:.2f} ms)"
+    else:
+        figure = f"nothing within budget (closest {trial.shown.rate:g}/s: {trial.shown.why_not})"
+    return (f"[tune] trial {trial.index}{of} {trial.config.label()}: {figure} | best so far: "
+            f"{best.config.label()} {max(best.score, 0):g} req/s")
+
+
+def run_trials(search: Search, launcher: Launcher, probe: Prober, s: TuneSettings, writer: ResultWriter,
+               out: Callable[[str], None] = print) -> list[Trial]:
+    """Trials until the search is done or s.trials ran; Ctrl-C stops here and keeps the finished ones."""
+    trials: list[Trial] = []
+    size = getattr(search, "size", None)
+    total = min(s.trials, size) if size else s.trials
+    try:
+        while len(trials) < s.trials:
+            config = search([(t.config, t.score) for t in trials])
+            if config is None:
+                break
+            best = ranked(trials)[0] if trials else None
+            start = best.score if best is not None and best.score > 0 else s.rate.start_rps
+            trial = run_trial(len(trials) + 1, config, launcher, probe, s, writer.run_dir, start)
+            trials.append(trial)
+            writer.append(trial_row(trial, s))
+            out(progress_line(trial, total, ranked(trials)[0]))
+    except KeyboardInterrupt:
+        launcher.stop()
+        out(f"[tune] interrupted: keeping the {len(trials)} finished trial(s)")
+    return trials
+
+
+def ranked(trials: list[Trial]) -> list[Trial]:
+    """Best first: highest rate under the budget, then lowest p99 at it, then the earlier trial."""
+    def key(t: Trial):
+        p99 = t.shown.row.p99_ms if t.shown and not math.isnan(t.shown.row.p99_ms) else math.inf
+        return (-t.score, p99, t.index)
+
+    return sorted(trials, key=key)
+
+
+def challenger(trials: list[Trial]) -> Trial | None:
+    """Who the winner is confirmed against: the default, or the runner-up when the default won."""
+    order = [t for t in ranked(trials) if t.result is not None]
+    if len(order) < 2:
+        return None
+    default = next((t for t in order if t.config == DEFAULT), None)
+    return order[1] if default is None or default is order[0] else default
+
+
+@dataclass
+class Confirmation:
+    rate: float
+    winner: list[ResultRow]
+    other: list[ResultRow]
+    verdict: str  # compare's verdict of the winner's median latency against the other's
+    change_pct: float
+    ci_pct: tuple[float, float]
+
+    def within(self, rows: list[ResultRow], budget_ms: float) -> int:
+        return sum(1 for r in rows if r.p99_ms <= budget_ms)
+
+
+def _samples(rows: list[ResultRow]) -> np.ndarray:
+    merged = LatencyHistogram()
+    for r in rows:
+        if r.histogram:
+            merged.merge(r.histogram_obj())
+    return merged.samples_ms(4000) if merged.count else np.array([])
+
+
+def confirm(winner: Trial, other: Trial, launcher: Launcher, probe: Prober, s: TuneSettings, writer: ResultWriter,
+            out: Callable[[str], None] = print) -> Confirmation | None:
+    """s.pairs interleaved pairs at the winner's rate (order alternating, so a drifting machine does not favour
+    one side), each side on a freshly started server; None when a server did not start."""
+    rate = winner.score if winner.score > 0 else winner.shown.rate
+    sides: dict[str, list[ResultRow]] = {"winner": [], "other": []}
+    for pair in range(s.pairs):
+        order = (("winner", winner), ("other", other)) if pair % 2 == 0 else (("other", other), ("winner", winner))
+        for role, trial in order:
+            try:
+                endpoint = launcher.start(trial.config, writer.run_dir / f"confirm-{pair + 1}-{role}")
+            except TrialRefused as exc:
+                out(f"[tune] confirmation stopped: {trial.config.label()} refused: {exc}")
+                return None
+            try:
+                row = probe(endpoint, trial.config, rate)
+            finally:
+                launcher.stop()
+            row.mode, row.scenario, row.target_rate = trial.config.label(), CONFIRM, rate
+            row.extra["tune_confirm"] = {"pair": pair + 1, "role": role}
+            sides[role].append(writer.append(row))
+            out(f"[tune] confirm pair {pair + 1} {role} {trial.config.label()}: p50 {row.p50_ms:.2f} ms, "
+                f"p99 {row.p99_ms:.2f} ms at {rate:g}/s")
+    base, new = _samples(sides["other"]), _samples(sides["winner"])
+    if base.size < 20 or new.size < 20:
+        return Confirmation(rate, sides["winner"], sides["other"], "n/a (too few samples)", math.nan, (math.nan,) * 2)
+    verdict, point, lo, hi = compare_samples(base, new)
+    return Confirmation(rate, sides["winner"], sides["other"], verdict, point * 100, (lo * 100, hi * 100))

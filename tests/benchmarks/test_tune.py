@@ -1,0 +1,306 @@
+"""`tune`: the rate search and the configuration searches against a fake launcher and fake measurements (exact),
+the files it writes, and one real two-trial tune against the embedded server."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.measure.histogram import LatencyHistogram
+from benchmarks.results.report import tune_table
+from benchmarks.results.schema import Environment, ResultRow, ResultWriter, load_run
+from benchmarks.tune.launchers import Endpoint, ManualLauncher, TfServingLauncher, TrialRefused
+from benchmarks.tune.outputs import CapacityPlan, deployment_text, hpa_text, write_best
+from benchmarks.tune.rate_search import RatePlan, search_rate, why_not
+from benchmarks.tune.space import DEFAULT, TrialConfig, hill_climb, make_search, recipe, steps
+from benchmarks.tune.tuner import TuneSettings, challenger, confirm, ranked, run_trials
+from serving.tfserving_config import parse_batching_parameters
+
+DURATION_S = 3.0
+
+
+def fake_row(rate: float, p99_ms: float, *, answered: float | None = None, errors: int = 0) -> ResultRow:
+    """A probe's row: `answered` req/s over DURATION_S, every latency p99_ms / 2 except the top 2 % at p99_ms."""
+    n = int((rate if answered is None else answered) * DURATION_S)
+    top = n // 50 + 1
+    hist = LatencyHistogram.from_samples_ms([p99_ms / 2] * (n - top) + [p99_ms] * top)
+    row = ResultRow.from_histogram(hist, duration_s=DURATION_S, errors=errors, kind="grpc", model="m", mode="x",
+                                   batch_size=1, scenario="tune", target_rate=rate)
+    row.throughput_rps = n / DURATION_S
+    return row
+
+
+def cliff(capacity: float, low_ms: float = 5.0, high_ms: float = 80.0):
+    """A server whose p99 is low up to `capacity` req/s and high beyond."""
+    return lambda rate: fake_row(rate, low_ms if rate <= capacity else high_ms)
+
+
+# ------------------------------------------------------------------------------------------- rate search
+def test_rate_search_brackets_by_doubling_then_bisects_to_the_resolution():
+    rates = []
+    result = search_rate(lambda r: rates.append(r) or cliff(430)(r), 20.0,
+                         RatePlan(start_rps=100, resolution_pct=10, max_probes=12))
+    assert rates == [100, 200, 400, 800, 600, 500, 450, 425]  # 425..450 is within 10 %
+    assert result.rate == 425 and result.best.row.p99_ms <= 20
+
+
+def test_rate_search_stops_at_the_probe_cap():
+    result = search_rate(cliff(430), 20.0, RatePlan(start_rps=100, max_probes=5))
+    assert [p.rate for p in result.probes] == [100, 200, 400, 800, 600] and result.rate == 400
+
+
+def test_rate_search_halves_below_a_failing_start_and_reports_the_closest_when_nothing_passes():
+    p99 = {100: 90.0, 50: 40.0, 25: 30.0}
+    result = search_rate(lambda r: fake_row(r, p99[r]), 20.0, RatePlan(start_rps=100, floor_rps=20, max_probes=10))
+    assert [p.rate for p in result.probes] == [100, 50, 25]  # 12.5 is under the floor
+    assert result.best is None and result.rate == 0 and result.closest.rate == 25
+
+
+def test_rate_search_stops_at_the_ceiling():
+    result = search_rate(cliff(1e9), 20.0, RatePlan(start_rps=100, ceiling_rps=400, max_probes=10))
+    assert [p.rate for p in result.probes] == [100, 200, 400]
+
+
+def test_a_probe_fails_on_errors_skipped_sends_and_a_shortfall_beyond_poisson_noise():
+    assert why_not(fake_row(100, 10), 100, 20) == ""
+    assert "p99" in why_not(fake_row(100, 30), 100, 20)
+    assert "errors" in why_not(fake_row(100, 10, errors=3), 100, 20)
+    dropped = fake_row(100, 10)
+    dropped.extra["dropped_open_loop"] = 7
+    assert "skipped" in why_not(dropped, 100, 20)
+    assert why_not(fake_row(100, 10, answered=88), 100, 20) == ""  # 264 of 300: within 3 sigma
+    assert "answered" in why_not(fake_row(100, 10, answered=60), 100, 20)
+
+
+# ------------------------------------------------------------------------------------------- search space
+def test_recipe_is_the_default_then_tf_servings_cpu_guide():
+    configs = recipe(cores=2)
+    assert configs[0] == DEFAULT and all(c.batching for c in configs[1:])
+    assert configs[1].num_batch_threads == 2 == configs[1].max_enqueued_batches
+    assert [c.batch_timeout_micros for c in configs[1:]] == [0, 1_000, 5_000]
+    parse_batching_parameters(configs[1].batching_text())  # a valid text proto
+
+
+def test_configurations_normalise_and_spell_tf_serving_flags():
+    assert TrialConfig(batching=False, max_batch_size=7).normalized() == DEFAULT
+    c = TrialConfig(batching=True, intra_op=1, rest_api_num_threads=8, max_concurrent_executions=2)
+    assert c.server_flags("/b.txt") == ["--enable_batching", "--batching_parameters_file=/b.txt",
+                                        "--tensorflow_intra_op_parallelism=1", "--rest_api_num_threads=8"]
+    assert c.embedded_flags() == ["--max-concurrent-executions=2"]
+    assert DEFAULT.label() == "default" and DEFAULT.server_flags("x") == []
+
+
+def test_hill_climb_expands_the_best_and_never_repeats():
+    space = {"intra_op": [None, 1, 2], "batching": [False, True]}
+    search = hill_climb([DEFAULT], space)
+    scores = {DEFAULT: 100.0, TrialConfig(intra_op=1): 150.0, TrialConfig(batching=True): 90.0,
+              TrialConfig(intra_op=2): 120.0, TrialConfig(intra_op=1, batching=True): 140.0}
+    done, order = [], []
+    while (c := search(done)) is not None:
+        order.append(c)
+        done.append((c, scores[c]))
+    # intra_op=1 beats the default, so its neighbours come next; batching on the default is never tried
+    assert order == [DEFAULT, TrialConfig(intra_op=1), TrialConfig(intra_op=2), TrialConfig(intra_op=1, batching=True)]
+
+
+def test_the_three_searches_only_use_the_launchers_settings():
+    tf_only = ("batching", "batch_timeout_micros", "intra_op")
+    grid = make_search("grid", 2, "grpc", tf_only)
+    assert grid.size == 6  # 2 x 2 x 2, less the 2 timeouts that mean nothing with batching off
+    assert make_search("recipe", 2, "grpc", tf_only).size == 4
+    assert "rest_api_num_threads" in steps(2, "rest") and "rest_api_num_threads" not in steps(2, "grpc")
+    with pytest.raises(ValueError):
+        make_search("annealing", 2, "grpc", tf_only)
+
+
+# ------------------------------------------------------------------------------------------- the tuning loop
+class FakeLauncher:
+    """Capacity per configuration; configurations in `refuse` do not start."""
+    name, settings = "fake", ("batching", "batch_timeout_micros", "intra_op")
+
+    def __init__(self, capacity, refuse=()):
+        self.capacity, self.refuse, self.started, self.running = capacity, refuse, [], None
+
+    def start(self, config, trial_dir):
+        if config in self.refuse:
+            raise TrialRefused("server did not start: invalid batching parameters")
+        self.started.append(config)
+        self.running = config
+        return Endpoint("127.0.0.1:1", "127.0.0.1:2", "fake")
+
+    def stop(self):
+        self.running = None
+
+
+def fake_prober(capacity, calls=None):
+    def probe(endpoint, config, rate):
+        if calls is not None:
+            calls.append((config, rate))
+        return cliff(capacity(config))(rate)
+    return probe
+
+
+def writer(tmp_path: Path) -> ResultWriter:
+    return ResultWriter(tmp_path / "run", Environment())
+
+
+SETTINGS = TuneSettings("m", "grpc", 1, budget_ms=20.0, trials=8, rate=RatePlan(start_rps=100, max_probes=8))
+
+
+def test_recipe_trials_find_the_fastest_record_a_refused_one_and_write_a_row_each(tmp_path):
+    caps = {DEFAULT: 300.0, recipe(2)[1]: 700.0, recipe(2)[2]: 500.0}
+    launcher = FakeLauncher(caps, refuse={recipe(2)[3]})
+    w, lines = writer(tmp_path), []
+    trials = run_trials(make_search("recipe", 2, "grpc", launcher.settings), launcher,
+                        fake_prober(lambda c: caps[c]), SETTINGS, w, lines.append)
+    assert [t.config for t in trials] == recipe(2)
+    best = ranked(trials)[0]
+    assert best.config == recipe(2)[1] and 600 <= best.score <= 700
+    assert trials[3].result is None and "invalid batching" in trials[3].refused
+    rows = load_run(w.run_dir).rows
+    assert len(rows) == 4 and rows[3].extra["tune"]["status"] == "refused" and rows[3].n == 0
+    assert lines[0].startswith("[tune] trial 1/4 default:") and "best so far" in lines[0]
+    assert "refused" in lines[3]
+    table = tune_table(rows)
+    assert "winner" in table and "refused: server did not start" in table and "% lower rate" in table
+
+
+def test_later_trials_start_their_rate_search_at_the_best_so_far(tmp_path):
+    calls = []
+    caps = {DEFAULT: 300.0, recipe(2)[1]: 700.0}
+    search = make_search("recipe", 2, "grpc", FakeLauncher.settings)
+    run_trials(search, FakeLauncher(caps), fake_prober(lambda c: caps.get(c, 100.0), calls),
+               TuneSettings("m", "grpc", 1, 20.0, trials=2, rate=RatePlan(start_rps=100, max_probes=8)),
+               writer(tmp_path), lambda _: None)
+    second = [rate for c, rate in calls if c == recipe(2)[1]]
+    first_best = max(rate for c, rate in calls if c == DEFAULT and rate <= 300)
+    assert second[0] == first_best
+
+
+def test_ctrl_c_keeps_the_finished_trials(tmp_path):
+    caps = {DEFAULT: 300.0, recipe(2)[1]: 700.0}
+
+    def probe(endpoint, config, rate):
+        if config == recipe(2)[2]:
+            raise KeyboardInterrupt
+        return cliff(caps[config])(rate)
+
+    launcher, w, lines = FakeLauncher(caps), writer(tmp_path), []
+    trials = run_trials(make_search("recipe", 2, "grpc", launcher.settings), launcher, probe, SETTINGS, w, lines.append)
+    assert len(trials) == 2 and len(load_run(w.run_dir).rows) == 2
+    assert launcher.running is None and "interrupted" in lines[-1]
+
+
+def test_a_budget_nothing_meets_ranks_by_the_closest(tmp_path):
+    caps = {DEFAULT: 0.5, recipe(2)[1]: 0.5}
+    trials = run_trials(make_search("recipe", 2, "grpc", FakeLauncher.settings), FakeLauncher(caps),
+                        fake_prober(lambda c: caps.get(c, 0.5)),
+                        TuneSettings("m", "grpc", 1, 20.0, trials=2, rate=RatePlan(max_probes=3)),
+                        writer(tmp_path), lambda _: None)
+    assert all(t.score == 0 and t.shown is not None and not t.shown.ok for t in trials)
+
+
+def test_challenger_is_the_default_or_the_runner_up_when_the_default_won(tmp_path):
+    caps = {DEFAULT: 300.0, recipe(2)[1]: 700.0, recipe(2)[2]: 500.0, recipe(2)[3]: 200.0}
+    trials = run_trials(make_search("recipe", 2, "grpc", FakeLauncher.settings), FakeLauncher(caps),
+                        fake_prober(caps.get), SETTINGS, writer(tmp_path), lambda _: None)
+    assert challenger(trials).config == DEFAULT
+    caps[DEFAULT] = 900.0
+    trials = run_trials(make_search("recipe", 2, "grpc", FakeLauncher.settings), FakeLauncher(caps),
+                        fake_prober(caps.get), SETTINGS, writer(tmp_path / "b"), lambda _: None)
+    assert ranked(trials)[0].config == DEFAULT and challenger(trials).config == recipe(2)[1]
+
+
+def test_confirmation_interleaves_pairs_and_uses_the_bootstrap(tmp_path):
+    caps = {DEFAULT: 300.0, recipe(2)[1]: 700.0}
+    launcher = FakeLauncher(caps)
+    w = writer(tmp_path)
+    trials = run_trials(make_search("recipe", 2, "grpc", launcher.settings), launcher,
+                        fake_prober(caps.get), TuneSettings("m", "grpc", 1, 20.0, trials=2), w, lambda _: None)
+    launcher.started.clear()
+    best, other = ranked(trials)[0], challenger(trials)
+    conf = confirm(best, other, launcher, fake_prober(caps.get), SETTINGS, w, lambda _: None)
+    assert launcher.started == [best.config, other.config, other.config, best.config, best.config, other.config]
+    assert conf.rate == best.score and conf.within(conf.winner, 20) == 3 and conf.within(conf.other, 20) == 0
+    assert conf.verdict == "improvement" and conf.change_pct < -50
+    assert sum(r.scenario == "tune-confirm" for r in load_run(w.run_dir).rows) == 6
+
+
+# ------------------------------------------------------------------------------------------- outputs
+def test_capacity_plan_runs_each_replica_at_70_percent():
+    plan = CapacityPlan(target_rps=1000, per_replica_rps=300)
+    assert plan.replicas == 5 and plan.max_replicas == 10  # 1000 / 210 -> 5
+    assert CapacityPlan(10, 300).replicas == 1
+
+
+def test_best_files_are_valid_and_the_k8s_copies_carry_the_plan(tmp_path):
+    config = TrialConfig(batching=True, num_batch_threads=2, max_enqueued_batches=2, intra_op=1, mode="xla")
+    files = {p.name: p for p in write_best(tmp_path, config, CapacityPlan(1000, 300))}
+    assert set(files) == {"batching_parameters.txt", "flags.txt", "deployment.yaml", "hpa.yaml", "capacity.md"}
+    parse_batching_parameters(files["batching_parameters.txt"])
+    flags = files["flags.txt"].read_text()
+    assert "--tensorflow_intra_op_parallelism=1" in flags and "--xla_cpu_compilation_enabled=true" in flags
+    import yaml
+
+    deployment = yaml.safe_load(files["deployment.yaml"].read_text())
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert deployment["spec"]["replicas"] == 5 and args.count("--enable_batching") == 1
+    assert "--tensorflow_intra_op_parallelism=1" in args
+    hpa = yaml.safe_load(files["hpa.yaml"].read_text())
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (5, 10)
+    unbatched = yaml.safe_load(deployment_text(files["deployment.yaml"].read_text(), DEFAULT, 2))
+    assert not any("batching" in a for a in unbatched["spec"]["template"]["spec"]["containers"][0]["args"])
+    assert "minReplicas: 3" in hpa_text("  minReplicas: 1\n  maxReplicas: 4\n", CapacityPlan(500, 300))
+
+
+def test_tf_serving_launcher_builds_the_compose_services_docker_run(tmp_path):
+    import yaml
+
+    from benchmarks.tune.launchers import COMPOSE_FILE
+
+    service = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["tfserving"]
+    launcher = TfServingLauncher(tmp_path / "models", "m")
+    batching = tmp_path / "b.txt"
+    cmd = launcher.command(TrialConfig(batching=True, intra_op=2, mode="xla"), batching, 9000, 9001)
+    image = cmd.index(service["image"])
+    assert cmd[:4] == ["docker", "run", "--rm", "-d"] and cmd[image - 1] == service["entrypoint"][0]
+    flags = cmd[image + 1:]
+    assert flags.count("--enable_batching") == 1 and "--batching_parameters_file=/config/batching.config" in flags
+    assert "--tensorflow_intra_op_parallelism=2" in flags and "--xla_cpu_compilation_enabled=true" in flags
+    assert "--model_config_file=/models/models.config" in flags and "127.0.0.1:9000:8500" in cmd
+    assert f"{batching.resolve()}:/config/batching.config:ro" in cmd
+    assert not any("batching" in f for f in launcher.command(DEFAULT, batching, 1, 2)[image + 1:])
+
+
+def test_manual_launcher_prints_the_configuration_and_waits(tmp_path, capsys):
+    answers = iter(["", "skip"])
+    launcher = ManualLauncher("h:1", "h:2", ask=lambda prompt: next(answers))
+    config = TrialConfig(batching=True)
+    assert launcher.start(config, tmp_path).grpc_target == "h:1"
+    assert "--enable_batching" in capsys.readouterr().out
+    with pytest.raises(TrialRefused, match="skipped"):
+        launcher.start(config, tmp_path)
+
+
+# ------------------------------------------------------------------------------------------- real
+def test_two_trial_tune_against_the_embedded_server(exported_models_dir, tmp_path):
+    from benchmarks.__main__ import main
+
+    code = main(["tune", "--model", "residual_regressor", "--p99-ms", "5000", "--trials", "2", "--search", "recipe",
+                 "--max-probes", "2", "--start-rps", "20", "--window-s", "0.3", "--pairs", "1", "--target-rps", "100",
+                 "--models-dir", str(exported_models_dir), "--results-dir", str(tmp_path), "--run-id", "t",
+                 "--no-progress"])
+    run = tmp_path / "t"
+    rows = load_run(run).rows
+    tune_rows = [r for r in rows if r.scenario == "tune"]
+    assert [r.mode for r in tune_rows] == ["default", recipe(len(__import__("os").sched_getaffinity(0)))[1].label()]
+    assert all(r.extra["tune"]["status"] in ("ok", "over budget") and r.n > 0 for r in tune_rows)
+    assert code == 0 and sum(r.scenario == "tune-confirm" for r in rows) == 2
+    parse_batching_parameters(run / "best" / "batching_parameters.txt")
+    assert (run / "best" / "hpa.yaml").exists() and (run / "tune_pareto.png").exists()
+    assert "Tuning: trials, best first" in (run / "report.md").read_text()
+    assert json.loads((run / "results.json").read_text())["results"]
+    _ = (math, np)
