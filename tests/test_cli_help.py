@@ -26,6 +26,7 @@ CLIS = [
     (["benchmarks.reliability", "--help"], "--soak-seconds"),
     (["benchmarks", "capacity", "--help"], "--grpc-clients"),
     (["benchmarks", "grpc", "--help"], "--grpc-client {curl,aio}"),
+    (["benchmarks", "tune", "--help"], "--p99-ms"),
 ]
 
 

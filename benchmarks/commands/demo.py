@@ -3,7 +3,8 @@
 1. Export the models if <models-dir> is empty (export.pipeline).
 2. In-process: eager / predict_on_batch / graph / XLA / SavedModel at a few batch sizes.
 3. Embedded server in graph mode, then in eager mode (subprocess `python -m serving serve`), each:
-   gRPC and REST closed-loop sweeps, a LoadGen Server-scenario point, and a short Locust run.
+   gRPC and REST closed-loop sweeps, a LoadGen Server-scenario point at half the closed-loop peak just
+   measured (per API and batch size), and a short Locust run.
 4. Tables: eager vs graph (in-process and served), gRPC vs REST; plots; servers stopped.
 """
 from __future__ import annotations
@@ -44,6 +45,14 @@ def served_modes_table(rows) -> str:
                  out)
 
 
+def half_peak(closed_rows, batch_size: int) -> float:
+    """LoadGen Server's rate: half the closed-loop peak just measured on this server and API at this batch size
+    (a fixed rate asked the eager server for its whole capacity, and LoadGen rightly called that INVALID)."""
+    peak = max((r.throughput_rps for r in closed_rows if r.batch_size == batch_size and r.throughput_rps > 0),
+               default=2.0)
+    return max(1.0, round(peak / 2, 1))
+
+
 def main(args: argparse.Namespace) -> int:
     from benchmarks.commands.inprocess import InprocessConfig, run_inprocess
     from benchmarks.load.locust_run import LocustConfig, run_locust
@@ -67,12 +76,14 @@ def main(args: argparse.Namespace) -> int:
         with ManagedServer("embedded", mode=mode, models_dir=models_dir, models=tuple(i.name for i in infos),
                            log_path=w.run_dir / f"embedded-{mode}.log", extra_args=list(args.server_arg)) as srv:
             for kind, target in (("grpc", srv.grpc_target), ("rest", srv.rest_target)):
-                run_served(ServedConfig(kind=kind, target=target, models=[(first.name, first.n_features)],
-                                        batch_sizes=(1, 32), concurrencies=(1, 4, 16), window_s=1.0, max_windows=5,
-                                        server_label=srv.label, metrics_url=srv.metrics_url,
-                                        loadgen_scenarios=("server",), loadgen_qps=(100.0,),
-                                        loadgen_min_duration_ms=5000, loadgen_dir=w.run_dir / "loadgen",
-                                        progress=not args.no_progress), w)
+                common = dict(kind=kind, target=target, models=[(first.name, first.n_features)], window_s=1.0,
+                              max_windows=5, server_label=srv.label, metrics_url=srv.metrics_url,
+                              progress=not args.no_progress)
+                closed = run_served(ServedConfig(batch_sizes=(1, 32), concurrencies=(1, 4, 16), **common), w)
+                for bs in (1, 32):
+                    run_served(ServedConfig(batch_sizes=(bs,), concurrencies=(), loadgen_scenarios=("server",),
+                                            loadgen_qps=(half_peak(closed, bs),), loadgen_min_duration_ms=5000,
+                                            loadgen_dir=w.run_dir / "loadgen", **common), w)
             if not args.skip_locust:
                 run_locust(LocustConfig(srv.grpc_target, srv.rest_target, model=first.name,
                                         n_features=first.n_features, users=4, spawn_rate=4, run_time="8s",
