@@ -25,6 +25,9 @@ from benchmarks.tune.tuner import (TUNE, Confirmation, Prober, Trial, TuneSettin
                                    run_trials)
 
 MAX_IN_FLIGHT = 256  # open-loop cap: sends beyond it are skipped and fail the probe
+# A probe's p99 should be a percentile, not the maximum of a few dozen requests (one scheduling stall on a busy
+# machine would fail it): windows stretch to hold this many requests in all, up to MAX_WINDOW_S each.
+MIN_REQUESTS, MAX_WINDOW_S = 300, 4.0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -48,7 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resolution-pct", type=float, default=r.resolution_pct,
                    help=f"rate search stops when pass and fail are this close (default {r.resolution_pct:g} %%)")
     p.add_argument("--max-probes", type=int, default=r.max_probes, help="rate-search probes per trial")
-    p.add_argument("--window-s", type=float, default=1.0, help="probe window (3 windows per probe)")
+    p.add_argument("--window-s", type=float, default=1.0,
+                   help=f"probe window, 3 per probe (longer at low rates, to hold {MIN_REQUESTS} requests, up to "
+                        f"{MAX_WINDOW_S:g} s)")
     p.add_argument("--pairs", type=int, default=d.pairs, help="confirmation: interleaved pairs (0 = skip)")
     add_run_args(p)
 
@@ -71,7 +76,6 @@ def make_prober(args, n_features: int) -> Prober:
     from benchmarks.clients.transports import client_name, make_transport
 
     payloads: dict = {}
-    plan = WindowPlan(window_s=args.window_s, fixed_windows=3, warmup_s=0.5)
     timeout_s = max(5.0, 20 * args.p99_ms / 1000)
 
     def probe(endpoint: Endpoint, config: TrialConfig, rate: float):
@@ -79,6 +83,8 @@ def make_prober(args, n_features: int) -> Prober:
         if "p" not in payloads:  # built once, from the first server (a model without manifest: its signature)
             payloads["p"] = payload_factory(args.api, target, args.model, n_features, InputOptions())(args.request_batch)
         p = payloads["p"]
+        window_s = min(max(args.window_s, MIN_REQUESTS / (3 * rate)), max(MAX_WINDOW_S, args.window_s))
+        plan = WindowPlan(window_s=window_s, fixed_windows=3, warmup_s=0.5)
         point = run_point(lambda: make_transport(args.api, target, p.rest_path, concurrency=MAX_IN_FLIGHT,
                                                  timeout_s=timeout_s, grpc_method=p.grpc_method),
                           [p.grpc_bytes if args.api == "grpc" else p.rest_body],
@@ -103,7 +109,7 @@ def conclusion(conf: Confirmation, winner: Trial, other: Trial, s: TuneSettings)
     name = "the default" if other.config == DEFAULT else f"the runner-up ({other.config.label()})"
     measured = (f"at {conf.rate:g} req/s in {n} interleaved pairs: p99 within {s.budget_ms:g} ms for the winner "
                 f"in {conf.within(conf.winner, s.budget_ms)}/{n}, for {name} in {conf.within(conf.other, s.budget_ms)}/{n}; "
-                f"winner's median latency vs {name}: {conf.change_pct:+.1f} % (95 % CI {conf.ci_pct[0]:+.1f} .. "
+                f"winner's p99 vs {name}: {conf.change_pct:+.1f} % (bootstrap 95 % CI {conf.ci_pct[0]:+.1f} .. "
                 f"{conf.ci_pct[1]:+.1f} %, {conf.verdict})")
     holds = conf.within(conf.winner, s.budget_ms) == n and conf.verdict in ("improvement", "faster (within threshold)")
     verdict = "significant" if holds else "not significant (the measurements do not separate them)"

@@ -1,6 +1,6 @@
 """The tuning loop: trial after trial, each a server started in one configuration and a rate search against
 it; then the winner and its challenger (the default, or the runner-up when the default won) re-measured
-interleaved and compared with `compare`'s bootstrap.
+interleaved and their p99s compared with `compare`'s bootstrap.
 
 Every trial becomes one result row (scenario "tune", mode = the configuration's label) appended as soon as it
 is done, so Ctrl-C keeps what was finished; a refused trial's row carries the reason and no latencies.
@@ -146,7 +146,7 @@ class Confirmation:
     rate: float
     winner: list[ResultRow]
     other: list[ResultRow]
-    verdict: str  # compare's verdict of the winner's median latency against the other's
+    verdict: str  # compare's bootstrap verdict of the winner's p99 against the other's
     change_pct: float
     ci_pct: tuple[float, float]
 
@@ -188,5 +188,5 @@ def confirm(winner: Trial, other: Trial, launcher: Launcher, probe: Prober, s: T
     base, new = _samples(sides["other"]), _samples(sides["winner"])
     if base.size < 20 or new.size < 20:
         return Confirmation(rate, sides["winner"], sides["other"], "n/a (too few samples)", math.nan, (math.nan,) * 2)
-    verdict, point, lo, hi = compare_samples(base, new)
+    verdict, point, lo, hi = compare_samples(base, new, q=0.99)  # the budget is on p99: compare p99s
     return Confirmation(rate, sides["winner"], sides["other"], verdict, point * 100, (lo * 100, hi * 100))

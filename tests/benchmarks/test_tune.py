@@ -290,7 +290,7 @@ def test_two_trial_tune_against_the_embedded_server(exported_models_dir, tmp_pat
     from benchmarks.__main__ import main
 
     code = main(["tune", "--model", "residual_regressor", "--p99-ms", "5000", "--trials", "2", "--search", "recipe",
-                 "--max-probes", "2", "--start-rps", "20", "--window-s", "0.3", "--pairs", "1", "--target-rps", "100",
+                 "--max-probes", "2", "--start-rps", "100", "--window-s", "0.3", "--pairs", "1", "--target-rps", "100",
                  "--models-dir", str(exported_models_dir), "--results-dir", str(tmp_path), "--run-id", "t",
                  "--no-progress"])
     run = tmp_path / "t"
