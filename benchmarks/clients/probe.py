@@ -13,7 +13,7 @@ import urllib.request
 from dataclasses import dataclass
 
 from benchmarks.clients.base import ok
-from benchmarks.clients.payloads import Payload
+from benchmarks.requests.payloads import Payload
 from benchmarks.clients.grpc_aio import MESSAGE_OPTIONS
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from benchmarks.commands.common import add_run_args, finish_run, int_list, open_run
 from benchmarks.load.closed_loop import run_closed_loop
-from benchmarks.clients.payloads import build_payload
+from benchmarks.requests.payloads import build_payload
 from benchmarks.results.schema import ResultRow, ResultWriter
 from benchmarks.targets.managed import ManagedServer
 from benchmarks.clients.transports import GRPC_CLIENTS, client_name, find_client, make_transport

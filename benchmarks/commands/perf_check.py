@@ -42,7 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Awaitable, Callable
 
-from benchmarks.clients.payloads import ModelInfo, build_payload, discover_models
+from benchmarks.requests.discovery import ModelInfo, discover_models
+from benchmarks.requests.payloads import build_payload
 from benchmarks.clients.transports import client_name, make_transport
 from benchmarks.commands.common import DEFAULT_MODELS, add_run_args, finish_run, open_run
 from benchmarks.load.closed_loop import LoadLoop

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from benchmarks.commands.common import (DEFAULT_MODELS, add_run_args, add_serve_args_option, add_server_args,
                                         finish_run, open_run)
-from benchmarks.clients.payloads import discover_models
-from benchmarks.clients.signature import check_models_served
+from benchmarks.requests.discovery import discover_models
+from benchmarks.requests.signature import check_models_served
 from benchmarks.targets.managed import start_for_run
 
 

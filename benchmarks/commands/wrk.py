@@ -18,7 +18,8 @@ from pathlib import Path
 from benchmarks.commands.common import (DEFAULT_MODELS, DEFAULT_REST_TARGET, add_run_args, add_server_args, finish_run,
                                         open_run)
 from benchmarks.load.closed_loop import run_closed_loop
-from benchmarks.clients.payloads import build_payload, discover_models
+from benchmarks.requests.discovery import discover_models
+from benchmarks.requests.payloads import build_payload
 from benchmarks.results.schema import ResultRow
 from benchmarks.targets.managed import start_for_run
 from benchmarks.clients.transports import RestTransport

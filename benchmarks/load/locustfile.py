@@ -34,7 +34,7 @@ from locust.runners import MasterRunner, WorkerRunner  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a file by locust: find our package
 
 from benchmarks.measure.histogram import LatencyHistogram  # noqa: E402
-from benchmarks.clients.payloads import build_payload  # noqa: E402
+from benchmarks.requests.payloads import build_payload  # noqa: E402
 from export.contract import DEFAULT_SIGNATURE, PREDICT_METHOD  # noqa: E402
 
 MODEL = os.environ.get("BENCH_MODEL", "residual_regressor")

@@ -2,7 +2,7 @@
 
 Used between and after faults: "is version N AVAILABLE / refused with what message", "does a valid request
 still get a correct answer", "what does the server's own request counter say". No TensorFlow import
-(benchmarks.clients.protos loads only the generated modules).
+(benchmarks.requests.protos loads only the generated modules).
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import requests
 
-from benchmarks.clients import protos
-from benchmarks.clients.payloads import build_predict_request, make_inputs
+from benchmarks.requests import protos
+from benchmarks.requests.payloads import build_predict_request, make_inputs
 from benchmarks.measure import prometheus
 from export.contract import PROMETHEUS_PATH, REQUEST_COUNT
 

@@ -26,7 +26,7 @@ from urllib.parse import quote
 
 from hypothesis import strategies as st
 
-from benchmarks.clients import protos
+from benchmarks.requests import protos
 from export.contract import DEFAULT_SIGNATURE
 
 MODEL = "residual_regressor"

@@ -13,7 +13,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from benchmarks.clients import protos
+from benchmarks.requests import protos
 from benchmarks.reliability import client
 from benchmarks.reliability.faults import Sentinel
 from benchmarks.reliability.hostile import (GrpcCase, NameCase, RestCase, Tally, check_grpc_answer, check_name_grpc,

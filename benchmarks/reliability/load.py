@@ -79,7 +79,7 @@ class LoadSummary:
 
 
 def _version_reader() -> Callable[[bytes], int | None]:
-    from benchmarks.clients import protos
+    from benchmarks.requests import protos
 
     response_type = protos.get("predict_pb2").PredictResponse
 

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.clients import protos
+from benchmarks.requests import protos
 from benchmarks.system_packages import apt_install
 
 BINARIES = {"nghttpd": "nghttp2-server", "nginx": "nginx-light"}  # binary -> Debian package

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from benchmarks.clients import protos
+from benchmarks.requests import protos
 
 _MODEL_RE = re.compile(r"^/v1/models/([^/:]+)(?:/versions/(\d+)|/labels/([A-Za-z0-9_]+))?(:predict|/metadata)?$")
 METRICS_PATH = "/monitoring/prometheus/metrics"

@@ -8,14 +8,15 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks.clients import protos
-from benchmarks.clients.examples import example_request_bytes, example_rest_body, random_features
-from benchmarks.clients.input_data import example_features, load_document, predict_tensors, take_rows
-from benchmarks.clients.inputs import (NUMPY_DTYPES, STRING, InputOptions, parse_feature, parse_shape,
-                                       predict_request_bytes, predict_rest_body, random_inputs, tensor_to_array)
-from benchmarks.clients.model_requests import SignatureRequests, resolve_method
-from benchmarks.clients.payloads import check_grpc_response, check_rest_response
-from benchmarks.clients.signature import ServedSignature, signature_from_map
+from benchmarks.requests import protos
+from benchmarks.requests.examples import example_request_bytes, example_rest_body, random_features
+from benchmarks.requests.input_data import example_features, load_document, predict_tensors, take_rows
+from benchmarks.requests.tensors import (NUMPY_DTYPES, STRING, InputOptions, parse_feature, parse_shape,
+                                       predict_request_bytes, predict_rest_body, random_inputs)
+from benchmarks.requests.builder import SignatureRequests, resolve_method
+from benchmarks.requests.payloads import check_grpc_response, check_rest_response
+from benchmarks.requests.signature import ServedSignature, signature_from_map
+from export.tensor_proto import to_ndarray
 
 ALL_DTYPES = sorted(NUMPY_DTYPES) + [STRING]
 
@@ -45,12 +46,12 @@ def _sig(inputs, method="predict") -> ServedSignature:
 def _decode_request(raw: bytes) -> dict[str, np.ndarray]:
     req = protos.get("predict_pb2").PredictRequest.FromString(raw)
     assert req.model_spec.name == "m" and req.model_spec.signature_name == "serving_default"
-    return {k: tensor_to_array(t) for k, t in req.inputs.items()}
+    return {k: to_ndarray(t) for k, t in req.inputs.items()}
 
 
 def _decode_rest(body: bytes, sig: ServedSignature) -> dict[str, np.ndarray]:
     """Decode REST's columnar JSON back to numpy (b64 -> bytes) with the signature's dtypes."""
-    from benchmarks.clients.input_data import to_array
+    from benchmarks.requests.input_data import to_array
 
     doc = json.loads(body)
     assert doc["signature_name"] == "serving_default"

@@ -3,21 +3,21 @@
 TF Serving answers both with a SignatureDefMap (REST: its JSON form), so one parser serves both. The
 signature gives each input's name, dtype and shape (-1 = any size) and the method (predict, classify,
 regress); that is all a load generator needs to build valid requests for a model it has never seen.
-Model existence is checked with GetModelStatus / GET /v1/models/NAME: TF Serving's API has no call that
+Whether a model is there and AVAILABLE is asked with GetModelStatus / GET /v1/models/NAME: TF Serving's API has no call that
 lists the models a server has, so "which models are there" comes from the models directory when we have one.
 """
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from typing import Callable
 
-from benchmarks.clients import protos
-
-METADATA_METHOD = "/tensorflow.serving.PredictionService/GetModelMetadata"
-STATUS_METHOD = "/tensorflow.serving.ModelService/GetModelStatus"
-METHOD_PREFIX = "tensorflow/serving/"  # SignatureDef.method_name is this + predict|classify|regress
+from benchmarks.requests import protos
+from export import tensor_proto
+from export.contract import METADATA_METHOD, METHOD_NAME_PREFIX, STATUS_METHOD
 
 
 class UnknownModel(ValueError):
@@ -41,12 +41,7 @@ class ServedSignature:
 
 
 def _tensor_infos(infos) -> dict[str, TensorInfo]:
-    types = protos.get("types_pb2")
-    out = {}
-    for key, info in infos.items():
-        shape = None if info.tensor_shape.unknown_rank else tuple(int(d.size) for d in info.tensor_shape.dim)
-        out[key] = TensorInfo(key, types.DataType.Name(info.dtype), shape)
-    return out
+    return {key: TensorInfo(key, dtype, shape) for key, (dtype, shape) in tensor_proto.tensor_infos(infos).items()}
 
 
 def signature_from_map(sig_map, model: str, signature: str) -> ServedSignature:
@@ -56,7 +51,7 @@ def signature_from_map(sig_map, model: str, signature: str) -> ServedSignature:
         have = ", ".join(sorted(k for k in defs if not k.startswith("__"))) or "none"
         raise ValueError(f"model '{model}' has no signature '{signature}' (it has: {have}); pass --signature NAME")
     sd = defs[signature]
-    method = sd.method_name[len(METHOD_PREFIX):] if sd.method_name.startswith(METHOD_PREFIX) else sd.method_name
+    method = sd.method_name.removeprefix(METHOD_NAME_PREFIX)
     return ServedSignature(model, signature, method or "predict", _tensor_infos(sd.inputs), _tensor_infos(sd.outputs))
 
 
@@ -115,29 +110,80 @@ def fetch_signature(kind: str, target: str, model: str, signature: str, timeout_
     return (fetch_grpc if kind == "grpc" else fetch_rest)(target, model, signature, timeout_s)
 
 
-def model_available(kind: str, target: str, model: str, timeout_s: float = 10.0) -> bool:
-    """Whether the server knows `model` (GetModelStatus / GET /v1/models/NAME); other failures raise."""
+@dataclass(frozen=True)
+class VersionState:
+    version: int
+    state: str  # START | LOADING | AVAILABLE | UNLOADING | END
+    error_code: int
+    error_message: str
+
+
+def _status_response(kind: str, target: str, model: str, version: int | None, timeout_s: float):
+    """GetModelStatus over gRPC, or GET /v1/models/NAME[/versions/N] parsed into the same proto (REST's body is
+    that message's JSON form); UnknownModel on NOT_FOUND / 404, RuntimeError on any other failure."""
+    st = protos.get("get_model_status_pb2")
     if kind == "rest":
-        status, doc = _rest_get(f"http://{target}/v1/models/{model}", timeout_s)
-        if status in (200, 404):
-            return status == 200
-        raise RuntimeError(f"GET /v1/models/{model} at {target} answered {status}: {doc.get('error', doc)}")
+        from google.protobuf import json_format
+
+        path = f"/v1/models/{model}" + (f"/versions/{version}" if version is not None else "")
+        status, doc = _rest_get(f"http://{target}{path}", timeout_s)
+        if status == 404:
+            raise _unknown(model, target, doc.get("error", "404"))
+        if status != 200:
+            raise RuntimeError(f"GET {path} at {target} answered {status}: {doc.get('error', doc)}")
+        return json_format.ParseDict(doc, st.GetModelStatusResponse(), ignore_unknown_fields=True)
     import grpc
 
-    st = protos.get("get_model_status_pb2")
     req = st.GetModelStatusRequest()
     req.model_spec.name = model
+    if version is not None:
+        req.model_spec.version.value = version
     with grpc.insecure_channel(target) as ch:
         call = ch.unary_unary(STATUS_METHOD, request_serializer=st.GetModelStatusRequest.SerializeToString,
                               response_deserializer=st.GetModelStatusResponse.FromString)
         try:
-            call(req, timeout=timeout_s)
-            return True
+            return call(req, timeout=timeout_s)
         except grpc.RpcError as e:
             if e.code() == grpc.StatusCode.NOT_FOUND:
-                return False
+                raise _unknown(model, target, e.details()) from None
             raise RuntimeError(f"GetModelStatus for '{model}' at {target} failed: {e.code().name}: "
                                f"{e.details()}") from None
+
+
+def model_status(kind: str, target: str, model: str, version: int | None = None,
+                 timeout_s: float = 10.0) -> list[VersionState]:
+    """Every version of `model` the server reports, with its state and error (UnknownModel when it has none)."""
+    resp = _status_response(kind, target, model, version, timeout_s)
+    state_name = protos.get("get_model_status_pb2").ModelVersionStatus.State.Name
+    return [VersionState(int(s.version), state_name(s.state), int(s.status.error_code), s.status.error_message)
+            for s in resp.model_version_status]
+
+
+def is_available(kind: str, target: str, model: str, timeout_s: float = 10.0) -> bool:
+    """Whether some version of `model` is AVAILABLE; False when the server does not know it."""
+    try:
+        return any(s.state == "AVAILABLE" for s in model_status(kind, target, model, timeout_s=timeout_s))
+    except UnknownModel:
+        return False
+
+
+def wait_until_available(kind: str, target: str, models: list[str], timeout_s: float,
+                         check: Callable[[], None] = lambda: None, interval_s: float = 0.3) -> None:
+    """Poll until every model has an AVAILABLE version; TimeoutError naming what was missing. `check` runs
+    before each poll (e.g. to fail at once when the server process died)."""
+    deadline, last = time.monotonic() + timeout_s, ""
+    while True:
+        check()
+        try:
+            missing = [m for m in models if not is_available(kind, target, m, timeout_s=2.0)]
+            if not missing:
+                return
+            last = f"no AVAILABLE version of {missing}"
+        except (OSError, RuntimeError, ValueError) as e:  # a starting server refuses connections for a while
+            last = str(e)
+        if time.monotonic() >= deadline:
+            raise TimeoutError(last)
+        time.sleep(interval_s)
 
 
 def check_models_served(kind: str, target: str, names: list[str], known: list[str]) -> None:
@@ -145,7 +191,7 @@ def check_models_served(kind: str, target: str, names: list[str], known: list[st
 
     `known` is what a models directory says the server holds; without one, only the names given can be
     asked about (TF Serving has no list-models call), and the message says which of them answer."""
-    missing = [n for n in names if not model_available(kind, target, n)]
+    missing = [n for n in names if not is_available(kind, target, n)]
     if not missing:
         return
     if known:

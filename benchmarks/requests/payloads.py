@@ -9,61 +9,16 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 
-from benchmarks.clients import protos
-from benchmarks.clients.inputs import predict_request, rest_path, tensor_to_array
-from export import contract
-from export.contract import DEFAULT_SIGNATURE, PREDICT_METHOD, VersionDir
+from benchmarks.requests import protos
+from benchmarks.requests.tensors import predict_request, rest_path
+from export.contract import DEFAULT_SIGNATURE, PREDICT_METHOD
+from export.tensor_proto import to_ndarray
 
-DEFAULT_N_FEATURES = 10
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
-
-
-@dataclass
-class ModelInfo:
-    name: str
-    version_dirs: list[VersionDir]  # ascending, each with its directory as found on disk
-    n_features: int
-    signatures: dict = field(default_factory=dict)
-    model_dir: Path | None = None
-
-    @property
-    def versions(self) -> list[int]:
-        return [v.version for v in self.version_dirs]
-
-    @property
-    def latest_dir(self) -> Path | None:
-        return self.version_dirs[-1].path if self.version_dirs else None
-
-    def version_dir(self, version: int) -> Path:
-        """The directory of one version (zero-padded or not); FileNotFoundError when it is not exported."""
-        for found in self.version_dirs:
-            if found.version == version:
-                return found.path
-        raise FileNotFoundError(f"{self.name} has no version {version} under {self.model_dir} "
-                                f"(versions: {self.versions})")
-
-
-def discover_models(models_dir: Path) -> list[ModelInfo]:
-    """Models exported under models_dir/<model>/<version>/ (export/contract.py), read from manifests
-    without importing TensorFlow."""
-    out: list[ModelInfo] = []
-    for name in contract.model_names(models_dir):
-        d = Path(models_dir) / name
-        found = contract.version_dirs(d)
-        if not found:
-            continue
-        n_features, sigs = DEFAULT_N_FEATURES, {}
-        if contract.manifest_path(found[-1].path).exists():
-            m = contract.read_manifest(found[-1].path)
-            n_features = int(m.get("n_features", DEFAULT_N_FEATURES))
-            sigs = m.get("signatures", {})
-        out.append(ModelInfo(name, found, n_features, sigs, d))
-    return out
 
 
 def make_inputs(batch_size: int, n_features: int, seed: int = 0) -> np.ndarray:
@@ -140,7 +95,7 @@ def grpc_response_decode_ms(response_bytes: bytes, reps: int = 50, method: str =
     def decode():
         resp = cls.FromString(response_bytes)
         for t in getattr(resp, "outputs", {}).values():
-            tensor_to_array(t)
+            to_ndarray(t)
 
     return per_call_ms(decode, reps)
 

@@ -13,14 +13,12 @@ import json
 
 import numpy as np
 
-from benchmarks.clients import protos
-from benchmarks.clients.inputs import InputOptions, json_value, random_array
-from benchmarks.clients.payloads import PREDICT_METHOD
-from benchmarks.clients.signature import ServedSignature
+from benchmarks.requests import protos
+from benchmarks.requests.signature import ServedSignature
+from benchmarks.requests.tensors import InputOptions, json_value, random_array
+from export.contract import CLASSIFY_METHOD, PREDICT_METHOD, REGRESS_METHOD
 
-GRPC_METHODS = {"predict": PREDICT_METHOD,
-                "classify": "/tensorflow.serving.PredictionService/Classify",
-                "regress": "/tensorflow.serving.PredictionService/Regress"}
+GRPC_METHODS = {"predict": PREDICT_METHOD, "classify": CLASSIFY_METHOD, "regress": REGRESS_METHOD}
 
 
 def random_features(batch: int, opts: InputOptions) -> dict[str, np.ndarray]:
