@@ -44,6 +44,14 @@ CLASSIFY_METHOD = f"/{PREDICTION_SERVICE}/Classify"
 REGRESS_METHOD = f"/{PREDICTION_SERVICE}/Regress"
 METADATA_METHOD = f"/{PREDICTION_SERVICE}/GetModelMetadata"
 STATUS_METHOD = f"/{MODEL_SERVICE}/GetModelStatus"
+
+
+def rpc_name(method_path: str) -> tuple[str, str]:
+    """'/package.Service/Method' -> ('package.Service', 'Method'): what gRPC's generic handlers are given."""
+    service, _, name = method_path.lstrip("/").partition("/")
+    return service, name
+
+
 # gRPC message limits of the load generators and test clients: large batches exceed gRPC's default 4 MB.
 MAX_MESSAGE_BYTES = 256 * 2**20
 GRPC_MESSAGE_OPTIONS = (("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

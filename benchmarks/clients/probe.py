@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from benchmarks.clients.base import ok
 from benchmarks.requests.payloads import Payload
-from benchmarks.clients.grpc_aio import MESSAGE_OPTIONS
+from export.contract import GRPC_MESSAGE_OPTIONS
 
 
 @dataclass
@@ -31,7 +31,7 @@ class ProbeResult:
 def _probe_grpc(target: str, p: Payload, timeout_s: float) -> ProbeResult:
     import grpc
 
-    with grpc.insecure_channel(target, options=MESSAGE_OPTIONS) as ch:
+    with grpc.insecure_channel(target, options=GRPC_MESSAGE_OPTIONS) as ch:
         try:
             return ProbeResult("OK", ch.unary_unary(p.grpc_method)(p.grpc_bytes, timeout=timeout_s))
         except grpc.RpcError as e:

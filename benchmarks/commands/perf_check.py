@@ -53,7 +53,7 @@ from benchmarks.measure.cpu import CpuMeter, CpuReading
 from benchmarks.measure.recorder import Recorder, Window
 from benchmarks.results.schema import ResultRow, ResultWriter, atomic_write_text
 from benchmarks.targets.managed import REPO_ROOT, ManagedServer
-from export.contract import PREDICT_METHOD
+from export.contract import LOCAL_MODEL_CONFIG_FILE, PREDICT_METHOD
 
 CPU_BATCHING_FILE = REPO_ROOT / "docker" / "batching" / "batching_cpu.config"
 SUMMARY_JSON = "perf_check.json"
@@ -344,7 +344,7 @@ def tuned_batching_file(batching_file: Path, timeout_us: int) -> Path | None:
 # ---------------------------------------------------------------------------------------------- main
 def _check(args: argparse.Namespace) -> tuple[str | None, ModelInfo | None, list[str]]:
     """(problem, the model, served modes): a problem is one line for stderr."""
-    config = Path(args.models_dir) / "models.local.config"
+    config = Path(args.models_dir) / LOCAL_MODEL_CONFIG_FILE
     info = next((i for i in discover_models(args.models_dir) if i.name == args.model), None)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if not config.is_file() or info is None:

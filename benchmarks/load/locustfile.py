@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a file by
 
 from benchmarks.measure.histogram import LatencyHistogram  # noqa: E402
 from benchmarks.requests.payloads import build_payload  # noqa: E402
-from export.contract import DEFAULT_SIGNATURE, PREDICT_METHOD  # noqa: E402
+from export.contract import DEFAULT_SIGNATURE, GRPC_MESSAGE_OPTIONS, PREDICT_METHOD  # noqa: E402
 
 MODEL = os.environ.get("BENCH_MODEL", "residual_regressor")
 BATCH = int(os.environ.get("BENCH_BATCH", "1"))
@@ -155,8 +155,7 @@ class GrpcPredictUser(User):
     wait_time = constant(WAIT_S)
 
     def on_start(self) -> None:
-        opts = [("grpc.max_receive_message_length", 256 * 2**20), ("grpc.max_send_message_length", 256 * 2**20)]
-        self._channel = grpc.insecure_channel(GRPC_TARGET, options=opts)
+        self._channel = grpc.insecure_channel(GRPC_TARGET, options=GRPC_MESSAGE_OPTIONS)
         self._predict = self._channel.unary_unary(PREDICT_METHOD)  # bytes in, bytes out
 
     def on_stop(self) -> None:

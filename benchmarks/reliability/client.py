@@ -7,26 +7,19 @@ still get a correct answer", "what does the server's own request counter say". N
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import requests
 
-from benchmarks.requests import protos
-from benchmarks.requests.payloads import build_predict_request, make_inputs
 from benchmarks.measure import prometheus
+from benchmarks.requests import protos, signature
+from benchmarks.requests.payloads import build_predict_request, make_inputs
+from benchmarks.requests.signature import VersionState
 from export.contract import PROMETHEUS_PATH, REQUEST_COUNT
+from export.tensor_proto import to_ndarray
 
 MODEL = "residual_regressor"
 N_FEATURES = 10
-
-
-@dataclass
-class VersionState:
-    version: int
-    state: str  # START | LOADING | AVAILABLE | UNLOADING | END
-    error_code: int
-    error_message: str
 
 
 def channel(target: str):
@@ -38,17 +31,8 @@ def channel(target: str):
 
 
 def model_status(target: str, model: str = MODEL, version: int | None = None, timeout: float = 5.0) -> list[VersionState]:
-    p = protos.load()
-    req = p["get_model_status_pb2"].GetModelStatusRequest()
-    req.model_spec.name = model
-    if version is not None:
-        req.model_spec.version.value = version
-    with channel(target) as ch:
-        stub = p["model_service_pb2_grpc"].ModelServiceStub(ch)
-        resp = stub.GetModelStatus(req, timeout=timeout)
-    state_name = p["get_model_status_pb2"].ModelVersionStatus.State.Name
-    return [VersionState(int(s.version), state_name(s.state), int(s.status.error_code), s.status.error_message)
-            for s in resp.model_version_status]
+    """GetModelStatus over gRPC (signature.UnknownModel when the server does not know the model)."""
+    return signature.model_status("grpc", target, model, version, timeout)
 
 
 def available_versions(target: str, model: str = MODEL) -> list[int]:
@@ -98,10 +82,7 @@ def predict(target: str, model: str = MODEL, batch: int = 1, version: int | None
     with channel(target) as ch:
         stub = p["prediction_service_pb2_grpc"].PredictionServiceStub(ch)
         resp = stub.Predict(req, timeout=timeout)
-    out = resp.outputs["predictions"]
-    dims = [d.size for d in out.tensor_shape.dim]
-    values = np.frombuffer(out.tensor_content, dtype="<f4") if out.tensor_content else np.asarray(out.float_val, "f4")
-    return int(resp.model_spec.version.value), values.reshape(dims)
+    return int(resp.model_spec.version.value), to_ndarray(resp.outputs["predictions"])
 
 
 def check_valid_request(grpc_target: str, rest_target: str | None = None, batch: int = 3,

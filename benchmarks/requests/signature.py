@@ -3,8 +3,8 @@
 TF Serving answers both with a SignatureDefMap (REST: its JSON form), so one parser serves both. The
 signature gives each input's name, dtype and shape (-1 = any size) and the method (predict, classify,
 regress); that is all a load generator needs to build valid requests for a model it has never seen.
-Whether a model is there and AVAILABLE is asked with GetModelStatus / GET /v1/models/NAME: TF Serving's API has no call that
-lists the models a server has, so "which models are there" comes from the models directory when we have one.
+Whether a model is there and AVAILABLE is asked with GetModelStatus / GET /v1/models/NAME (one
+wait_until_available for every caller). TF Serving's API has no call that lists the models a server has, so "which models are there" comes from the models directory when we have one.
 """
 from __future__ import annotations
 

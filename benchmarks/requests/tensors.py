@@ -5,8 +5,8 @@ dimension is the batch (the request's row count); others come from `--shape NAME
 (perf_analyzer's spelling: the dimensions after the batch). Values are seeded random per dtype (floats in
 [0, 1), integers within --int-range, booleans, strings of --string-length) or come from --input-data
 (input_data.py). The same numpy arrays become a PredictRequest (export/tensor_proto.py: numeric ->
-tensor_content, strings -> string_val) and a REST body in TF Serving's columnar form ({"inputs": {name: value}}, bytes as
-{"b64": ...}), so gRPC and REST carry identical tensors. Classify/Regress signatures take serialized
+tensor_content, strings -> string_val) and a REST body in TF Serving's columnar form
+({"inputs": {name: value}}, bytes as {"b64": ...}), so gRPC and REST carry identical tensors. Classify/Regress signatures take serialized
 tf.Examples instead: each input array becomes one feature (examples.py).
 """
 from __future__ import annotations
