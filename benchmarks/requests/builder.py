@@ -18,10 +18,10 @@ from typing import Callable
 import numpy as np
 
 from benchmarks.requests import examples, input_data
-from benchmarks.requests.payloads import Payload, build_payload, check_grpc_response, check_rest_response, per_call_ms
+from benchmarks.requests.payloads import Payload, build_payload, check_grpc_response, check_rest_response, timed_payload
 from benchmarks.requests.signature import ServedSignature, fetch_signature
 from benchmarks.requests.tensors import InputOptions, check_shape_names, predict_request_bytes, predict_rest_body, \
-    random_inputs, rest_path
+    random_inputs
 
 METHODS = ("predict", "classify", "regress")
 
@@ -54,12 +54,8 @@ class SignatureRequests:
 
     def payload(self, batch: int) -> Payload:
         values = self.values(batch)
-        reps = max(3, min(200, 20000 // max(batch, 1)))
-        return Payload(self.sig.model, batch, 0, self.sig.name, self.grpc_bytes(values), self.rest_body(values),
-                       rest_path(self.sig.model, self.method),
-                       per_call_ms(lambda: self.grpc_bytes(values), reps),
-                       per_call_ms(lambda: self.rest_body(values), reps),
-                       method=self.method, grpc_method=examples.GRPC_METHODS[self.method])
+        return timed_payload(self.sig.model, batch, self.sig.name, lambda: self.grpc_bytes(values),
+                             lambda: self.rest_body(values), method=self.method)
 
 
 def resolve_method(sig: ServedSignature, requested: str) -> str:

@@ -16,9 +16,6 @@ import numpy as np
 from benchmarks.requests import protos
 from benchmarks.requests.signature import ServedSignature
 from benchmarks.requests.tensors import InputOptions, json_value, random_array
-from export.contract import CLASSIFY_METHOD, PREDICT_METHOD, REGRESS_METHOD
-
-GRPC_METHODS = {"predict": PREDICT_METHOD, "classify": CLASSIFY_METHOD, "regress": REGRESS_METHOD}
 
 
 def random_features(batch: int, opts: InputOptions) -> dict[str, np.ndarray]:

@@ -10,15 +10,17 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
 from benchmarks.requests import protos
 from benchmarks.requests.tensors import predict_request, rest_path
-from export.contract import DEFAULT_SIGNATURE, PREDICT_METHOD
+from export.contract import CLASSIFY_METHOD, DEFAULT_SIGNATURE, PREDICT_METHOD, REGRESS_METHOD
 from export.tensor_proto import to_ndarray
 
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+GRPC_METHODS = {"predict": PREDICT_METHOD, "classify": CLASSIFY_METHOD, "regress": REGRESS_METHOD}
 
 
 def make_inputs(batch_size: int, n_features: int, seed: int = 0) -> np.ndarray:
@@ -40,10 +42,6 @@ def build_rest_body(x: np.ndarray, signature: str = DEFAULT_SIGNATURE) -> bytes:
     if signature and signature != DEFAULT_SIGNATURE:
         body["signature_name"] = signature
     return json.dumps(body, separators=(",", ":")).encode()
-
-
-def rest_predict_path(model: str, version: int | None = None) -> str:
-    return rest_path(model, "predict", version)
 
 
 def per_call_ms(fn, reps: int) -> float:
@@ -69,15 +67,24 @@ class Payload:
     grpc_method: str = PREDICT_METHOD  # the gRPC method path they are sent to
 
 
+def timed_payload(model: str, batch_size: int, signature: str, grpc_bytes: Callable[[], bytes],
+                  rest_body: Callable[[], bytes], *, n_features: int = 0, method: str = "predict",
+                  version: int | None = None, codec_reps: int | None = None) -> Payload:
+    """A Payload from the two encoders of one request, each also timed per call (serialize_ms)."""
+    reps = codec_reps or max(3, min(200, 20000 // max(batch_size, 1)))
+    return Payload(model, batch_size, n_features, signature, grpc_bytes(), rest_body(),
+                   rest_path(model, method, version), per_call_ms(grpc_bytes, reps), per_call_ms(rest_body, reps),
+                   method, GRPC_METHODS[method])
+
+
 def build_payload(model: str, batch_size: int, n_features: int, *, signature: str = DEFAULT_SIGNATURE,
                   version: int | None = None, seed: int = 0, codec_reps: int | None = None) -> Payload:
+    """The project's fast path: one float32 matrix [batch, n_features] under the input "inputs"."""
     x = make_inputs(batch_size, n_features, seed)
-    reps = codec_reps or max(3, min(200, 20000 // max(batch_size, 1)))
-    g_ms = per_call_ms(lambda: build_predict_request(model, x, signature, version=version).SerializeToString(), reps)
-    r_ms = per_call_ms(lambda: build_rest_body(x, signature), reps)
-    return Payload(model, batch_size, n_features, signature,
-                   build_predict_request(model, x, signature, version=version).SerializeToString(),
-                   build_rest_body(x, signature), rest_predict_path(model, version), g_ms, r_ms)
+    return timed_payload(model, batch_size, signature,
+                         lambda: build_predict_request(model, x, signature, version=version).SerializeToString(),
+                         lambda: build_rest_body(x, signature), n_features=n_features, version=version,
+                         codec_reps=codec_reps)
 
 
 def _response_class(method: str):
