@@ -32,14 +32,6 @@ def dtype_name_of(proto: Any) -> str:
     return value.name if value is not None else f"<unknown dtype {proto.dtype}>"
 
 
-def dtype_for(array: np.ndarray) -> str:
-    """The DataType name of a numpy array (object arrays are strings); ValueError for any other dtype."""
-    name = _NUMPY_TO_NAME.get(array.dtype)
-    if name is None:
-        raise ValueError(f"dtype {array.dtype} has no TensorProto encoding here")
-    return name
-
-
 def shape_of(shape_proto: Any) -> tuple[int, ...] | None:
     """A TensorShapeProto's dims (-1 = any size), or None for unknown rank."""
     return None if shape_proto.unknown_rank else tuple(int(d.size) for d in shape_proto.dim)
@@ -54,7 +46,9 @@ def fill_tensor_proto(proto: Any, array: np.ndarray, dtype: str | None = None, *
     """Write `array` into `proto` in place: numbers as tensor_content (requests) or, with `typed_fields`, in the
     dtype's value field (outputs, as TF Serving sends them); strings (bytes or str elements) in string_val."""
     array = np.asarray(array)
-    dtype = dtype or dtype_for(array)
+    dtype = dtype or _NUMPY_TO_NAME.get(array.dtype)
+    if dtype is None:  # object arrays are strings; complex, datetime, ... have no encoding here
+        raise ValueError(f"dtype {array.dtype} has no TensorProto encoding here")
     proto.dtype = _dtype_enum(proto).values_by_name[dtype].number
     dims = proto.tensor_shape.dim
     for d in array.shape:

@@ -18,12 +18,8 @@ import numpy as np
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
 from export import tensor_proto
-from export.contract import TENSOR_DTYPES
 from serving.errors import invalid_argument, unimplemented
 
-# DataType enum -> (numpy dtype, TensorProto repeated field holding the values when tensor_content is empty).
-_DTYPES: dict[int, tuple[np.dtype, str]] = {
-    types_pb2.DataType.Value(name): (np.dtype(np_name), field) for name, (np_name, field) in TENSOR_DTYPES.items()}
 
 
 def dtype_name(enum: int) -> str:
@@ -51,10 +47,10 @@ class TensorSpec:
 
     @property
     def np_dtype(self) -> np.dtype:
-        if self.dtype_enum not in _DTYPES:
+        if dtype_name(self.dtype_enum) not in tensor_proto.NUMPY_DTYPES:
             raise unimplemented(f"tensor '{self.name}' has dtype {dtype_name(self.dtype_enum)}, "
                                 "which this server does not convert (numeric, bool and string tensors only)")
-        return _DTYPES[self.dtype_enum][0]
+        return tensor_proto.NUMPY_DTYPES[dtype_name(self.dtype_enum)]
 
 
 @dataclass(frozen=True)
@@ -141,7 +137,7 @@ def tensor_proto_to_ndarray(proto: tensor_pb2.TensorProto, spec: TensorSpec, sig
             f"input '{name}' has dtype {dtype_name(proto.dtype)} but signature '{sig_name}' expects "
             f"{dtype_name(spec.dtype_enum)}"
         )
-    if proto.dtype not in _DTYPES:
+    if dtype_name(proto.dtype) not in tensor_proto.NUMPY_DTYPES:
         raise unimplemented(f"input '{name}': dtype {dtype_name(proto.dtype)} is not supported by this server")
     if proto.tensor_shape.unknown_rank:
         raise invalid_argument(f"input '{name}' has unknown rank: the TensorProto must give its shape")

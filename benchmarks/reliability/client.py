@@ -6,15 +6,13 @@ still get a correct answer", "what does the server's own request counter say". N
 """
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import requests
 
 from benchmarks.measure import prometheus
 from benchmarks.requests import protos, signature
 from benchmarks.requests.payloads import build_predict_request, make_inputs
-from benchmarks.requests.signature import VersionState
+from benchmarks.requests.signature import VersionState, wait_for
 from export.contract import PROMETHEUS_PATH, REQUEST_COUNT
 from export.tensor_proto import to_ndarray
 
@@ -52,22 +50,6 @@ def wait_settled(target: str, model: str = MODEL, timeout_s: float = 120.0) -> l
 
     wait_for(settled, timeout_s, interval_s=0.1, what=f"{model} versions to finish loading")
     return available_versions(target, model)
-
-
-def wait_for(predicate, timeout_s: float, interval_s: float = 0.1, what: str = "condition"):
-    """Poll predicate() until truthy; return its value, or raise TimeoutError naming `what`."""
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except Exception as exc:  # a server that is restarting answers with errors for a while
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(interval_s)
-    raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what} (last: {last!r})")
 
 
 def predict_payload(model: str = MODEL, batch: int = 1, version: int | None = None, seed: int = 0) -> bytes:

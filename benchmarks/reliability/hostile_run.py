@@ -13,6 +13,8 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
+
 from benchmarks.requests import protos
 from benchmarks.requests.signature import UnknownModel
 from benchmarks.reliability import client
@@ -21,6 +23,7 @@ from benchmarks.reliability.hostile import (GrpcCase, NameCase, RestCase, Tally,
                                             check_name_rest, check_rest_answer, rest_paths_for)
 from benchmarks.reliability.memory import rss_bytes
 from export.contract import PREDICT_METHOD
+from export.tensor_proto import fill_tensor_proto
 
 REST_TIMEOUT_S = 30.0
 
@@ -99,11 +102,7 @@ class GrpcSender:
             req.model_spec.name = case.name
             if case.label:
                 req.model_spec.version_label = case.label
-        t = predict_req.inputs["inputs"]
-        t.dtype = protos.get("types_pb2").DT_FLOAT
-        t.tensor_shape.dim.add().size = 1
-        t.tensor_shape.dim.add().size = 10
-        t.float_val.extend([0.1] * 10)
+        fill_tensor_proto(predict_req.inputs["inputs"], np.full((1, 10), 0.1, np.float32), typed_fields=True)
         for what, fn, req in (("Predict", self.predict, predict_req), ("GetModelStatus", self.status, status_req),
                               ("GetModelMetadata", self.metadata, meta_req)):
             code, detail = self.call(fn, req)

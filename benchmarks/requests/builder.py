@@ -42,20 +42,14 @@ class SignatureRequests:
             return random_inputs(self.sig, batch, self.opts)
         return examples.random_features(batch, self.opts)
 
-    def grpc_bytes(self, values: dict[str, np.ndarray]) -> bytes:
-        if self.method == "predict":
-            return predict_request_bytes(self.sig, values)
-        return examples.example_request_bytes(self.sig, self.method, values)
-
-    def rest_body(self, values: dict[str, np.ndarray]) -> bytes:
-        if self.method == "predict":
-            return predict_rest_body(self.sig, values)
-        return examples.example_rest_body(self.sig, values)
-
     def payload(self, batch: int) -> Payload:
-        values = self.values(batch)
-        return timed_payload(self.sig.model, batch, self.sig.name, lambda: self.grpc_bytes(values),
-                             lambda: self.rest_body(values), method=self.method)
+        values, sig = self.values(batch), self.sig
+        if self.method == "predict":
+            encoders = (lambda: predict_request_bytes(sig, values), lambda: predict_rest_body(sig, values))
+        else:
+            encoders = (lambda: examples.example_request_bytes(sig, self.method, values),
+                        lambda: examples.example_rest_body(sig, values))
+        return timed_payload(sig.model, batch, sig.name, *encoders, method=self.method)
 
 
 def resolve_method(sig: ServedSignature, requested: str) -> str:
@@ -95,17 +89,12 @@ class RequestSpec:
 
 @dataclass
 class ModelRequests:
-    """A model's requests per batch size, each built once, and the check that an answer covers every row."""
+    """A model's requests: payload(batch) builds one batch size's (build it once, before any timed section);
+    check() says whether an answer covers every row."""
 
     model: str
     method: str  # predict | classify | regress
-    make: Callable[[int], Payload]
-    _built: dict[int, Payload] = field(default_factory=dict, repr=False)
-
-    def payload(self, batch: int) -> Payload:
-        if batch not in self._built:
-            self._built[batch] = self.make(batch)
-        return self._built[batch]
+    payload: Callable[[int], Payload]
 
     def check(self, kind: str, body: bytes, batch: int) -> str | None:
         """A problem with a response, or None when it answers every row of a `batch`-row request."""

@@ -28,9 +28,9 @@ class ModelInfo:
 
     def version_dir(self, version: int) -> Path:
         """The directory of one version (zero-padded or not); FileNotFoundError when it is not exported."""
-        for found in self.version_dirs:
-            if found.version == version:
-                return found.path
+        found = next((v for v in self.version_dirs if v.version == version), None)
+        if found:
+            return found.path
         raise FileNotFoundError(f"{self.name} has no version {version} under {self.model_dir} "
                                 f"(versions: {self.versions})")
 

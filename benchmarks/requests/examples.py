@@ -15,7 +15,7 @@ import numpy as np
 
 from benchmarks.requests import protos
 from benchmarks.requests.signature import ServedSignature
-from benchmarks.requests.tensors import InputOptions, json_value, random_array
+from benchmarks.requests.tensors import InputOptions, json_value, random_array, with_model_spec
 
 
 def random_features(batch: int, opts: InputOptions) -> dict[str, np.ndarray]:
@@ -48,11 +48,8 @@ def fill_example(example, row: dict[str, np.ndarray]) -> None:
 def example_request_bytes(sig: ServedSignature, method: str, features: dict[str, np.ndarray],
                           version: int | None = None) -> bytes:
     module = protos.get("classification_pb2" if method == "classify" else "regression_pb2")
-    req = module.ClassificationRequest() if method == "classify" else module.RegressionRequest()
-    req.model_spec.name = sig.model
-    req.model_spec.signature_name = sig.name
-    if version is not None:
-        req.model_spec.version.value = version
+    req = with_model_spec(module.ClassificationRequest() if method == "classify" else module.RegressionRequest(),
+                          sig.model, sig.name, version)
     for i in range(_rows(features)):
         fill_example(req.input.example_list.examples.add(), {k: v[i] for k, v in features.items()})
     return req.SerializeToString()

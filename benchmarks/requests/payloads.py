@@ -34,7 +34,7 @@ def build_predict_request(model: str, x: np.ndarray, signature: str = DEFAULT_SI
                           input_name: str = "inputs", version: int | None = None):
     """PredictRequest with one float32 TensorProto (tensor_content = raw little-endian bytes, which is
     what tf.make_tensor_proto produces for numeric arrays)."""
-    return predict_request(model, signature, {input_name: ("DT_FLOAT", x)}, version)
+    return predict_request(model, signature, {input_name: x.astype(np.float32, copy=False)}, version)
 
 
 def build_rest_body(x: np.ndarray, signature: str = DEFAULT_SIGNATURE) -> bytes:

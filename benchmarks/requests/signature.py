@@ -13,7 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from benchmarks.requests import protos
 from export import tensor_proto
@@ -59,55 +59,68 @@ def _unknown(model: str, target: str, detail: str) -> UnknownModel:
     return UnknownModel(f"model '{model}' is not served by {target} ({detail})")
 
 
-def fetch_grpc(target: str, model: str, signature: str, timeout_s: float = 10.0) -> ServedSignature:
+def _ask(kind: str, target: str, model: str, what: tuple, timeout_s: float):
+    """One call about `model`: gRPC (method path, request, response class) -> the response message, or REST
+    (path, message) -> the body parsed into that message (TF Serving's JSON form of the gRPC answer).
+    UnknownModel on NOT_FOUND / 404, RuntimeError naming the call on any other failure."""
+    if kind == "rest":
+        from google.protobuf import json_format
+
+        path, message = what
+        status, raw = http_call(f"http://{target}{path}", timeout_s)
+        if status == 404:
+            raise _unknown(model, target, error_message(raw) or "404")
+        if status != 200:
+            raise RuntimeError(f"GET {path} at {target} answered {status}: {error_message(raw)}")
+        doc = json.loads(raw or b"{}")
+        if path.endswith("/metadata"):  # a map of Any without type URLs: only the SignatureDefMap is parsed
+            doc = doc.get("metadata", {}).get("signature_def", {})
+        return json_format.ParseDict(doc, message, ignore_unknown_fields=True)
     import grpc
 
-    meta = protos.get("get_model_metadata_pb2")
-    req = meta.GetModelMetadataRequest()
-    req.model_spec.name = model
-    req.metadata_field.append("signature_def")
+    method, req, cls = what
     with grpc.insecure_channel(target) as ch:
-        call = ch.unary_unary(METADATA_METHOD, request_serializer=meta.GetModelMetadataRequest.SerializeToString,
-                              response_deserializer=meta.GetModelMetadataResponse.FromString)
         try:
-            resp = call(req, timeout=timeout_s)
+            return ch.unary_unary(method, request_serializer=type(req).SerializeToString,
+                                  response_deserializer=cls.FromString)(req, timeout=timeout_s)
         except grpc.RpcError as e:
             if e.code() == grpc.StatusCode.NOT_FOUND:
                 raise _unknown(model, target, e.details()) from None
-            raise RuntimeError(f"GetModelMetadata for '{model}' at {target} failed: {e.code().name}: "
+            raise RuntimeError(f"{method.rsplit('/', 1)[-1]} for '{model}' at {target} failed: {e.code().name}: "
                                f"{e.details()}") from None
-    sig_map = meta.SignatureDefMap()
-    resp.metadata["signature_def"].Unpack(sig_map)
-    return signature_from_map(sig_map, model, signature)
 
 
-def _rest_get(url: str, timeout_s: float) -> tuple[int, dict]:
+def http_call(url: str, timeout_s: float, body: bytes | None = None) -> tuple[int, bytes]:
+    """GET (or POST `body` as JSON) -> (HTTP status, body bytes); connection failures raise OSError."""
+    req = urllib.request.Request(url, data=body, method="GET" if body is None else "POST",
+                                 headers={} if body is None else {"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as r:
-            return r.status, json.loads(r.read() or b"{}")
+        with urllib.request.urlopen(req, timeout=timeout_s) as r:
+            return r.status, r.read()
     except urllib.error.HTTPError as e:
-        body = e.read()
-        try:
-            return e.code, json.loads(body)
-        except ValueError:
-            return e.code, {"error": body.decode(errors="replace")}
+        return e.code, e.read()
 
 
-def fetch_rest(target: str, model: str, signature: str, timeout_s: float = 10.0) -> ServedSignature:
-    from google.protobuf import json_format
-
-    status, doc = _rest_get(f"http://{target}/v1/models/{model}/metadata", timeout_s)
-    if status == 404:
-        raise _unknown(model, target, doc.get("error", "404"))
-    if status != 200:
-        raise RuntimeError(f"GET /v1/models/{model}/metadata at {target} answered {status}: {doc.get('error', doc)}")
-    sig_map = json_format.ParseDict(doc.get("metadata", {}).get("signature_def", {}),
-                                    protos.get("get_model_metadata_pb2").SignatureDefMap(), ignore_unknown_fields=True)
-    return signature_from_map(sig_map, model, signature)
+def error_message(body: bytes) -> str:
+    """The "error" of TF Serving's REST error body, or the start of whatever else was sent."""
+    try:
+        return str(json.loads(body).get("error", ""))
+    except (ValueError, AttributeError):
+        return body[:300].decode(errors="replace")
 
 
 def fetch_signature(kind: str, target: str, model: str, signature: str, timeout_s: float = 10.0) -> ServedSignature:
-    return (fetch_grpc if kind == "grpc" else fetch_rest)(target, model, signature, timeout_s)
+    """GetModelMetadata / GET /v1/models/NAME/metadata -> the one signature asked for."""
+    meta = protos.get("get_model_metadata_pb2")
+    req = meta.GetModelMetadataRequest(metadata_field=["signature_def"])
+    req.model_spec.name = model
+    if kind == "rest":
+        sig_map = _ask(kind, target, model, (f"/v1/models/{model}/metadata", meta.SignatureDefMap()), timeout_s)
+    else:
+        sig_map = meta.SignatureDefMap()
+        _ask(kind, target, model, (METADATA_METHOD, req, meta.GetModelMetadataResponse), timeout_s
+             ).metadata["signature_def"].Unpack(sig_map)
+    return signature_from_map(sig_map, model, signature)
 
 
 @dataclass(frozen=True)
@@ -118,43 +131,18 @@ class VersionState:
     error_message: str
 
 
-def _status_response(kind: str, target: str, model: str, version: int | None, timeout_s: float):
-    """GetModelStatus over gRPC, or GET /v1/models/NAME[/versions/N] parsed into the same proto (REST's body is
-    that message's JSON form); UnknownModel on NOT_FOUND / 404, RuntimeError on any other failure."""
+def model_status(kind: str, target: str, model: str, version: int | None = None,
+                 timeout_s: float = 10.0) -> list[VersionState]:
+    """Every version of `model` the server reports, with its state and error (UnknownModel when it has none)."""
     st = protos.get("get_model_status_pb2")
-    if kind == "rest":
-        from google.protobuf import json_format
-
-        path = f"/v1/models/{model}" + (f"/versions/{version}" if version is not None else "")
-        status, doc = _rest_get(f"http://{target}{path}", timeout_s)
-        if status == 404:
-            raise _unknown(model, target, doc.get("error", "404"))
-        if status != 200:
-            raise RuntimeError(f"GET {path} at {target} answered {status}: {doc.get('error', doc)}")
-        return json_format.ParseDict(doc, st.GetModelStatusResponse(), ignore_unknown_fields=True)
-    import grpc
-
     req = st.GetModelStatusRequest()
     req.model_spec.name = model
     if version is not None:
         req.model_spec.version.value = version
-    with grpc.insecure_channel(target) as ch:
-        call = ch.unary_unary(STATUS_METHOD, request_serializer=st.GetModelStatusRequest.SerializeToString,
-                              response_deserializer=st.GetModelStatusResponse.FromString)
-        try:
-            return call(req, timeout=timeout_s)
-        except grpc.RpcError as e:
-            if e.code() == grpc.StatusCode.NOT_FOUND:
-                raise _unknown(model, target, e.details()) from None
-            raise RuntimeError(f"GetModelStatus for '{model}' at {target} failed: {e.code().name}: "
-                               f"{e.details()}") from None
-
-
-def model_status(kind: str, target: str, model: str, version: int | None = None,
-                 timeout_s: float = 10.0) -> list[VersionState]:
-    """Every version of `model` the server reports, with its state and error (UnknownModel when it has none)."""
-    resp = _status_response(kind, target, model, version, timeout_s)
-    state_name = protos.get("get_model_status_pb2").ModelVersionStatus.State.Name
+    path = f"/v1/models/{model}" + (f"/versions/{version}" if version is not None else "")
+    what = (path, st.GetModelStatusResponse()) if kind == "rest" else (STATUS_METHOD, req, st.GetModelStatusResponse)
+    resp = _ask(kind, target, model, what, timeout_s)
+    state_name = st.ModelVersionStatus.State.Name
     return [VersionState(int(s.version), state_name(s.state), int(s.status.error_code), s.status.error_message)
             for s in resp.model_version_status]
 
@@ -167,23 +155,31 @@ def is_available(kind: str, target: str, model: str, timeout_s: float = 10.0) ->
         return False
 
 
-def wait_until_available(kind: str, target: str, models: list[str], timeout_s: float,
-                         check: Callable[[], None] = lambda: None, interval_s: float = 0.3) -> None:
-    """Poll until every model has an AVAILABLE version; TimeoutError naming what was missing. `check` runs
-    before each poll (e.g. to fail at once when the server process died)."""
-    deadline, last = time.monotonic() + timeout_s, ""
-    while True:
+def wait_for(predicate: Callable[[], Any], timeout_s: float, interval_s: float = 0.1, what: str = "condition",
+             check: Callable[[], None] = lambda: None) -> Any:
+    """Poll predicate() until truthy; return its value, or raise TimeoutError naming `what`. A predicate that
+    raises counts as not yet (a restarting server answers with errors for a while); `check` runs before each
+    poll and its errors do propagate (e.g. the server process died)."""
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
         check()
         try:
-            missing = [m for m in models if not is_available(kind, target, m, timeout_s=2.0)]
-            if not missing:
-                return
-            last = f"no AVAILABLE version of {missing}"
-        except (OSError, RuntimeError, ValueError) as e:  # a starting server refuses connections for a while
-            last = str(e)
-        if time.monotonic() >= deadline:
-            raise TimeoutError(last)
+            last = predicate()
+        except Exception as exc:
+            last = exc
+        else:
+            if last:
+                return last
         time.sleep(interval_s)
+    raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what} (last: {last!r})")
+
+
+def wait_until_available(kind: str, target: str, models: list[str], timeout_s: float,
+                         check: Callable[[], None] = lambda: None) -> None:
+    """Wait until every model has an AVAILABLE version (TimeoutError naming them)."""
+    wait_for(lambda: all(is_available(kind, target, m, timeout_s=2.0) for m in models), timeout_s, 0.3,
+             f"an AVAILABLE version of {', '.join(models)}", check)
 
 
 def check_models_served(kind: str, target: str, names: list[str], known: list[str]) -> None:

@@ -137,23 +137,28 @@ def _as_bytes(v) -> bytes:
     return v if isinstance(v, bytes) else str(v).encode()
 
 
-def predict_request(model: str, signature: str, tensors: dict[str, tuple[str, np.ndarray]],
-                    version: int | None = None):
-    """A PredictRequest carrying each named (DataType name, array) input."""
-    req = protos.get("predict_pb2").PredictRequest()
+def with_model_spec(req, model: str, signature: str, version: int | None = None):
+    """Fill a request's model_spec (name, signature, version when one is asked for); returns the request."""
     req.model_spec.name = model
     if signature:
         req.model_spec.signature_name = signature
     if version is not None:
         req.model_spec.version.value = version
-    for name, (dtype, array) in tensors.items():
-        tensor_proto.fill_tensor_proto(req.inputs[name], array, dtype)
     return req
 
 
-def predict_request_bytes(sig: ServedSignature, tensors: dict[str, np.ndarray], version: int | None = None) -> bytes:
-    typed = {name: (sig.inputs[name].dtype, array) for name, array in tensors.items()}
-    return predict_request(sig.model, sig.name, typed, version).SerializeToString()
+def predict_request(model: str, signature: str, tensors: dict[str, np.ndarray], version: int | None = None,
+                    dtypes: dict[str, str] | None = None):
+    """A PredictRequest carrying each named input (its DataType from `dtypes`, else from the array's dtype)."""
+    req = with_model_spec(protos.get("predict_pb2").PredictRequest(), model, signature, version)
+    for name, array in tensors.items():
+        tensor_proto.fill_tensor_proto(req.inputs[name], array, (dtypes or {}).get(name))
+    return req
+
+
+def predict_request_bytes(sig: ServedSignature, tensors: dict[str, np.ndarray]) -> bytes:
+    dtypes = {name: info.dtype for name, info in sig.inputs.items()}
+    return predict_request(sig.model, sig.name, tensors, dtypes=dtypes).SerializeToString()
 
 
 def json_value(array: np.ndarray):
