@@ -37,11 +37,6 @@ def shape_of(shape_proto: Any) -> tuple[int, ...] | None:
     return None if shape_proto.unknown_rank else tuple(int(d.size) for d in shape_proto.dim)
 
 
-def tensor_infos(infos: Any) -> dict[str, tuple[str, tuple[int, ...] | None]]:
-    """A SignatureDef's inputs or outputs map -> {key: (DataType name, shape)}."""
-    return {key: (dtype_name_of(info), shape_of(info.tensor_shape)) for key, info in infos.items()}
-
-
 def fill_tensor_proto(proto: Any, array: np.ndarray, dtype: str | None = None, *, typed_fields: bool = False) -> Any:
     """Write `array` into `proto` in place: numbers as tensor_content (requests) or, with `typed_fields`, in the
     dtype's value field (outputs, as TF Serving sends them); strings (bytes or str elements) in string_val."""
@@ -55,7 +50,7 @@ def fill_tensor_proto(proto: Any, array: np.ndarray, dtype: str | None = None, *
         dims.add(size=int(d))
     flat = array.reshape(-1)
     if dtype == STRING:
-        proto.string_val.extend(v if isinstance(v, bytes) else str(v).encode() for v in flat)
+        proto.string_val.extend(as_bytes(v) for v in flat)
     elif not typed_fields:
         proto.tensor_content = np.ascontiguousarray(flat, dtype=NUMPY_DTYPES[dtype].newbyteorder("<")).tobytes()
     else:
@@ -74,7 +69,7 @@ def decode_values(proto: Any, dtype: str, dims: tuple[int, ...], what: str = "te
     elif proto.tensor_content:
         if len(proto.tensor_content) != count * np_dtype.itemsize:
             raise ValueError(f"{what}: tensor_content has {len(proto.tensor_content)} bytes but shape "
-                             f"{_shape_str(dims)} of {dtype} needs {count * np_dtype.itemsize}")
+                             f"{shape_str(dims)} of {dtype} needs {count * np_dtype.itemsize}")
         return np.frombuffer(proto.tensor_content, dtype=np_dtype.newbyteorder("<")).reshape(dims)
     else:
         field = TENSOR_DTYPES[dtype][1]
@@ -84,7 +79,7 @@ def decode_values(proto: Any, dtype: str, dims: tuple[int, ...], what: str = "te
         return np.asarray(values, dtype=np_dtype).reshape(dims)
     if len(values) == 1 and count > 0:
         return np.full(dims, values[0], dtype=np_dtype)
-    raise ValueError(f"{what} declares shape {_shape_str(dims)} ({count} elements) but carries {len(values)} values "
+    raise ValueError(f"{what} declares shape {shape_str(dims)} ({count} elements) but carries {len(values)} values "
                      f"in {field}")
 
 
@@ -96,5 +91,10 @@ def to_ndarray(proto: Any) -> np.ndarray:
     return decode_values(proto, dtype, tuple(int(d.size) for d in proto.tensor_shape.dim))
 
 
-def _shape_str(dims: tuple[int, ...]) -> str:
-    return "[" + ",".join(str(d) for d in dims) + "]"
+def as_bytes(value: Any) -> bytes:
+    """A string element as the bytes string_val (and tf.Example's bytes_list) carry."""
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+def shape_str(shape: tuple[int, ...] | list[int] | None) -> str:
+    return "[?]" if shape is None else "[" + ",".join(str(d) for d in shape) + "]"

@@ -18,6 +18,7 @@ import numpy as np
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
 from export import tensor_proto
+from export.tensor_proto import shape_str
 from serving.errors import invalid_argument, unimplemented
 
 
@@ -27,10 +28,6 @@ def dtype_name(enum: int) -> str:
         return types_pb2.DataType.Name(enum)
     except ValueError:
         return f"<unknown dtype {enum}>"
-
-
-def shape_str(shape: tuple[int, ...] | list[int] | None) -> str:
-    return "[?]" if shape is None else "[" + ",".join(str(d) for d in shape) + "]"
 
 
 @dataclass(frozen=True)

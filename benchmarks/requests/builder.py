@@ -60,22 +60,6 @@ def resolve_method(sig: ServedSignature, requested: str) -> str:
     return method
 
 
-def signature_requests(kind: str, target: str, model: str, opts: InputOptions) -> SignatureRequests:
-    """Ask the server for the signature and check the options against it (ValueError naming problems)."""
-    sig = fetch_signature(kind, target, model, opts.signature)
-    method = resolve_method(sig, opts.method)
-    check_shape_names(sig, opts.shapes)
-    file_data = None
-    if opts.input_data is not None:
-        doc = input_data.load_document(opts.input_data)
-        where = f"--input-data {opts.input_data}"
-        file_data = (input_data.predict_tensors(doc, sig, opts.shapes, where) if method == "predict"
-                     else input_data.example_features(doc, where))
-    requests = SignatureRequests(sig, method, opts, file_data)
-    requests.values(1)  # fail now, before any load, if the shapes or features cannot be filled
-    return requests
-
-
 @dataclass(frozen=True)
 class RequestSpec:
     """What to build requests for: a model, the API to ask for its signature, and how to fill the inputs."""
@@ -108,5 +92,15 @@ def build_requests(spec: RequestSpec) -> ModelRequests:
     if spec.n_features > 0 and opts.is_default():
         return ModelRequests(spec.model, "predict",
                              lambda batch: build_payload(spec.model, batch, spec.n_features, signature=opts.signature))
-    requests = signature_requests(spec.kind, spec.target, spec.model, opts)
-    return ModelRequests(spec.model, requests.method, requests.payload)
+    sig = fetch_signature(spec.kind, spec.target, spec.model, opts.signature)
+    method = resolve_method(sig, opts.method)
+    check_shape_names(sig, opts.shapes)
+    file_data = None
+    if opts.input_data is not None:
+        doc = input_data.load_document(opts.input_data)
+        where = f"--input-data {opts.input_data}"
+        file_data = (input_data.predict_tensors(doc, sig, opts.shapes, where) if method == "predict"
+                     else input_data.example_features(doc, where))
+    requests = SignatureRequests(sig, method, opts, file_data)
+    requests.values(1)  # fail now, before any load, if the shapes or features cannot be filled
+    return ModelRequests(spec.model, method, requests.payload)

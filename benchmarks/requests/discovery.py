@@ -1,7 +1,7 @@
 """The models a models directory holds, read from export's manifests without importing TensorFlow."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from export import contract
@@ -15,7 +15,6 @@ class ModelInfo:
     name: str
     version_dirs: list[VersionDir]  # ascending, each with its directory as found on disk
     n_features: int
-    signatures: dict = field(default_factory=dict)
     model_dir: Path | None = None
 
     @property
@@ -36,18 +35,13 @@ class ModelInfo:
 
 
 def discover_models(models_dir: Path) -> list[ModelInfo]:
-    """Models exported under models_dir/<model>/<version>/ (export/contract.py), with the latest version's
-    manifest (input width, signatures)."""
+    """Models exported under models_dir/<model>/<version>/ (export/contract.py), with the input width their
+    latest version's manifest gives."""
     out: list[ModelInfo] = []
     for name in contract.model_names(models_dir):
-        d = Path(models_dir) / name
-        found = contract.version_dirs(d)
-        if not found:
-            continue
-        n_features, sigs = DEFAULT_N_FEATURES, {}
-        if contract.manifest_path(found[-1].path).exists():
-            m = contract.read_manifest(found[-1].path)
-            n_features = int(m.get("n_features", DEFAULT_N_FEATURES))
-            sigs = m.get("signatures", {})
-        out.append(ModelInfo(name, found, n_features, sigs, d))
+        model_dir = Path(models_dir) / name
+        found = contract.version_dirs(model_dir)
+        if found:
+            manifest = contract.read_manifest(found[-1].path) if contract.manifest_path(found[-1].path).exists() else {}
+            out.append(ModelInfo(name, found, int(manifest.get("n_features", DEFAULT_N_FEATURES)), model_dir))
     return out

@@ -16,6 +16,7 @@ import numpy as np
 from benchmarks.requests import protos
 from benchmarks.requests.signature import ServedSignature
 from benchmarks.requests.tensors import InputOptions, json_value, random_array, with_model_spec
+from export.tensor_proto import as_bytes
 
 
 def random_features(batch: int, opts: InputOptions) -> dict[str, np.ndarray]:
@@ -38,7 +39,7 @@ def fill_example(example, row: dict[str, np.ndarray]) -> None:
         flat = np.asarray(values).reshape(-1)
         feature = example.features.feature[name]
         if flat.dtype == object or flat.dtype.kind in "SU":
-            feature.bytes_list.value.extend(v if isinstance(v, bytes) else str(v).encode() for v in flat)
+            feature.bytes_list.value.extend(as_bytes(v) for v in flat)
         elif flat.dtype.kind == "f":
             feature.float_list.value.extend(flat.astype(np.float32).tolist())
         else:

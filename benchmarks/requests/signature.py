@@ -4,7 +4,8 @@ TF Serving answers both with a SignatureDefMap (REST: its JSON form), so one par
 signature gives each input's name, dtype and shape (-1 = any size) and the method (predict, classify,
 regress); that is all a load generator needs to build valid requests for a model it has never seen.
 Whether a model is there and AVAILABLE is asked with GetModelStatus / GET /v1/models/NAME (one
-wait_until_available for every caller). TF Serving's API has no call that lists the models a server has, so "which models are there" comes from the models directory when we have one.
+wait_until_available for every caller). TF Serving's API has no call that lists the models a server has, so
+"which models are there" comes from the models directory when we have one.
 """
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ class ServedSignature:
 
 
 def _tensor_infos(infos) -> dict[str, TensorInfo]:
-    return {key: TensorInfo(key, dtype, shape) for key, (dtype, shape) in tensor_proto.tensor_infos(infos).items()}
+    return {k: TensorInfo(k, tensor_proto.dtype_name_of(i), tensor_proto.shape_of(i.tensor_shape))
+            for k, i in infos.items()}
 
 
 def signature_from_map(sig_map, model: str, signature: str) -> ServedSignature:

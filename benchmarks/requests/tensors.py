@@ -6,8 +6,9 @@ dimension is the batch (the request's row count); others come from `--shape NAME
 [0, 1), integers within --int-range, booleans, strings of --string-length) or come from --input-data
 (input_data.py). The same numpy arrays become a PredictRequest (export/tensor_proto.py: numeric ->
 tensor_content, strings -> string_val) and a REST body in TF Serving's columnar form
-({"inputs": {name: value}}, bytes as {"b64": ...}), so gRPC and REST carry identical tensors. Classify/Regress signatures take serialized
-tf.Examples instead: each input array becomes one feature (examples.py).
+({"inputs": {name: value}}, bytes as {"b64": ...}), so gRPC and REST carry identical tensors.
+Classify/Regress signatures take serialized tf.Examples instead: each input array becomes one feature
+(examples.py).
 """
 from __future__ import annotations
 
@@ -133,10 +134,6 @@ def random_inputs(sig: ServedSignature, batch: int, opts: InputOptions) -> dict[
             for name, info in sorted(sig.inputs.items())}
 
 
-def _as_bytes(v) -> bytes:
-    return v if isinstance(v, bytes) else str(v).encode()
-
-
 def with_model_spec(req, model: str, signature: str, version: int | None = None):
     """Fill a request's model_spec (name, signature, version when one is asked for); returns the request."""
     req.model_spec.name = model
@@ -164,7 +161,7 @@ def predict_request_bytes(sig: ServedSignature, tensors: dict[str, np.ndarray]) 
 def json_value(array: np.ndarray):
     """numpy -> JSON-ready nested lists; bytes as {"b64": ...} (TF Serving's REST rule for binary data)."""
     if array.dtype == object:
-        return np.vectorize(lambda b: {"b64": base64.b64encode(_as_bytes(b)).decode()},
+        return np.vectorize(lambda b: {"b64": base64.b64encode(tensor_proto.as_bytes(b)).decode()},
                             otypes=[object])(array).tolist() if array.size else array.tolist()
     return array.tolist()
 

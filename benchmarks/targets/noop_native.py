@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.system_packages import apt_install
-from benchmarks.targets.noop_python import model_status_response, predict_response
+from benchmarks.targets.noop_python import REST_STATUS, model_status_response, predict_response
 from export.contract import PREDICT_METHOD, STATUS_METHOD
 
 BINARIES = {"nghttpd": "nghttp2-server", "nginx": "nginx-light"}  # binary -> Debian package
@@ -118,9 +118,8 @@ def nginx_conf(workdir: Path, host: str, port: int, batch_size: int, log: Path) 
     import json
 
     predictions = json.dumps({"predictions": [[0.0]] * batch_size})
-    status = json.dumps({"model_version_status": [
-        {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]})
-    return NGINX_CONF.format(workdir=workdir, host=host, port=port, predictions=predictions, status=status, log=log)
+    return NGINX_CONF.format(workdir=workdir, host=host, port=port, predictions=predictions, status=REST_STATUS,
+                             log=log)
 
 
 def _wait_listening(host: str, port: int, proc: subprocess.Popen, name: str, timeout_s: float) -> None:

@@ -72,6 +72,11 @@ def predict_response(rows: int, model: str, signature: str = DEFAULT_SIGNATURE) 
     return resp.SerializeToString()
 
 
+# GET /v1/models/NAME: what TF Serving answers for one AVAILABLE version
+REST_STATUS = json.dumps({"model_version_status": [
+    {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]})
+
+
 def model_status_response() -> bytes:
     """The no-op servers' GetModelStatus answer, serialised: version 1 AVAILABLE."""
     gs = protos.get("get_model_status_pb2")
@@ -182,8 +187,7 @@ def _rest_app(core: NoopCore):
         if error:
             return err(start_response, *error)
         if action is None:
-            return reply(start_response, 200, json.dumps({"model_version_status": [
-                {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}).encode())
+            return reply(start_response, 200, REST_STATUS.encode())
         t0 = time.perf_counter()
         n = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(n) if n else b""
