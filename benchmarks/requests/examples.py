@@ -15,7 +15,7 @@ import numpy as np
 
 from benchmarks.requests import protos
 from benchmarks.requests.signature import ServedSignature
-from benchmarks.requests.tensors import InputOptions, json_value, random_array, with_model_spec
+from benchmarks.requests.tensors import InputOptions, json_value, random_array
 from export.tensor_proto import as_bytes
 
 
@@ -49,7 +49,7 @@ def fill_example(example, row: dict[str, np.ndarray]) -> None:
 def example_request_bytes(sig: ServedSignature, method: str, features: dict[str, np.ndarray],
                           version: int | None = None) -> bytes:
     module = protos.get("classification_pb2" if method == "classify" else "regression_pb2")
-    req = with_model_spec(module.ClassificationRequest() if method == "classify" else module.RegressionRequest(),
+    req = protos.with_model_spec(module.ClassificationRequest() if method == "classify" else module.RegressionRequest(),
                           sig.model, sig.name, version)
     for i in range(_rows(features)):
         fill_example(req.input.example_list.examples.add(), {k: v[i] for k, v in features.items()})

@@ -114,8 +114,7 @@ def error_message(body: bytes) -> str:
 def fetch_signature(kind: str, target: str, model: str, signature: str, timeout_s: float = 10.0) -> ServedSignature:
     """GetModelMetadata / GET /v1/models/NAME/metadata -> the one signature asked for."""
     meta = protos.get("get_model_metadata_pb2")
-    req = meta.GetModelMetadataRequest(metadata_field=["signature_def"])
-    req.model_spec.name = model
+    req = protos.with_model_spec(meta.GetModelMetadataRequest(metadata_field=["signature_def"]), model)
     if kind == "rest":
         sig_map = _ask(kind, target, model, (f"/v1/models/{model}/metadata", meta.SignatureDefMap()), timeout_s)
     else:
@@ -137,10 +136,7 @@ def model_status(kind: str, target: str, model: str, version: int | None = None,
                  timeout_s: float = 10.0) -> list[VersionState]:
     """Every version of `model` the server reports, with its state and error (UnknownModel when it has none)."""
     st = protos.get("get_model_status_pb2")
-    req = st.GetModelStatusRequest()
-    req.model_spec.name = model
-    if version is not None:
-        req.model_spec.version.value = version
+    req = protos.with_model_spec(st.GetModelStatusRequest(), model, version=version)
     path = f"/v1/models/{model}" + (f"/versions/{version}" if version is not None else "")
     what = (path, st.GetModelStatusResponse()) if kind == "rest" else (STATUS_METHOD, req, st.GetModelStatusResponse)
     resp = _ask(kind, target, model, what, timeout_s)

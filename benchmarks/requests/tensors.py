@@ -134,20 +134,10 @@ def random_inputs(sig: ServedSignature, batch: int, opts: InputOptions) -> dict[
             for name, info in sorted(sig.inputs.items())}
 
 
-def with_model_spec(req, model: str, signature: str, version: int | None = None):
-    """Fill a request's model_spec (name, signature, version when one is asked for); returns the request."""
-    req.model_spec.name = model
-    if signature:
-        req.model_spec.signature_name = signature
-    if version is not None:
-        req.model_spec.version.value = version
-    return req
-
-
 def predict_request(model: str, signature: str, tensors: dict[str, np.ndarray], version: int | None = None,
                     dtypes: dict[str, str] | None = None):
     """A PredictRequest carrying each named input (its DataType from `dtypes`, else from the array's dtype)."""
-    req = with_model_spec(protos.get("predict_pb2").PredictRequest(), model, signature, version)
+    req = protos.with_model_spec(protos.get("predict_pb2").PredictRequest(), model, signature, version)
     for name, array in tensors.items():
         tensor_proto.fill_tensor_proto(req.inputs[name], array, (dtypes or {}).get(name))
     return req
