@@ -1,6 +1,6 @@
 """What every load-generator client is, and the one registry that names them.
 
-A client is a Transport: it sends pre-built request bytes (payloads.py) to one endpoint and returns
+A client is a Transport: it sends pre-built request bytes (benchmarks/requests/) to one endpoint and returns
 (status, response bytes). Status is the gRPC status name ("OK", "UNAVAILABLE", ...) for gRPC and the
 HTTP code as a string ("200", "503", ...) or a client-side error class ("connection_error", "timeout")
 for REST, so errors can be counted by code; ok() says which statuses are successes.

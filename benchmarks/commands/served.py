@@ -56,7 +56,7 @@ class ServedConfig:
     loadgen_dir: Path | None = None
     progress: bool = True
     fixed_windows: int | None = None
-    inputs: InputOptions = field(default_factory=InputOptions)  # signature, shapes, input data (inputs.py)
+    inputs: InputOptions = field(default_factory=InputOptions)  # signature, shapes, input data (requests/tensors.py)
     allow_errors: bool = False  # time the load even when the probe request fails
     extra: dict = field(default_factory=dict)
 
