@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.requests.signature import ServedSignature, TensorInfo
-from benchmarks.requests.tensors import NUMPY_DTYPES, STRING
+from export.tensor_proto import NUMPY_DTYPES, STRING
 
 
 def load_document(path: Path) -> dict:

@@ -23,10 +23,7 @@ from benchmarks.requests import protos
 from benchmarks.requests.signature import ServedSignature, TensorInfo
 from export import tensor_proto
 from export.contract import DEFAULT_SIGNATURE
-from export.tensor_proto import STRING
-
-# DataType name -> numpy dtype for the dtypes a request can carry (DT_STRING is bytes, handled apart).
-NUMPY_DTYPES: dict[str, np.dtype] = {k: v for k, v in tensor_proto.NUMPY_DTYPES.items() if k != STRING}
+from export.tensor_proto import NUMPY_DTYPES, STRING
 _ALPHABET = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz0123456789", dtype=np.uint8)
 
 

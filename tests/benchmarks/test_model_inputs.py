@@ -20,7 +20,7 @@ from benchmarks.requests.signature import ServedSignature, signature_from_map
 from export.contract import CLASSIFY_METHOD
 from export.tensor_proto import to_ndarray
 
-ALL_DTYPES = sorted(NUMPY_DTYPES) + [STRING]
+ALL_DTYPES = sorted(NUMPY_DTYPES)  # every dtype the contract lists, DT_STRING included
 
 
 def _metadata_map(inputs: dict[str, tuple[str, list[int] | None]], method: str = "predict"):
