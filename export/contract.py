@@ -53,9 +53,7 @@ def rpc_name(method_path: str) -> tuple[str, str]:
 
 
 # gRPC message limits of the load generators and test clients: large batches exceed gRPC's default 4 MB.
-MAX_MESSAGE_BYTES = 256 * 2**20
-GRPC_MESSAGE_OPTIONS = (("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES))
+GRPC_MESSAGE_OPTIONS = (("grpc.max_receive_message_length", 256 * 2**20), ("grpc.max_send_message_length", 256 * 2**20))
 DEFAULT_SIGNATURE = "serving_default"
 # SignatureDef method names (tensorflow/python/saved_model/signature_constants.py).
 METHOD_NAME_PREFIX = "tensorflow/serving/"

@@ -90,7 +90,8 @@ def find_client(kind: str, choice: str | None = None) -> ClientSpec:
             raise ValueError(f"{kind} has several clients and no default: choose one of {'|'.join(clients)}")
         return spec
     if choice not in clients:
-        raise ValueError(f"unknown {_label(kind)} client {choice!r} ({'|'.join(clients)})")
+        raise ValueError(f"unknown {'gRPC' if kind == 'grpc' else kind.upper()} client {choice!r} "
+                         f"({'|'.join(clients)})")
     return clients[choice]
 
 
@@ -119,7 +120,3 @@ def _kind(kind: str) -> dict[str, ClientSpec]:
     if kind not in _CLIENTS:
         raise ValueError(f"unknown transport {kind!r} ({'|'.join(_CLIENTS)})")
     return _CLIENTS[kind]
-
-
-def _label(kind: str) -> str:
-    return "gRPC" if kind == "grpc" else kind.upper()

@@ -48,9 +48,9 @@ def fill_example(example, row: dict[str, np.ndarray]) -> None:
 
 def example_request_bytes(sig: ServedSignature, method: str, features: dict[str, np.ndarray],
                           version: int | None = None) -> bytes:
-    module = protos.get("classification_pb2" if method == "classify" else "regression_pb2")
-    req = protos.with_model_spec(module.ClassificationRequest() if method == "classify" else module.RegressionRequest(),
-                          sig.model, sig.name, version)
+    cls = (protos.get("classification_pb2").ClassificationRequest if method == "classify"
+           else protos.get("regression_pb2").RegressionRequest)
+    req = protos.with_model_spec(cls(), sig.model, sig.name, version)
     for i in range(_rows(features)):
         fill_example(req.input.example_list.examples.add(), {k: v[i] for k, v in features.items()})
     return req.SerializeToString()

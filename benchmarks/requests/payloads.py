@@ -32,8 +32,7 @@ def make_inputs(batch_size: int, n_features: int, seed: int = 0) -> np.ndarray:
 
 def build_predict_request(model: str, x: np.ndarray, signature: str = DEFAULT_SIGNATURE,
                           input_name: str = "inputs", version: int | None = None):
-    """PredictRequest with one float32 TensorProto (tensor_content = raw little-endian bytes, which is
-    what tf.make_tensor_proto produces for numeric arrays)."""
+    """PredictRequest with one float32 TensorProto (tensor_content, as tf.make_tensor_proto writes it)."""
     return predict_request(model, signature, {input_name: x.astype(np.float32, copy=False)}, version)
 
 

@@ -171,7 +171,11 @@ class ManagedServer:
         if self.kind == "embedded":
             self._wait_serving(deadline)
             if self.models and self.rest_port > 0:
-                self._wait_models_available(deadline)
+                try:
+                    wait_until_available("rest", self.rest_target, list(self.models), deadline - time.monotonic(),
+                                         check=self._check_alive)
+                except TimeoutError as e:
+                    raise self._fail(f"not ready after {self.start_timeout_s:.0f} s ({e})") from None
 
     def _wait_ready_file(self, deadline: float) -> None:
         # the no-op server writes its ready file only once BOTH endpoints listen
@@ -212,13 +216,6 @@ class ManagedServer:
                         return
                 time.sleep(0.2)
         raise self._fail(f"not SERVING within {self.start_timeout_s:.0f} s")
-
-    def _wait_models_available(self, deadline: float) -> None:
-        try:
-            wait_until_available("rest", self.rest_target, list(self.models), deadline - time.monotonic(),
-                                 check=self._check_alive)
-        except TimeoutError as e:
-            raise self._fail(f"not ready after {self.start_timeout_s:.0f} s ({e})") from None
 
     # ------------------------------------------------------------------------------------------ stopping
     def kill(self) -> None:
