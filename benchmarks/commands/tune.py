@@ -58,22 +58,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_args(p)
 
 
-def _model_info(args):
-    from benchmarks.clients.payloads import discover_models
+def _model_info(args) -> int:
+    """The model's input width from its manifest; 0 (ask the server's signature) for a model without one."""
+    from benchmarks.requests.discovery import discover_models
+    from export import contract
 
     infos = {i.name: i for i in discover_models(args.models_dir)}
     if args.server != "manual" and args.model not in infos:
         raise SystemExit(f"error: no model {args.model!r} under {args.models_dir} "
                          f"(have: {', '.join(sorted(infos)) or 'none'}; export it first: make export)")
     info = infos.get(args.model)
-    return info.n_features if info is not None and info.signatures else 0  # 0: ask the server's signature
+    return info.n_features if info is not None and contract.manifest_path(info.latest_dir).exists() else 0
 
 
 def make_prober(args, n_features: int) -> Prober:
     """One Poisson open-loop point at `rate` against the trial's server -> its profiled row."""
-    from benchmarks.clients.inputs import InputOptions
-    from benchmarks.clients.model_requests import payload_factory
     from benchmarks.clients.transports import client_name, make_transport
+    from benchmarks.requests.builder import RequestSpec, build_requests
 
     payloads: dict = {}
     timeout_s = max(5.0, 20 * args.p99_ms / 1000)
@@ -81,7 +82,7 @@ def make_prober(args, n_features: int) -> Prober:
     def probe(endpoint: Endpoint, config: TrialConfig, rate: float):
         target = endpoint.grpc_target if args.api == "grpc" else endpoint.rest_target
         if "p" not in payloads:  # built once, from the first server (a model without manifest: its signature)
-            payloads["p"] = payload_factory(args.api, target, args.model, n_features, InputOptions())(args.request_batch)
+            payloads["p"] = build_requests(RequestSpec(args.model, args.api, target, n_features)).payload(args.request_batch)
         p = payloads["p"]
         window_s = min(max(args.window_s, MIN_REQUESTS / (3 * rate)), max(MAX_WINDOW_S, args.window_s))
         plan = WindowPlan(window_s=window_s, fixed_windows=3, warmup_s=0.5)
