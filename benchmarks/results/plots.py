@@ -198,7 +198,7 @@ def plot_tune_pareto(rows: list[ResultRow], out: Path) -> Path | None:
         if win or default:
             ax.scatter([v], [r.p99_ms], s=220, facecolors="none", edgecolors="tab:red" if win else "k")
             ax.annotate(f"winner: {r.mode}" if win else "default", (v, r.p99_ms), textcoords="offset points",
-                        xytext=(8, 8), fontsize=8)
+                        xytext=(-10, 10) if win else (10, 10), ha="right" if win else "left", fontsize=8)
     ax.axhline(trials[0].extra["tune"]["budget_ms"], c="tab:red", ls="--", lw=1, label="p99 budget")
     ax.set_xlabel("request rate (req/s, open loop, Poisson)")
     ax.set_ylabel("p99 latency (ms)")
