@@ -37,7 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-rps", type=float, default=0.0, help="a configuration must reach this rate to qualify")
     p.add_argument("--api", choices=("grpc", "rest"), default="grpc")
     p.add_argument("--request-batch", type=int, default=1, help="rows per request (default 1)")
-    p.add_argument("--trials", type=int, default=d.trials, help=f"at most this many configurations (default {d.trials})")
+    p.add_argument("--trials", type=int, default=d.trials,
+                   help=f"at most this many configurations (default {d.trials})")
     p.add_argument("--search", choices=SEARCHES, default="quick",
                    help="recipe: TF Serving's batching guide; quick (default): hill climbing from it; grid: all listed")
     p.add_argument("--target-rps", type=float, default=0.0, help="plan replicas and HPA bounds for this rate")
@@ -82,7 +83,8 @@ def make_prober(args, n_features: int) -> Prober:
     def probe(endpoint: Endpoint, config: TrialConfig, rate: float):
         target = endpoint.grpc_target if args.api == "grpc" else endpoint.rest_target
         if "p" not in payloads:  # built once, from the first server (a model without manifest: its signature)
-            payloads["p"] = build_requests(RequestSpec(args.model, args.api, target, n_features)).payload(args.request_batch)
+            built = build_requests(RequestSpec(args.model, args.api, target, n_features))
+            payloads["p"] = built.payload(args.request_batch)
         p = payloads["p"]
         window_s = min(max(args.window_s, MIN_REQUESTS / (3 * rate)), max(MAX_WINDOW_S, args.window_s))
         plan = WindowPlan(window_s=window_s, fixed_windows=3, warmup_s=0.5)
@@ -108,15 +110,17 @@ def _launcher(args) -> Launcher:
 def conclusion(conf: Confirmation, winner: Trial, other: Trial, s: TuneSettings) -> str:
     n = len(conf.winner)
     name = "the default" if other.config == DEFAULT else f"the runner-up ({other.config.label()})"
+    won, lost = conf.within(conf.winner, s.budget_ms), conf.within(conf.other, s.budget_ms)
     measured = (f"at {conf.rate:g} req/s in {n} interleaved pairs: p99 within {s.budget_ms:g} ms for the winner "
-                f"in {conf.within(conf.winner, s.budget_ms)}/{n}, for {name} in {conf.within(conf.other, s.budget_ms)}/{n}; "
+                f"in {won}/{n}, for {name} in {lost}/{n}; "
                 f"winner's p99 vs {name}: {conf.change_pct:+.1f} % (bootstrap 95 % CI {conf.ci_pct[0]:+.1f} .. "
                 f"{conf.ci_pct[1]:+.1f} %, {conf.verdict})")
-    holds = conf.within(conf.winner, s.budget_ms) == n and conf.verdict in ("improvement", "faster (within threshold)")
+    holds = won == n and conf.verdict in ("improvement", "faster (within threshold)")
     verdict = "significant" if holds else "not significant (the measurements do not separate them)"
     if other.config == DEFAULT:
         gain = f"{winner.score / other.score - 1:+.0%}" if other.score > 0 else "from nothing within the budget"
-        return f"gain over the default: {gain} in rate under the budget ({winner.score:g} vs {max(other.score, 0):g} req/s), {verdict}; {measured}"
+        return (f"gain over the default: {gain} in rate under the budget ({winner.score:g} vs "
+                f"{max(other.score, 0):g} req/s), {verdict}; {measured}")
     return f"the default is already best ({winner.score:g} req/s), {verdict}; {measured}"
 
 

@@ -189,8 +189,8 @@ def plot_tune_pareto(rows: list[ResultRow], out: Path) -> Path | None:
                label="trial (highest rate within the budget)")
     ax.scatter([v for v, m in zip(x, met) if not m], [r.p99_ms for r, m in zip(trials, met) if not m], c="tab:gray",
                marker="x", label="trial over budget (closest probe)")
-    front = sorted((v, r.p99_ms) for v, r, m in zip(x, trials, met) if m and not any(
-        v2 >= v and o.p99_ms <= r.p99_ms and (v2, o.p99_ms) != (v, r.p99_ms) for v2, o, m2 in zip(x, trials, met) if m2))
+    points = [(v, r.p99_ms) for v, r, m in zip(x, trials, met) if m]
+    front = sorted(p for p in points if not any(q[0] >= p[0] and q[1] <= p[1] and q != p for q in points))
     if front:
         ax.plot(*zip(*front), c="tab:blue", alpha=0.5, label="Pareto front")
     for r, v in zip(trials, x):

@@ -170,7 +170,8 @@ class ManualLauncher:
         batching = write_batching_file(config, trial_dir)
         flags = config.server_flags(str(batching.resolve()))
         print(f"\n== apply configuration: {config.label()}\n   flags: {' '.join(flags) or '(none: the defaults)'}\n"
-              f"   batching file {batching}:\n" + "".join(f"     {line}\n" for line in config.batching_text().splitlines()),
+              f"   batching file {batching}:\n"
+              + "".join(f"     {line}\n" for line in config.batching_text().splitlines()),
               flush=True)
         answer = self.ask("   restart the server with it, then press Enter (or type 'skip' to refuse it): ")
         if answer.strip().lower() == "skip":

@@ -51,8 +51,8 @@ class TrialConfig:
         parts = []
         if self.batching:
             sizes = "/".join(map(str, self.allowed_batch_sizes))
-            parts.append(f"batch mbs={self.max_batch_size} to={self.batch_timeout_micros}us "
-                         f"thr={self.num_batch_threads} q={self.max_enqueued_batches}" + (f" sizes={sizes}" if sizes else ""))
+            parts.append(f"batch mbs={self.max_batch_size} to={self.batch_timeout_micros}us thr={self.num_batch_threads} "
+                         f"q={self.max_enqueued_batches}" + (f" sizes={sizes}" if sizes else ""))
         for name, value in (("intra", self.intra_op), ("inter", self.inter_op), ("rest", self.rest_api_num_threads),
                             ("exec", self.max_concurrent_executions)):
             if value is not None:

@@ -3,10 +3,8 @@ the files it writes, and one real two-trial tune against the embedded server."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from benchmarks.measure.histogram import LatencyHistogram
@@ -303,4 +301,14 @@ def test_two_trial_tune_against_the_embedded_server(exported_models_dir, tmp_pat
     assert (run / "best" / "hpa.yaml").exists() and (run / "tune_pareto.png").exists()
     assert "Tuning: trials, best first" in (run / "report.md").read_text()
     assert json.loads((run / "results.json").read_text())["results"]
-    _ = (math, np)
+
+
+def test_the_embedded_launcher_turns_a_refused_configuration_into_a_reason(exported_models_dir, tmp_path):
+    from benchmarks.tune.launchers import EmbeddedLauncher
+
+    launcher = EmbeddedLauncher(exported_models_dir, "residual_regressor", start_timeout_s=60)
+    bad = TrialConfig(batching=True, max_batch_size=128, allowed_batch_sizes=(8, 64))  # last must be 128
+    with pytest.raises(TrialRefused, match="allowed_batch_sizes"):
+        launcher.start(bad, tmp_path / "trial")
+    launcher.stop()
+    assert launcher.server is None
