@@ -56,6 +56,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"probe window, 3 per probe (longer at low rates, to hold {MIN_REQUESTS} requests, up to "
                         f"{MAX_WINDOW_S:g} s)")
     p.add_argument("--pairs", type=int, default=d.pairs, help="confirmation: interleaved pairs (0 = skip)")
+    p.add_argument("--search-minutes", type=float, default=5.5,
+                   help="no new trial starts after this long (default 5.5: with the confirmation, make tune stays "
+                        "within 10 minutes; 0 = no limit)")
     add_run_args(p)
 
 
@@ -159,7 +162,7 @@ def main(args: argparse.Namespace) -> int:
     cores = len(os.sched_getaffinity(0))
     s = TuneSettings(args.model, args.api, args.request_batch, args.p99_ms, args.min_rps, args.trials,
                      dataclasses.replace(RatePlan(), start_rps=args.start_rps, resolution_pct=args.resolution_pct,
-                                         max_probes=args.max_probes), args.pairs)
+                                         max_probes=args.max_probes), args.pairs, args.search_minutes * 60)
     search = make_search(args.search, cores, args.api, launcher.settings,
                          "gpu" if w.environment.gpus else "cpu")
     probe = make_prober(args, n_features)

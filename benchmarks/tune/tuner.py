@@ -8,6 +8,7 @@ is done, so Ctrl-C keeps what was finished; a refused trial's row carries the re
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -35,6 +36,7 @@ class TuneSettings:
     trials: int = 8
     rate: RatePlan = field(default_factory=RatePlan)
     pairs: int = 3  # confirmation: interleaved winner/challenger pairs
+    search_s: float = 0.0  # no trial starts after this long (0: no limit); keeps a run within its time
 
 
 @dataclass
@@ -106,8 +108,12 @@ def run_trials(search: Search, launcher: Launcher, probe: Prober, s: TuneSetting
     trials: list[Trial] = []
     size = getattr(search, "size", None)
     total = min(s.trials, size) if size else s.trials
+    started = time.monotonic()
     try:
         while len(trials) < s.trials:
+            if trials and s.search_s and time.monotonic() - started > s.search_s:
+                out(f"[tune] search time ({s.search_s:g} s) spent: no more trials after {len(trials)}")
+                break
             config = search([(t.config, t.score) for t in trials])
             if config is None:
                 break

@@ -192,6 +192,14 @@ def test_ctrl_c_keeps_the_finished_trials(tmp_path):
     assert launcher.running is None and "interrupted" in lines[-1]
 
 
+def test_no_trial_starts_once_the_search_time_is_spent(tmp_path):
+    caps, lines = {DEFAULT: 300.0}, []
+    trials = run_trials(make_search("recipe", 2, "grpc", FakeLauncher.settings), FakeLauncher(caps),
+                        fake_prober(lambda c: 300.0), TuneSettings("m", "grpc", 1, 20.0, search_s=1e-9),
+                        writer(tmp_path), lines.append)
+    assert len(trials) == 1 and "search time" in lines[-1]
+
+
 def test_a_budget_nothing_meets_ranks_by_the_closest(tmp_path):
     caps = {DEFAULT: 0.5, recipe(2)[1]: 0.5}
     trials = run_trials(make_search("recipe", 2, "grpc", FakeLauncher.settings), FakeLauncher(caps),
