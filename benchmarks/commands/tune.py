@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import signal
 from pathlib import Path
 
 from benchmarks.commands.common import (DEFAULT_GRPC_TARGET, DEFAULT_MODELS, DEFAULT_REST_TARGET, add_run_args,
@@ -120,11 +121,14 @@ def conclusion(conf: Confirmation, winner: Trial, other: Trial, s: TuneSettings)
                 f"{conf.ci_pct[1]:+.1f} %, {conf.verdict})")
     holds = won == n and conf.verdict in ("improvement", "faster (within threshold)")
     verdict = "significant" if holds else "not significant (the measurements do not separate them)"
-    if other.config == DEFAULT:
-        gain = f"{winner.score / other.score - 1:+.0%}" if other.score > 0 else "from nothing within the budget"
-        return (f"gain over the default: {gain} in rate under the budget ({winner.score:g} vs "
-                f"{max(other.score, 0):g} req/s), {verdict}; {measured}")
-    return f"the default is already best ({winner.score:g} req/s), {verdict}; {measured}"
+    if other.config != DEFAULT:
+        return f"the default is already best ({winner.score:g} req/s), {verdict}; {measured}"
+    if winner.score == other.score:
+        return (f"same rate under the budget as the default ({winner.score:g} req/s), lower p99 there: {verdict}; "
+                f"{measured}")
+    gain = f"{winner.score / other.score - 1:+.0%}" if other.score > 0 else "from nothing within the budget"
+    return (f"gain over the default: {gain} in rate under the budget ({winner.score:g} vs "
+            f"{max(other.score, 0):g} req/s), {verdict}; {measured}")
 
 
 def _confirm_and_write(trials: list[Trial], launcher: Launcher, probe: Prober, s: TuneSettings, w, args) -> str:
@@ -153,11 +157,16 @@ def _confirm_and_write(trials: list[Trial], launcher: Launcher, probe: Prober, s
     return "\n".join(lines)
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM as Ctrl-C: finished trials are kept and the trial's server is stopped
+
+
 def main(args: argparse.Namespace) -> int:
     if args.p99_ms <= 0 or args.request_batch < 1 or args.trials < 1:
         raise SystemExit("error: --p99-ms must be > 0, --request-batch and --trials >= 1")
     n_features = _model_info(args)
     launcher = _launcher(args)
+    signal.signal(signal.SIGTERM, _interrupt)
     w = open_run(args, "tune", server_kind=launcher.name, server_mode=args.search)
     cores = len(os.sched_getaffinity(0))
     s = TuneSettings(args.model, args.api, args.request_batch, args.p99_ms, args.min_rps, args.trials,
@@ -166,7 +175,9 @@ def main(args: argparse.Namespace) -> int:
     search = make_search(args.search, cores, args.api, launcher.settings,
                          "gpu" if w.environment.gpus else "cpu")
     probe = make_prober(args, n_features)
-    trials = run_trials(search, launcher, probe, s, w)
+    trials, interrupted = run_trials(search, launcher, probe, s, w)
+    if interrupted:
+        s = dataclasses.replace(s, pairs=0)  # stop means stop: the best/ files are written, nothing re-measured
     try:
         summary = _confirm_and_write(trials, launcher, probe, s, w, args) if trials else "no trial finished"
     except KeyboardInterrupt:  # the trials are written; the report still gets made

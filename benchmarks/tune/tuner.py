@@ -103,8 +103,9 @@ def progress_line(trial: Trial, total: int | None, best: Trial) -> str:
 
 
 def run_trials(search: Search, launcher: Launcher, probe: Prober, s: TuneSettings, writer: ResultWriter,
-               out: Callable[[str], None] = print) -> list[Trial]:
-    """Trials until the search is done or s.trials ran; Ctrl-C stops here and keeps the finished ones."""
+               out: Callable[[str], None] = print) -> tuple[list[Trial], bool]:
+    """Trials until the search is done or s.trials ran -> (trials, interrupted?). Ctrl-C stops here and keeps
+    the finished ones."""
     trials: list[Trial] = []
     size = getattr(search, "size", None)
     total = min(s.trials, size) if size else s.trials
@@ -125,8 +126,9 @@ def run_trials(search: Search, launcher: Launcher, probe: Prober, s: TuneSetting
             out(progress_line(trial, total, ranked(trials)[0]))
     except KeyboardInterrupt:
         launcher.stop()
-        out(f"[tune] interrupted: keeping the {len(trials)} finished trial(s)")
-    return trials
+        out(f"[tune] interrupted: keeping the {len(trials)} finished trial(s), no confirmation")
+        return trials, True
+    return trials, False
 
 
 def ranked(trials: list[Trial]) -> list[Trial]:

@@ -152,7 +152,7 @@ def test_recipe_trials_find_the_fastest_record_a_refused_one_and_write_a_row_eac
     caps = {DEFAULT: 300.0, recipe(2)[1]: 700.0, recipe(2)[2]: 500.0}
     launcher = FakeLauncher(caps, refuse={recipe(2)[3]})
     w, lines = writer(tmp_path), []
-    trials = run_trials(make_search("recipe", 2, "grpc", launcher.settings), launcher,
+    trials, _ = run_trials(make_search("recipe", 2, "grpc", launcher.settings), launcher,
                         fake_prober(lambda c: caps[c]), SETTINGS, w, lines.append)
     assert [t.config for t in trials] == recipe(2)
     best = ranked(trials)[0]
@@ -187,14 +187,15 @@ def test_ctrl_c_keeps_the_finished_trials(tmp_path):
         return cliff(caps[config])(rate)
 
     launcher, w, lines = FakeLauncher(caps), writer(tmp_path), []
-    trials = run_trials(make_search("recipe", 2, "grpc", launcher.settings), launcher, probe, SETTINGS, w, lines.append)
-    assert len(trials) == 2 and len(load_run(w.run_dir).rows) == 2
+    trials, interrupted = run_trials(make_search("recipe", 2, "grpc", launcher.settings), launcher, probe, SETTINGS, w,
+                                     lines.append)
+    assert interrupted and len(trials) == 2 and len(load_run(w.run_dir).rows) == 2
     assert launcher.running is None and "interrupted" in lines[-1]
 
 
 def test_no_trial_starts_once_the_search_time_is_spent(tmp_path):
     caps, lines = {DEFAULT: 300.0}, []
-    trials = run_trials(make_search("recipe", 2, "grpc", FakeLauncher.settings), FakeLauncher(caps),
+    trials, _ = run_trials(make_search("recipe", 2, "grpc", FakeLauncher.settings), FakeLauncher(caps),
                         fake_prober(lambda c: 300.0), TuneSettings("m", "grpc", 1, 20.0, search_s=1e-9),
                         writer(tmp_path), lines.append)
     assert len(trials) == 1 and "search time" in lines[-1]
@@ -202,7 +203,7 @@ def test_no_trial_starts_once_the_search_time_is_spent(tmp_path):
 
 def test_a_budget_nothing_meets_ranks_by_the_closest(tmp_path):
     caps = {DEFAULT: 0.5, recipe(2)[1]: 0.5}
-    trials = run_trials(make_search("recipe", 2, "grpc", FakeLauncher.settings), FakeLauncher(caps),
+    trials, _ = run_trials(make_search("recipe", 2, "grpc", FakeLauncher.settings), FakeLauncher(caps),
                         fake_prober(lambda c: caps.get(c, 0.5)),
                         TuneSettings("m", "grpc", 1, 20.0, trials=2, rate=RatePlan(max_probes=3)),
                         writer(tmp_path), lambda _: None)
@@ -211,11 +212,11 @@ def test_a_budget_nothing_meets_ranks_by_the_closest(tmp_path):
 
 def test_challenger_is_the_default_or_the_runner_up_when_the_default_won(tmp_path):
     caps = {DEFAULT: 300.0, recipe(2)[1]: 700.0, recipe(2)[2]: 500.0, recipe(2)[3]: 200.0}
-    trials = run_trials(make_search("recipe", 2, "grpc", FakeLauncher.settings), FakeLauncher(caps),
+    trials, _ = run_trials(make_search("recipe", 2, "grpc", FakeLauncher.settings), FakeLauncher(caps),
                         fake_prober(caps.get), SETTINGS, writer(tmp_path), lambda _: None)
     assert challenger(trials).config == DEFAULT
     caps[DEFAULT] = 900.0
-    trials = run_trials(make_search("recipe", 2, "grpc", FakeLauncher.settings), FakeLauncher(caps),
+    trials, _ = run_trials(make_search("recipe", 2, "grpc", FakeLauncher.settings), FakeLauncher(caps),
                         fake_prober(caps.get), SETTINGS, writer(tmp_path / "b"), lambda _: None)
     assert ranked(trials)[0].config == DEFAULT and challenger(trials).config == recipe(2)[1]
 
@@ -224,7 +225,7 @@ def test_confirmation_interleaves_pairs_and_uses_the_bootstrap(tmp_path):
     caps = {DEFAULT: 300.0, recipe(2)[1]: 700.0}
     launcher = FakeLauncher(caps)
     w = writer(tmp_path)
-    trials = run_trials(make_search("recipe", 2, "grpc", launcher.settings), launcher,
+    trials, _ = run_trials(make_search("recipe", 2, "grpc", launcher.settings), launcher,
                         fake_prober(caps.get), TuneSettings("m", "grpc", 1, 20.0, trials=2), w, lambda _: None)
     launcher.started.clear()
     best, other = ranked(trials)[0], challenger(trials)
@@ -233,6 +234,25 @@ def test_confirmation_interleaves_pairs_and_uses_the_bootstrap(tmp_path):
     assert conf.rate == best.score and conf.within(conf.winner, 20) == 3 and conf.within(conf.other, 20) == 0
     assert conf.verdict == "improvement" and conf.change_pct < -50
     assert sum(r.scenario == "tune-confirm" for r in load_run(w.run_dir).rows) == 6
+
+
+def test_the_conclusion_names_the_gain_a_tie_or_the_default_as_best(tmp_path):
+    from benchmarks.commands.tune import conclusion
+    from benchmarks.tune.tuner import Confirmation
+
+    caps = {DEFAULT: 300.0, recipe(2)[1]: 700.0}
+    trials, _ = run_trials(make_search("recipe", 2, "grpc", FakeLauncher.settings), FakeLauncher(caps),
+                           fake_prober(caps.get), TuneSettings("m", "grpc", 1, 20.0, trials=2), writer(tmp_path),
+                           lambda _: None)
+    best, default = ranked(trials)
+    ok, slow = [fake_row(650, 5)] * 3, [fake_row(650, 80)] * 3
+    text = conclusion(Confirmation(650, ok, slow, "improvement", -90.0, (-92.0, -88.0)), best, default, SETTINGS)
+    assert text.startswith(f"gain over the default: +{best.score / default.score - 1:.0%}") and "significant;" in text
+    assert "3/3" in text and "0/3" in text
+    noisy = conclusion(Confirmation(650, ok, ok, "no change", 1.0, (-5.0, 6.0)), best, default, SETTINGS)
+    assert "not significant" in noisy
+    assert conclusion(Confirmation(650, ok, slow, "improvement", -90.0, (-92.0, -88.0)), default, best,
+                      SETTINGS).startswith("the default is already best")
 
 
 # ------------------------------------------------------------------------------------------- outputs
