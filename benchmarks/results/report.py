@@ -94,7 +94,8 @@ def capacity_table(rows: list[ResultRow]) -> str:
 
 def openloop_table(rows: list[ResultRow]) -> str:
     """LoadGen and Locust rows: what was asked (rate / users), what came back, and LoadGen's verdict."""
-    sel = [r for r in rows if r.kind == "locust" or (r.kind in ("grpc", "rest") and r.scenario not in ("closed", "capacity"))]
+    own_tables = ("closed", "capacity", "tune", "tune-confirm")  # rows with a table of their own
+    sel = [r for r in rows if r.kind == "locust" or (r.kind in ("grpc", "rest") and r.scenario not in own_tables)]
     if not sel:
         return ""
     out = []
