@@ -40,9 +40,13 @@ class TrialConfig:
     mode: str = "graph"  # embedded server: graph | xla | eager
 
     def normalized(self) -> "TrialConfig":
-        """Batching fields mean nothing with batching off: one spelling per distinct server setup."""
+        """Batching fields mean nothing with batching off: one spelling per distinct server setup. Allowed batch
+        sizes end at max_batch_size, as TF Serving requires (the list is cut there and that size added)."""
         if self.batching:
-            return self
+            sizes = self.allowed_batch_sizes
+            if sizes and sizes[-1] != self.max_batch_size:
+                sizes = tuple(s for s in sizes if s < self.max_batch_size) + (self.max_batch_size,)
+            return dataclasses.replace(self, allowed_batch_sizes=sizes)
         plain = TrialConfig()
         return dataclasses.replace(self, **{f: getattr(plain, f) for f in BATCH_FIELDS})
 
@@ -105,6 +109,7 @@ def steps(cores: int, api: str) -> dict[str, list]:
             "max_batch_size": [8, 16, 32, 64, 128, 256, 512],
             "num_batch_threads": list(range(1, 2 * cores + 1)),
             "max_enqueued_batches": [1, 2, 4, 8, 16],
+            "allowed_batch_sizes": [(), tuple(2 ** k for k in range(10))],  # none, or powers of two (padding)
             "intra_op": threads, "inter_op": threads,
             "max_concurrent_executions": [1, 2, 4, None, 64],
             "mode": ["graph", "xla", "eager"],

@@ -84,6 +84,9 @@ def test_recipe_is_the_default_then_tf_servings_cpu_guide():
 
 def test_configurations_normalise_and_spell_tf_serving_flags():
     assert TrialConfig(batching=False, max_batch_size=7).normalized() == DEFAULT
+    bucketed = TrialConfig(batching=True, max_batch_size=48, allowed_batch_sizes=(8, 16, 32, 64)).normalized()
+    assert bucketed.allowed_batch_sizes == (8, 16, 32, 48)
+    parse_batching_parameters(bucketed.batching_text())
     c = TrialConfig(batching=True, intra_op=1, rest_api_num_threads=8, max_concurrent_executions=2)
     assert c.server_flags("/b.txt") == ["--enable_batching", "--batching_parameters_file=/b.txt",
                                         "--tensorflow_intra_op_parallelism=1", "--rest_api_num_threads=8"]
