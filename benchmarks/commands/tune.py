@@ -70,7 +70,7 @@ def _model_info(args) -> int:
 
     infos = {i.name: i for i in discover_models(args.models_dir)}
     if args.server != "manual" and args.model not in infos:
-        raise SystemExit(f"error: no model {args.model!r} under {args.models_dir} "
+        raise ValueError(f"no model {args.model!r} under {args.models_dir} "
                          f"(have: {', '.join(sorted(infos)) or 'none'}; export it first: make export)")
     info = infos.get(args.model)
     return info.n_features if info is not None and contract.manifest_path(info.latest_dir).exists() else 0
@@ -163,7 +163,7 @@ def _interrupt(signum, frame) -> None:
 
 def main(args: argparse.Namespace) -> int:
     if args.p99_ms <= 0 or args.request_batch < 1 or args.trials < 1:
-        raise SystemExit("error: --p99-ms must be > 0, --request-batch and --trials >= 1")
+        raise ValueError("--p99-ms must be > 0, --request-batch and --trials >= 1")
     n_features = _model_info(args)
     launcher = _launcher(args)
     signal.signal(signal.SIGTERM, _interrupt)
