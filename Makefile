@@ -60,7 +60,7 @@ serve: $(STAMP) ## Serve artifacts/models: real TF Serving if Docker answers, el
 	$(PY) -m serving launch --server $(SERVER) --mode $(MODE) --grpc-port $(GRPC_PORT) --rest-port $(REST_PORT) --models-dir $(MODELS_DIR)
 
 check-deploy: $(STAMP) ## Check the real TF Serving deployment files (docker/, docker/k8s/, models.config) by machine, no Docker needed
-	$(PY) -m serving.tfserving_config docker/batching/batching_cpu.config docker/batching/batching_gpu.config docker/monitoring.config $(if $(wildcard $(MODELS_DIR)/models.config),$(MODELS_DIR)/models.config --models-dir $(MODELS_DIR),docker/models.config.example)
+	$(PY) -m serving.cli.config_files docker/batching/batching_cpu.config docker/batching/batching_gpu.config docker/monitoring.config $(if $(wildcard $(MODELS_DIR)/models.config),$(MODELS_DIR)/models.config --models-dir $(MODELS_DIR),docker/models.config.example)
 	$(PY) -m pytest -q tests/serving/test_deploy_configs.py tests/serving/test_launch.py
 
 bench: $(STAMP) ## Standard benchmark suite into artifacts/results/<run-id>/ (QUICK=1; TARGET=host:port [REST_TARGET=host:port MODEL=name SERVER_LABEL=] for an external TF Serving)

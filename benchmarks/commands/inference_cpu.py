@@ -141,10 +141,10 @@ def handler_costs(base: Path, sizes: tuple[int, ...], requests: int) -> dict[str
     """Measurement name -> CPU per request and p50 of the server's own gRPC handler called in this process."""
     from tensorflow_serving.apis import classification_pb2, inference_pb2, predict_pb2, regression_pb2
 
-    from serving.core import ServingCore
-    from serving.grpc_api import PredictionServicer
+    from serving.execution.core import ServingCore
+    from serving.api.grpc_api import PredictionServicer
     from serving.metrics import ServingMetrics
-    from serving.model_manager import ModelManager, ModelSource
+    from serving.lifecycle.model_manager import ModelManager, ModelSource
 
     request_types = {"Predict": predict_pb2.PredictRequest, "Classify": classification_pb2.ClassificationRequest,
                      "Regress": regression_pb2.RegressionRequest, "MultiInference": inference_pb2.MultiInferenceRequest}
@@ -174,7 +174,7 @@ def use_server_threads() -> dict:
     """TensorFlow's thread pools as the server sets them; possible only before TensorFlow starts running."""
     import tensorflow as tf
 
-    from serving.server import tf_thread_counts
+    from serving.cli.server import tf_thread_counts
 
     intra, inter = tf_thread_counts(-1, -1)
     try:

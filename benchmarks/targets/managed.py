@@ -28,7 +28,7 @@ import requests
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KINDS = ("embedded", "noop", "echo")
-# What serving/server.py and benchmarks/targets/echo.py log once their ports are open.
+# What serving/cli/server.py and benchmarks/targets/echo.py log once their ports are open.
 LISTENING = re.compile(r"listening: gRPC (\S+):(\d+), REST (?:(\S+):(\d+)|off)")
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from serving.flags import DEFAULT_PROMETHEUS_PATH, ServerConfig, add_serve_arguments, config_from_args
-from serving.tf_serving_flags import UNSUPPORTED_FLAGS, parse_grpc_channel_arguments
+from serving.cli.serve_flags import DEFAULT_PROMETHEUS_PATH, ServerConfig, add_serve_arguments, config_from_args
+from serving.cli.tf_flag_syntax import UNSUPPORTED_FLAGS, parse_grpc_channel_arguments
 from tests.conftest import REPO_ROOT
 
 

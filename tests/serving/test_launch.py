@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from serving import launch
-from serving.launch import COMPOSE_CPU, COMPOSE_GPU, Choice, LaunchError, Probe, choose_server
+from serving.cli import launch
+from serving.cli.launch import COMPOSE_CPU, COMPOSE_GPU, Choice, LaunchError, Probe, choose_server
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_CONFIG = ROOT / "docker" / "models.config.example"
@@ -133,7 +133,7 @@ def test_auto_without_docker_runs_embedded_server(models_dir, capsys):
     assert env == {}
     # The embedded server's own parser and validation accept exactly this command line.
     from serving.__main__ import build_parser
-    from serving.flags import config_from_args
+    from serving.cli.serve_flags import config_from_args
 
     config = config_from_args(build_parser().parse_args(argv[3:]))
     assert config.enable_batching and config.mode == "xla"
@@ -287,7 +287,7 @@ sys.exit(1)
 
 PARENT = """\
 import sys
-from serving.launch import run_foreground
+from serving.cli.launch import run_foreground
 sys.exit(run_foreground([sys.executable, sys.argv[1], sys.argv[2]], {}))
 """
 

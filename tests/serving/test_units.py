@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from tensorflow.core.framework import types_pb2
 
-from serving.batching import SharedBatchScheduler
+from serving.execution.batching import SharedBatchScheduler
 from serving.errors import ServingError, http_status_for
-from serving.model_manager import ModelManager, ModelSource, ServableVersion
+from serving.lifecycle.model_manager import ModelManager, ModelSource, ServableVersion
 from serving.metrics import ServingMetrics
 from tests.server_fixture import tensor_proto
 from serving.tensors import (

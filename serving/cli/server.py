@@ -24,7 +24,7 @@ from typing import Any
 import grpc
 
 from serving.errors import ServingError
-from serving.flags import ServerConfig
+from serving.cli.serve_flags import ServerConfig
 
 log = logging.getLogger("serving.server")
 
@@ -42,7 +42,7 @@ def tf_thread_counts(intra: int, inter: int, cpus: int | None = None) -> tuple[i
 
     Why not TF's default: the Python front end (gRPC, proto/numpy conversion, batching) needs a core of its
     own, and with one pool thread per CPU the pools' spinning and hand-offs compete with it. Measured on the
-    2-core reference machine (PERFORMANCE.md): 1 + 1 threads cut the CPU of a batch-1 call of the exported
+    2-core reference machine (docs/performance.md): 1 + 1 threads cut the CPU of a batch-1 call of the exported
     models from ~500 to ~290 us, and were no slower up to 256-row batches.
     """
     auto = max(1, (cpus or os.cpu_count() or 1) - 1)
@@ -62,9 +62,9 @@ def _read_inputs(cfg: ServerConfig) -> _Inputs:
     """Raise ValueError / ServingError naming the problem; TF Serving's wording for a malformed model config."""
     from google.protobuf import text_format
 
-    from serving.config_poll import read_sources
-    from serving.model_manager import ModelSource
-    from serving.tfserving_config import ModelServerConfig
+    from serving.lifecycle.config_poll import read_sources
+    from serving.lifecycle.model_manager import ModelSource
+    from serving.cli.config_files import ModelServerConfig
 
     if cfg.model_config_file is not None:
         try:
@@ -84,7 +84,7 @@ def _read_inputs(cfg: ServerConfig) -> _Inputs:
 
 
 def _batching_settings(cfg: ServerConfig) -> Any:
-    from serving.tfserving_config import BatchingSettings, load_batching_settings
+    from serving.cli.config_files import BatchingSettings, load_batching_settings
 
     if cfg.batching_parameters_file is None:
         log.warning("--enable-batching without --batching-parameters-file: using TF Serving's defaults")
@@ -116,10 +116,10 @@ class _Parts:
 
 
 def _build_parts(cfg: ServerConfig, inputs: _Inputs) -> _Parts:
-    from serving.batching import SharedBatchScheduler
-    from serving.core import ExecutionSettings, ServingCore
+    from serving.execution.batching import SharedBatchScheduler
+    from serving.execution.core import ExecutionSettings, ServingCore
     from serving.metrics import ServingMetrics
-    from serving.model_manager import LoadRetries, ModelManager
+    from serving.lifecycle.model_manager import LoadRetries, ModelManager
 
     metrics = ServingMetrics()
     scheduler = None
@@ -173,8 +173,8 @@ def _load_models(parts: _Parts, stop: threading.Event) -> str | None:
 
 def _open_ports(cfg: ServerConfig, parts: _Parts) -> str:
     """Start gRPC (TCP and/or Unix socket) and REST; returns where they listen. Raises OSError."""
-    from serving.grpc_api import GrpcListen, GrpcServer
-    from serving.rest_api import RestApp, RestServer
+    from serving.api.grpc_api import GrpcListen, GrpcServer
+    from serving.api.rest_api import RestApp, RestServer
 
     listen = GrpcListen(cfg.host, cfg.grpc_port, cfg.grpc_socket_path, cfg.grpc_channel_arguments, cfg.max_request_bytes)
     parts.grpc_server = GrpcServer(parts.core, parts.manager, listen, cfg.enable_config_reload)
@@ -195,7 +195,7 @@ def _open_ports(cfg: ServerConfig, parts: _Parts) -> str:
 def _start_config_poller(cfg: ServerConfig, parts: _Parts, inputs: _Inputs) -> None:
     if cfg.model_config_file is None or cfg.model_config_file_poll_wait_seconds <= 0:
         return
-    from serving.config_poll import ConfigFilePoller
+    from serving.lifecycle.config_poll import ConfigFilePoller
 
     parts.poller = ConfigFilePoller(cfg.model_config_file, cfg.model_config_file_poll_wait_seconds, parts.manager,
                                     inputs.config_text)

@@ -21,7 +21,7 @@ graph  The restored signature ConcreteFunction, called through its flat entry po
        ~500 us per batch-1 call; the v1 Session loader (what TF Serving's C++ does) cannot restore Keras 3
        resource variables from Python. The server goes one level below call_flat, to the eager execute of
        the function itself (see _FlatCall), and runs with 1 intra-op + 1 inter-op thread on 2 cores
-       (serving.server.tf_thread_counts). Other routes tried and not kept (PERFORMANCE.md): a frozen graph
+       (serving.cli.server.tf_thread_counts). Other routes tried and not kept (docs/performance.md): a frozen graph
        (variables folded to constants) in a v1 Session, ~370-490 us; SINGLE_THREADED_EXECUTOR, no better.
        The flat entry point uses private attributes, so at load it is checked against the public call on a
        probe input and the public call is used if anything differs.

@@ -6,7 +6,7 @@ spellings are accepted with TF Serving's meaning (`--port`, `--rest_api_port`, `
 unchanged. Where the two meanings differ the spellings are separate flags: `--port=0` / `--rest_api_port=0`
 turn gRPC-over-TCP / REST off (TF Serving), `--grpc-port 0` / `--rest-port 0` pick a free port (the
 project's tests and benchmarks). TF Serving flags the embedded server cannot honour are refused with a
-reason (serving/tf_serving_flags.py).
+reason (serving/cli/tf_flag_syntax.py).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving.tf_serving_flags import BoolFlag, VersionFlag, add_unsupported_flags, parse_grpc_channel_arguments
+from serving.cli.tf_flag_syntax import BoolFlag, VersionFlag, add_unsupported_flags, parse_grpc_channel_arguments
 
 MODES = ("graph", "xla", "eager")
 LOCAL_MODEL_CONFIG = "models.local.config"
@@ -90,12 +90,12 @@ class ServerConfig:
     rest_api_timeout_ms: int = 30_000
     max_request_bytes: int = 64 * 1024 * 1024
     max_tensor_elements: int = 16 * 1024 * 1024
-    intra_op_parallelism: int = -1  # -1 = auto (serving.server.tf_thread_counts), 0 = TF's default
+    intra_op_parallelism: int = -1  # -1 = auto (serving.cli.server.tf_thread_counts), 0 = TF's default
     inter_op_parallelism: int = -1
     drain_timeout_seconds: float = 30.0
     full_queue_status: str = "RESOURCE_EXHAUSTED"
-    # Unbatched executions of one model at once, from both APIs (serving/scheduler.py); 0 = auto (8 x CPUs,
-    # 1 in eager mode: serving.core.ExecutionSettings). TF Serving's --rest_api_num_threads maps here.
+    # Unbatched executions of one model at once, from both APIs (serving/execution/scheduler.py); 0 = auto (8 x CPUs,
+    # 1 in eager mode: serving.execution.core.ExecutionSettings). TF Serving's --rest_api_num_threads maps here.
     max_concurrent_executions: int = 0
     max_queued_executions: int = 1024  # per model, waiting for an execution slot; beyond: full_queue_status
     log_level: str = "INFO"
@@ -284,7 +284,7 @@ def _thread_counts(args: argparse.Namespace) -> tuple[int, int]:
 def _prometheus_path(args: argparse.Namespace) -> str | None:
     if args.monitoring_config_file is None:
         return DEFAULT_PROMETHEUS_PATH
-    from serving.tfserving_config import parse_monitoring_config, prometheus_path
+    from serving.cli.config_files import parse_monitoring_config, prometheus_path
 
     return prometheus_path(parse_monitoring_config(Path(args.monitoring_config_file)))
 

@@ -414,7 +414,7 @@ def check_versions_on_disk(config: ModelServerConfig, models_dir: Path,
 
 
 # --------------------------------------------------------------------------------------------------------
-# CLI: python -m serving.tfserving_config  (check every deploy config in one go; for `make check-deploy`)
+# CLI: python -m serving.cli.config_files  (check every deploy config in one go; for `make check-deploy`)
 # --------------------------------------------------------------------------------------------------------
 
 _CHECKERS = {
@@ -435,7 +435,7 @@ def _guess_kind(path: Path) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m serving.tfserving_config",
+        prog="python -m serving.cli.config_files",
         description="Check TF Serving config files the way tensorflow_model_server reads them: "
         "batching (BatchingParameters), monitoring (MonitoringConfig) and model server "
         "(ModelServerConfig) text protos. The kind is guessed from the file name "

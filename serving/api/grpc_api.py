@@ -4,12 +4,12 @@ Built on the official generated servicers from tensorflow-serving-api, so the me
 response messages are exactly TF Serving's.
 
 The server is grpc.aio (asyncio) on one event-loop thread, not the thread-pool server. Why (measured,
-PERFORMANCE.md): with the thread-pool server every request, and every request waiting for its batch, holds a
+docs/performance.md): with the thread-pool server every request, and every request waiting for its batch, holds a
 worker thread; 64 concurrent streams meant 64+ threads taking turns on the GIL, a wake-up per request when
 its batch finished, and batching that saved no CPU at all. Here a request waiting for its batch is just a
 pending future on the loop, a finished batch wakes the loop once, and the per-request Python work (decode,
 validate, encode) happens on one thread. Model calls run in the batch threads (batching on), otherwise through
-the model's execution scheduler shared with REST (serving/scheduler.py): inline on the loop when the request is
+the model's execution scheduler shared with REST (serving/execution/scheduler.py): inline on the loop when the request is
 alone and a slot is free, else on the scheduler's threads (TensorFlow releases the GIL while computing).
 """
 from __future__ import annotations
@@ -37,10 +37,10 @@ from tensorflow_serving.apis import (
 )
 
 from export.contract import CLASSIFY_METHOD_NAME, REGRESS_METHOD_NAME
-from serving import inference
-from serving.core import ServingCore, deadline_from_timeout
+from serving.execution import inference
+from serving.execution.core import ServingCore, deadline_from_timeout
 from serving.errors import ServingError, failed_precondition, invalid_argument
-from serving.model_manager import ModelManager, sources_from_config
+from serving.lifecycle.model_manager import ModelManager, sources_from_config
 from serving.tensors import fill_tensor_proto
 
 log = logging.getLogger("serving.grpc")
@@ -216,7 +216,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             if not self.enable_config_reload:
                 raise failed_precondition("model config reload is disabled on this server; start it with "
                                           "--enable-config-reload to allow HandleReloadConfigRequest")
-            from serving.tfserving_config import check_model_server_config
+            from serving.cli.config_files import check_model_server_config
 
             problems = check_model_server_config(request.config)
             if problems:

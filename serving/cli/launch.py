@@ -26,9 +26,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving.tfserving_config import parse_batching_parameters, parse_model_server_config, parse_monitoring_config
+from serving.cli.config_files import parse_batching_parameters, parse_model_server_config, parse_monitoring_config
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKER_DIR = REPO_ROOT / "docker"
 COMPOSE_CPU = DOCKER_DIR / "docker-compose.yml"
 COMPOSE_GPU = DOCKER_DIR / "docker-compose.gpu.yml"
