@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.results.schema import ResultWriter, capture_environment, new_run_id
-from serving.cli.serve_flags import MODES as SERVER_MODES
+from export.contract import SERVER_MODES
 
 DEFAULT_RESULTS = Path("artifacts/results")
 DEFAULT_MODELS = Path("artifacts/models")

@@ -36,7 +36,7 @@ from tensorflow_serving.apis import (
     model_service_pb2_grpc,
 )
 
-from export.contract import CLASSIFY_METHOD_NAME, REGRESS_METHOD_NAME
+from export.contract import CLASSIFY_METHOD_NAME, MODEL_SERVICE, PREDICTION_SERVICE, REGRESS_METHOD_NAME
 from serving.execution import inference
 from serving.execution.core import ServingCore, deadline_from_timeout
 from serving.errors import ServingError, failed_precondition, invalid_argument
@@ -46,7 +46,7 @@ from serving.tensors import fill_tensor_proto
 log = logging.getLogger("serving.grpc")
 
 SIGNATURE_DEF_FIELD = "signature_def"
-HEALTH_SERVICES = ("", "tensorflow.serving.PredictionService", "tensorflow.serving.ModelService")
+HEALTH_SERVICES = ("", PREDICTION_SERVICE, MODEL_SERVICE)
 
 
 def _spec(model_spec: Any) -> tuple[str, int | None, str | None]:
@@ -301,14 +301,14 @@ class GrpcServer:
         self.server = grpc.aio.server(options=server_options(self.listen))
         p, m = self.prediction, self._model_servicer
         self.server.add_generic_rpc_handlers((
-            _parsing_handlers("tensorflow.serving.PredictionService", {
+            _parsing_handlers(PREDICTION_SERVICE, {
                 "Predict": (p.Predict, predict_pb2.PredictRequest),
                 "Classify": (p.Classify, classification_pb2.ClassificationRequest),
                 "Regress": (p.Regress, regression_pb2.RegressionRequest),
                 "MultiInference": (p.MultiInference, inference_pb2.MultiInferenceRequest),
                 "GetModelMetadata": (p.GetModelMetadata, get_model_metadata_pb2.GetModelMetadataRequest),
             }),
-            _parsing_handlers("tensorflow.serving.ModelService", {
+            _parsing_handlers(MODEL_SERVICE, {
                 "GetModelStatus": (m.GetModelStatus, get_model_status_pb2.GetModelStatusRequest),
                 "HandleReloadConfigRequest": (m.HandleReloadConfigRequest, model_management_pb2.ReloadConfigRequest),
             }),

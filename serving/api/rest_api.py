@@ -28,7 +28,7 @@ from google.protobuf.json_format import MessageToDict
 
 from tensorflow_serving.apis import classification_pb2, regression_pb2
 
-from export.contract import CLASSIFY_METHOD_NAME, REGRESS_METHOD_NAME
+from export.contract import CLASSIFY_METHOD_NAME, PROMETHEUS_PATH, REGRESS_METHOD_NAME
 from serving.api import rest_examples
 from serving.execution import inference
 from serving.execution.core import ServingCore, deadline_from_timeout
@@ -39,7 +39,6 @@ from serving.tensors import format_predict_outputs, parse_json_body, parse_predi
 
 log = logging.getLogger("serving.rest")
 
-METRICS_PATH = "/monitoring/prometheus/metrics"
 _PREDICT_RE = re.compile(
     r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)", re.I)
 _STATUS_RE = re.compile(
@@ -72,7 +71,7 @@ class RestApp:
     """The request logic, independent of the HTTP plumbing: (method, path, body) -> (status, content type, body)."""
 
     def __init__(self, core: ServingCore, manager: ModelManager, timeout_ms: int,
-                 metrics_path: str | None = METRICS_PATH) -> None:
+                 metrics_path: str | None = PROMETHEUS_PATH) -> None:
         self.core = core
         self.manager = manager
         self.timeout_s = timeout_ms / 1000 if timeout_ms > 0 else None

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from export.contract import LOCAL_MODEL_CONFIG_FILE, SERVER_MODES
 from serving.cli.config_files import parse_batching_parameters, parse_model_server_config, parse_monitoring_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -36,10 +37,8 @@ BATCHING_CPU = DOCKER_DIR / "batching" / "batching_cpu.config"
 BATCHING_GPU = DOCKER_DIR / "batching" / "batching_gpu.config"
 MONITORING = DOCKER_DIR / "monitoring.config"
 CONTAINER_MODEL_CONFIG = "models.config"  # base_path /models/<m>: what the container sees
-LOCAL_MODEL_CONFIG = "models.local.config"  # absolute host base paths: for the embedded server
 
 SERVER_CHOICES = ("auto", "tfserving", "embedded")
-MODE_CHOICES = ("graph", "xla", "eager")
 DOCKER_TIMEOUT_S = 5.0
 
 
@@ -64,8 +63,8 @@ def choose_server(requested: str, docker_ok: bool, nvidia_ok: bool, mode: str = 
     """Pick the server. Pure: same answers for the same inputs. Raises LaunchError for impossible requests."""
     if requested not in SERVER_CHOICES:
         raise LaunchError(f"unknown --server {requested!r}; choose one of {', '.join(SERVER_CHOICES)}")
-    if mode not in MODE_CHOICES:
-        raise LaunchError(f"unknown --mode {mode!r}; choose one of {', '.join(MODE_CHOICES)}")
+    if mode not in SERVER_MODES:
+        raise LaunchError(f"unknown --mode {mode!r}; choose one of {', '.join(SERVER_MODES)}")
 
     def tfserving(why: str) -> Choice:
         if nvidia_ok:
@@ -172,7 +171,7 @@ class Command:
 
 
 def embedded_command(args: argparse.Namespace, python: str = sys.executable) -> Command:
-    config = Path(args.models_dir).resolve() / LOCAL_MODEL_CONFIG
+    config = Path(args.models_dir).resolve() / LOCAL_MODEL_CONFIG_FILE
     if not config.is_file():
         raise LaunchError(f"{config} not found: export the models first (`make export`)")
     parse_model_server_config(config)  # fail here, clearly, rather than inside the server
@@ -245,7 +244,7 @@ def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server", choices=SERVER_CHOICES, default="auto",
                         help="auto (default): TF Serving if a Docker engine answers, else embedded; "
                         "tfserving / embedded force one (tfserving without Docker is an error)")
-    parser.add_argument("--mode", choices=MODE_CHOICES, default="graph",
+    parser.add_argument("--mode", choices=SERVER_MODES, default="graph",
                         help="graph (default) | xla (TF Serving: --xla_cpu_compilation_enabled) | "
                         "eager (embedded server only)")
     parser.add_argument("--grpc-port", type=int, default=8500, help="host gRPC port (default 8500)")

@@ -27,7 +27,7 @@ graph  The restored signature ConcreteFunction, called through its flat entry po
        probe input and the public call is used if anything differs.
 xla    The same signature function inside tf.function(jit_compile=True), called the same fast way; XLA
        compiles once per distinct input shape (warmup covers the common ones).
-eager  The Keras model rebuilt from assets.extra/model.keras (export.contract.load_keras_model) and called as a
+eager  The Keras model rebuilt from assets.extra/model.keras (export.models.load_keras_model) and called as a
        plain Python function in eager mode: each signature runs the model method its model class declares for
        it (export/endpoints.py: serving_default -> model(x, training=False), reconstruct -> model.reconstruct).
        A version without a Keras file, or whose signatures its class does not declare, is refused.
@@ -307,7 +307,8 @@ class EagerRunner(Runner):
     mode = "eager"
 
     def __init__(self, version_dir: Path, label: str) -> None:
-        from export.contract import KERAS_FILE, keras_path, load_keras_model
+        from export.contract import KERAS_FILE, keras_path
+        from export.models import load_keras_model
         from export.endpoints import endpoints_of
 
         if not keras_path(version_dir).is_file():
