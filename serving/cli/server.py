@@ -104,7 +104,7 @@ def _configure_tensorflow(cfg: ServerConfig) -> None:
 
 
 @dataclass
-class _Parts:
+class ServerParts:
     """The long-lived objects of one server process, in the order they are shut down (reversed)."""
 
     core: Any
@@ -115,7 +115,9 @@ class _Parts:
     rest: Any = None
 
 
-def _build_parts(cfg: ServerConfig, inputs: _Inputs) -> _Parts:
+def build_parts(cfg: ServerConfig, sources: list[Any], batching: Any = None) -> ServerParts:
+    """The server's long-lived objects for ``sources`` (models not loaded yet: ``parts.manager.start()``);
+    batching settings turn dynamic batching on."""
     from serving.execution.batching import SharedBatchScheduler
     from serving.execution.core import ExecutionSettings, ServingCore
     from serving.metrics import ServingMetrics
@@ -123,7 +125,7 @@ def _build_parts(cfg: ServerConfig, inputs: _Inputs) -> _Parts:
 
     metrics = ServingMetrics()
     scheduler = None
-    settings = inputs.batching
+    settings = batching
     if settings is not None:
         scheduler = SharedBatchScheduler(settings, metrics, getattr(grpc.StatusCode, cfg.full_queue_status))
         log.info("batching on: max_batch_size=%d batch_timeout_micros=%d num_batch_threads=%d "
@@ -136,13 +138,13 @@ def _build_parts(cfg: ServerConfig, inputs: _Inputs) -> _Parts:
              execution.concurrency(cfg.mode), execution.max_queued)
     core = ServingCore(cfg.mode, metrics, scheduler, cfg.max_tensor_elements, cfg.enable_model_warmup, execution)
     retries = LoadRetries(cfg.max_num_load_retries, max(0.0, cfg.load_retry_interval_micros / 1e6))
-    manager = ModelManager(inputs.sources, core.load_version, cfg.file_system_poll_wait_seconds, retries,
+    manager = ModelManager(sources, core.load_version, cfg.file_system_poll_wait_seconds, retries,
                            cfg.allow_version_labels_for_unavailable_models)
     core.manager = manager
-    return _Parts(core, manager, scheduler)
+    return ServerParts(core, manager, scheduler)
 
 
-def _load_models(parts: _Parts, stop: threading.Event) -> str | None:
+def _load_models(parts: ServerParts, stop: threading.Event) -> str | None:
     """Load every configured model (blocking, but a signal still stops the wait); None when ready to serve,
     else why not."""
     loaded = threading.Event()
@@ -171,7 +173,7 @@ def _load_models(parts: _Parts, stop: threading.Event) -> str | None:
     return None
 
 
-def _open_ports(cfg: ServerConfig, parts: _Parts) -> str:
+def _open_ports(cfg: ServerConfig, parts: ServerParts) -> str:
     """Start gRPC (TCP and/or Unix socket) and REST; returns where they listen. Raises OSError."""
     from serving.api.grpc_api import GrpcListen, GrpcServer
     from serving.api.rest_api import RestApp, RestServer
@@ -192,7 +194,7 @@ def _open_ports(cfg: ServerConfig, parts: _Parts) -> str:
     return where
 
 
-def _start_config_poller(cfg: ServerConfig, parts: _Parts, inputs: _Inputs) -> None:
+def _start_config_poller(cfg: ServerConfig, parts: ServerParts, inputs: _Inputs) -> None:
     if cfg.model_config_file is None or cfg.model_config_file_poll_wait_seconds <= 0:
         return
     from serving.lifecycle.config_poll import ConfigFilePoller
@@ -230,7 +232,7 @@ def run_server(cfg: ServerConfig) -> int:
     log.info("starting embedded server: mode=%s, %d model(s): %s", cfg.mode, len(inputs.sources),
              ", ".join(f"{s.name} ({s.base_path}, {s.policy})" for s in inputs.sources))
     _configure_tensorflow(cfg)
-    parts = _build_parts(cfg, inputs)
+    parts = build_parts(cfg, inputs.sources, inputs.batching)
     failure = _load_models(parts, stop)
     if failure is None and not stop.is_set():
         try:
@@ -251,7 +253,7 @@ def run_server(cfg: ServerConfig) -> int:
     return 0 if _shutdown(parts, time.monotonic(), cfg.drain_timeout_seconds) else EXIT_FAILED
 
 
-def _shutdown(parts: _Parts, started: float, drain_seconds: float) -> bool:
+def _shutdown(parts: ServerParts, started: float, drain_seconds: float) -> bool:
     """Drain and close whatever was started; True when every in-flight request finished in time."""
     remaining = lambda: max(0.0, drain_seconds - (time.monotonic() - started))  # noqa: E731
     if parts.poller is not None:
