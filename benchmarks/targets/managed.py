@@ -276,7 +276,7 @@ class ManagedServer:
 def start_for_run(args, run_dir: Path, models: tuple[str, ...], extra_args: tuple[str, ...] = ()) -> ManagedServer | None:
     """Start the server a benchmark command asked for (``--server embedded|noop``), logging into its run dir.
 
-    None for ``--server none``: the command then measures an external server (``--grpc-target`` etc.).
+    None for ``--server none``: the command then measures an external server (``--target``, ``--rest-target``).
     Only the embedded server loads models and takes extra serve arguments; the no-op one answers any model.
     """
     if args.server == "none":

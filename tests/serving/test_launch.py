@@ -58,7 +58,7 @@ def test_choose_server_reasons_name_the_cause():
     [
         ("tfserving", False, "graph", "needs a running Docker engine"),
         ("tfserving", True, "eager", "serves SavedModel graphs only"),
-        ("kubernetes", True, "graph", "unknown --server 'kubernetes'"),
+        ("kubernetes", True, "graph", "unknown --backend 'kubernetes'"),
         ("auto", True, "jit", "unknown --mode 'jit'"),
     ],
 )
@@ -166,13 +166,13 @@ def test_compose_variables_are_the_ones_the_compose_files_use():
 
 
 def test_forced_tfserving_without_docker_is_a_clear_error(models_dir, capsys):
-    code, runner, _ = _launch(_args("--server", "tfserving", "--models-dir", str(models_dir)), docker=False)
+    code, runner, _ = _launch(_args("--backend", "tfserving", "--models-dir", str(models_dir)), docker=False)
     assert code != 0 and runner.calls == []
     assert "needs a running Docker engine" in capsys.readouterr().err
 
 
 def test_forced_embedded_does_not_probe_docker(models_dir):
-    code, runner, docker_calls = _launch(_args("--server", "embedded", "--models-dir", str(models_dir)), docker=True)
+    code, runner, docker_calls = _launch(_args("--backend", "embedded", "--models-dir", str(models_dir)), docker=True)
     assert code == 0 and docker_calls == [] and runner.calls[0][0][1:4] == ["-m", "serving", "serve"]
 
 
