@@ -13,9 +13,7 @@ DEFAULT_RESULTS = Path("artifacts/results")
 DEFAULT_MODELS = Path("artifacts/models")
 DEFAULT_GRPC_TARGET = "127.0.0.1:8500"  # TF Serving's default ports (--port, --rest_api_port)
 DEFAULT_REST_TARGET = "127.0.0.1:8501"
-# --server, on every command that has it: the server the command starts for its run (targets/managed.py
-# start_for_run); none = measure the one at --target (gRPC) / --rest-target (REST).
-SERVERS = ("embedded", "noop", "none")
+SERVERS = ("embedded", "noop", "none")  # --server: what a command starts (managed.start_for_run); none: --target
 DEFAULT_SERVER_MODE = "graph"
 
 
@@ -40,12 +38,10 @@ def add_target_args(p: argparse.ArgumentParser, *, grpc: bool = True, rest: bool
         p.add_argument("--target", default=DEFAULT_GRPC_TARGET, help=f"gRPC host:port (default {DEFAULT_GRPC_TARGET})")
         p.add_argument("--grpc-target", dest="target", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # old name
     if rest:
-        p.add_argument("--rest-target", default=DEFAULT_REST_TARGET,
-                       help=f"REST host:port (default {DEFAULT_REST_TARGET})")
+        p.add_argument("--rest-target", default=DEFAULT_REST_TARGET, help=f"REST host:port (default {DEFAULT_REST_TARGET})")
 
 
-def target_of(args: argparse.Namespace, kind: str) -> str:
-    """The endpoint the flags name for transport `kind` (grpc | rest)."""
+def target_of(args: argparse.Namespace, kind: str) -> str:  # the endpoint the flags name for `kind` (grpc | rest)
     return args.target if kind == "grpc" else args.rest_target
 
 

@@ -116,8 +116,7 @@ class ServerParts:
 
 
 def build_parts(cfg: ServerConfig, sources: list[Any], batching: Any = None) -> ServerParts:
-    """The server's long-lived objects for ``sources`` (models not loaded yet: ``parts.manager.start()``);
-    batching settings turn dynamic batching on."""
+    """The server's long-lived objects for ``sources``, models not loaded yet (``parts.manager.start()``)."""
     from serving.execution.batching import SharedBatchScheduler
     from serving.execution.core import ExecutionSettings, ServingCore
     from serving.metrics import ServingMetrics

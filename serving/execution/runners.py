@@ -186,10 +186,6 @@ class _FlatCall:
         kwargs = {k: tf.convert_to_tensor(v, dtype=tf.as_dtype(self._spec.inputs[k].dtype_enum)) for k, v in inputs.items()}
         return {k: v.numpy() for k, v in self._concrete(**kwargs).items()}
 
-    @property
-    def is_fast(self) -> bool:
-        return self._fast is not None
-
     def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self._fast(inputs) if self._fast is not None else self._public(inputs)
 
