@@ -277,7 +277,7 @@ def server_options(listen: GrpcListen) -> list[tuple[str, int | str]]:
 
 
 class GrpcServer:
-    """A grpc.aio server running on its own event-loop thread, driven from synchronous code (server.py).
+    """A grpc.aio server running on its own event-loop thread, driven from synchronous code (serving/cli/server.py).
 
     Same shape as grpc.Server for the caller: start(), stop(grace) -> an object with wait(timeout).
     """

@@ -1,7 +1,7 @@
 """Transport-independent request handling shared by the gRPC and REST front ends.
 
 predict / metadata / status are implemented once here, against the ModelManager (classify / regress /
-multi-inference in inference.py, run through the same run() / run_async()); grpc_api.py and rest_api.py
+multi-inference in inference.py, run through the same run() / run_async()); api/grpc_api.py and api/rest_api.py
 only translate their wire formats. This module also builds a loaded version (the loader the
 ModelManager calls): runner for the chosen mode, batch queues, warmup replay.
 """
