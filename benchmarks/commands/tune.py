@@ -46,8 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server", choices=("auto", "embedded", "tfserving", "manual"), default="embedded",
                    help="who runs each trial: embedded (default), tfserving (Docker), auto (tfserving where Docker "
                         "answers), manual (prints each configuration and waits for Enter)")
-    p.add_argument("--grpc-target", default=DEFAULT_GRPC_TARGET, help="with --server manual")
-    p.add_argument("--rest-target", default=DEFAULT_REST_TARGET, help="with --server manual")
+    p.add_argument("--target", default=DEFAULT_GRPC_TARGET, help="with --server manual: gRPC host:port")
+    p.add_argument("--rest-target", default=DEFAULT_REST_TARGET, help="with --server manual: REST host:port")
     p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS)
     p.add_argument("--start-rps", type=float, default=r.start_rps, help="first rate of the first trial's search")
     p.add_argument("--resolution-pct", type=float, default=r.resolution_pct,
@@ -108,7 +108,7 @@ def _launcher(args) -> Launcher:
     if kind == "auto":
         kind = "tfserving" if docker_answers() else "embedded"
         print(f">> server: {kind} ({'Docker answers' if kind == 'tfserving' else 'no Docker engine answers'})")
-    return make_launcher(kind, args.models_dir, args.model, args.grpc_target, args.rest_target)
+    return make_launcher(kind, args.models_dir, args.model, args.target, args.rest_target)
 
 
 def conclusion(conf: Confirmation, winner: Trial, other: Trial, s: TuneSettings) -> str:

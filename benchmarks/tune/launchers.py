@@ -28,7 +28,7 @@ BATCHING_FILE = "batching_parameters.txt"
 TF_SERVING_SETTINGS = ("batching", "batch_timeout_micros", "max_batch_size", "num_batch_threads",
                        "max_enqueued_batches", "allowed_batch_sizes", "intra_op", "inter_op", "rest_api_num_threads")
 EMBEDDED_SETTINGS = TF_SERVING_SETTINGS + ("max_concurrent_executions", "mode")
-COMPOSE_FILE = REPO_ROOT / "docker" / "docker-compose.yml"
+COMPOSE_FILE = REPO_ROOT / "docker" / "docker-compose.yml"  # what `make serve SERVER=tfserving` runs on a CPU host
 
 
 class TrialRefused(RuntimeError):
@@ -193,7 +193,7 @@ def make_launcher(kind: str, models_dir: Path, model: str, grpc_target: str = ""
 
 
 def docker_answers() -> bool:
-    from serving.launch import probe_docker
+    from serving.cli.launch import probe_docker
 
     return probe_docker()[0].ok
 

@@ -15,7 +15,7 @@ from benchmarks.tune.outputs import CapacityPlan, deployment_text, hpa_text, wri
 from benchmarks.tune.rate_search import RatePlan, search_rate, why_not
 from benchmarks.tune.space import DEFAULT, TrialConfig, hill_climb, make_search, recipe, steps
 from benchmarks.tune.tuner import TuneSettings, challenger, confirm, ranked, run_trials
-from serving.tfserving_config import parse_batching_parameters
+from serving.cli.config_files import parse_batching_parameters
 
 DURATION_S = 3.0
 
