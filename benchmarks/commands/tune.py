@@ -141,7 +141,9 @@ def _confirm_and_write(trials: list[Trial], launcher: Launcher, probe: Prober, s
     if best.score < s.min_rps:
         lines.append(f"no configuration reaches --min-rps {s.min_rps:g} within the budget (best {best.score:g} req/s)")
     other = challenger(trials)
-    if other is not None and s.pairs > 0:
+    if other is None:
+        lines.append("no confirmation: no second configuration was measured")
+    elif s.pairs > 0:
         conf = confirm(best, other, launcher, probe, s, w)
         if conf is not None:
             lines.append(conclusion(conf, best, other, s))
