@@ -28,6 +28,7 @@ REST_TARGET?=
 MODEL      ?=
 SERVER_LABEL ?= external
 SOAK_SECONDS ?= 600
+PYTEST_ARGS ?=
 
 # TensorFlow's C++ logging is noisy on CPU-only machines; keep warnings and errors.
 export TF_CPP_MIN_LOG_LEVEL ?= 1
@@ -89,8 +90,8 @@ demo: $(STAMP) ## The main job end to end on the embedded server: export, serve 
 reliability: $(STAMP) ## Rollout, faults, hostile input, kill/restart, overload and a soak (SOAK_SECONDS=600, QUICK=1); prints the table
 	$(PY) -m benchmarks reliability --models-dir $(MODELS_DIR) --results-dir $(RESULTS_DIR) --soak-seconds $(SOAK_SECONDS) $(if $(filter 1,$(QUICK)),--quick,)
 
-test: $(STAMP) ## Run the test suite (no Docker, no GPU needed)
-	$(PY) -m pytest
+test: $(STAMP) ## Run the test suite in shuffled order (no Docker, no GPU needed; PYTEST_ARGS="-p no:randomly" for file order)
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean: ## Remove artifacts/ (models and results); keeps .venv
 	rm -rf $(ARTIFACTS)
