@@ -70,10 +70,16 @@ def run_wrk(wrk: str, target: str, path: str, body: bytes, conc: int, duration_s
     cmd = [wrk, "-t1", f"-c{conc}", f"-d{duration_s}s", "--timeout", "30s", "-s", str(script), f"http://{target}{path}"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + 60)
     (work / "wrk.out").write_text(out.stdout + out.stderr)
-    m = re.search(r"^BENCH (.*)$", out.stdout, re.M)
-    if not m:
+    summary = parse_bench_line(out.stdout)
+    if summary is None:
         raise RuntimeError(f"wrk gave no summary (exit {out.returncode}): {out.stderr.strip()[:500]}")
-    return {k: float(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
+    return summary
+
+
+def parse_bench_line(stdout: str) -> dict[str, float] | None:
+    """The BENCH line LUA's done() prints after wrk's own report: name=value pairs, latencies in µs."""
+    m = re.search(r"^BENCH (.*)$", stdout, re.M)
+    return {k: float(v) for k, v in (kv.split("=") for kv in m.group(1).split())} if m else None
 
 
 def explain_gap(ours: ResultRow, wrk_row: ResultRow) -> list[str]:
