@@ -85,14 +85,15 @@ def test_short_soak_at_half_capacity(server: ManagedServer, payload: bytes) -> N
     s = scenarios.soak(server.grpc_target, server.proc.pid, payload=payload, capacity_rps=cap.throughput_rps,
                        seconds=8.0, warmup_s=2.0, window_s=1.0)
     assert s.failed == 0, s.load
-    assert s.load["sent"] >= 0.5 * s.rate_rps * s.seconds, "open loop fell far behind its rate"
-    assert s.memory["growth_pct"] < 5.0, s.memory
-    # Latency stability is a timing verdict: `make reliability` reports it from a long soak, and
-    # tests/benchmarks/reliability/test_units.py checks the rule itself on planted windows. Here (8 s on a shared
-    # machine) only check that both ends were measured and the verdict can be computed.
+    assert s.load["sent"] > 0 and s.load["ok"] == s.load["sent"], s.load
+    # How close the open loop kept to its rate, memory growth and latency stability are figures of a long soak on a
+    # quiet machine: `make reliability` reports them (the soak row), and tests/benchmarks/reliability/test_units.py
+    # checks the stability rule on planted windows. Here: both ends measured, the verdict follows that rule.
+    assert math.isfinite(s.memory["growth_pct"]), s.memory
     for end in (s.first_window, s.last_window):
         assert end["n"] > 0 and 0 < end["median_window_p50_ms"] <= end["median_window_p99_ms"], end
-    assert isinstance(s.latency_stable(), bool)
+    assert s.latency_stable() is all(s.last_window[k] <= 2 * s.first_window[k] + 5.0
+                                     for k in ("median_window_p50_ms", "median_window_p99_ms"))
 
 
 def test_kill_mid_benchmark_keeps_every_measurement(server: ManagedServer, payload: bytes, tmp_path: Path) -> None:
