@@ -130,7 +130,7 @@ def test_tf_serving_command_line_grpc_unix_socket_rest_batching_monitoring(model
         code, details = _rpc_code(lambda: _predict(server.grpc_target, "intentionally_missing_model"))
         assert code == grpc.StatusCode.NOT_FOUND and "Servable" in details
         for target in (server.grpc_target, f"unix:{sock}"):
-            for output_filter in (True, False):
+            for output_filter in (False, True):  # without, then with the output filter
                 response = _predict(target, output_filter=output_filter)
                 assert _y(response) == 3.0
                 assert (response.model_spec.name, response.model_spec.version.value,

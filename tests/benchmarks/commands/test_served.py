@@ -13,7 +13,8 @@ from benchmarks.clients.payloads import build_payload
 from benchmarks.results.schema import RESULTS_JSON, ResultWriter, capture_environment
 from benchmarks.commands.served import ServedConfig, run_served
 from benchmarks.targets.managed import ManagedServer
-from benchmarks.clients.transports import GrpcTransport
+from benchmarks.clients.transports import GrpcTransport, ok
+from benchmarks.commands import served
 
 
 @pytest.fixture(scope="module")
@@ -24,21 +25,39 @@ def noop():
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("kind,grpc_client", [("grpc", "aio"), ("grpc", "curl"), ("rest", "aio")])
-def test_server_killed_mid_run_counts_errors_and_keeps_results(tmp_path, kind, grpc_client):
+def test_server_killed_mid_run_counts_errors_and_keeps_results(tmp_path, monkeypatch, kind, grpc_client):
     w = ResultWriter(tmp_path / "run", capture_environment(server_kind="noop"))
+    answers, answered = [0], threading.Event()
+    real_make_transport = served.make_transport
+
+    def counting_transport(*args, **kwargs):  # the client side tells when 40 answers came back: kill then
+        transport = real_make_transport(*args, **kwargs)
+        send = transport.send
+
+        async def counted(payload: bytes):
+            status, body = await send(payload)
+            answers[0] += ok(status)
+            if answers[0] >= 40:
+                answered.set()
+            return status, body
+
+        transport.send = counted
+        return transport
+
+    monkeypatch.setattr(served, "make_transport", counting_transport)
     with ManagedServer("noop", log_path=tmp_path / "noop.log") as srv:
         target = srv.grpc_target if kind == "grpc" else srv.rest_target
-        killer = threading.Timer(1.5, srv.kill)  # hard kill while requests are in flight
-        killer.start()
-        try:
-            rows = run_served(ServedConfig(kind=kind, target=target, models=[("m", 10)], batch_sizes=(2,),
-                                           concurrencies=(4,), window_s=0.5, fixed_windows=6, warmup_s=0.2,
-                                           timeout_s=2.0, server_label="noop", grpc_client=grpc_client,
-                                           progress=False), w)
-        finally:
-            killer.cancel()
+        killer = threading.Thread(target=lambda: (answered.wait(20), srv.kill()), daemon=True)
+        killer.start()  # hard kill while requests are in flight, once 40 were answered
+        # no warm-up: every request after the probe is in the measured windows (6 x 1 s, far longer than the kill)
+        rows = run_served(ServedConfig(kind=kind, target=target, models=[("m", 10)], batch_sizes=(2,),
+                                       concurrencies=(4,), window_s=1.0, fixed_windows=6, warmup_s=0.0,
+                                       timeout_s=2.0, server_label="noop", grpc_client=grpc_client,
+                                       progress=False), w)
+        killer.join(30)
+    assert answered.is_set(), "the server never answered 40 requests"
     row = rows[0]
-    assert row.n > 0, "requests before the kill must have succeeded"
+    assert row.n >= 40, "every answer that came back before the kill is counted"
     assert row.errors > 0 and sum(row.errors_by_code.values()) == row.errors
     expected = {"UNAVAILABLE"} if kind == "grpc" else {"connection_error"}
     assert set(row.errors_by_code) <= expected | {"DEADLINE_EXCEEDED", "timeout", "CANCELLED"}
