@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from benchmarks.measure.cpu import CPU_SATURATION_PCT
+from benchmarks.measure.cpu_meter import CPU_SATURATION_PCT
 from benchmarks.commands.inprocess import InprocessConfig, run_inprocess
 from benchmarks.load.locust_run import LocustConfig, run_locust
 from benchmarks.clients.payloads import discover_models

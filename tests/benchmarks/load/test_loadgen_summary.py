@@ -9,7 +9,9 @@ import pytest
 from benchmarks.clients.payloads import build_payload
 from benchmarks.commands import served
 from benchmarks.load.loadgen import LoadGenResult, _achieved_qps, _loadgen_percentiles, parse_summary
+from benchmarks.measure.cpu_meter import CpuReading
 from benchmarks.measure.histogram import LatencyHistogram
+from benchmarks.measure.recorder import Window
 
 RULE = "=" * 48
 SATISFIED = ("Performance constraints satisfied", "Min duration satisfied", "Min queries satisfied")
@@ -100,10 +102,12 @@ def _loadgen_row(monkeypatch, tmp_path, text: str, qps: float = 250.0):
     hist = LatencyHistogram()
     for us in (400, 500, 600):
         hist.record_us(us)
+    window = Window(0, 0.0, 1.0, hist, {}, ok=3, sum_ns=1_500_000)
+    cpu = CpuReading(wall_s=1.0, process_s=0.1, thread_s=0.05, pids_s=0.0, machine_busy_s=0.3)  # far from saturated
 
     def fake_run(transport_factory, payloads, cfg, out_dir):
-        return LoadGenResult(cfg.scenario, summary.get("Result is", "UNKNOWN"), summary, out_dir / "s.txt", hist,
-                             {}, 1.0, 3, _loadgen_percentiles(summary), _achieved_qps(summary))
+        return LoadGenResult(cfg.scenario, summary.get("Result is", "UNKNOWN"), summary, out_dir / "s.txt", window,
+                             cpu, 3, _loadgen_percentiles(summary), _achieved_qps(summary))
 
     monkeypatch.setattr(served, "run_loadgen", fake_run)
     cfg = served.ServedConfig(kind="grpc", target="127.0.0.1:1", models=[("m", 4)], loadgen_dir=tmp_path)

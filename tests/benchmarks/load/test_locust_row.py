@@ -9,7 +9,7 @@ import pytest
 
 from benchmarks.load.locust_run import LocustConfig, _row, _seconds
 from benchmarks.measure.histogram import LatencyHistogram
-from benchmarks.measure.process_cpu import ProcessCpu
+from benchmarks.measure.cpu_sampler import ProcessCpu
 
 
 def _raw(workers_reported: list[str], cpu_warning: bool = False) -> dict:
