@@ -2,14 +2,14 @@
 classify and regress signatures written by the test (TF1-style graph: TF Serving's classic
 Estimator-export layout, one DT_STRING input of serialized tf.Examples parsed inside the graph).
 
-Request building itself is tested offline in test_model_inputs.py."""
+Request building itself is tested offline in tests/benchmarks/requests/test_model_inputs.py."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from benchmarks.clients.inputs import InputOptions, parse_feature
+from benchmarks.requests.tensors import InputOptions, parse_feature
 from benchmarks.commands.served import ServedConfig, run_served
 from benchmarks.results.schema import ResultWriter, capture_environment
 from tests.server_fixture import faults_in, running_server

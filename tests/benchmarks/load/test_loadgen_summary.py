@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.clients.payloads import build_payload
+from benchmarks.requests.payloads import build_payload
 from benchmarks.commands import served
 from benchmarks.load.loadgen import LoadGenResult, _achieved_qps, _loadgen_percentiles, parse_summary
 from benchmarks.measure.cpu_meter import CpuReading
