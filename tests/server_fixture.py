@@ -81,8 +81,8 @@ def tensor_proto(shape, content: bytes | None = None, values=None, dtype: int = 
     return t
 
 
-# What a closed-loop row may say about the measurement itself on a loaded machine: fixed windows below 3 are never
-# judged stable, and the client may run near saturation. Any other warning (probe, response check, errors) is a fault.
+# What a closed-loop row may say about the measurement itself on a loaded machine: its windows did not agree, or the
+# client ran near saturation. Any other warning (probe, response check, errors) is a fault.
 MEASUREMENT_NOTES = ("unstable: last 3 of ", "load generator near saturation")
 
 
