@@ -358,4 +358,13 @@ RUNNERS: dict[str, type[Runner]] = {"graph": GraphRunner, "xla": XlaRunner, "eag
 def load_runner(mode: str, version_dir: Path, label: str) -> Runner:
     if mode not in RUNNERS:
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(RUNNERS)}")
-    return RUNNERS[mode](version_dir, label)
+    try:
+        return RUNNERS[mode](version_dir, label)
+    except ServingError:
+        raise
+    except Exception as exc:  # TF2's loader could not build a signature: TF1 models load as a Session does
+        if mode == "eager":
+            raise
+        from serving.session_bundle import load_tf1_fallback
+
+        return load_tf1_fallback(version_dir, label, exc)
