@@ -78,6 +78,12 @@ def serving_signatures(signature_defs: dict[str, Any], strict_shapes: bool = Tru
     return {k: signature_spec(k, v, strict_shapes) for k, v in signature_defs.items() if k != INIT_OP_SIGNATURE}
 
 
+def as_output(value: Any) -> np.ndarray:
+    """A scalar string tensor comes out of numpy() / Session.run as bytes, not an array: make it the 0-d
+    object array every other string output is."""
+    return np.array(value, dtype=object) if isinstance(value, bytes) else np.asarray(value)
+
+
 def _probe_inputs(spec: SignatureSpec, rows: int = 2) -> dict[str, np.ndarray]:
     """Inputs to compare the fast call with the public one: random numbers, empty strings (an empty string
     is also an empty serialized tf.Example)."""
@@ -173,7 +179,7 @@ class _FlatCall:
                     outs = execute(handle, device, fn_name, args + captured, attrs, n_out)
                 except not_ok as exc:  # what execute.execute does: the matching tf.errors class
                     raise status_to_exception(exc) from None
-                return {n: o.numpy() for n, o in zip(out_names, outs)}
+                return {n: as_output(o.numpy()) for n, o in zip(out_names, outs)}
 
             if not _same_answer(fast, self._public, _probe_inputs(spec)):
                 raise ValueError("fast path output differs from the public signature call")
@@ -184,7 +190,7 @@ class _FlatCall:
     def _public(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         tf = self._tf
         kwargs = {k: tf.convert_to_tensor(v, dtype=tf.as_dtype(self._spec.inputs[k].dtype_enum)) for k, v in inputs.items()}
-        return {k: v.numpy() for k, v in self._concrete(**kwargs).items()}
+        return {k: as_output(v.numpy()) for k, v in self._concrete(**kwargs).items()}
 
     @property
     def is_fast(self) -> bool:
@@ -239,7 +245,7 @@ def _first_line(exc: Exception) -> str:
     stack where the op was defined; the message proper is the unindented text after it."""
     lines = [line for line in _NODE_SUFFIX.sub("", str(exc)).splitlines() if line.strip()]
     kept = [line.strip() for line in lines if not line[0].isspace()
-            and not line.startswith(("Graph execution error", "Detected at node"))]
+            and not line.startswith(("Graph execution error", "Detected at node", "Node: ", "Original stack trace"))]
     return " ".join(kept) if kept else (lines[0].strip() if lines else type(exc).__name__)
 
 

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from serving.runners import INIT_OP_SIGNATURE, SERVE_TAG, Runner
+from serving.runners import INIT_OP_SIGNATURE, SERVE_TAG, Runner, as_output
 
 log = logging.getLogger("serving.session_bundle")
 
@@ -52,7 +52,7 @@ class SessionBundle:
         names = sorted(sig.outputs)
         values = self.session.run([sig.outputs[k].name for k in names],
                                   {sig.inputs[k].name: v for k, v in inputs.items()})
-        return dict(zip(names, (np.asarray(v) for v in values)))
+        return dict(zip(names, (as_output(v) for v in values)))
 
     def callable(self, signature: str) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
         """A made-once callable for one signature: no per-call graph lookups and, through CallableOptions (what
@@ -68,7 +68,7 @@ class SessionBundle:
                 self.session.make_callable(fetches, feeds)  # another TF version: the shape-checking public call
 
         def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            return dict(zip(out_names, (np.asarray(v) for v in call(*(inputs[k] for k in in_names)))))
+            return dict(zip(out_names, (as_output(v) for v in call(*(inputs[k] for k in in_names)))))
         return run
 
     def close(self) -> None:
