@@ -13,7 +13,9 @@ whose regress signature parses tf.Example strings (benchmarks/targets/tfs_models
 examples with x=2; a batch-1 call costs 69 us through the flat call below and 151 us through make_callable;
 and Python's Session refuses x of shape [3] fed to the [None,1] tensor x ("Cannot feed value of shape"),
 which TF Serving's C++ Session::Run and the pruned function both accept. So TF1 models load the TF2 way,
-and a TF1 signature takes any shape its graph accepts (SignatureSpec.strict_shapes).
+and a TF1 signature takes any shape its graph accepts (SignatureSpec.strict_shapes). A TF1 model the TF2
+loader cannot build is served through a v1 Session instead (serving/session_bundle.py; both paths' cost
+per call in PERFORMANCE.md, "TF1 signatures").
 
 graph  The restored signature ConcreteFunction, called through its flat entry point. Measured on this
        machine (benchmarks/commands/graph_call.py, numbers in its output): `signatures[name](**kw)` ~310 us,
