@@ -3,7 +3,8 @@ embedded server against TensorFlow's own v1 Session loader (`make zoo`, tests/se
 
 Every model is built here or in tfs_models.py from TensorFlow's public APIs; none is copied. `ZOO` lists
 them with the loader difference each one exercises; `fast` marks the subset the default test suite runs
-(at least one model per difference). `write_zoo(base, names)` writes `<base>/<name>/1/` for each and a
+(at least one model per difference). `write_zoo(base, models)` writes `<base>/<name>/<version>/` for each (version 1, or 00000123 for
+half_plus_three) and a
 ModelServerConfig `<base>/models.config` serving all of them.
 """
 from __future__ import annotations
@@ -165,14 +166,15 @@ def write_tf1_strings(base: Path) -> Path:
     return _save_tf1(Path(base) / "1", build)
 
 
-def write_tf1_legacy_placeholder(base: Path) -> Path:
-    """TF Serving's half-plus-three shape, as old TensorFlow wrote it: the tf.Example placeholder's shape attr
-    is empty and the GraphDef's producer version is below 21, which means "unknown shape" to a Session but a
-    scalar to a loader that believes the attr (TF2's tf.saved_model.load then fails to build ParseExample:
-    "Shape must be rank 1 but is rank 0"). Signatures: regress x->y, x2->y3 fed at the parsed x2, classify
-    x->y, predict x->y fed at the parsed x; an asset file and a main op that reads its name."""
+def write_half_plus_three(base: Path) -> Path:
+    """y = 0.5x + 3 in the shape of TF Serving's half_plus_three test model (the one its REST API page walks
+    through), as old TensorFlow wrote it: the tf.Example placeholder's shape attr is empty and the GraphDef's
+    producer version is below 21, which means "unknown shape" to a Session but a scalar to a loader that
+    believes the attr (TF2's tf.saved_model.load then fails to build ParseExample: "Shape must be rank 1 but
+    is rank 0"). Version dir 00000123; signatures `tensorflow/serving/regress` and `.../classify` (x -> y),
+    `regress_x2_to_y3` fed at the parsed x2 (default 0), `serving_default` predict x -> y fed at the parsed x."""
     def build(tf, v1):
-        a, b, c = v1.Variable(0.5, name="a"), v1.Variable(2.0, name="b"), v1.Variable(3.0, name="c")
+        a, b, c = v1.Variable(0.5, name="a"), v1.Variable(3.0, name="b"), v1.Variable(4.0, name="c")
         serialized = v1.placeholder(tf.string, name="tf_example")
         parsed = tf.raw_ops.ParseExample(
             serialized=serialized, names=[], sparse_keys=[], dense_keys=[tf.constant("x"), tf.constant("x2")],
@@ -180,11 +182,11 @@ def write_tf1_legacy_placeholder(base: Path) -> Path:
             dense_shapes=[[1], [1]])
         x, x2 = (tf.identity(t, name=n) for t, n in zip(parsed.dense_values, ("x", "x2")))
         y, y3 = tf.identity(a * x + b, name="y"), tf.identity(a * x2 + c, name="y3")
-        return {"regress_x_to_y": _signature(v1, {"inputs": serialized}, {"outputs": y}, "regress"),
+        return {"tensorflow/serving/regress": _signature(v1, {"inputs": serialized}, {"outputs": y}, "regress"),
+                "tensorflow/serving/classify": _signature(v1, {"inputs": serialized}, {"scores": y}, "classify"),
                 "regress_x2_to_y3": _signature(v1, {"inputs": x2}, {"outputs": y3}, "regress"),
-                "classify_x_to_y": _signature(v1, {"inputs": serialized}, {"scores": y}, "classify"),
                 "serving_default": _signature(v1, {"x": x}, {"y": y})}
-    export = _save_tf1(Path(base) / "1", build)
+    export = _save_tf1(Path(base) / "00000123", build)
     _as_legacy_producer(export, "tf_example")
     return export
 
@@ -210,7 +212,8 @@ def _as_legacy_producer(export: Path, placeholder: str) -> None:
 
 
 def write_tf2_scalars(base: Path) -> Path:
-    """Scalar inputs (float, int64) with bool, float and `_bytes` outputs, and a scalar-with-batch signature."""
+    """Scalar inputs (float, int64) with bool, float and `_bytes` outputs, a scalar-with-batch signature, and
+    three named inputs of different ranks (string [?], int32 [?,5], int32 [?,2,2])."""
     import tensorflow as tf
 
     module = tf.Module()
@@ -225,9 +228,17 @@ def write_tf2_scalars(base: Path) -> Path:
     def shifted(bias, rows):
         return {"shifted": rows + bias}
 
-    module.scalars, module.shifted = scalars, shifted
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="tag"),
+                                  tf.TensorSpec([None, 5], tf.int32, name="signal"),
+                                  tf.TensorSpec([None, 2, 2], tf.int32, name="sensor")])
+    def tagged_signals(tag, signal, sensor):  # the row-format example of TF Serving's REST API page
+        return {"tag_length": tf.strings.length(tag), "signal_sum": tf.reduce_sum(signal, axis=1),
+                "sensor_sum": tf.reduce_sum(sensor, axis=[1, 2])}
+
+    module.scalars, module.shifted, module.tagged_signals = scalars, shifted, tagged_signals
     export = Path(base) / "1"
-    tf.saved_model.save(module, str(export), signatures={"serving_default": scalars, "shifted": shifted})
+    tf.saved_model.save(module, str(export), signatures={"serving_default": scalars, "shifted": shifted,
+                                                         "tagged_signals": tagged_signals})
     return export
 
 
@@ -344,8 +355,8 @@ def _in_version_1(write: Callable[..., Path]) -> Callable[[Path], Path]:
 ZOO: tuple[ZooModel, ...] = (
     ZooModel("tf1_half_plus_two", "TF1 graph", _in_version_1(tfs_models.write_half_plus_two_tf1),
              "unknown-rank tf.Example placeholder; predict fed after parsing; classify and regress"),
-    ZooModel("tf1_legacy_placeholder", "TF1 graph", write_tf1_legacy_placeholder,
-             "TF2 loader refuses it (ParseExample rank); feeds at parsed tensors; asset + main op", fast=True),
+    ZooModel("half_plus_three", "TF1 graph", write_half_plus_three,
+             "TF2 loader refuses it (ParseExample rank); fed at parsed tensors; version dir 00000123", fast=True),
     ZooModel("tf1_unknown_shapes", "TF1 graph", write_tf1_unknown_shapes, "unknown rank, unknown dims", fast=True),
     ZooModel("tf1_parse_dense", "TF1 graph", write_tf1_parse_dense,
              "dense features with and without defaults; classify scores only / classes + scores"),
@@ -360,7 +371,8 @@ ZOO: tuple[ZooModel, ...] = (
              "classify/regress-shaped signatures with the predict method name"),
     ZooModel("tf2_dtypes", "TF2 tf.Module", _in_version_1(tfs_models.write_typed_tf2),
              "every dtype; several signatures; unknown-rank inputs", fast=True),
-    ZooModel("tf2_scalars", "TF2 tf.Module", write_tf2_scalars, "scalar inputs, `_bytes` and bool outputs"),
+    ZooModel("tf2_scalars", "TF2 tf.Module", write_tf2_scalars,
+             "scalar inputs, `_bytes` and bool outputs; several named inputs of different ranks", fast=True),
     ZooModel("tf2_image", "TF2 tf.Module", write_tf2_image, "224x224x3 float32 input"),
     ZooModel("tf2_multi_signature", "TF2 tf.Module", _in_version_1(tfs_models.write_multi_signature_tf2),
              "signatures returning constants over an any-shape input"),

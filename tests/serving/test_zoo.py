@@ -32,11 +32,18 @@ def zoo(tmp_path_factory: pytest.TempPathFactory):
         client.close()
 
 
+def version_dir(base: Path, model: ZooModel) -> Path:
+    from export.contract import version_dirs
+
+    (found,) = version_dirs(base / model.name)
+    return found.path
+
+
 def _rows(base: Path, client, model: ZooModel):
     from serving.check_model import check_signature
     from serving.session_bundle import SessionBundle
 
-    bundle = SessionBundle(base / model.name / "1")
+    bundle = SessionBundle(version_dir(base, model))
     rng = np.random.default_rng(0)
     try:
         return [row for name in sorted(bundle.signature_defs)
@@ -65,7 +72,7 @@ def test_server_answers_as_the_session_does(zoo, model: ZooModel) -> None:
 def test_fast_subset_covers_each_loader_difference() -> None:
     """The default run keeps one model of each kind the loaders treat differently."""
     names = {m.name for m in zoo_models(fast_only=True)}
-    assert {"tf1_legacy_placeholder", "tf1_parse_sparse", "tf1_vocabulary_table", "tf1_reference_variables",
+    assert {"half_plus_three", "tf1_parse_sparse", "tf1_vocabulary_table", "tf1_reference_variables",
             "tf1_unknown_shapes", "tf1_strings", "tf2_dtypes", "keras3_export"} <= names
     assert len(zoo_models()) >= 20
 
@@ -74,6 +81,120 @@ def test_inference_apis_are_compared(zoo) -> None:
     """Classify, Regress and MultiInference answers are checked, not only Predict (on the TF1 model the TF2
     loader refuses, which the server runs through a Session)."""
     base, client = zoo
-    model = next(m for m in MODELS if m.name == "tf1_legacy_placeholder")
+    model = next(m for m in MODELS if m.name == "half_plus_three")
     apis = {r.verdict.api.split(" (")[0] for r in _rows(base, client, model)}
     assert {"gRPC Classify", "REST classify", "gRPC Regress", "REST regress", "gRPC MultiInference"} <= apis
+
+
+def _check_model(*args: str) -> "subprocess.CompletedProcess[str]":
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "serving", "check-model", *args], capture_output=True, text=True,
+                          timeout=600, cwd=Path(__file__).resolve().parents[2])
+
+
+@pytest.mark.skipif(not WHOLE_ZOO, reason="the whole zoo only (make zoo): the zoo tests above check the same "
+                    "comparisons in process; the next test runs the command itself")
+def test_check_model_passes_a_model_tf_serving_serves(tmp_path: Path) -> None:
+    version = zoo_models(["half_plus_three"])[0].write(tmp_path / "half_plus_three")
+    done = _check_model(str(version), "--signature", "tensorflow/serving/regress", "--samples", "2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "/ tensorflow/serving/regress" in done.stdout and "/ serving_default" not in done.stdout
+    assert "gRPC Regress" in done.stdout and ", 0 mismatch(es)" in done.stdout
+
+
+def test_check_model_exits_1_where_the_session_disagrees(tmp_path: Path) -> None:
+    """A Keras 3 model written by tf.saved_model.save: TF Serving's Session fails every call, so the check
+    must say so (the embedded server answers them)."""
+    model = zoo_models(["keras3_sequential"])[0]
+    model.write(tmp_path / "k3")
+    done = _check_model(str(tmp_path / "k3"), "--signature", "serving_default", "--samples", "2")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout.count("REST predict") == 4  # 2 samples x batch 1 and 3
+    assert "MISMATCH: the Session refused it (FAILED_PRECONDITION: Could not find variable" in done.stdout
+
+
+def test_check_model_refuses_what_is_not_a_model(tmp_path: Path) -> None:
+    done = _check_model(str(tmp_path))
+    assert done.returncode == 2 and "neither a SavedModel" in done.stderr
+    assert _check_model(str(tmp_path), "--samples", "0").returncode == 2
+
+
+def _post(url: str, body) -> "requests.Response":
+    import json
+
+    import requests
+
+    return requests.post(url, data=body if isinstance(body, str) else json.dumps(body), timeout=60)
+
+
+def test_rest_api_page_walkthrough(zoo) -> None:
+    """TF Serving's REST API page (g3doc/api_rest.md), example by example, on the models it needs."""
+    import base64
+
+    import requests
+
+    url = zoo[1].rest_url + "/v1/models"
+    status = requests.get(f"{url}/half_plus_three", timeout=60)
+    assert status.status_code == 200 and status.json() == {"model_version_status": [
+        {"version": "123", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}
+    assert _post(f"{url}/half_plus_three:predict", {"instances": [1.0, 2.0, 5.0]}).json() == \
+        {"predictions": [3.5, 4.0, 5.5]}
+    assert _post(f"{url}/half_plus_three:regress", {"signature_name": "tensorflow/serving/regress",
+                                                    "examples": [{"x": 1.0}, {"x": 2.0}]}).json() == {"results": [3.5, 4.0]}
+    missing = _post(f"{url}/half:predict", {"instances": [1.0, 5.0]})
+    assert missing.status_code == 404 and missing.json() == {"error": "Servable not found for request: Latest(half)"}
+    version = _post(f"{url}/half_plus_three/versions/7:predict", {"instances": [1.0]})
+    assert version.status_code == 404 and version.json() == \
+        {"error": "Servable not found for request: Specific(half_plus_three, 7)"}
+    # Classify with a context shared by the examples; a score without a label has the label "".
+    assert _post(f"{url}/half_plus_three:classify", {"signature_name": "tensorflow/serving/classify",
+                                                     "context": {"x2": 0.0}, "examples": [{"x": 1.0}, {"x": 5.0}]}
+                 ).json() == {"results": [[["", 3.5]], [["", 5.5]]]}
+    # Row format: one named input (a list of 3 scalar strings; 2 tensors of shape [1, 2]) ...
+    rows = _post(f"{url}/tf1_strings:predict", {"instances": ["foo", "bar", {"b64": base64.b64encode(b"baz").decode()}]})
+    first = rows.json()["predictions"][0]
+    assert first["greeting"] == "hello foo" and first["length"] == 3
+    assert first["tagged_bytes"] == {"b64": base64.b64encode(b"foo\xff\x00").decode()}
+    assert rows.json()["predictions"][2]["upper"] == "BAZ"
+    assert _post(f"{url}/tf1_unknown_shapes:predict", {"instances": [[[1, 2]], [[3, 4]]]}).json() == \
+        {"predictions": [[[3.0, 5.0]], [[7.0, 9.0]]]}
+    # ... and several named inputs, as rows of objects and as columns.
+    signals = {"tag": ["foo", "bar"], "signal": [[1, 2, 3, 4, 5], [3, 4, 1, 2, 5]],
+               "sensor": [[[1, 2], [3, 4]], [[4, 5], [6, 8]]]}
+    instances = [{k: v[i] for k, v in signals.items()} for i in range(2)]
+    assert _post(f"{url}/tf2_scalars:predict", {"signature_name": "tagged_signals", "instances": instances}).json() == \
+        {"predictions": [{"tag_length": 3, "signal_sum": 15, "sensor_sum": 10},
+                         {"tag_length": 3, "signal_sum": 15, "sensor_sum": 23}]}
+    assert _post(f"{url}/tf2_scalars:predict", {"signature_name": "tagged_signals", "inputs": signals}).json() == \
+        {"outputs": {"tag_length": [3, 3], "signal_sum": [15, 15], "sensor_sum": [10, 23]}}
+    # JSON conformance: NaN and the infinities go in and come back as those tokens.
+    special = _post(f"{url}/half_plus_three:predict", '{"instances": [NaN, Infinity, -Infinity]}')
+    assert special.status_code == 200 and special.text.replace(" ", "").endswith('[NaN,Infinity,-Infinity]}')
+    both = _post(f"{url}/half_plus_three:predict", {"instances": [1.0], "inputs": [1.0]})
+    assert both.status_code == 400 and both.json()["error"]
+
+
+def test_not_found_is_worded_as_tf_serving_words_it_over_grpc(zoo) -> None:
+    import grpc
+
+    client = zoo[1]
+    for name, version, wording in (("half", None, "Latest(half)"), ("half_plus_three", 7, "Specific(half_plus_three, 7)")):
+        answer = client.predict_grpc(name, "", {"x": np.array([[1.0]], np.float32)}) if version is None else \
+            _predict_version(client, name, version)
+        assert (answer.code, answer.message) == (grpc.StatusCode.NOT_FOUND.name, f"Servable not found for request: {wording}")
+
+
+def _predict_version(client, name: str, version: int):
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    from serving.oracle import Outcome
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = name
+    request.model_spec.version.value = version
+    request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([[1.0]], np.float32)))
+    _response, error = client._call(client._stub.Predict, request)
+    return error or Outcome({})
