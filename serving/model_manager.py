@@ -191,6 +191,7 @@ class ModelManager:
         self._stop = threading.Event()
         self._initial_done = threading.Event()
         self._thread: threading.Thread | None = None
+        self.on_model_removed: Callable[[str], None] = lambda name: None  # per-model state kept elsewhere
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -269,6 +270,7 @@ class ModelManager:
             self._removed[model.source.name] = model
         for sv in retiring:
             sv.retire()
+        self.on_model_removed(model.source.name)
         log.info("model %s removed from the config: unloaded", model.source.name)
 
     def label_problems(self, assigned: dict[str, dict[str, int]] | None = None) -> list[str]:

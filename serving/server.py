@@ -139,6 +139,7 @@ def _build_parts(cfg: ServerConfig, inputs: _Inputs) -> _Parts:
     manager = ModelManager(inputs.sources, core.load_version, cfg.file_system_poll_wait_seconds, retries,
                            cfg.allow_version_labels_for_unavailable_models)
     core.manager = manager
+    manager.on_model_removed = core.forget_model
     return _Parts(core, manager, scheduler)
 
 
