@@ -28,6 +28,7 @@ BATCHES = (1, 3)
 RELATIVE_TOLERANCE = 1e-6
 CLASSIFY, REGRESS = "tensorflow/serving/classify", "tensorflow/serving/regress"
 _PARSE_OPS = ("ParseExample", "ParseExampleV2")
+_CALL_OPS = ("PartitionedCall", "StatefulPartitionedCall")
 
 
 @dataclass
@@ -102,20 +103,56 @@ def inference_method(signature_def: Any) -> str | None:
 
 # ------------------------------------------------------------------------------------------ inputs
 def example_spec(bundle: Any, tensor_name: str) -> ExampleSpec | None:
-    """The features the ParseExample op reading `tensor_name` (directly or through Identity) asks for."""
+    """The features the ParseExample op reading `tensor_name` (directly or through Identity) asks for; for
+    a TF2 signature, whose graph is a call of a function, the one ParseExample op of the function library."""
     graph = bundle.graph
-    pending, seen = [graph.get_tensor_by_name(tensor_name)], set()
+    pending, seen, called = [graph.get_tensor_by_name(tensor_name)], set(), []
     while pending:
         tensor = pending.pop()
         for op in tensor.consumers():
             if op.name in seen:
                 continue
             seen.add(op.name)
+            if op.type in _CALL_OPS:
+                called.append(op.get_attr("f").name)
             if op.type in _PARSE_OPS and op.inputs[0].name == tensor.name:
                 return _parse_op_spec(bundle, op)
             if op.type == "Identity":
                 pending.extend(op.outputs)
-    return None
+    return _library_spec(graph, called) if called else None
+
+
+def _library_spec(graph: Any, called: list[str]) -> ExampleSpec | None:
+    """The ParseExampleV2 node of the functions `called` (and those they call), its keys read from the
+    function's constants; None unless there is exactly one (which one runs is not known from here)."""
+    import tensorflow as tf
+
+    library = {f.signature.name: f for f in graph.as_graph_def().library.function}
+    reachable, pending = set(), list(called)
+    while pending:
+        name = pending.pop()
+        if name in reachable or name not in library:
+            continue
+        reachable.add(name)
+        pending += [n.attr["f"].func.name for n in library[name].node_def if n.op in _CALL_OPS]
+    found = [(library[f], n) for f in reachable for n in library[f].node_def if n.op == "ParseExampleV2"]
+    if len(found) != 1:
+        return None
+    function, node = found[0]
+    consts = {n.name: tf.make_ndarray(n.attr["value"].tensor) for n in function.node_def if n.op == "Const"}
+    key = lambda ref: consts.get(ref.split(":")[0])  # noqa: E731 ("name:output:0" inside a function)
+    sparse_keys, dense_keys = key(node.input[2]), key(node.input[3])
+    if sparse_keys is None or dense_keys is None:
+        return None
+    n_dense = len(node.attr["Tdense"].list.type)
+    defaults = [key(ref) for ref in node.input[5:5 + n_dense]]
+    spec = ExampleSpec([FeatureSpec(_text(k), tf.as_dtype(t)) for k, t in
+                        zip(sparse_keys, node.attr["sparse_types"].list.type)])
+    for k, t, shape, default in zip(dense_keys, node.attr["Tdense"].list.type, node.attr["dense_shapes"].list.shape,
+                                    defaults):
+        spec.features.append(FeatureSpec(_text(k), tf.as_dtype(t), tf.TensorShape(shape).as_list(),
+                                         default is None or default.size == 0))
+    return spec
 
 
 def _parse_op_spec(bundle: Any, op: Any) -> ExampleSpec:

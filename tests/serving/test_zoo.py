@@ -73,15 +73,17 @@ def test_fast_subset_covers_each_loader_difference() -> None:
     """The default run keeps one model of each kind the loaders treat differently."""
     names = {m.name for m in zoo_models(fast_only=True)}
     assert {"half_plus_three", "tf1_parse_sparse", "tf1_vocabulary_table", "tf1_reference_variables",
-            "tf1_unknown_shapes", "tf1_strings", "tf2_dtypes", "keras3_export"} <= names
+            "tf1_unknown_shapes", "tf1_strings", "tf2_half_plus_two", "tf2_dtypes", "tf2_scalars",
+            "keras3_export"} <= names
     assert len(zoo_models()) >= 20
 
 
-def test_inference_apis_are_compared(zoo) -> None:
-    """Classify, Regress and MultiInference answers are checked, not only Predict (on the TF1 model the TF2
-    loader refuses, which the server runs through a Session)."""
+@pytest.mark.parametrize("name", ["half_plus_three", "tf2_half_plus_two"])
+def test_inference_apis_are_compared(zoo, name: str) -> None:
+    """Classify, Regress and MultiInference answers are checked, not only Predict: on the TF1 model the TF2
+    loader refuses (served through a Session) and on a TF2 one whose tf.Example parsing is inside a function."""
     base, client = zoo
-    model = next(m for m in MODELS if m.name == "half_plus_three")
+    model = next(m for m in MODELS if m.name == name)
     apis = {r.verdict.api.split(" (")[0] for r in _rows(base, client, model)}
     assert {"gRPC Classify", "REST classify", "gRPC Regress", "REST regress", "gRPC MultiInference"} <= apis
 
