@@ -304,6 +304,11 @@ def _model_dirs(path: Path) -> tuple[Path, Path]:
 
 
 def add_check_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = ("Load a SavedModel into TensorFlow's v1 Session (what tensorflow_model_server runs) and "
+                          "into a throwaway embedded server; send seeded inputs built from each signature over gRPC "
+                          "and REST (Predict; Classify/Regress/MultiInference where the signature fits) and print, per "
+                          "signature, how far each answer is from the Session's. Exit 0: all agree; 1: a mismatch; "
+                          "2: bad arguments or not a SavedModel.")
     parser.add_argument("path", type=Path, help="a SavedModel directory, or a base path holding version dirs")
     parser.add_argument("--signature", action="append", default=None, help="check only this signature (repeatable)")
     parser.add_argument("--samples", type=int, default=1, help="seeded inputs per signature and batch size (1)")
@@ -332,9 +337,13 @@ def run_check_model(args: argparse.Namespace) -> int:
         return 2
     rng = np.random.default_rng(args.seed)
     rows: list[Row] = []
-    with throwaway_server("model", base, args.mode) as client:
-        for signature in signatures:
-            rows += check_signature(bundle, client, "model", signature, rng, args.samples)
+    try:
+        with throwaway_server("model", base, args.mode) as client:
+            for signature in signatures:
+                rows += check_signature(bundle, client, "model", signature, rng, args.samples)
+    except RuntimeError as exc:  # the Session loaded it, the embedded server could not even start
+        print(f"MISMATCH: {exc}", file=sys.stderr)
+        return 1
     print(format_table(str(args.path), rows))
     bad = sum(1 for r in rows if r.verdict.problem)
     print(f"\n{len(rows)} answers compared with the Session's, {bad} mismatch(es)")
