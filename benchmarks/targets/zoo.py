@@ -52,6 +52,15 @@ def _save_tf1(export: Path, build: Callable[[Any, Any], dict], main_op: Callable
     return export
 
 
+def _vocabulary_file(base: Path, name: str) -> Path:
+    """The vocabulary a model is built from, beside its versions (a dot-directory is not a version: servers
+    ignore it); the SavedModel carries its own copy in assets/."""
+    path = Path(base) / ".sources" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(VOCABULARY) + "\n")
+    return path
+
+
 def _signature(v1: Any, inputs: dict, outputs: dict, method: str = "predict") -> Any:
     info = v1.saved_model.utils.build_tensor_info
     return v1.saved_model.signature_def_utils.build_signature_def(
@@ -137,10 +146,7 @@ def write_tf1_reference_variables(base: Path) -> Path:
 def write_tf1_vocabulary_table(base: Path) -> Path:
     """A hash table initialised from a vocabulary asset file by the main op: words -> ids (predict) and a
     classify signature whose classes are vocabulary words."""
-    import tempfile
-
-    vocab = Path(tempfile.mkdtemp(prefix="zoo-vocab-")) / "vocabulary.txt"
-    vocab.write_text("\n".join(VOCABULARY) + "\n")
+    vocab = _vocabulary_file(base, "vocabulary.txt")
 
     def build(tf, v1):
         words = v1.placeholder(tf.string, [None], name="words")
@@ -310,13 +316,10 @@ def write_keras_subclassed(base: Path) -> Path:
 
 def write_keras_text(base: Path) -> Path:
     """TextVectorization and StringLookup whose vocabularies are files (saved as SavedModel assets)."""
-    import tempfile
-
     import keras
     import numpy as np
 
-    vocab = Path(tempfile.mkdtemp(prefix="zoo-text-")) / "words.txt"
-    vocab.write_text("\n".join(VOCABULARY) + "\n")
+    vocab = _vocabulary_file(base, "words.txt")
     text = keras.Input(shape=(), dtype="string", name="text")
     tag = keras.Input(shape=(1,), dtype="string", name="tag")
     tokens = keras.layers.TextVectorization(vocabulary=str(vocab), output_sequence_length=4)(text)
