@@ -59,12 +59,15 @@ class ServerClient:
         except self._grpc.RpcError as exc:
             return None, Outcome(None, exc.code().name, exc.details() or "")
 
-    def predict_grpc(self, model: str, signature: str, inputs: dict[str, np.ndarray]) -> Outcome:
+    def predict_grpc(self, model: str, signature: str, inputs: dict[str, np.ndarray],
+                     version: int | None = None) -> Outcome:
         import tensorflow as tf
         from tensorflow_serving.apis import predict_pb2
 
         request = predict_pb2.PredictRequest()
         request.model_spec.name, request.model_spec.signature_name = model, signature
+        if version is not None:
+            request.model_spec.version.value = version
         for name, value in inputs.items():
             request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
         response, error = self._call(self._stub.Predict, request)

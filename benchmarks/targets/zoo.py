@@ -3,9 +3,8 @@ embedded server against TensorFlow's own v1 Session loader (`make zoo`, tests/se
 
 Every model is built here or in tfs_models.py from TensorFlow's public APIs; none is copied. `ZOO` lists
 them with the loader difference each one exercises; `fast` marks the subset the default test suite runs
-(at least one model per difference). `write_zoo(base, models)` writes `<base>/<name>/<version>/` for each (version 1, or 00000123 for
-half_plus_three) and a
-ModelServerConfig `<base>/models.config` serving all of them.
+(at least one model per difference). `write_zoo(base, models)` writes `<base>/<name>/<version>/` for each
+(version 1, or 00000123 for half_plus_three) and a ModelServerConfig `<base>/models.config` serving them all.
 """
 from __future__ import annotations
 

@@ -143,8 +143,8 @@ def test_rest_api_page_walkthrough(zoo) -> None:
         {"version": "123", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}
     assert _post(f"{url}/half_plus_three:predict", {"instances": [1.0, 2.0, 5.0]}).json() == \
         {"predictions": [3.5, 4.0, 5.5]}
-    assert _post(f"{url}/half_plus_three:regress", {"signature_name": "tensorflow/serving/regress",
-                                                    "examples": [{"x": 1.0}, {"x": 2.0}]}).json() == {"results": [3.5, 4.0]}
+    regress = {"signature_name": "tensorflow/serving/regress", "examples": [{"x": 1.0}, {"x": 2.0}]}
+    assert _post(f"{url}/half_plus_three:regress", regress).json() == {"results": [3.5, 4.0]}
     missing = _post(f"{url}/half:predict", {"instances": [1.0, 5.0]})
     assert missing.status_code == 404 and missing.json() == {"error": "Servable not found for request: Latest(half)"}
     version = _post(f"{url}/half_plus_three/versions/7:predict", {"instances": [1.0]})
@@ -155,7 +155,8 @@ def test_rest_api_page_walkthrough(zoo) -> None:
                                                      "context": {"x2": 0.0}, "examples": [{"x": 1.0}, {"x": 5.0}]}
                  ).json() == {"results": [[["", 3.5]], [["", 5.5]]]}
     # Row format: one named input (a list of 3 scalar strings; 2 tensors of shape [1, 2]) ...
-    rows = _post(f"{url}/tf1_strings:predict", {"instances": ["foo", "bar", {"b64": base64.b64encode(b"baz").decode()}]})
+    baz = {"b64": base64.b64encode(b"baz").decode()}
+    rows = _post(f"{url}/tf1_strings:predict", {"instances": ["foo", "bar", baz]})
     first = rows.json()["predictions"][0]
     assert first["greeting"] == "hello foo" and first["length"] == 3
     assert first["tagged_bytes"] == {"b64": base64.b64encode(b"foo\xff\x00").decode()}
@@ -166,10 +167,11 @@ def test_rest_api_page_walkthrough(zoo) -> None:
     signals = {"tag": ["foo", "bar"], "signal": [[1, 2, 3, 4, 5], [3, 4, 1, 2, 5]],
                "sensor": [[[1, 2], [3, 4]], [[4, 5], [6, 8]]]}
     instances = [{k: v[i] for k, v in signals.items()} for i in range(2)]
-    assert _post(f"{url}/tf2_scalars:predict", {"signature_name": "tagged_signals", "instances": instances}).json() == \
+    signature = {"signature_name": "tagged_signals"}
+    assert _post(f"{url}/tf2_scalars:predict", {**signature, "instances": instances}).json() == \
         {"predictions": [{"tag_length": 3, "signal_sum": 15, "sensor_sum": 10},
                          {"tag_length": 3, "signal_sum": 15, "sensor_sum": 23}]}
-    assert _post(f"{url}/tf2_scalars:predict", {"signature_name": "tagged_signals", "inputs": signals}).json() == \
+    assert _post(f"{url}/tf2_scalars:predict", {**signature, "inputs": signals}).json() == \
         {"outputs": {"tag_length": [3, 3], "signal_sum": [15, 15], "sensor_sum": [10, 23]}}
     # JSON conformance: NaN and the infinities go in and come back as those tokens.
     special = _post(f"{url}/half_plus_three:predict", '{"instances": [NaN, Infinity, -Infinity]}')
@@ -179,24 +181,8 @@ def test_rest_api_page_walkthrough(zoo) -> None:
 
 
 def test_not_found_is_worded_as_tf_serving_words_it_over_grpc(zoo) -> None:
-    import grpc
-
-    client = zoo[1]
-    for name, version, wording in (("half", None, "Latest(half)"), ("half_plus_three", 7, "Specific(half_plus_three, 7)")):
-        answer = client.predict_grpc(name, "", {"x": np.array([[1.0]], np.float32)}) if version is None else \
-            _predict_version(client, name, version)
-        assert (answer.code, answer.message) == (grpc.StatusCode.NOT_FOUND.name, f"Servable not found for request: {wording}")
-
-
-def _predict_version(client, name: str, version: int):
-    import tensorflow as tf
-    from tensorflow_serving.apis import predict_pb2
-
-    from serving.oracle import Outcome
-
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = name
-    request.model_spec.version.value = version
-    request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([[1.0]], np.float32)))
-    _response, error = client._call(client._stub.Predict, request)
-    return error or Outcome({})
+    x = {"x": np.array([[1.0]], np.float32)}
+    for name, version, wording in (("half", None, "Latest(half)"),
+                                   ("half_plus_three", 7, "Specific(half_plus_three, 7)")):
+        answer = zoo[1].predict_grpc(name, "", x, version)
+        assert (answer.code, answer.message) == ("NOT_FOUND", f"Servable not found for request: {wording}")
