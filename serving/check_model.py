@@ -290,20 +290,24 @@ def _wait_listening(proc: subprocess.Popen, log: Path, timeout: float) -> re.Mat
     raise RuntimeError(f"the embedded server did not open its ports within {timeout:.0f} s")
 
 
-def _model_dirs(path: Path) -> tuple[Path, Path]:
-    """(base path, version dir): PATH may be either."""
+@contextlib.contextmanager
+def _served_layout(path: Path) -> Iterator[tuple[Path, Path]]:
+    """(base path, version dir) for PATH, a version dir or a base path; a SavedModel dir whose name is not a
+    version number is served from a temporary base path holding a link to it as version 1."""
     from export.contract import SAVED_MODEL_FILE, version_dirs
 
+    if (path / SAVED_MODEL_FILE).is_file() and not path.name.isdigit():
+        with tempfile.TemporaryDirectory(prefix="check-model-") as tmp:
+            (Path(tmp) / "1").symlink_to(path)
+            yield Path(tmp), path
+        return
     if (path / SAVED_MODEL_FILE).is_file():
-        if path.name.isdigit():
-            return path.parent, path
-        base = Path(tempfile.mkdtemp(prefix="check-model-"))
-        (base / "1").symlink_to(path.resolve())
-        return base, path
+        yield path.parent, path
+        return
     found = version_dirs(path)
     if not found:
         raise ValueError(f"{path}: neither a SavedModel (no saved_model.pb) nor a base path with version dirs")
-    return path, max(found, key=lambda d: d.version).path
+    yield path, max(found, key=lambda d: d.version).path
 
 
 def add_check_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -320,17 +324,25 @@ def add_check_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_check_model(args: argparse.Namespace) -> int:
-    from serving.session_bundle import SessionBundle
-
     if args.samples < 1:
         print("error: --samples must be at least 1", file=sys.stderr)
         return 2
     try:
-        base, version_dir = _model_dirs(args.path.resolve())
+        with _served_layout(args.path.resolve()) as (base, version_dir):
+            return _check(args, base, version_dir)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _check(args: argparse.Namespace, base: Path, version_dir: Path) -> int:
+    from serving.session_bundle import SessionBundle
+
+    try:
         bundle = SessionBundle(version_dir)
-    except Exception as exc:  # not a SavedModel, or the reference loader cannot load it either
-        print(f"error: {args.path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-              file=sys.stderr)
+    except Exception as exc:  # the reference loader cannot load it: nothing to compare with
+        print(f"error: {args.path}: the v1 Session loader refused it: {type(exc).__name__}: "
+              f"{(str(exc).splitlines() or [''])[0]}", file=sys.stderr)
         return 2
     signatures = args.signature or sorted(bundle.signature_defs)
     unknown = sorted(set(signatures) - set(bundle.signature_defs))
