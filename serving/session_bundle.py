@@ -9,9 +9,9 @@ Two users:
   TF2's tf.saved_model.load cannot build is served this way instead of being refused. Example: old graphs
   whose tf.Example placeholder has an empty shape attr (GraphDef producer < 21, "unknown shape" to a
   Session) make the TF2 loader build ParseExample over a scalar and fail with "Shape must be rank 1 but is
-  rank 0". The runner calls the Session through `Session.make_callable` (one callable per signature, made at
-  load), which skips Python's feed-shape check, so like TF Serving's C++ Session::Run it takes any shape the
-  graph accepts. What a call costs on each path: PERFORMANCE.md ("TF1 signatures: function or Session").
+  rank 0". The runner calls the Session through one callable per signature made at load from
+  CallableOptions (what `Session.make_callable` builds, minus its Python feed-shape check), so like TF
+  Serving's C++ Session::Run it takes any shape the graph accepts. What a call costs on each path: PERFORMANCE.md ("TF1 signatures: function or Session").
 """
 from __future__ import annotations
 
