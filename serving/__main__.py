@@ -17,14 +17,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "TensorFlow's v1 Session loader's. Run `python -m serving <command> --help` for each one's flags.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="{serve,launch,check-model}")
-    from serving.flags import add_serve_arguments
+    from serving.cli.serve_flags import add_serve_arguments
 
     add_serve_arguments(sub.add_parser("serve", help="run the embedded server in the foreground"))
     launch = sub.add_parser("launch", help="run TF Serving (Docker) or the embedded server, whichever is available")
-    from serving.launch import add_launch_arguments
+    from serving.cli.launch import add_launch_arguments
 
     add_launch_arguments(launch)
-    from serving.check_model import add_check_model_arguments
+    from serving.cli.check_model import add_check_model_arguments
 
     add_check_model_arguments(sub.add_parser(
         "check-model", help="compare the embedded server's answers for a SavedModel with TensorFlow's v1 Session "
@@ -35,15 +35,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "launch":
-        from serving.launch import run_launch
+        from serving.cli.launch import run_launch
 
         return run_launch(args)
     if args.command == "check-model":
-        from serving.check_model import run_check_model
+        from serving.cli.check_model import run_check_model
 
         return run_check_model(args)
-    from serving.flags import config_from_args
-    from serving.server import run_server
+    from serving.cli.serve_flags import config_from_args
+    from serving.cli.server import run_server
 
     try:
         config = config_from_args(args)

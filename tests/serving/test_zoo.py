@@ -24,7 +24,7 @@ MODELS = zoo_models(fast_only=not WHOLE_ZOO)
 def zoo(tmp_path_factory: pytest.TempPathFactory):
     base = tmp_path_factory.mktemp("zoo")
     config = write_zoo(base, MODELS)
-    from serving.check_model import ServerClient
+    from serving.cli.check_model import ServerClient
 
     with running_server(config) as server:
         client = ServerClient(server.grpc_target, server.rest_url)
@@ -40,8 +40,8 @@ def version_dir(base: Path, model: ZooModel) -> Path:
 
 
 def _rows(base: Path, client, model: ZooModel):
-    from serving.check_model import check_signature
-    from serving.session_bundle import SessionBundle
+    from serving.cli.check_model import check_signature
+    from serving.execution.session_bundle import SessionBundle
 
     bundle = SessionBundle(version_dir(base, model))
     rng = np.random.default_rng(0)
@@ -54,7 +54,7 @@ def _rows(base: Path, client, model: ZooModel):
 
 @pytest.mark.parametrize("model", MODELS, ids=[m.name for m in MODELS])
 def test_server_answers_as_the_session_does(zoo, model: ZooModel) -> None:
-    from serving.check_model import format_table
+    from serving.cli.check_model import format_table
 
     rows = _rows(*zoo, model)
     assert rows, f"{model.name}: no answers compared"

@@ -1,9 +1,9 @@
 """`python -m serving check-model PATH [--signature S] [--samples N]`: does the embedded server answer a
 SavedModel exactly as TensorFlow's v1 Session loader (what tensorflow_model_server runs) answers it?
 
-The model is loaded both ways: into a Session (serving/session_bundle.py, the oracle) and by a throwaway
+The model is loaded both ways: into a Session (serving/execution/session_bundle.py, the oracle) and by a throwaway
 embedded server (`python -m serving serve` on free loopback ports). Seeded inputs built from each signature
-(serving/oracle.py) go to the server over gRPC and REST: Predict always, Classify / Regress /
+(serving/cli/oracle.py) go to the server over gRPC and REST: Predict always, Classify / Regress /
 MultiInference where the signature can answer them. A table per signature gives, per API and batch, the
 largest absolute and relative difference from the Session's answer and any disagreement. Exit 0: every
 answer agrees; 1: a mismatch; 2: bad arguments or a model neither loader can load.
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.oracle import CLASSIFY, REGRESS, Outcome, Sample, Verdict, build_samples, compare, inference_method, \
+from serving.cli.oracle import CLASSIFY, REGRESS, Outcome, Sample, Verdict, build_samples, compare, inference_method, \
     oracle_outcome
 
 LISTENING = re.compile(r"listening: gRPC (\S+):(\d+), REST (\S+):(\d+)")
@@ -336,7 +336,7 @@ def run_check_model(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace, base: Path, version_dir: Path) -> int:
-    from serving.session_bundle import SessionBundle
+    from serving.execution.session_bundle import SessionBundle
 
     try:
         bundle = SessionBundle(version_dir)

@@ -14,8 +14,8 @@ examples with x=2; a batch-1 call costs 69 us through the flat call below and 15
 and Python's Session refuses x of shape [3] fed to the [None,1] tensor x ("Cannot feed value of shape"),
 which TF Serving's C++ Session::Run and the pruned function both accept. So TF1 models load the TF2 way,
 and a TF1 signature takes any shape its graph accepts (SignatureSpec.strict_shapes). A TF1 model the TF2
-loader cannot build is served through a v1 Session instead (serving/session_bundle.py; both paths' cost
-per call in PERFORMANCE.md, "TF1 signatures").
+loader cannot build is served through a v1 Session instead (serving/execution/session_bundle.py; both paths' cost
+per call in docs/performance.md, "TF1 signatures").
 
 graph  The restored signature ConcreteFunction, called through its flat entry point. Measured on this
        machine (benchmarks/commands/graph_call.py, numbers in its output): `signatures[name](**kw)` ~310 us,
@@ -23,13 +23,13 @@ graph  The restored signature ConcreteFunction, called through its flat entry po
        ~500 us per batch-1 call; the v1 Session loader (what TF Serving's C++ does) cannot restore Keras 3
        resource variables from Python. The server goes one level below call_flat, to the eager execute of
        the function itself (see _FlatCall), and runs with 1 intra-op + 1 inter-op thread on 2 cores
-       (serving.server.tf_thread_counts). Other routes tried and not kept (PERFORMANCE.md): a frozen graph
+       (serving.cli.server.tf_thread_counts). Other routes tried and not kept (docs/performance.md): a frozen graph
        (variables folded to constants) in a v1 Session, ~370-490 us; SINGLE_THREADED_EXECUTOR, no better.
        The flat entry point uses private attributes, so at load it is checked against the public call on a
        probe input and the public call is used if anything differs.
 xla    The same signature function inside tf.function(jit_compile=True), called the same fast way; XLA
        compiles once per distinct input shape (warmup covers the common ones).
-eager  The Keras model rebuilt from assets.extra/model.keras (export.contract.load_keras_model) and called as a
+eager  The Keras model rebuilt from assets.extra/model.keras (export.models.load_keras_model) and called as a
        plain Python function in eager mode: each signature runs the model method its model class declares for
        it (export/endpoints.py: serving_default -> model(x, training=False), reconstruct -> model.reconstruct).
        A version without a Keras file, or whose signatures its class does not declare, is refused.
@@ -194,10 +194,6 @@ class _FlatCall:
         kwargs = {k: tf.convert_to_tensor(v, dtype=tf.as_dtype(self._spec.inputs[k].dtype_enum)) for k, v in inputs.items()}
         return {k: as_output(v.numpy()) for k, v in self._concrete(**kwargs).items()}
 
-    @property
-    def is_fast(self) -> bool:
-        return self._fast is not None
-
     def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self._fast(inputs) if self._fast is not None else self._public(inputs)
 
@@ -315,7 +311,8 @@ class EagerRunner(Runner):
     mode = "eager"
 
     def __init__(self, version_dir: Path, label: str) -> None:
-        from export.contract import KERAS_FILE, keras_path, load_keras_model
+        from export.contract import KERAS_FILE, keras_path
+        from export.models import load_keras_model
         from export.endpoints import endpoints_of
 
         if not keras_path(version_dir).is_file():
@@ -373,6 +370,6 @@ def load_runner(mode: str, version_dir: Path, label: str) -> Runner:
     except Exception as exc:  # TF2's loader could not build a signature: TF1 models load as a Session does
         if mode == "eager":
             raise
-        from serving.session_bundle import load_tf1_fallback
+        from serving.execution.session_bundle import load_tf1_fallback
 
         return load_tf1_fallback(version_dir, label, exc)

@@ -1,4 +1,4 @@
-"""The oracle: a signature's answer from TensorFlow's v1 Session loader (serving/session_bundle.py), the
+"""The oracle: a signature's answer from TensorFlow's v1 Session loader (serving/execution/session_bundle.py), the
 inputs it is asked on, and the comparison of a server's answer with it.
 
 Inputs are built from the signature alone, seeded: numbers of the declared dtype and shape (a free
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.runners import _first_line
+from serving.execution.runners import _first_line
 
 WORDS = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta")
 FREE_DIM = 2  # what a free non-batch dimension, or an unknown rank's extra dimension, is given

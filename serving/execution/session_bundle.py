@@ -3,7 +3,7 @@
 the version's assets/), signatures run by feeding and fetching their TensorInfo tensor names.
 
 Two users:
-* the oracle (serving/oracle.py, `python -m serving check-model`, the model zoo tests): `SessionBundle.run`
+* the oracle (serving/cli/oracle.py, `python -m serving check-model`, the model zoo tests): `SessionBundle.run`
   is `Session.run(fetches, feed_dict)`, the reference answer;
 * the server's fallback (`SessionRunner`, chosen by runners.load_runner): a TF1 SavedModel whose signatures
   TF2's tf.saved_model.load cannot build is served this way instead of being refused. Example: old graphs
@@ -11,7 +11,8 @@ Two users:
   Session) make the TF2 loader build ParseExample over a scalar and fail with "Shape must be rank 1 but is
   rank 0". The runner calls the Session through one callable per signature made at load from
   CallableOptions (what `Session.make_callable` builds, minus its Python feed-shape check), so like TF
-  Serving's C++ Session::Run it takes any shape the graph accepts. What a call costs on each path: PERFORMANCE.md ("TF1 signatures: function or Session").
+  Serving's C++ Session::Run it takes any shape the graph accepts. What a call costs on each path:
+  docs/performance.md ("TF1 signatures: TF2 function or v1 Session").
 """
 from __future__ import annotations
 
@@ -21,9 +22,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from serving.runners import INIT_OP_SIGNATURE, SERVE_TAG, Runner, as_output
+from serving.execution.runners import INIT_OP_SIGNATURE, SERVE_TAG, Runner, as_output
 
-log = logging.getLogger("serving.session_bundle")
+log = logging.getLogger("serving.execution.session_bundle")
 
 
 class SessionBundle:
@@ -34,7 +35,7 @@ class SessionBundle:
 
         v1 = tf.compat.v1
         self.graph = tf.Graph()
-        threads = tf.config.threading  # the server's thread settings (serving.server.tf_thread_counts)
+        threads = tf.config.threading  # the server's thread settings (serving.cli.server.tf_thread_counts)
         config = v1.ConfigProto(intra_op_parallelism_threads=threads.get_intra_op_parallelism_threads(),
                                 inter_op_parallelism_threads=threads.get_inter_op_parallelism_threads())
         self.session = v1.Session(graph=self.graph, config=config)
@@ -93,7 +94,7 @@ class SessionRunner(Runner):
 
 def load_tf1_fallback(version_dir: Path, label: str, refusal: Exception) -> Any:
     """SessionRunner for a TF1 version whose TF2 load failed with `refusal`; re-raises it for TF2 models."""
-    from serving.runners import is_tf1_meta_graph, read_serve_meta_graph
+    from serving.execution.runners import is_tf1_meta_graph, read_serve_meta_graph
 
     if not is_tf1_meta_graph(read_serve_meta_graph(Path(version_dir))):
         raise refusal
