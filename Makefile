@@ -35,7 +35,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 1
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv export verify serve check-deploy bench crosscheck loadtest capacity compare demo reliability test clean
+.PHONY: help venv export verify serve check-deploy bench crosscheck loadtest capacity compare demo reliability test zoo clean
 
 help: ## List every target and what it does
 	@echo "tfserve-bench targets (variables in CAPS can be set: make export MODELS=residual_regressor)"
@@ -92,6 +92,9 @@ reliability: $(STAMP) ## Rollout, faults, hostile input, kill/restart, overload 
 
 test: $(STAMP) ## Run the test suite in shuffled order (no Docker, no GPU needed; PYTEST_ARGS="-p no:randomly" for file order)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+zoo: $(STAMP) ## The whole model zoo (20 SavedModels) against TensorFlow's v1 Session loader, gRPC + REST (make test runs a fast subset)
+	ZOO=all $(PY) -m pytest -q tests/serving/test_zoo.py
 
 clean: ## Remove artifacts/ (models and results); keeps .venv
 	rm -rf $(ARTIFACTS)

@@ -13,7 +13,9 @@ whose regress signature parses tf.Example strings (benchmarks/targets/tfs_models
 examples with x=2; a batch-1 call costs 69 us through the flat call below and 151 us through make_callable;
 and Python's Session refuses x of shape [3] fed to the [None,1] tensor x ("Cannot feed value of shape"),
 which TF Serving's C++ Session::Run and the pruned function both accept. So TF1 models load the TF2 way,
-and a TF1 signature takes any shape its graph accepts (SignatureSpec.strict_shapes).
+and a TF1 signature takes any shape its graph accepts (SignatureSpec.strict_shapes). A TF1 model the TF2
+loader cannot build is served through a v1 Session instead (serving/execution/session_bundle.py; both paths' cost
+per call in docs/performance.md, "TF1 signatures").
 
 graph  The restored signature ConcreteFunction, called through its flat entry point. Measured on this
        machine (benchmarks/commands/graph_call.py, numbers in its output): `signatures[name](**kw)` ~310 us,
@@ -76,6 +78,12 @@ def is_tf1_meta_graph(meta: Any) -> bool:
 
 def serving_signatures(signature_defs: dict[str, Any], strict_shapes: bool = True) -> dict[str, SignatureSpec]:
     return {k: signature_spec(k, v, strict_shapes) for k, v in signature_defs.items() if k != INIT_OP_SIGNATURE}
+
+
+def as_output(value: Any) -> np.ndarray:
+    """A scalar string tensor comes out of numpy() / Session.run as bytes, not an array: make it the 0-d
+    object array every other string output is."""
+    return np.array(value, dtype=object) if isinstance(value, bytes) else np.asarray(value)
 
 
 def _probe_inputs(spec: SignatureSpec, rows: int = 2) -> dict[str, np.ndarray]:
@@ -173,7 +181,7 @@ class _FlatCall:
                     outs = execute(handle, device, fn_name, args + captured, attrs, n_out)
                 except not_ok as exc:  # what execute.execute does: the matching tf.errors class
                     raise status_to_exception(exc) from None
-                return {n: o.numpy() for n, o in zip(out_names, outs)}
+                return {n: as_output(o.numpy()) for n, o in zip(out_names, outs)}
 
             if not _same_answer(fast, self._public, _probe_inputs(spec)):
                 raise ValueError("fast path output differs from the public signature call")
@@ -184,7 +192,7 @@ class _FlatCall:
     def _public(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         tf = self._tf
         kwargs = {k: tf.convert_to_tensor(v, dtype=tf.as_dtype(self._spec.inputs[k].dtype_enum)) for k, v in inputs.items()}
-        return {k: v.numpy() for k, v in self._concrete(**kwargs).items()}
+        return {k: as_output(v.numpy()) for k, v in self._concrete(**kwargs).items()}
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self._fast(inputs) if self._fast is not None else self._public(inputs)
@@ -235,7 +243,7 @@ def _first_line(exc: Exception) -> str:
     stack where the op was defined; the message proper is the unindented text after it."""
     lines = [line for line in _NODE_SUFFIX.sub("", str(exc)).splitlines() if line.strip()]
     kept = [line.strip() for line in lines if not line[0].isspace()
-            and not line.startswith(("Graph execution error", "Detected at node"))]
+            and not line.startswith(("Graph execution error", "Detected at node", "Node: ", "Original stack trace"))]
     return " ".join(kept) if kept else (lines[0].strip() if lines else type(exc).__name__)
 
 
@@ -355,4 +363,13 @@ RUNNERS: dict[str, type[Runner]] = {"graph": GraphRunner, "xla": XlaRunner, "eag
 def load_runner(mode: str, version_dir: Path, label: str) -> Runner:
     if mode not in RUNNERS:
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(RUNNERS)}")
-    return RUNNERS[mode](version_dir, label)
+    try:
+        return RUNNERS[mode](version_dir, label)
+    except ServingError:
+        raise
+    except Exception as exc:  # TF2's loader could not build a signature: TF1 models load as a Session does
+        if mode == "eager":
+            raise
+        from serving.execution.session_bundle import load_tf1_fallback
+
+        return load_tf1_fallback(version_dir, label, exc)
