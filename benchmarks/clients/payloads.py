@@ -27,7 +27,7 @@ DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 class ModelInfo:
     name: str
     version_dirs: list[VersionDir]  # ascending, each with its directory as found on disk
-    n_features: int
+    n_features: int  # 0: not one of the project's models; requests follow its served signature
     signatures: dict = field(default_factory=dict)
     model_dir: Path | None = None
 
@@ -60,7 +60,7 @@ def discover_models(models_dir: Path) -> list[ModelInfo]:
         n_features, sigs = DEFAULT_N_FEATURES, {}
         if contract.manifest_path(found[-1].path).exists():
             m = contract.read_manifest(found[-1].path)
-            n_features = int(m.get("n_features", DEFAULT_N_FEATURES))
+            n_features = int(m.get("n_features", 0))  # 0: a model of the user's, described by its signature
             sigs = m.get("signatures", {})
         out.append(ModelInfo(name, found, n_features, sigs, d))
     return out
