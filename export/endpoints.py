@@ -5,8 +5,8 @@ A project model class lists its endpoints in ``ENDPOINTS`` (export/models.py); a
 user gets them from its own inputs (export/keras_source.py). Export traces each endpoint into a signature
 (export/signatures.py) and records the endpoints with their tensor names, dtypes and shapes in the manifest;
 verification compares each signature with the method it was traced from (export/verify.py), and the embedded
-server's eager mode calls that method for that signature (serving/runners.py, EagerRunner). Adding a served
-signature is one more ``Endpoint`` on the class.
+server's eager mode calls that method for that signature (serving/execution/runners.py, EagerRunner). Adding
+a served signature is one more ``Endpoint`` on the class.
 
 Nothing here imports TensorFlow: the server reads declarations without paying for an export.
 """

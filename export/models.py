@@ -289,3 +289,4 @@ def build_model(
     # Keras needs one call to build a subclassed model (and ExportArchive needs a called model).
     model(np.zeros((1, n_features), dtype=np.float32))
     return model
+

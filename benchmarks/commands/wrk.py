@@ -8,17 +8,19 @@ measure our side; --install tries apt-get itself.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import re
 import shutil
 import subprocess
 import time
 from pathlib import Path
 
-from benchmarks.commands.common import (DEFAULT_MODELS, DEFAULT_REST_TARGET, add_run_args, add_server_args, finish_run,
+from benchmarks.commands.common import (DEFAULT_MODELS, add_run_args, add_server_args, finish_run,
                                         open_run)
-from benchmarks.load.closed_loop import run_closed_loop
-from benchmarks.clients.payloads import build_payload, discover_models
+from benchmarks.load.managers import ClosedLoop, WindowPlan, run_point
+from benchmarks.measure.cpu_meter import cpu_us_per_request
+from benchmarks.requests.discovery import discover_models
+from benchmarks.requests.payloads import build_payload
+from benchmarks.results.profiler import profile
 from benchmarks.results.schema import ResultRow
 from benchmarks.targets.managed import start_for_run
 from benchmarks.clients.transports import RestTransport
@@ -48,8 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--concurrency", type=int, default=8, help="connections for wrk = in-flight requests for ours")
     p.add_argument("--duration-s", type=int, default=10)
-    add_server_args(p, "start this server for the check (none: use --target)", targets=False)
-    p.add_argument("--target", default=DEFAULT_REST_TARGET, help="REST host:port with --server none")
+    add_server_args(p, "start this server for the check (none: use --rest-target)", grpc=False)
     p.add_argument("--install", action="store_true", help="apt-get install wrk if it is missing")
     add_run_args(p)
 
@@ -83,7 +84,7 @@ def explain_gap(ours: ResultRow, wrk_row: ResultRow) -> list[str]:
     if abs(gap) <= GAP_PCT:
         lines.append(f"within {GAP_PCT:g}%: both clients see the same server latency")
         return lines
-    per_req_us = (ours.client_cpu_percent or 0) / 100 * 1e6 / ours.throughput_rps if ours.throughput_rps else float("nan")
+    per_req_us = cpu_us_per_request(ours.client_cpu_percent, ours.throughput_rps) or float("nan")
     lines += [f"gap above {GAP_PCT:g}%. Why it can differ:",
               f"- client cost: our Python client (asyncio streams) spends ~{per_req_us:.0f} µs of CPU per request "
               f"({ours.client_cpu_percent:.0f}% of a core); wrk's C event loop spends a few µs. On a loaded "
@@ -111,22 +112,10 @@ def explain_gap(ours: ResultRow, wrk_row: ResultRow) -> list[str]:
 def _measure_ours(target: str, label: str, model: str, p, args: argparse.Namespace) -> ResultRow:
     """Our REST client, closed loop at the same concurrency and duration wrk gets."""
 
-    async def ours():
-        t = RestTransport(target, p.rest_path, connections=args.concurrency)
-        try:
-            return await run_closed_loop(t, [p.rest_body], args.concurrency, window_s=args.duration_s / 5,
-                                         fixed_windows=5, warmup_s=1.0)
-        finally:
-            await t.close()
-
-    r = asyncio.run(ours())
-    row = ResultRow.from_histogram(r.hist, duration_s=r.duration_s, errors=r.n_errors, errors_by_code=r.errors,
-                                   kind="rest", model=model, mode=label, batch_size=args.batch_size,
-                                   scenario="wrk-crosscheck", concurrency=args.concurrency, server=label,
-                                   target=target, client_cpu_percent=round(r.client_cpu_pct, 1),
-                                   client_saturated=r.saturated, stable=r.stable)
-    row.warnings = r.warnings()
-    return row
+    point = run_point(lambda: RestTransport(target, p.rest_path, connections=args.concurrency), [p.rest_body],
+                      ClosedLoop(args.concurrency), WindowPlan(args.duration_s / 5, fixed_windows=5, warmup_s=1.0))
+    return profile(point, kind="rest", model=model, mode=label, batch_size=args.batch_size,
+                   scenario="wrk-crosscheck", server=label, target=target)
 
 
 def _measure_wrk(wrk: str, target: str, label: str, model: str, p, args: argparse.Namespace, work: Path) -> ResultRow:
@@ -163,7 +152,7 @@ def main(args: argparse.Namespace) -> int:
     server = None
     try:
         server = start_for_run(args, w.run_dir, (model,))
-        target, label = (server.rest_target, server.label) if server is not None else (args.target, "external")
+        target, label = (server.rest_target, server.label) if server is not None else (args.rest_target, "external")
         p = build_payload(model, args.batch_size, n_features)
         ours_row = _measure_ours(target, label, model, p, args)
         w.append(ours_row)

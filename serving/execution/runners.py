@@ -21,7 +21,7 @@ graph  The restored signature ConcreteFunction, called through its flat entry po
        ~500 us per batch-1 call; the v1 Session loader (what TF Serving's C++ does) cannot restore Keras 3
        resource variables from Python. The server goes one level below call_flat, to the eager execute of
        the function itself (see _FlatCall), and runs with 1 intra-op + 1 inter-op thread on 2 cores
-       (serving.server.tf_thread_counts). Other routes tried and not kept (PERFORMANCE.md): a frozen graph
+       (serving.cli.server.tf_thread_counts). Other routes tried and not kept (docs/performance.md): a frozen graph
        (variables folded to constants) in a v1 Session, ~370-490 us; SINGLE_THREADED_EXECUTOR, no better.
        The flat entry point uses private attributes, so at load it is checked against the public call on a
        probe input and the public call is used if anything differs.
@@ -186,10 +186,6 @@ class _FlatCall:
         tf = self._tf
         kwargs = {k: tf.convert_to_tensor(v, dtype=tf.as_dtype(self._spec.inputs[k].dtype_enum)) for k, v in inputs.items()}
         return {k: v.numpy() for k, v in self._concrete(**kwargs).items()}
-
-    @property
-    def is_fast(self) -> bool:
-        return self._fast is not None
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self._fast(inputs) if self._fast is not None else self._public(inputs)
