@@ -42,7 +42,11 @@ def load_keras_file(path: Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise ExportError(f"{path}: no such file")
-    if path.suffix != ".keras" or not zipfile.is_zipfile(path) or "config.json" not in zipfile.ZipFile(path).namelist():
+    is_archive = path.suffix == ".keras" and zipfile.is_zipfile(path)
+    if is_archive:
+        with zipfile.ZipFile(path) as archive:
+            is_archive = "config.json" in archive.namelist()
+    if not is_archive:
         raise ExportError(f"{path} is not a Keras archive (a .keras file written by model.save)")
     import keras
 

@@ -84,8 +84,8 @@ def import_saved_model(config: OwnModelConfig) -> list[ExportResult]:
         shutil.copytree(config.source, staging)
         predict = [ep for ep in endpoints if ep.method_name == PREDICT_METHOD_NAME]
         # Each signature warmed up on inputs of its own names and shapes.
-        write_warmup_file(staging / WARMUP_FILE, [log for ep in predict
-                                                  for log in warmup_requests(config.name, [ep], seeded_batches(ep.inputs))])
+        logs = [log for ep in predict for log in warmup_requests(config.name, [ep], seeded_batches(ep.inputs))]
+        write_warmup_file(staging / WARMUP_FILE, logs)
         write_manifest(staging, version_manifest(config.name, version, endpoints, keras_file=False, source=source))
         return {}
 

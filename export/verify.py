@@ -111,7 +111,8 @@ def _dataset_cases(manifest: dict) -> tuple[list[tuple[str, dict[str, np.ndarray
     n_features = int(manifest["n_features"])
     cases = []
     for n in BATCH_SIZES:
-        cases.append((f"random[{n}]", {"inputs": (mean + 3 * std * rng.standard_normal((n, n_features))).astype(np.float32)}))
+        random = mean + 3 * std * rng.standard_normal((n, n_features))
+        cases.append((f"random[{n}]", {"inputs": random.astype(np.float32)}))
         cases.append((f"real[{n}]", {"inputs": real[rng.integers(0, len(real), n)].astype(np.float32)}))
     return cases, {"inputs": real[:ROW_BY_ROW_ROWS].astype(np.float32)}
 

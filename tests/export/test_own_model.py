@@ -36,7 +36,8 @@ def test_keras_models_are_published_with_provenance_warmup_and_keras_file(own_mo
     np.testing.assert_array_equal(records[0][1]["token"][:1], own_models.samples[FUNCTIONAL]["token"][:1])
 
     sub = _manifest(own_models, SUBCLASSED)
-    assert sub["source"]["class"] == f"{PACKAGE}.layers.ScaledDense" and sub["source"]["imports"] == [f"{PACKAGE}.layers"]
+    assert sub["source"]["class"] == f"{PACKAGE}.layers.ScaledDense"
+    assert sub["source"]["imports"] == [f"{PACKAGE}.layers"]
     assert set(sub["signatures"]) == {"serving_default", "half"}
     assert {e["method"] for e in sub["endpoints"]} == {"__call__", "halve"}
     configs = read_model_config(own_models.out / "models.config").model_config_list.config

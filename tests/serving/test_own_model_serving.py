@@ -39,7 +39,8 @@ def _rest(server, name: str, signature: str, inputs: dict[str, np.ndarray]) -> n
 def test_served_answers_are_the_keras_answers(own_models: OwnModels, mode: str, tmp_path) -> None:
     # models.config labels every model's versions; the imported one cannot load eagerly, and a label on a version
     # that is not loaded stops the server at start (TF Serving's rule) unless allowed
-    extra = ["--import", f"{PACKAGE}.layers", "--allow-version-labels-for-unavailable-models"] if mode == "eager" else []
+    extra = (["--import", f"{PACKAGE}.layers", "--allow-version-labels-for-unavailable-models"]
+             if mode == "eager" else [])
     with running_server(own_models.out, mode=mode, extra_args=extra, env=own_models.env) as server:
         for name, signature in CALLS:
             if mode == "eager" and name == IMPORTED:
@@ -47,10 +48,12 @@ def test_served_answers_are_the_keras_answers(own_models: OwnModels, mode: str, 
             want = keras_answers(own_models, name, signature)["output_0"]
             for call in (_grpc, _rest):
                 got = call(server, name, signature, own_models.samples[name])
-                np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=f"{mode} {name} {signature} {call.__name__}")
+                np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6,
+                                           err_msg=f"{mode} {name} {signature} {call.__name__}")
         status = requests.get(f"{server.rest_url}/v1/models/{IMPORTED}", timeout=30).json()["model_version_status"]
         if mode == "eager":
-            assert status[0]["state"] == "END" and "eager mode needs the Keras model file" in status[0]["status"]["error_message"]
+            assert status[0]["state"] == "END"
+            assert "eager mode needs the Keras model file" in status[0]["status"]["error_message"]
             return
         assert status[0]["state"] == "AVAILABLE"
         proc = run_cli("benchmarks", "grpc", "--target", server.grpc_target, "--models-dir", str(own_models.out),
