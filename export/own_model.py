@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,8 @@ def export_keras(config: OwnModelConfig) -> list[ExportResult]:
         (staging / ASSETS_EXTRA).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(config.source, staging / KERAS_FILE)  # byte for byte: the manifest's hash is this file's
         write_warmup_file(staging / WARMUP_FILE, warmup_requests(config.name, traced, batches))
-        write_manifest(staging, version_manifest(config.name, version, traced, source=source,
+        inputs = {name: asdict(info) for name, info in traced[0].expected().inputs.items()}
+        write_manifest(staging, version_manifest(config.name, version, traced, source=source, inputs=inputs,
                                                  structure=endpoints[0].structure))
         return {}
 

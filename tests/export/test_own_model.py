@@ -27,8 +27,9 @@ def test_keras_models_are_published_with_provenance_warmup_and_keras_file(own_mo
     assert m["source"]["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
     assert m["source"]["samples"].endswith("functional.npz") and m["structure"] == "dict"
     assert m["keras_version"] and m["tensorflow_version"].startswith("2.")
-    assert m["signatures"]["serving_default"]["inputs"] == {"features": {"dtype": "float32", "shape": [None, 3]},
-                                                           "token": {"dtype": "int32", "shape": [None, 1]}}
+    assert m["inputs"] == {"features": {"dtype": "float32", "shape": [None, 3]},
+                           "token": {"dtype": "int32", "shape": [None, 1]}}
+    assert m["signatures"]["serving_default"]["inputs"] == m["inputs"]
     kept = own_models.out / FUNCTIONAL / "1" / KERAS_FILE
     assert kept.read_bytes() == source.read_bytes()  # the eager path serves exactly the file the hash names
     records = [warmup_inputs(r) for r in read_warmup_file(own_models.out / FUNCTIONAL / "1" / WARMUP_FILE)]
