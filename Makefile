@@ -65,8 +65,9 @@ endif
 verify: $(STAMP) ## Re-verify every exported version in a fresh process
 	$(PY) -m export verify --out $(MODELS_DIR)
 
-serve: $(STAMP) ## Serve artifacts/models: real TF Serving if Docker answers, else the embedded server (BACKEND=auto|tfserving|embedded, MODE=graph|xla|eager, GRPC_PORT=, REST_PORT=)
-	$(PY) -m serving launch --backend $(BACKEND) --mode $(MODE) --grpc-port $(GRPC_PORT) --rest-port $(REST_PORT) --models-dir $(MODELS_DIR)
+serve: $(STAMP) ## Serve artifacts/models: real TF Serving if Docker answers, else the embedded server (BACKEND=auto|tfserving|embedded, MODE=graph|xla|eager, IMPORT=, GRPC_PORT=, REST_PORT=)
+	$(PY) -m serving launch --backend $(BACKEND) --mode $(MODE) --grpc-port $(GRPC_PORT) --rest-port $(REST_PORT) --models-dir $(MODELS_DIR) \
+	  $(foreach m,$(IMPORT),--import $(m))
 
 check-deploy: $(STAMP) ## Check the real TF Serving deployment files (docker/, docker/k8s/, models.config) by machine, no Docker needed
 	$(PY) -m serving.cli.config_files docker/batching/batching_cpu.config docker/batching/batching_gpu.config docker/monitoring.config $(if $(wildcard $(MODELS_DIR)/models.config),$(MODELS_DIR)/models.config --models-dir $(MODELS_DIR),docker/models.config.example)
