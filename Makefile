@@ -26,6 +26,10 @@ IGNORE     ?=
 TARGET     ?=
 REST_TARGET?=
 MODEL      ?=
+MODEL_FILE ?=
+NAME       ?=
+IMPORT     ?=
+SAMPLE_DATA?=
 SERVER_LABEL ?= external
 SOAK_SECONDS ?= 600
 PYTEST_ARGS ?=
@@ -51,22 +55,28 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP) ## Create .venv and install the pinned dependencies
 
-export: $(STAMP) ## Train, export and verify SavedModels into artifacts/models/<model>/<version>/ (MODELS=, DATASET=)
+export: $(STAMP) ## Train, export and verify SavedModels into artifacts/models/<model>/<version>/ (MODELS=, DATASET=; your own: MODEL_FILE=x.keras NAME= [IMPORT=module SAMPLE_DATA=])
+ifeq ($(MODEL_FILE),)
 	$(PY) -m export --models $(MODELS) --dataset $(DATASET) --out $(MODELS_DIR)
+else
+	$(PY) -m export keras $(MODEL_FILE) --name $(NAME) --out $(MODELS_DIR) $(foreach m,$(IMPORT),--import $(m)) \
+	  $(if $(SAMPLE_DATA),--sample-data $(SAMPLE_DATA),)
+endif
 
 verify: $(STAMP) ## Re-verify every exported version in a fresh process
 	$(PY) -m export verify --out $(MODELS_DIR)
 
-serve: $(STAMP) ## Serve artifacts/models: real TF Serving if Docker answers, else the embedded server (BACKEND=auto|tfserving|embedded, MODE=graph|xla|eager, GRPC_PORT=, REST_PORT=)
-	$(PY) -m serving launch --backend $(BACKEND) --mode $(MODE) --grpc-port $(GRPC_PORT) --rest-port $(REST_PORT) --models-dir $(MODELS_DIR)
+serve: $(STAMP) ## Serve artifacts/models: real TF Serving if Docker answers, else the embedded server (BACKEND=auto|tfserving|embedded, MODE=graph|xla|eager, IMPORT=, GRPC_PORT=, REST_PORT=)
+	$(PY) -m serving launch --backend $(BACKEND) --mode $(MODE) --grpc-port $(GRPC_PORT) --rest-port $(REST_PORT) --models-dir $(MODELS_DIR) \
+	  $(foreach m,$(IMPORT),--import $(m))
 
 check-deploy: $(STAMP) ## Check the real TF Serving deployment files (docker/, docker/k8s/, models.config) by machine, no Docker needed
 	$(PY) -m serving.cli.config_files docker/batching/batching_cpu.config docker/batching/batching_gpu.config docker/monitoring.config $(if $(wildcard $(MODELS_DIR)/models.config),$(MODELS_DIR)/models.config --models-dir $(MODELS_DIR),docker/models.config.example)
 	$(PY) -m pytest -q tests/serving/test_deploy_configs.py tests/serving/test_launch.py
 
-bench: $(STAMP) ## Standard benchmark suite into artifacts/results/<run-id>/ (QUICK=1; TARGET=host:port [REST_TARGET=host:port MODEL=name SERVER_LABEL=] for an external TF Serving)
+bench: $(STAMP) ## Standard benchmark suite into artifacts/results/<run-id>/ (QUICK=1 MODEL= MODE= IMPORT=; TARGET=host:port [REST_TARGET=host:port MODEL=name SERVER_LABEL=] for an external TF Serving)
 	$(PY) -m benchmarks suite --models-dir $(MODELS_DIR) --results-dir $(RESULTS_DIR) $(if $(filter 1,$(QUICK)),--quick,) \
-	  $(if $(TARGET),--server none --skip-inprocess --target $(TARGET) --rest-target '$(REST_TARGET)' --server-label $(SERVER_LABEL),) \
+	  $(if $(TARGET),--server none --skip-inprocess --target $(TARGET) --rest-target '$(REST_TARGET)' --server-label $(SERVER_LABEL),--mode $(MODE) $(foreach m,$(IMPORT),--server-arg=--import=$(m))) \
 	  $(if $(MODEL),--models $(MODEL),)
 
 crosscheck: $(STAMP) ## Triton's perf_analyzer beside our gRPC clients, 1 and 8 streams (installs it if missing; TARGET=, MODEL=; default: embedded server)

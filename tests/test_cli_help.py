@@ -14,6 +14,8 @@ from tests.conftest import REPO_ROOT
 CLIS = [
     (["export", "--help"], "--models"),
     (["export", "verify", "--help"], "fresh process"),
+    (["export", "keras", "--help"], "--sample-data"),
+    (["export", "savedmodel", "--help"], "SavedModel directory"),
     (["serving", "--help"], "launch"),
     (["serving", "serve", "--help"], "--mode"),
     (["serving", "launch", "--help"], "--backend"),

@@ -29,10 +29,11 @@ graph  The restored signature ConcreteFunction, called through its flat entry po
        probe input and the public call is used if anything differs.
 xla    The same signature function inside tf.function(jit_compile=True), called the same fast way; XLA
        compiles once per distinct input shape (warmup covers the common ones).
-eager  The Keras model rebuilt from assets.extra/model.keras (export.models.load_keras_model) and called as a
-       plain Python function in eager mode: each signature runs the model method its model class declares for
-       it (export/endpoints.py: serving_default -> model(x, training=False), reconstruct -> model.reconstruct).
-       A version without a Keras file, or whose signatures its class does not declare, is refused.
+eager  The Keras model rebuilt from assets.extra/model.keras (export.keras_source.load_keras_file; custom classes
+       registered by the server's --import modules) and called as a plain Python function in eager mode: each
+       signature runs the model method it was exported from (the manifest's endpoints, export/endpoints.py:
+       serving_default -> model(x, training=False), reconstruct -> model.reconstruct). A version without a
+       Keras file, or with signatures no endpoint computes, is refused.
 """
 from __future__ import annotations
 
@@ -311,9 +312,10 @@ class EagerRunner(Runner):
     mode = "eager"
 
     def __init__(self, version_dir: Path, label: str) -> None:
-        from export.contract import KERAS_FILE, keras_path
-        from export.models import load_keras_model
-        from export.endpoints import endpoints_of
+        from export.contract import KERAS_FILE, keras_path, manifest_path, read_manifest
+        from export.endpoints import version_endpoints
+        from export.keras_source import load_keras_file
+        from export.pipeline import ExportError
 
         if not keras_path(version_dir).is_file():
             raise failed_precondition(f"eager mode needs the Keras model file {KERAS_FILE} and {version_dir} has "
@@ -322,32 +324,36 @@ class EagerRunner(Runner):
         import tensorflow as tf
 
         self._tf = tf
-        self._model = load_keras_model(self.version_dir)
+        try:  # custom classes come from the server's --import modules
+            self._model = load_keras_file(keras_path(self.version_dir))
+        except ExportError as exc:
+            raise failed_precondition(f"eager mode: {exc}") from None
+        manifest = read_manifest(self.version_dir) if manifest_path(self.version_dir).is_file() else {}
         try:
-            declared = {ep.signature: ep for ep in endpoints_of(self._model)}
+            declared = {ep.signature: ep for ep in version_endpoints(manifest, self._model)}
         except TypeError as exc:
             raise failed_precondition(f"eager mode: {exc}") from None
         for name, spec in self.signatures.items():
             if name not in declared:
                 raise failed_precondition(f"eager mode: signature '{name}' is not among the endpoints "
-                                          f"{type(self._model).__name__} declares ({', '.join(sorted(declared))})")
+                                          f"{type(self._model).__name__} was exported with ({', '.join(sorted(declared))})")
             self._calls[name] = self._make_call(declared[name], spec)
 
     def _make_call(self, endpoint: Any, spec: SignatureSpec) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
-        """The declared model method of one signature, checked against the SignatureDef's tensor names."""
-        if set(spec.inputs) != {endpoint.input.name} or set(spec.outputs) != set(endpoint.output_names):
+        """The model method of one signature, checked against the SignatureDef's tensor names."""
+        if set(spec.inputs) != set(endpoint.input_names) or set(spec.outputs) != set(endpoint.output_names):
             raise failed_precondition(
                 f"eager mode: signature '{spec.name}' has inputs {sorted(spec.inputs)} and outputs "
-                f"{sorted(spec.outputs)}, its declaration {[endpoint.input.name]} and {sorted(endpoint.output_names)}")
-        tf, in_name = self._tf, endpoint.input.name
-        dtype = tf.as_dtype(spec.inputs[in_name].np_dtype)
+                f"{sorted(spec.outputs)}, its endpoint {sorted(endpoint.input_names)} and {sorted(endpoint.output_names)}")
+        tf = self._tf
+        dtypes = {name: tf.as_dtype(t.dtype_enum) for name, t in spec.inputs.items()}
         try:
             target = endpoint.bind(self._model)
         except TypeError as exc:
             raise failed_precondition(f"eager mode: {exc}") from None
 
         def call(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            result = target(tf.convert_to_tensor(inputs[in_name], dtype=dtype))
+            result = target({k: tf.convert_to_tensor(v, dtype=dtypes[k]) for k, v in inputs.items()})
             return {k: np.asarray(v) for k, v in result.items()}
 
         return call
