@@ -73,8 +73,8 @@ crosscheck: $(STAMP) ## Triton's perf_analyzer beside our gRPC clients, 1 and 8 
 	  $(if $(TARGET),--target $(TARGET) --server-label $(SERVER_LABEL),--server embedded --mode $(MODE)) \
 	  --models $(if $(MODEL),$(MODEL),residual_regressor)
 
-loadtest: $(STAMP) ## Locust headless run against the embedded server (USERS=, SPAWN_RATE=, RUN_TIME=, WORKERS=)
-	$(PY) -m benchmarks locust --models-dir $(MODELS_DIR) --results-dir $(RESULTS_DIR) --users $(USERS) --spawn-rate $(SPAWN_RATE) --run-time $(RUN_TIME) --workers $(WORKERS)
+loadtest: $(STAMP) ## Locust headless run against the embedded server (MODEL=, USERS=, SPAWN_RATE=, RUN_TIME=, WORKERS=; any served model: requests from its signature)
+	$(PY) -m benchmarks locust --models-dir $(MODELS_DIR) --results-dir $(RESULTS_DIR) --users $(USERS) --spawn-rate $(SPAWN_RATE) --run-time $(RUN_TIME) --workers $(WORKERS) $(if $(MODEL),--model $(MODEL),)
 
 capacity: $(STAMP) ## Load-generator capacity vs a no-op server, per client (native nghttpd+nginx if installed; INSTALL=1 apt-gets them)
 	$(PY) -m benchmarks capacity --results-dir $(RESULTS_DIR) $(if $(filter 1,$(INSTALL)),--install,)

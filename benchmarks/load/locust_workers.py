@@ -90,9 +90,6 @@ class WorkerLedger:
         if w.lost_at is None:
             w.lost_at, w.lost_how = at, how
 
-    def total_requests(self, transport: str) -> int:
-        return sum(w.requests.get(transport, 0) for w in self.workers.values())
-
     def summary(self, t0: float) -> dict:
         return {"workers": [w.summary(t0) for w in self.workers.values()],
                 "sending_intervals": sending_intervals(
