@@ -59,7 +59,7 @@ verify: $(STAMP) ## Re-verify every exported version in a fresh process
 serve: $(STAMP) ## Serve artifacts/models: real TF Serving if Docker answers, else the embedded server (SERVER=, MODE=graph|xla|eager, GRPC_PORT=, REST_PORT=)
 	$(PY) -m serving launch --server $(SERVER) --mode $(MODE) --grpc-port $(GRPC_PORT) --rest-port $(REST_PORT) --models-dir $(MODELS_DIR)
 
-check-deploy: $(STAMP) ## Check the real TF Serving deployment files (docker/, docker/k8s/, models.config) by machine, no Docker needed
+check-deploy: $(STAMP) ## Check the deployment files (TF Serving in docker/, docker/k8s/, models.config; Locust in docker/locust/) by machine: Compose Specification schema, Kubernetes 1.33 strict; no Docker needed
 	$(PY) -m serving.tfserving_config docker/batching/batching_cpu.config docker/batching/batching_gpu.config docker/monitoring.config $(if $(wildcard $(MODELS_DIR)/models.config),$(MODELS_DIR)/models.config --models-dir $(MODELS_DIR),docker/models.config.example)
 	$(PY) -m pytest -q tests/serving/test_deploy_configs.py tests/serving/test_launch.py
 

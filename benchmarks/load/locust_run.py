@@ -26,6 +26,17 @@ LOCUSTFILE = HERE / "locustfile.py"
 SHAPES = HERE / "locust_shapes.py"
 USER_CLASSES = {"grpc": "GrpcPredictUser", "rest": "RestPredictUser"}
 LOCUST_MASTER_PORT = 5557  # Locust's default --master-port
+BENCH_OPTIONS = (  # the locustfile's own options: (flag, type, default, help); environment LOCUST_ + FLAG in capitals
+    ("--bench-model", str, "residual_regressor", "model to call"),
+    ("--bench-batch", int, 1, "rows per request"),
+    ("--bench-n-features", int, 0, "float32 [batch, N] request without asking the server (a model with a "
+                                   "manifest); 0 = build it from the served signature"),
+    ("--bench-grpc-target", str, "127.0.0.1:8500", "gRPC host:port of the server (REST is Locust's --host)"),
+    ("--bench-inputs", str, "", "input flags as for `python -m benchmarks grpc`, in one string, e.g. "
+                                "'--shape x:8 --method classify --feature age:float'"),
+    ("--bench-wait-s", float, 0.0, "think time between requests (0 = closed loop)"),
+    ("--bench-raw-file", str, "", "master (or local run): write the merged raw results here"),
+)
 
 
 @dataclass
@@ -95,6 +106,13 @@ def run_locust(cfg: LocustConfig, writer: ResultWriter | None = None) -> list[Re
 def _run_time_s(cfg: LocustConfig) -> float:
     run_s = _seconds(cfg.run_time)
     return max(run_s, cfg.step_seconds * cfg.steps) if cfg.step_shape else run_s
+
+
+def add_bench_options(parser) -> None:
+    """Register BENCH_OPTIONS on Locust's parser (the locustfile's init_command_line_parser listener)."""
+    for flag, kind, default, help_text in BENCH_OPTIONS:
+        parser.add_argument(flag, type=kind, default=default, help=help_text,
+                            env_var="LOCUST_" + flag[2:].upper().replace("-", "_"))
 
 
 def split_host_port(spec: str, default_port: int = LOCUST_MASTER_PORT) -> tuple[str, int]:

@@ -9,7 +9,8 @@ Requests come from the project's request builder, the one our own client uses: a
 described by the server's signature (GetModelMetadata), and --bench-inputs takes the same input flags as
 `python -m benchmarks grpc` (--shape, --input-data, --method classify|regress, --feature ...).
 
-Options (also as LOCUST_BENCH_* environment variables, or in a locust.conf) are set on the master: Locust sends
+Options (locust_run.BENCH_OPTIONS; also as LOCUST_BENCH_* environment variables, or in a locust.conf) are
+set on the master: Locust sends
 a master's custom options to its workers with each spawn, so a worker needs only the master's address. Each
 worker builds its request when its test starts, so the model is asked for once per worker process.
 
@@ -45,30 +46,14 @@ from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner  # noqa: E4
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a file by locust: find our package
 
 from benchmarks.clients.grpc_aio import MESSAGE_OPTIONS  # noqa: E402
+from benchmarks.load.locust_run import add_bench_options  # noqa: E402
 from benchmarks.load.locust_workers import WorkerLedger  # noqa: E402
 from benchmarks.measure.histogram import LatencyHistogram  # noqa: E402
 from benchmarks.measure.process_cpu import cpu_seconds  # noqa: E402
 
 log = logging.getLogger("tfserve-bench")
 
-OPTIONS = (  # (flag, type, default, help); environment variable LOCUST_ + FLAG in capitals
-    ("--bench-model", str, "residual_regressor", "model to call"),
-    ("--bench-batch", int, 1, "rows per request"),
-    ("--bench-n-features", int, 0, "float32 [batch, N] request without asking the server (a model with a "
-                                   "manifest); 0 = build it from the served signature"),
-    ("--bench-grpc-target", str, "127.0.0.1:8500", "gRPC host:port of the server (REST is Locust's --host)"),
-    ("--bench-inputs", str, "", "input flags as for `python -m benchmarks grpc`, in one string, e.g. "
-                                "'--shape x:8 --method classify --feature age:float'"),
-    ("--bench-wait-s", float, 0.0, "think time between requests (0 = closed loop)"),
-    ("--bench-raw-file", str, "", "master (or local run): write the merged raw results here"),
-)
-
-
-@events.init_command_line_parser.add_listener
-def _options(parser) -> None:
-    for flag, kind, default, help_text in OPTIONS:
-        parser.add_argument(flag, type=kind, default=default, help=help_text,
-                            env_var="LOCUST_" + flag[2:].upper().replace("-", "_"))
+events.init_command_line_parser.add_listener(add_bench_options)
 
 
 def build_payload(opts):
