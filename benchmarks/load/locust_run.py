@@ -269,7 +269,7 @@ def _add_workers(row: ResultRow, cfg: LocustConfig, raw: dict) -> None:
         row.client_saturated = any(w.get("saturated") for w in workers) if means else None
     spans = ", ".join(f"{i['workers']} from +{i['from_s']}s to +{i['to_s']}s" for i in row.extra["sending_intervals"])
     if spans:
-        row.extra["sending_summary"] = f"workers sending: {spans}"
+        row.extra["sending_summary"] = spans
 
 
 def _reconcile(row: ResultRow, transport: str, raw: dict, server: dict | None) -> None:

@@ -3,8 +3,8 @@
 Each worker ships, with every stats report (every 3 s in Locust), its identity (host, pid), its cumulative
 request counts per transport, the times of its first and last request and its CPU seconds since the test
 started (process and main thread); the master also keeps the CPU figure each worker's heartbeat carries
-(Locust's own, measured every 10 s, so coarse on short runs). A worker that stops
-heartbeating (killed, network gone) or quits before the test ends is recorded as lost, with when. From that
+(Locust's own, measured every 10 s from the worker's start, the first real figure 20 s in: none on short
+runs). A worker that stops heartbeating (killed, network gone) or quits before the test ends is recorded as lost, with when. From that
 the summary says: the requests per worker (their sum reconciles with the master's own count), each worker's
 CPU and whether it was saturated, and over which intervals how many workers were sending.
 
@@ -80,7 +80,7 @@ class WorkerLedger:
         w.cpu = list(report.get("cpu", w.cpu))
 
     def record_cpu(self, client_id: str, cpu_percent: float) -> None:
-        """A heartbeat's CPU figure. Locust measures it every 5 s and reports 0 until its first measurement, so a
+        """A heartbeat's CPU figure. Locust measures it every 10 s and reports 0 until its first measurement, so a
         0 is no reading (a worker that is sending is never at exactly 0 %)."""
         if cpu_percent > 0:
             self.worker(client_id).cpu_samples.append(float(cpu_percent))
