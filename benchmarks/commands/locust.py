@@ -52,7 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="skip our own closed-loop client at the same concurrency (by default it runs after each "
                         "Locust test, against the same server, so the report can put the two side by side)")
     dist = p.add_argument_group("workers on other machines")
-    dist.add_argument("--master", action="store_true", help="run a master only, for workers started elsewhere")
+    dist.add_argument("--master", action="store_true",
+                      help="run a master only, for workers started elsewhere; they get the targets as given here, "
+                           "so name addresses they can reach (--server none --grpc-target HOST:PORT ...)")
     dist.add_argument("--bind", default=f"0.0.0.0:{LOCUST_MASTER_PORT}", metavar="HOST:PORT",
                       help=f"--master: address the workers connect to (default 0.0.0.0:{LOCUST_MASTER_PORT})")
     dist.add_argument("--expect-workers", type=int, default=1, help="--master: start once this many have connected")

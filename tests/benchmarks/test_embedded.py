@@ -86,7 +86,7 @@ def test_locust_master_and_two_workers_against_embedded(embedded, exported_model
     w = ResultWriter(tmp_path / "run", capture_environment(server_kind="embedded"))
     rows = run_locust(LocustConfig(embedded.grpc_target, embedded.rest_target, model=MODEL, n_features=n_features,
                                    users=4, spawn_rate=4, run_time="4s", workers=2, server_label=embedded.label,
-                                   out_dir=tmp_path / "locust"), w)
+                                   metrics_url=embedded.metrics_url, out_dir=tmp_path / "locust"), w)
     assert [r.scenario for r in rows] == ["locust-grpc", "locust-rest"]  # one Locust test per transport
     for r in rows:
         transport = r.scenario.split("-")[1]
