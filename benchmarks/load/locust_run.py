@@ -12,10 +12,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.load.managers import MeasuredPoint
 from benchmarks.measure import prometheus
-from benchmarks.measure.cpu import CPU_SATURATION_PCT
+from benchmarks.measure.cpu_meter import CPU_SATURATION_PCT
 from benchmarks.measure.histogram import LatencyHistogram
-from benchmarks.measure.process_cpu import ProcessCpu, ProcessCpuSampler
+from benchmarks.measure.cpu_sampler import ProcessCpu, ProcessCpuSampler
+from benchmarks.measure.recorder import Window
+from benchmarks.results.profiler import profile
 from benchmarks.results.schema import ResultRow, ResultWriter
 from benchmarks.targets.managed import REPO_ROOT, free_port
 
@@ -178,7 +181,7 @@ def _run_transport(cfg: LocustConfig, transport: str, out: Path) -> ResultRow:
         raise RuntimeError(f"Locust wrote no raw results (master exit {rc}); master log tail:\n{tail}")
     raw = json.loads(raw_file.read_text())
     t_start, t_stop = raw.get("t_start") or t0, raw.get("t_stop") or time.time()
-    row = _row(cfg, transport, raw, t_stop - t_start, cpu.summary(t_start, t_stop), rc, out)
+    row = _row(cfg, transport, raw, t_stop - t_start, cpu.summary(t_start, t_stop), rc, out, server)
     _add_workers(row, cfg, raw)
     _reconcile(row, transport, raw, server)
     return row
@@ -215,30 +218,32 @@ def _launch_and_wait(roles: list[tuple[str, list[str], Path]], env: dict, cpu: P
     return rc
 
 
-def _row(cfg: LocustConfig, transport: str, raw: dict, duration: float, cpu: list[ProcessCpu], rc: int | None,
-         out: Path) -> ResultRow:
+def _point(cfg: LocustConfig, transport: str, raw: dict, duration: float, server: dict | None) -> MeasuredPoint:
+    """The Locust test as the profiler's input: one window (test_start..test_stop) of the merged raw timings."""
     hist = LatencyHistogram.decode(raw["histograms"].get(transport, ""))
-    errors = raw["errors"].get(transport, {})
-    row = ResultRow.from_histogram(hist, duration_s=duration, errors=sum(errors.values()), errors_by_code=errors,
-                                   kind="locust", model=cfg.model, mode=cfg.server_label or "served",
-                                   batch_size=cfg.batch_size,
-                                   scenario=f"locust-{transport}" + ("-step" if cfg.step_shape else ""),
-                                   concurrency=(cfg.step_users * cfg.steps) if cfg.step_shape else cfg.users,
-                                   server=cfg.server_label,
-                                   target=cfg.grpc_target if transport == "grpc" else cfg.rest_target)
-    row.achieved_rate = row.throughput_rps
+    summary = hist.summary()
+    window = Window(0, 0.0, duration, hist, dict(raw["errors"].get(transport, {})), ok=summary.n,
+                    sum_ns=int(summary.mean_ms * 1e6 * summary.n) if summary.n else 0)
+    users = (cfg.step_users * cfg.steps) if cfg.step_shape else cfg.users
+    return MeasuredPoint({"concurrency": users}, [window], cpu=None, server_metrics=server or {})
+
+
+def _row(cfg: LocustConfig, transport: str, raw: dict, duration: float, cpu: list[ProcessCpu], rc: int | None,
+         out: Path, server: dict | None) -> ResultRow:
+    row = profile(_point(cfg, transport, raw, duration, server), kind="locust", model=cfg.model,
+                  mode=cfg.server_label or "served", batch_size=cfg.batch_size,
+                  scenario=f"locust-{transport}" + ("-step" if cfg.step_shape else ""), server=cfg.server_label,
+                  target=cfg.grpc_target if transport == "grpc" else cfg.rest_target, extra={
+                      "workers": cfg.n_workers, "remote_workers": cfg.remote, "distributed": raw.get("distributed"),
+                      "run_time": cfg.run_time, "spawn_rate": cfg.spawn_rate, "wait_s": cfg.wait_s,
+                      "locust_csv": str(out / "locust_stats.csv"), "locust_html": str(out / "locust.html"),
+                      "locust_rounded_stats": raw.get("locust_stats", {}), "master_exit_code": rc,
+                      "note": "duration includes the spawn ramp; throughput = requests / (test_start..test_stop)"
+                              + ("; one row for the whole step ramp, per-step figures in locust_stats_history.csv"
+                                 if cfg.step_shape else "")})
     _judge_cpu(row, cpu, distributed=cfg.n_workers > 0)
-    row.extra = {"workers": cfg.n_workers, "remote_workers": cfg.remote, "distributed": raw.get("distributed"),
-                 "run_time": cfg.run_time, "spawn_rate": cfg.spawn_rate, "wait_s": cfg.wait_s,
-                 "locust_csv": str(out / "locust_stats.csv"), "locust_html": str(out / "locust.html"),
-                 "locust_rounded_stats": raw.get("locust_stats", {}), "master_exit_code": rc,
-                 "note": "duration includes the spawn ramp; throughput = requests / (test_start..test_stop)"
-                         + ("; one row for the whole step ramp, per-step figures in locust_stats_history.csv"
-                            if cfg.step_shape else "")}
     if raw.get("cpu_warning"):
         row.warnings.append("Locust reported a load-generator CPU above 90%: results are client-bound")
-    if errors:
-        row.warnings.append(f"{sum(errors.values())} failed requests: {errors}")
     return row
 
 
@@ -281,7 +286,7 @@ def _reconcile(row: ResultRow, transport: str, raw: dict, server: dict | None) -
               if raw.get("distributed") else None,
               "server": None if server is None else sum(server.get("request_count_by_status", {}).values())}
     gaps = {k: v - master for k, v in counts.items() if v is not None and v != master}
-    row.extra.update(request_counts=counts, request_count_gaps=gaps, server_metrics=server or {})
+    row.extra.update(request_counts=counts, request_count_gaps=gaps)
     if gaps:
         row.warnings.append("request counts differ from the master's " + f"{master}: " + ", ".join(
             f"{k} {counts[k]} ({d:+d})" for k, d in gaps.items()) + " (the server also counts requests still in "

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-from benchmarks.measure.cpu import CPU_SATURATION_PCT
+from benchmarks.measure.cpu_meter import CPU_SATURATION_PCT
 
 
 @dataclass

@@ -49,7 +49,7 @@ from benchmarks.clients.grpc_aio import MESSAGE_OPTIONS  # noqa: E402
 from benchmarks.load.locust_run import add_bench_options  # noqa: E402
 from benchmarks.load.locust_workers import WorkerLedger  # noqa: E402
 from benchmarks.measure.histogram import LatencyHistogram  # noqa: E402
-from benchmarks.measure.process_cpu import cpu_seconds  # noqa: E402
+from benchmarks.measure.cpu_sampler import cpu_seconds  # noqa: E402
 
 log = logging.getLogger("tfserve-bench")
 
