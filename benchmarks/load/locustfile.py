@@ -9,16 +9,15 @@ Requests come from the project's request builder, the one our own client uses: a
 described by the server's signature (GetModelMetadata), and --bench-inputs takes the same input flags as
 `python -m benchmarks grpc` (--shape, --input-data, --method classify|regress, --feature ...).
 
-Options (locust_run.BENCH_OPTIONS; also as LOCUST_BENCH_* environment variables, or in a locust.conf) are
-set on the master: Locust sends
-a master's custom options to its workers with each spawn, so a worker needs only the master's address. Each
-worker builds its request when its test starts, so the model is asked for once per worker process.
+Options (locust_run.BENCH_OPTIONS; also as LOCUST_BENCH_* environment variables, or in a locust.conf) are set
+on the master: Locust sends a master's custom options to its workers with each spawn, so a worker needs only
+the master's address. Each worker builds its request when its test starts, so the model is asked for once per
+worker process.
 
 Why our own histograms: Locust rounds stored response times to about 2 significant digits, so percentiles
 from its CSV are coarse. Every request is also recorded, unrounded, into an HdrHistogram through the
 events.request listener; workers ship theirs to the master with each stats report, together with who they
-are and how many requests they sent, and the master keeps each worker's CPU from its heartbeats
-(locust_workers.py).
+are, how many requests they sent and the CPU they used; the master keeps it per worker (locust_workers.py).
 """
 from __future__ import annotations
 
