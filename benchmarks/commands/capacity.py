@@ -19,8 +19,8 @@ from pathlib import Path
 
 from benchmarks.commands.common import add_run_args, finish_run, int_list, open_run
 from benchmarks.load.managers import ClosedLoop, WindowPlan, run_point
+from benchmarks.requests.payloads import build_payload
 from benchmarks.results.profiler import SATURATION_WARNING, profile
-from benchmarks.clients.payloads import build_payload
 from benchmarks.results.schema import ResultRow, ResultWriter
 from benchmarks.targets.managed import ManagedServer
 from benchmarks.clients.transports import GRPC_CLIENTS, client_name, find_client, make_transport

@@ -16,14 +16,14 @@ import os
 import sys
 from pathlib import Path
 
-from benchmarks.clients.model_requests import payload_factory
-from benchmarks.clients.payloads import discover_models
 from benchmarks.clients.probe import probe
-from benchmarks.clients.signature import check_models_served
 from benchmarks.commands.common import DEFAULT_MODELS, add_run_args, add_server_args, finish_run, open_run
 from benchmarks.commands.input_flags import add_input_arguments, input_options
 from benchmarks.commands.served import ServedConfig, run_served
 from benchmarks.load.locust_run import LOCUST_MASTER_PORT, LocustConfig, run_locust, split_host_port, worker_command
+from benchmarks.requests.builder import RequestSpec, build_requests
+from benchmarks.requests.discovery import discover_models
+from benchmarks.requests.signature import check_models_served
 from benchmarks.targets.managed import start_for_run
 from export import contract
 
@@ -104,7 +104,8 @@ def _preflight(targets: dict[str, str], model: str, n_features: int, args: argpa
     a bad input file stops the run here, in one line, before any load (unless --allow-errors)."""
     for kind in args.transports:
         check_models_served(kind, targets[kind], [model], [])
-        payload = payload_factory(kind, targets[kind], model, n_features, input_options(args))(args.batch_size)
+        spec = RequestSpec(model, kind, targets[kind], n_features, input_options(args))
+        payload = build_requests(spec).payload(args.batch_size)
         res = probe(kind, targets[kind], payload)
         if not res.ok and not args.allow_errors:
             raise RuntimeError(f"{kind} {model} at {targets[kind]}: probe request failed with {res.status}: "

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.clients.input_data import load_document
+from benchmarks.requests.input_data import load_document
 from benchmarks.clients.transports import GRPC_CLIENTS, client_name
 from benchmarks.commands.common import DEFAULT_MODELS, add_run_args, finish_run, int_list, open_run
 from benchmarks.commands.input_flags import add_input_arguments, input_options, served_models

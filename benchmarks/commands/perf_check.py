@@ -41,7 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from benchmarks.clients.payloads import ModelInfo, build_payload, discover_models
+from benchmarks.requests.discovery import ModelInfo, discover_models
+from benchmarks.requests.payloads import build_payload
 from benchmarks.clients.transports import client_name, make_transport
 from benchmarks.commands.common import DEFAULT_MODELS, add_run_args, finish_run, open_run
 from benchmarks.load.managers import ClosedLoop, MeasuredPoint, WindowPlan, run_point
@@ -49,7 +50,7 @@ from benchmarks.measure.calls import CallTiming, time_calls
 from benchmarks.results.profiler import profile
 from benchmarks.results.schema import ResultRow, ResultWriter, atomic_write_text
 from benchmarks.targets.managed import REPO_ROOT, ManagedServer
-from export.contract import PREDICT_METHOD
+from export.contract import LOCAL_MODEL_CONFIG_FILE, PREDICT_METHOD
 
 CPU_BATCHING_FILE = REPO_ROOT / "docker" / "batching" / "batching_cpu.config"
 SUMMARY_JSON = "perf_check.json"
@@ -305,7 +306,7 @@ def tuned_batching_file(batching_file: Path, timeout_us: int) -> Path | None:
 # ---------------------------------------------------------------------------------------------- main
 def _check(args: argparse.Namespace) -> tuple[str | None, ModelInfo | None, list[str]]:
     """(problem, the model, served modes): a problem is one line for stderr."""
-    config = Path(args.models_dir) / "models.local.config"
+    config = Path(args.models_dir) / LOCAL_MODEL_CONFIG_FILE
     info = next((i for i in discover_models(args.models_dir) if i.name == args.model), None)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if not config.is_file() or info is None:

@@ -18,9 +18,9 @@ from benchmarks.commands.common import (DEFAULT_GRPC_TARGET, DEFAULT_MODELS, DEF
 from benchmarks.measure import prometheus
 from benchmarks.load.managers import ClosedLoop, MeasuredPoint, WindowPlan, run_point
 from benchmarks.load.loadgen import SCENARIOS as LOADGEN_SCENARIOS, LoadGenConfig, run_loadgen
-from benchmarks.clients.inputs import InputOptions
-from benchmarks.clients.model_requests import payload_factory
-from benchmarks.clients.payloads import (Payload, check_grpc_response, check_rest_response, grpc_response_decode_ms,
+from benchmarks.requests.builder import RequestSpec, build_requests
+from benchmarks.requests.tensors import InputOptions
+from benchmarks.requests.payloads import (Payload, check_grpc_response, check_rest_response, grpc_response_decode_ms,
                        rest_response_decode_ms)
 from benchmarks.clients.probe import probe
 from benchmarks.commands.input_flags import add_input_arguments, input_options, served_models
@@ -55,7 +55,7 @@ class ServedConfig:
     loadgen_dir: Path | None = None
     progress: bool = True
     fixed_windows: int | None = None
-    inputs: InputOptions = field(default_factory=InputOptions)  # signature, shapes, input data (inputs.py)
+    inputs: InputOptions = field(default_factory=InputOptions)  # signature, shapes, input data (requests/tensors.py)
     allow_errors: bool = False  # time the load even when the probe request fails
     extra: dict = field(default_factory=dict)
 
@@ -87,9 +87,9 @@ def run_served(cfg: ServedConfig, writer: ResultWriter | None = None) -> list[Re
     points = len(cfg.models) * len(cfg.batch_sizes) * (len(cfg.concurrencies) + n_lg)
     bar = tqdm(total=points, desc=f"{cfg.kind} {cfg.target}", unit="pt", disable=not cfg.progress)
     for model, n_features in cfg.models:
-        payloads = payload_factory(cfg.kind, cfg.target, model, n_features, cfg.inputs)
+        built = build_requests(RequestSpec(model, cfg.kind, cfg.target, n_features, cfg.inputs))
         for bs in cfg.batch_sizes:
-            p = payloads(bs)
+            p = built.payload(bs)
             problem, decode_ms = _probe_problem(cfg, p)
             if problem:
                 # Keep going: the sweep will count the errors by status; the warning says why.

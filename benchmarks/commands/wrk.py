@@ -18,8 +18,9 @@ from benchmarks.commands.common import (DEFAULT_MODELS, DEFAULT_REST_TARGET, add
                                         open_run)
 from benchmarks.load.managers import ClosedLoop, WindowPlan, run_point
 from benchmarks.measure.cpu_meter import cpu_us_per_request
+from benchmarks.requests.discovery import discover_models
+from benchmarks.requests.payloads import build_payload
 from benchmarks.results.profiler import profile
-from benchmarks.clients.payloads import build_payload, discover_models
 from benchmarks.results.schema import ResultRow
 from benchmarks.targets.managed import start_for_run
 from benchmarks.clients.transports import RestTransport

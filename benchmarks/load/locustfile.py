@@ -44,11 +44,11 @@ from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner  # noqa: E4
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a file by locust: find our package
 
-from benchmarks.clients.grpc_aio import MESSAGE_OPTIONS  # noqa: E402
 from benchmarks.load.locust_run import add_bench_options  # noqa: E402
 from benchmarks.load.locust_workers import WorkerLedger  # noqa: E402
 from benchmarks.measure.histogram import LatencyHistogram  # noqa: E402
 from benchmarks.measure.cpu_sampler import cpu_seconds  # noqa: E402
+from export.contract import GRPC_MESSAGE_OPTIONS  # noqa: E402
 
 log = logging.getLogger("tfserve-bench")
 
@@ -57,14 +57,14 @@ events.init_command_line_parser.add_listener(add_bench_options)
 
 def build_payload(opts):
     """The one call into the project's request builder (the same requests our own client sends)."""
-    from benchmarks.clients.model_requests import payload_factory
     from benchmarks.commands.input_flags import add_input_arguments, input_options
+    from benchmarks.requests.builder import RequestSpec, build_requests
 
     flags = argparse.ArgumentParser(prog="--bench-inputs", add_help=False)
     add_input_arguments(flags)
     inputs = input_options(flags.parse_args(shlex.split(opts.bench_inputs)))
-    return payload_factory("grpc", opts.bench_grpc_target, opts.bench_model, opts.bench_n_features,
-                           inputs)(opts.bench_batch)
+    return build_requests(RequestSpec(opts.bench_model, "grpc", opts.bench_grpc_target, opts.bench_n_features,
+                                      inputs)).payload(opts.bench_batch)
 
 
 # ------------------------------------------------------------------------------------------
@@ -244,7 +244,7 @@ class GrpcPredictUser(User):
 
     def on_start(self) -> None:
         target = self.environment.parsed_options.bench_grpc_target
-        self._channel = grpc.insecure_channel(target, options=MESSAGE_OPTIONS)
+        self._channel = grpc.insecure_channel(target, options=GRPC_MESSAGE_OPTIONS)
         self._call = self._channel.unary_unary(RAW.payload.grpc_method)  # bytes in, bytes out
 
     def on_stop(self) -> None:

@@ -27,6 +27,7 @@ from benchmarks.clients.transports import GrpcTransport
 from benchmarks.load.managers import ClosedLoop, LoadLoop, OpenLoop
 from benchmarks.measure.histogram import LatencyHistogram
 from benchmarks.measure.recorder import Recorder, Totals, Window, merge
+from export.contract import GRPC_MESSAGE_OPTIONS
 
 RECONNECT_OPTIONS = (
     ("grpc.initial_reconnect_backoff_ms", 100),
@@ -35,8 +36,7 @@ RECONNECT_OPTIONS = (
 )
 CHANNEL_OPTIONS = [  # the reliability client's blocking channels: the same reconnection as the load
     *RECONNECT_OPTIONS,
-    ("grpc.max_receive_message_length", 64 * 2**20),
-    ("grpc.max_send_message_length", 64 * 2**20),
+    *GRPC_MESSAGE_OPTIONS,
     ("grpc.use_local_subchannel_pool", 1),
 ]
 
@@ -77,7 +77,7 @@ class LoadSummary:
 
 
 def _version_reader() -> Callable[[bytes], int | None]:
-    from benchmarks.clients import protos
+    from benchmarks.requests import protos
 
     response_type = protos.get("predict_pb2").PredictResponse
 

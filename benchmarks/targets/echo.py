@@ -16,7 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
-SERVICE = "tensorflow.serving.PredictionService"
+from export.contract import PREDICT_METHOD, rpc_name
+
+SERVICE, PREDICT = rpc_name(PREDICT_METHOD)
 OPTIONS = [("grpc.so_reuseport", 0)]
 
 
@@ -28,7 +30,7 @@ def serve_sync(port: int, threads: int) -> None:
     def echo(request: bytes, _context) -> bytes:
         return request
 
-    handler = grpc.method_handlers_generic_handler(SERVICE, {"Predict": grpc.unary_unary_rpc_method_handler(echo)})
+    handler = grpc.method_handlers_generic_handler(SERVICE, {PREDICT: grpc.unary_unary_rpc_method_handler(echo)})
     server = grpc.server(ThreadPoolExecutor(max_workers=threads), handlers=[handler], options=OPTIONS)
     bound = server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
@@ -40,7 +42,7 @@ async def serve_aio(port: int) -> None:
     async def echo(request: bytes, _context) -> bytes:
         return request
 
-    handler = grpc.method_handlers_generic_handler(SERVICE, {"Predict": grpc.unary_unary_rpc_method_handler(echo)})
+    handler = grpc.method_handlers_generic_handler(SERVICE, {PREDICT: grpc.unary_unary_rpc_method_handler(echo)})
     server = grpc.aio.server(handlers=[handler], options=OPTIONS)
     bound = server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()

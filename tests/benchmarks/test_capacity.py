@@ -16,9 +16,9 @@ import pytest
 
 from benchmarks.commands import capacity
 from benchmarks.targets import noop_native as native_noop
-from benchmarks.clients import protos
+from benchmarks.requests import protos
 from benchmarks.targets.noop_python import NoopConfig, NoopServer
-from benchmarks.clients.payloads import build_payload
+from benchmarks.requests.payloads import build_payload
 from benchmarks.results.plots import write_plots
 from benchmarks.results.report import render
 from benchmarks.results.schema import RESULTS_JSON, ResultWriter, capture_environment, load_run

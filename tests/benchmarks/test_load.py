@@ -199,7 +199,7 @@ def test_stability_rule_needs_three_windows_within_the_band() -> None:
 
 @pytest.mark.timeout(60)
 def test_reliability_background_load_runs_on_the_shared_loop_closed_and_open() -> None:
-    from benchmarks.clients.payloads import build_payload
+    from benchmarks.requests.payloads import build_payload
     from benchmarks.reliability.load import LoadConfig, run_load
     from benchmarks.targets.noop_python import NoopConfig, NoopServer
 

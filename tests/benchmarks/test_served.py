@@ -9,7 +9,7 @@ import pytest
 
 from benchmarks.load.loadgen import LoadGenConfig, run_loadgen
 from benchmarks.targets.noop_python import NoopConfig, NoopServer
-from benchmarks.clients.payloads import build_payload
+from benchmarks.requests.payloads import build_payload
 from benchmarks.results.schema import RESULTS_JSON, ResultWriter, capture_environment
 from benchmarks.commands.served import ServedConfig, run_served
 from benchmarks.targets.managed import ManagedServer
