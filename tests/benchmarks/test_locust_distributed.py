@@ -88,16 +88,17 @@ def _wait_for_load(noop, master: subprocess.Popen, timeout_s: float) -> None:
 def test_master_and_two_workers_in_separate_process_groups_reconcile_their_counts(noop, tmp_path):
     row, pids = _distributed_run(noop, tmp_path, "dist", "4s", None)
     counts = row["extra"]["request_counts"]
-    assert row["errors"] == 0 and row["n"] > 0
-    assert counts == {"master": row["n"], "locust_stats": row["n"], "workers_sum": row["n"], "server": row["n"]}
+    assert row["errors"] == 0 and row["n"] > 0, row["warnings"]
+    assert counts == {"master": row["n"], "locust_stats": row["n"], "workers_sum": row["n"], "server": row["n"]}, (
+        counts, row["warnings"])
     assert row["extra"]["request_count_gaps"] == {}
     workers = {w["pid"]: w for w in row["extra"]["worker_stats"]}
     assert set(workers) == set(pids)  # each worker named by its own pid, on this host
     for w in workers.values():
-        assert w["host"] == socket.gethostname() and w["requests"]["rest"] > 0 and w["lost_at_s"] is None
-        assert w["cpu_percent"] > 0 and isinstance(w["saturated"], bool)  # measured on the worker, sent to the master
+        assert w["host"] == socket.gethostname() and w["requests"]["rest"] > 0 and w["lost_at_s"] is None, w
+        assert w["cpu_percent"] > 0 and isinstance(w["saturated"], bool), w  # measured on the worker, sent to the master
     assert sum(w["requests"]["rest"] for w in workers.values()) == row["n"]
-    assert max(i["workers"] for i in row["extra"]["sending_intervals"]) == 2
+    assert max(i["workers"] for i in row["extra"]["sending_intervals"]) == 2, row["extra"]["sending_intervals"]
     assert not [x for x in row["warnings"] if "lost" in x or "differ" in x], row["warnings"]
 
 
