@@ -6,7 +6,7 @@ query exactly those names, so we use them verbatim. Histograms are in microsecon
 exponential buckets (10 us * 1.8^i, i < 33: servables/tensorflow/util.cc).
 
 Beyond TF Serving's names, `tfserve_bench_model_executions{model_name,state}` reports each model's
-unbatched execution scheduler (serving/scheduler.py): executions running now, waiting for a slot now, and
+unbatched execution scheduler (serving/execution/scheduler.py): executions running now, waiting for a slot now, and
 the peak running at once since start (which shows whether the configured bound was reached), and
 `tfserve_bench_model_execution_outcomes_total{model_name,outcome}` counts executed / refused / expired.
 

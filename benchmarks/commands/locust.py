@@ -45,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--step-users", type=int, default=4)
     p.add_argument("--step-seconds", type=float, default=5.0)
     p.add_argument("--steps", type=int, default=3)
-    add_server_args(p, "start this server for the test (none: use --grpc-target/--rest-target)")
+    add_server_args(p, "start this server for the test (none: use --target/--rest-target)")
     p.add_argument("--metrics-url", default="", help="with --server none: the server's Prometheus endpoint, whose "
                                                      "request counter is reconciled with Locust's counts")
     p.add_argument("--no-ours", action="store_true",
@@ -54,7 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     dist = p.add_argument_group("workers on other machines")
     dist.add_argument("--master", action="store_true",
                       help="run a master only, for workers started elsewhere; they get the targets as given here, "
-                           "so name addresses they can reach (--server none --grpc-target HOST:PORT ...)")
+                           "so name addresses they can reach (--server none --target HOST:PORT ...)")
     dist.add_argument("--bind", default=f"0.0.0.0:{LOCUST_MASTER_PORT}", metavar="HOST:PORT",
                       help=f"--master: address the workers connect to (default 0.0.0.0:{LOCUST_MASTER_PORT})")
     dist.add_argument("--expect-workers", type=int, default=1, help="--master: start once this many have connected")
@@ -122,13 +122,13 @@ def main(args: argparse.Namespace) -> int:
     input_options(args)  # a malformed flag exits here, before a server or a run exists
     model, n_features = _model(args)
     if args.server == "none":  # an external server: bad input stops us before a run directory exists
-        _preflight({"grpc": args.grpc_target, "rest": args.rest_target}, model, n_features, args)
+        _preflight({"grpc": args.target, "rest": args.rest_target}, model, n_features, args)
     w = open_run(args, "locust", server_kind=args.server, server_mode=args.mode)
     server = None
     try:
         server = start_for_run(args, w.run_dir, (model,))
         gt, rt, label = ((server.grpc_target, server.rest_target, server.label) if server else
-                         (args.grpc_target, args.rest_target, "external"))
+                         (args.target, args.rest_target, "external"))
         metrics_url = server.metrics_url if server else args.metrics_url
         if server:
             _preflight({"grpc": gt, "rest": rt}, model, n_features, args)

@@ -19,7 +19,7 @@ import numpy as np
 
 from benchmarks.requests.input_data import load_document
 from benchmarks.clients.transports import GRPC_CLIENTS, client_name
-from benchmarks.commands.common import DEFAULT_MODELS, add_run_args, finish_run, int_list, open_run
+from benchmarks.commands.common import DEFAULT_MODELS, add_run_args, add_server_args, finish_run, int_list, open_run
 from benchmarks.commands.input_flags import add_input_arguments, input_options, served_models
 from benchmarks.measure import perf_analyzer_tool as tool
 from benchmarks.results.report import table
@@ -30,10 +30,9 @@ CLIENT = "perf_analyzer"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--server", choices=["none", "embedded"], default="none",
-                   help="none: measure --target (default); embedded: start the embedded server on free ports")
-    p.add_argument("--mode", choices=["graph", "xla", "eager"], default="graph", help="embedded server mode")
-    p.add_argument("--target", default="127.0.0.1:8500", help="gRPC host:port of the TF Serving API (default 127.0.0.1:8500)")
+    # no noop: perf_analyzer starts by asking for the model's metadata, which the no-op servers do not answer
+    add_server_args(p, "none: measure --target (default); embedded: start the embedded server on free ports",
+                    servers=("none", "embedded"), default="none", rest=False)
     p.add_argument("--models", nargs=1, default=[], metavar="NAME",
                    help="model to measure (default: the first under --models-dir)")
     p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS, help="exported models (names, manifests)")

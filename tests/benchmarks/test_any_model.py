@@ -128,7 +128,7 @@ def test_bad_input_exits_2_naming_the_problem_before_any_load(tmp_path, multi_in
 
     # over REST, with a models directory: the message lists what the directory has
     (tmp_path / "dir" / "exported_one" / "1").mkdir(parents=True)
-    rest = ["--target", _rest_target(multi_input_server), "--models-dir", str(tmp_path / "dir"),
+    rest = ["--rest-target", _rest_target(multi_input_server), "--models-dir", str(tmp_path / "dir"),
             "--results-dir", str(tmp_path / "res")]
     assert bench_main(["rest", "--models", "nope", *rest]) == 2
     assert "the models directory names: exported_one" in capsys.readouterr().err
@@ -157,7 +157,7 @@ def test_bad_input_exits_2_naming_the_problem_before_any_load(tmp_path, multi_in
 @pytest.mark.timeout(300)
 def test_locust_drives_the_model_from_its_signature_with_zero_errors(tmp_path, multi_input_server):
     """Locust users build the same requests as our client (one local worker process, both transports)."""
-    code = bench_main(["locust", "--server", "none", "--grpc-target", multi_input_server.grpc_target,
+    code = bench_main(["locust", "--server", "none", "--target", multi_input_server.grpc_target,
                        "--rest-target", _rest_target(multi_input_server), "--metrics-url",
                        multi_input_server.metrics_url, "--model", WITHOUT_STRING, "--batch-size", "3",
                        "--int-range", "0,50", "--workers", "1", "--users", "2", "--spawn-rate", "4",
@@ -174,7 +174,7 @@ def test_locust_drives_the_model_from_its_signature_with_zero_errors(tmp_path, m
 
 @pytest.mark.timeout(300)
 def test_locust_bad_input_exits_2_before_any_load(tmp_path, multi_input_server, capsys):
-    common = ["locust", "--server", "none", "--grpc-target", multi_input_server.grpc_target, "--rest-target",
+    common = ["locust", "--server", "none", "--target", multi_input_server.grpc_target, "--rest-target",
               _rest_target(multi_input_server), "--models-dir", str(tmp_path / "none"),
               "--results-dir", str(tmp_path / "res"), "--run-time", "2s"]
     assert bench_main([*common, "--model", "nope"]) == 2
@@ -238,7 +238,7 @@ def test_perf_analyzer_missing_exits_2_saying_what_to_install(monkeypatch, tmp_p
 def test_suite_measures_an_external_server_without_starting_one(tmp_path, multi_input_server):
     """make bench TARGET=... REST_TARGET=... MODEL=...: the served part of the suite, requests from the
     model's signature, rows labelled with the external server."""
-    code = bench_main(["suite", "--quick", "--server", "none", "--grpc-target", multi_input_server.grpc_target,
+    code = bench_main(["suite", "--quick", "--server", "none", "--target", multi_input_server.grpc_target,
                        "--rest-target", _rest_target(multi_input_server), "--models", WITHOUT_STRING,
                        "--server-label", "other-server", "--skip-inprocess", "--models-dir", str(tmp_path / "none"),
                        "--results-dir", str(tmp_path), "--run-id", "ext", "--no-progress"])

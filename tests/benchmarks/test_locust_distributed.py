@@ -51,7 +51,7 @@ def _distributed_run(noop, tmp_path: Path, run_id: str, run_time: str, kill_seco
     port = free_port()
     master = _group([sys.executable, "-m", "benchmarks", "locust", "--master", "--bind", f"127.0.0.1:{port}",
                      "--expect-workers", "2", "--expect-workers-max-wait", "60", "--server", "none",
-                     "--grpc-target", noop.grpc_target, "--rest-target", noop.rest_target,
+                     "--target", noop.grpc_target, "--rest-target", noop.rest_target,
                      "--metrics-url", noop.metrics_url, "--model", MODEL, "--n-features", "4", "--transports", "rest",
                      "--users", "4", "--spawn-rate", "8", "--run-time", run_time, "--results-dir", str(tmp_path),
                      "--run-id", run_id, "--no-progress"], tmp_path / "master.log")

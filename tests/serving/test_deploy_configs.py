@@ -19,7 +19,7 @@ import pytest
 import yaml
 from google.protobuf import text_format
 
-from serving import tfserving_config as tc
+from serving.cli import config_files as tc
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
@@ -612,7 +612,7 @@ def test_locust_compose_master_writes_results_and_workers_find_it():
     assert (LOCUST / master["build"]["context"] / master["build"]["dockerfile"]).resolve() == LOCUST / "Dockerfile"
     m = _bench_args(master["command"])  # the master's flags are ones the command accepts
     assert m.master and m.bind == "0.0.0.0:5557" and m.expect_workers == 2 and m.server == "none"
-    assert (m.grpc_target, m.rest_target) == ("tfserving:8500", "tfserving:8501")  # docker/docker-compose.yml
+    assert (m.target, m.rest_target) == ("tfserving:8500", "tfserving:8501")  # docker/docker-compose.yml
     assert m.metrics_url == "http://tfserving:8501/monitoring/prometheus/metrics" and m.results_dir == Path("/results")
     assert {v["target"]: v["source"] for v in master["volumes"]}["/results"] == "./results"
     w = _bench_args(worker["command"])
