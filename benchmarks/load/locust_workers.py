@@ -4,9 +4,10 @@ Each worker ships, with every stats report (every 3 s in Locust), its identity (
 request counts per transport, the times of its first and last request and its CPU seconds since the test
 started (process and main thread); the master also keeps the CPU figure each worker's heartbeat carries
 (Locust's own, measured every 10 s from the worker's start, the first real figure 20 s in: none on short
-runs). A worker that stops heartbeating (killed, network gone) or quits before the test ends is recorded as lost, with when. From that
-the summary says: the requests per worker (their sum reconciles with the master's own count), each worker's
-CPU and whether it was saturated, and over which intervals how many workers were sending.
+runs). A worker that stops heartbeating (killed, network gone) or quits before the test ends is recorded as
+lost, with when. From that the summary says: the requests per worker (their sum reconciles with the master's
+own count), each worker's CPU and whether it was saturated, and over which intervals how many workers were
+sending.
 
 Times are the workers' and the master's `time.time()`: across machines they agree only as well as the clocks do.
 """
