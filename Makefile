@@ -70,7 +70,7 @@ serve: $(STAMP) ## Serve artifacts/models: real TF Serving if Docker answers, el
 	$(PY) -m serving launch --backend $(BACKEND) --mode $(MODE) --grpc-port $(GRPC_PORT) --rest-port $(REST_PORT) --models-dir $(MODELS_DIR) \
 	  $(foreach m,$(IMPORT),--import $(m))
 
-check-deploy: $(STAMP) ## Check the real TF Serving deployment files (docker/, docker/k8s/, models.config) by machine, no Docker needed
+check-deploy: $(STAMP) ## Check the deployment files (TF Serving in docker/, docker/k8s/, models.config; Locust in docker/locust/) by machine: Compose Specification schema, Kubernetes 1.33 strict; no Docker needed
 	$(PY) -m serving.cli.config_files docker/batching/batching_cpu.config docker/batching/batching_gpu.config docker/monitoring.config $(if $(wildcard $(MODELS_DIR)/models.config),$(MODELS_DIR)/models.config --models-dir $(MODELS_DIR),docker/models.config.example)
 	$(PY) -m pytest -q tests/serving/test_deploy_configs.py tests/serving/test_launch.py
 
@@ -84,8 +84,8 @@ crosscheck: $(STAMP) ## Triton's perf_analyzer beside our gRPC clients, 1 and 8 
 	  $(if $(TARGET),--target $(TARGET) --server-label $(SERVER_LABEL),--server embedded --mode $(MODE)) \
 	  --models $(if $(MODEL),$(MODEL),residual_regressor)
 
-loadtest: $(STAMP) ## Locust headless run against the embedded server (USERS=, SPAWN_RATE=, RUN_TIME=, WORKERS=)
-	$(PY) -m benchmarks locust --models-dir $(MODELS_DIR) --results-dir $(RESULTS_DIR) --users $(USERS) --spawn-rate $(SPAWN_RATE) --run-time $(RUN_TIME) --workers $(WORKERS)
+loadtest: $(STAMP) ## Locust headless run against the embedded server (MODEL=, USERS=, SPAWN_RATE=, RUN_TIME=, WORKERS=; any served model: requests from its signature)
+	$(PY) -m benchmarks locust --models-dir $(MODELS_DIR) --results-dir $(RESULTS_DIR) --users $(USERS) --spawn-rate $(SPAWN_RATE) --run-time $(RUN_TIME) --workers $(WORKERS) $(if $(MODEL),--model $(MODEL),)
 
 capacity: $(STAMP) ## Load-generator capacity vs a no-op server, per client (native nghttpd+nginx if installed; INSTALL=1 apt-gets them)
 	$(PY) -m benchmarks capacity --results-dir $(RESULTS_DIR) $(if $(filter 1,$(INSTALL)),--install,)

@@ -138,6 +138,45 @@ def test_bad_input_exits_2_naming_the_problem_before_any_load(tmp_path, multi_in
     assert row["n"] == 0 and row["errors"] > 0 and set(row["errors_by_code"]) == {"INVALID_ARGUMENT"}
 
 
+@pytest.mark.timeout(300)
+def test_locust_drives_the_model_from_its_signature_with_zero_errors(tmp_path, multi_input_server):
+    """Locust users build the same requests as our client (one local worker process, both transports)."""
+    code = bench_main(["locust", "--server", "none", "--target", multi_input_server.grpc_target,
+                       "--rest-target", _rest_target(multi_input_server), "--metrics-url",
+                       multi_input_server.metrics_url, "--model", WITHOUT_STRING, "--batch-size", "3",
+                       "--int-range", "0,50", "--workers", "1", "--users", "2", "--spawn-rate", "4",
+                       "--run-time", "2s", "--no-ours", "--models-dir", str(tmp_path / "none"),
+                       "--results-dir", str(tmp_path), "--run-id", "loc", "--no-progress"])
+    assert code == 0
+    rows = json.loads((tmp_path / "loc" / RESULTS_JSON).read_text())["results"]
+    assert [r["scenario"] for r in rows] == ["locust-grpc", "locust-rest"]
+    for r in rows:
+        assert r["n"] > 0 and r["errors"] == 0 and r["batch_size"] == 3, r["warnings"]
+        counts = r["extra"]["request_counts"]
+        assert counts["master"] == counts["workers_sum"] == r["n"] and counts["server"] >= r["n"], counts
+
+
+@pytest.mark.timeout(300)
+def test_locust_bad_input_exits_2_before_any_load(tmp_path, multi_input_server, capsys):
+    common = ["locust", "--server", "none", "--target", multi_input_server.grpc_target, "--rest-target",
+              _rest_target(multi_input_server), "--models-dir", str(tmp_path / "none"),
+              "--results-dir", str(tmp_path / "res"), "--run-time", "2s"]
+    assert bench_main([*common, "--model", "nope"]) == 2
+    assert "model 'nope' is not served by" in capsys.readouterr().err
+    assert bench_main([*common, "--model", MODEL, "--shape", "image:3,3"]) == 2
+    assert "--shape names input 'image'" in capsys.readouterr().err
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"instances": [{"x": [1, 2]}]}')
+    assert bench_main([*common, "--model", MODEL, "--input-data", str(bad)]) == 2
+    assert "missing: ['ids', 'mask', 'tag']" in capsys.readouterr().err
+    assert bench_main([*common, "--model", MODEL, "--input-data", str(tmp_path / "absent.json")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert bench_main([*common, "--model", WITHOUT_STRING, "--n-features", "10"]) == 2  # float32 [b, 10] does not fit
+    err = capsys.readouterr().err
+    assert "probe request failed with INVALID_ARGUMENT" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "res").exists()  # no run directory, no Locust process: nothing was sent
+
+
 def _perf_analyzer_or_skip():
     from benchmarks.measure import perf_analyzer_tool
 
