@@ -157,10 +157,24 @@ def row_from_dict(d: dict[str, Any]) -> ResultRow:
     return row
 
 
+def current_umask() -> int:
+    """The process umask without changing it (Linux reports it in /proc); os.umask's set-and-restore otherwise."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp creates 0600; a result file follows the umask as open() does
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
