@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = build_parser(argv).parse_args(argv)
+        args.argv = argv  # recorded in the run's environment as the command that re-runs it
     except RuntimeError as e:  # a registered module without the command interface
         print(f"error: {e}", file=sys.stderr)
         return 2

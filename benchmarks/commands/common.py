@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -51,12 +52,17 @@ def add_serve_args_option(p: argparse.ArgumentParser) -> None:
                         "--server-arg=--batching-parameters-file=docker/batching/batching_cpu.config")
 
 
+def recorded_command(argv: list[str]) -> str:
+    """The command line as a shell re-runs it: quoted, so an empty argument (--rest-target '') survives."""
+    return "python -m benchmarks " + shlex.join(argv)
+
+
 def open_run(args: argparse.Namespace, prefix: str, *, server_kind: str = "", server_mode: str = "") -> ResultWriter:
     run_id = args.run_id or new_run_id(prefix)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                if k not in ("func",) and not callable(v)}
+                if k not in ("func", "argv") and not callable(v)}
     env = capture_environment(server_kind=server_kind, server_mode=server_mode, settings=settings,
-                              command=" ".join(["python -m benchmarks", *sys.argv[1:]]))
+                              command=recorded_command(getattr(args, "argv", sys.argv[1:])))
     w = ResultWriter(Path(args.results_dir) / run_id, env)
     logging.getLogger("benchmarks").info("results -> %s", w.run_dir)
     print(f">> results: {w.run_dir}", flush=True)

@@ -202,3 +202,22 @@ def test_result_files_follow_the_umask(tmp_path, umask):
         os.umask(old)
     for name in (RESULTS_JSON, RESULTS_CSV, "report.md"):
         assert stat.S_IMODE((w.run_dir / name).stat().st_mode) == 0o666 & ~umask, name
+
+
+def test_readme_command_writes_the_runs_findings_between_the_markers(tmp_path):
+    from benchmarks.__main__ import main as bench_main
+    from benchmarks.commands.readme import BEGIN, END
+    from benchmarks.results.findings import findings
+
+    w = ResultWriter(tmp_path / "run-r", capture_environment(command="python -m benchmarks demo"))
+    rows = [_closed_row("grpc", "embedded-graph", 8, 2000.0, 5.0), _closed_row("rest", "embedded-graph", 8, 2500.0, 4.0)]
+    w.extend(rows)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\nbefore\n{BEGIN}\nold figures\n{END}\nafter\n")
+    assert bench_main(["readme", "run-r", "--results-dir", str(tmp_path), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    block = text.split(BEGIN + "\n", 1)[1].split("\n" + END, 1)[0]
+    assert text.startswith("# x\n\nbefore\n") and text.endswith(f"{END}\nafter\n") and "old figures" not in text
+    assert block.startswith("Run `run-r`: `python -m benchmarks demo` on ") and block.endswith(findings(rows))
+    readme.write_text("no markers\n")
+    assert bench_main(["readme", "run-r", "--results-dir", str(tmp_path), "--readme", str(readme)]) == 2
