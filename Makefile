@@ -29,8 +29,8 @@ MODEL      ?=
 SERVER_LABEL ?= external
 SOAK_SECONDS ?= 600
 
-# TensorFlow's C++ logging is noisy on CPU-only machines; keep warnings and errors.
-export TF_CPP_MIN_LOG_LEVEL ?= 1
+# TensorFlow's start-up banners are hidden by the CLIs themselves (export/tf_startup.py); set
+# TF_CPP_MIN_LOG_LEVEL yourself, or pass --verbose, to see them.
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
@@ -51,10 +51,10 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP) ## Create .venv and install the pinned dependencies
 
 export: $(STAMP) ## Train, export and verify SavedModels into artifacts/models/<model>/<version>/ (MODELS=, DATASET=)
-	$(PY) -m export --models $(MODELS) --dataset $(DATASET) --out $(MODELS_DIR)
+	$(PY) -m export --models $(MODELS) --dataset $(DATASET) --models-dir $(MODELS_DIR)
 
 verify: $(STAMP) ## Re-verify every exported version in a fresh process
-	$(PY) -m export verify --out $(MODELS_DIR)
+	$(PY) -m export verify --models-dir $(MODELS_DIR)
 
 serve: $(STAMP) ## Serve artifacts/models: real TF Serving if Docker answers, else the embedded server (BACKEND=auto|tfserving|embedded, MODE=graph|xla|eager, GRPC_PORT=, REST_PORT=)
 	$(PY) -m serving launch --backend $(BACKEND) --mode $(MODE) --grpc-port $(GRPC_PORT) --rest-port $(REST_PORT) --models-dir $(MODELS_DIR)

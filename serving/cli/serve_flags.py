@@ -199,6 +199,8 @@ def _add_execution_arguments(run: argparse._ArgumentGroup) -> None:
                      help="on SIGINT/SIGTERM, how long in-flight requests may take to finish (default 30)")
     run.add_argument("--log-level", default=os.environ.get("SERVING_LOG_LEVEL", "INFO"),
                      choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="log verbosity (default INFO)")
+    run.add_argument("--verbose", action="store_true",
+                     help="also show TensorFlow's start-up banners and GPU probe lines (hidden by default)")
 
 
 def _add_lifecycle_arguments(life: argparse._ArgumentGroup) -> None:

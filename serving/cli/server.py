@@ -222,7 +222,6 @@ def _signal_event() -> threading.Event:
 
 def run_server(cfg: ServerConfig) -> int:
     _setup_logging(cfg.log_level)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     stop = _signal_event()
     try:
         inputs = _read_inputs(cfg)
