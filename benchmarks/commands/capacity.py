@@ -17,7 +17,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from benchmarks.commands.common import add_run_args, finish_run, int_list, open_run
+from benchmarks.commands.common import add_old_name, add_run_args, finish_run, int_list, open_run
 from benchmarks.load.managers import ClosedLoop, WindowPlan, run_point
 from benchmarks.requests.payloads import build_payload
 from benchmarks.results.profiler import SATURATION_WARNING, profile
@@ -153,7 +153,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "auto = native when installed (default)")
     p.add_argument("--install", action="store_true",
                    help="apt-get install nghttp2-server and nginx-light if missing (root)")
-    p.add_argument("--window-s", type=float, default=WINDOW_S, help=f"measurement window (default {WINDOW_S:g} s)")
+    add_old_name(p, "--window-s", "window_s", float)
+    p.add_argument("--window-seconds", dest="window_s", type=float, default=WINDOW_S, help=f"measurement window (default {WINDOW_S:g} s)")
     p.add_argument("--max-windows", type=int, default=MAX_WINDOWS,
                    help=f"cap on windows per point (default {MAX_WINDOWS})")
     p.add_argument("--grpc-channels", type=int, default=1, help="grpc.aio client: channels (default 1)")

@@ -37,9 +37,14 @@ def add_target_args(p: argparse.ArgumentParser, *, grpc: bool = True, rest: bool
     """The one spelling of an endpoint on every command that sends requests: --target (gRPC), --rest-target."""
     if grpc:
         p.add_argument("--target", default=DEFAULT_GRPC_TARGET, help=f"gRPC host:port (default {DEFAULT_GRPC_TARGET})")
-        p.add_argument("--grpc-target", dest="target", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # old name
+        add_old_name(p, "--grpc-target", "target")
     if rest:
         p.add_argument("--rest-target", default=DEFAULT_REST_TARGET, help=f"REST host:port (default {DEFAULT_REST_TARGET})")
+
+
+def add_old_name(p: argparse.ArgumentParser, old: str, dest: str, type=str) -> None:  # noqa: A002 (argparse's word)
+    """A flag's earlier spelling, still accepted and not listed in --help (durations now end in -seconds)."""
+    p.add_argument(old, dest=dest, type=type, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
 def target_of(args: argparse.Namespace, kind: str) -> str:  # the endpoint the flags name for `kind` (grpc | rest)

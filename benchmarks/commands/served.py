@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.commands.common import (DEFAULT_MODELS, DEFAULT_REST_TARGET, add_run_args, add_target_args,
+from benchmarks.commands.common import (DEFAULT_MODELS, DEFAULT_REST_TARGET, add_old_name, add_run_args, add_target_args,
                                         finish_run, float_list, int_list, open_run, target_of)
 from benchmarks.measure import prometheus
 from benchmarks.load.managers import ClosedLoop, MeasuredPoint, WindowPlan, run_point
@@ -177,7 +177,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"comma list (default {_csv(d.batch_sizes)})")
     p.add_argument("--concurrency", type=int_list, default=d.concurrencies,
                    help=f"closed-loop concurrency sweep, comma list (default {_csv(d.concurrencies)})")
-    p.add_argument("--window-s", type=float, default=d.window_s,
+    add_old_name(p, "--window-s", "window_s", float)
+    p.add_argument("--window-seconds", dest="window_s", type=float, default=d.window_s,
                    help=f"measurement window length (default {d.window_s:g} s)")
     p.add_argument("--max-windows", type=int, default=d.max_windows,
                    help="cap on windows per point; a point without 3 agreeing windows is marked unstable "
@@ -205,7 +206,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "agree with Triton's perf_analyzer and which costs 2-3x less client CPU per call; aio = grpc.aio "
                         "(the reference implementation; its p50 ran 16 %% above perf_analyzer's at 1 stream, libcurl's 9 %%, "
                         "here, see `perf-analyzer`)")
-    p.add_argument("--timeout-s", type=float, default=d.timeout_s, help="per-request deadline")
+    add_old_name(p, "--timeout-s", "timeout_s", float)
+    p.add_argument("--timeout-seconds", dest="timeout_s", type=float, default=d.timeout_s,
+                   help=f"per-request deadline (default {d.timeout_s:g})")
     add_input_arguments(p)
     add_run_args(p)
 

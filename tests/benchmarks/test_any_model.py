@@ -121,7 +121,7 @@ def test_float_int64_bool_inputs_run_with_zero_errors(tmp_path, multi_input_serv
 def test_bad_input_exits_2_naming_the_problem_before_any_load(tmp_path, multi_input_server, capsys):
     target = multi_input_server.grpc_target
     common = ["--target", target, "--models-dir", str(tmp_path / "none"), "--results-dir", str(tmp_path / "res"),
-              "--batch-sizes", "1", "--concurrency", "1", "--window-s", "0.2", "--max-windows", "2", "--no-progress"]
+              "--batch-sizes", "1", "--concurrency", "1", "--window-seconds", "0.2", "--max-windows", "2", "--no-progress"]
 
     assert bench_main(["grpc", "--models", "nope", MODEL, *common]) == 2
     err = capsys.readouterr().err
@@ -170,7 +170,7 @@ def test_perf_analyzer_crosscheck_writes_its_rows_beside_ours(tmp_path, multi_in
     _perf_analyzer_or_skip()
     code = bench_main(["perf-analyzer", "--target", multi_input_server.grpc_target, "--models", FLOAT_ONLY,
                        "--models-dir", str(tmp_path / "none"), "--results-dir", str(tmp_path), "--run-id", "pa",
-                       "--concurrency", "1", "--clients", "aio", "--window-s", "0.5", "--max-windows", "4",
+                       "--concurrency", "1", "--clients", "aio", "--window-seconds", "0.5", "--max-windows", "4",
                        "--no-progress"])
     assert code == 0
     rows = json.loads((tmp_path / "pa" / RESULTS_JSON).read_text())["results"]
