@@ -88,22 +88,29 @@ def finish_run(w: ResultWriter, *, plots: bool = True) -> Path:
     return path
 
 
-def _positive_list(s: str, convert, what: str) -> tuple:
-    try:
-        vals = tuple(convert(x) for x in s.replace(" ", "").split(",") if x)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {s!r}") from None
-    if not vals or any(v <= 0 for v in vals):
-        raise argparse.ArgumentTypeError(f"expected positive {what}, got {s!r}")
-    return vals
+class ListArg(argparse.Action):
+    """The one list style of every list flag: values separated by commas, spaces or both (`--batch-sizes 1,32`,
+    `--models a b`, `--models a,b`). `item` converts each value; numbers must be positive; `allowed` are the
+    choices (checked here, after splitting, so `a,b` is not judged as one value)."""
 
+    def __init__(self, option_strings, dest, item=str, allowed=None, nargs="+", **kwargs):  # noqa: ANN001
+        self.item, self.allowed = item, tuple(allowed) if allowed else None
+        if self.allowed and "metavar" not in kwargs:
+            kwargs["metavar"] = "{" + ",".join(self.allowed) + "}"
+        super().__init__(option_strings, dest, nargs=nargs, **kwargs)
 
-def int_list(s: str) -> tuple[int, ...]:
-    return _positive_list(s, int, "integers")
-
-
-def float_list(s: str) -> tuple[float, ...]:
-    return _positive_list(s, float, "numbers")
+    def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001
+        raw = [x for v in values for x in v.replace(",", " ").split()]
+        try:
+            items = tuple(self.item(x) for x in raw)
+        except ValueError:
+            parser.error(f"argument {option_string}: expected {self.item.__name__} values, got {' '.join(values)!r}")
+        if self.item in (int, float) and any(v <= 0 for v in items):
+            parser.error(f"argument {option_string}: expected positive values, got {' '.join(values)!r}")
+        bad = [x for x in items if self.allowed and x not in self.allowed]
+        if bad:
+            parser.error(f"argument {option_string}: invalid choice {bad[0]!r} (choose from {', '.join(self.allowed)})")
+        setattr(namespace, self.dest, items)
 
 
 def run_module(prog: str, doc: str | None, add_arguments, main) -> int:

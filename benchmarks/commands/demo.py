@@ -14,7 +14,7 @@ import shlex
 import time
 from pathlib import Path
 
-from benchmarks.commands.common import (DEFAULT_MODELS, DEFAULT_RESULTS, SERVER_MODES, add_run_args,
+from benchmarks.commands.common import (DEFAULT_MODELS, DEFAULT_RESULTS, SERVER_MODES, ListArg, add_run_args,
                                         add_serve_args_option, finish_run, open_run)
 from benchmarks.requests.discovery import discover_models
 from benchmarks.results.findings import findings
@@ -24,7 +24,7 @@ from benchmarks.targets.managed import ManagedServer
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS)
-    p.add_argument("--server-modes", nargs="*", default=["graph", "eager"], choices=SERVER_MODES)
+    p.add_argument("--server-modes", action=ListArg, default=("graph", "eager"), allowed=SERVER_MODES)
     p.add_argument("--skip-locust", action="store_true")
     p.add_argument("--locust-workers", type=int, default=0)
     add_serve_args_option(p)

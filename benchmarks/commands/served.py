@@ -13,8 +13,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.commands.common import (DEFAULT_MODELS, DEFAULT_REST_TARGET, add_old_name, add_run_args, add_target_args,
-                                        finish_run, float_list, int_list, open_run, target_of)
+from benchmarks.commands.common import (DEFAULT_MODELS, DEFAULT_REST_TARGET, ListArg, add_old_name, add_run_args,
+                                        add_target_args, finish_run, open_run, target_of)
 from benchmarks.measure import prometheus
 from benchmarks.load.managers import ClosedLoop, MeasuredPoint, WindowPlan, run_point
 from benchmarks.load.loadgen import SCENARIOS as LOADGEN_SCENARIOS, LoadGenConfig, run_loadgen
@@ -168,15 +168,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_target_args(p, grpc=p.get_default("command") != "rest", rest=p.get_default("command") != "grpc")
     p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS,
                    help="exported models (read for names and n_features; nothing is loaded)")
-    p.add_argument("--models", nargs="*", default=[], metavar="NAME[:N_FEATURES]",
+    p.add_argument("--models", action=ListArg, nargs="*", default=[], metavar="NAME[:N_FEATURES]",
                    help="model names to call (default: every model under --models-dir); a model without a "
                         "manifest there is described by the server's signature (see inputs below)")
     p.add_argument("--n-features", type=int, default=0,
                    help="float32 [batch, N] requests without asking the server (default: ask it)")
-    p.add_argument("--batch-sizes", type=int_list, default=d.batch_sizes,
-                   help=f"comma list (default {_csv(d.batch_sizes)})")
-    p.add_argument("--concurrency", type=int_list, default=d.concurrencies,
-                   help=f"closed-loop concurrency sweep, comma list (default {_csv(d.concurrencies)})")
+    p.add_argument("--batch-sizes", action=ListArg, item=int, default=d.batch_sizes,
+                   help=f"list (default {_csv(d.batch_sizes)})")
+    p.add_argument("--concurrency", action=ListArg, item=int, default=d.concurrencies,
+                   help=f"closed-loop concurrency sweep, list (default {_csv(d.concurrencies)})")
     add_old_name(p, "--window-s", "window_s", float)
     p.add_argument("--window-seconds", dest="window_s", type=float, default=d.window_s,
                    help=f"measurement window length (default {d.window_s:g} s)")
@@ -186,11 +186,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stability-pct", type=float, default=d.stability_pct,
                    help="3 consecutive windows must agree within this %% on throughput and mean latency "
                         f"(default {d.stability_pct:g})")
-    p.add_argument("--loadgen", nargs="*", default=[], choices=LOADGEN_SCENARIOS,
+    p.add_argument("--loadgen", action=ListArg, nargs="*", default=[], allowed=LOADGEN_SCENARIOS,
                    help="also run these MLPerf LoadGen scenarios (open loop)")
-    p.add_argument("--loadgen-qps", type=float_list, default=d.loadgen_qps,
+    p.add_argument("--loadgen-qps", action=ListArg, item=float, default=d.loadgen_qps,
                    help="Server: Poisson arrival rates; Offline: expected qps "
-                        f"(comma list, default {_csv(d.loadgen_qps)})")
+                        f"(list, default {_csv(d.loadgen_qps)})")
     p.add_argument("--loadgen-duration-ms", type=int, default=d.loadgen_min_duration_ms,
                    help=f"LoadGen min duration (default {d.loadgen_min_duration_ms})")
     p.add_argument("--loadgen-latency-ms", type=float, default=d.loadgen_target_latency_ms,

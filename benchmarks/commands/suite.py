@@ -8,8 +8,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.commands.common import (DEFAULT_MODELS, add_run_args, add_serve_args_option, add_server_args,
-                                        finish_run, open_run)
+from benchmarks.commands.common import (DEFAULT_MODELS, ListArg, add_run_args, add_serve_args_option,
+                                        add_server_args, finish_run, open_run)
 from benchmarks.requests.discovery import discover_models
 from benchmarks.results.findings import API
 from benchmarks.requests.signature import check_models_served
@@ -56,7 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       help="11 batch sizes, 4 concurrencies, 2 LoadGen rates, longer windows (~13 min here)")
     add_server_args(p, "server to benchmark: start the embedded one (default), the no-op one, or use "
                        "--target/--rest-target (--rest-target '' = gRPC only)")
-    p.add_argument("--models", nargs="*", default=[], metavar="NAME",
+    p.add_argument("--models", action=ListArg, nargs="*", default=[], metavar="NAME",
                    help="models to benchmark (default: those under --models-dir); one without a manifest there "
                         "is described by the server's signature (--server none), e.g. a model of your own")
     p.add_argument("--server-label", default="external", help="with --server none: the server's name in the rows")

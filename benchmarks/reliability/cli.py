@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from benchmarks.commands.common import (DEFAULT_MODELS, DEFAULT_RESULTS, DEFAULT_SERVER_MODE, SERVER_MODES,
-                                        recorded_command)
+                                        ListArg, recorded_command)
 
 if TYPE_CHECKING:
     from benchmarks.reliability.faults import Sentinel
@@ -83,7 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=SERVER_MODES, default=DEFAULT_SERVER_MODE,
                         help=f"server mode (default {DEFAULT_SERVER_MODE})")
     parser.add_argument("--run-id", default=None, help="run id (default: timestamp + random suffix)")
-    parser.add_argument("--skip", nargs="*", default=[], choices=PHASES,
+    parser.add_argument("--skip", action=ListArg, nargs="*", default=[], allowed=PHASES,
                         help="phases to leave out (they are reported as skipped)")
 
 
