@@ -65,6 +65,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_args(p)
 
 
+def _external_name(args: argparse.Namespace) -> str:
+    """How the report names a server the suite did not start: its label and the endpoints measured."""
+    endpoints = ", ".join(f"{API[k]} {t}" for k, t in (("grpc", args.target), ("rest", args.rest_target)) if t)
+    return f"{args.server_label} (external; {endpoints})"
+
+
 def _inprocess_step(args: argparse.Namespace, plan: SuitePlan, infos: list, w) -> None:
     from benchmarks.commands.inprocess import InprocessConfig, run_inprocess
 
@@ -105,7 +111,7 @@ def main(args: argparse.Namespace) -> int:
                 check_models_served(kind, target, names, sorted(found))
     external = args.server == "none"
     w = open_run(args, "suite-quick" if args.quick else "suite-extended" if args.extended else "suite",
-                 server_kind=f"{args.server_label} (external)" if external else args.server,
+                 server_kind=_external_name(args) if external else args.server,
                  server_mode="" if external else args.mode)
     t0 = time.perf_counter()
     _inprocess_step(args, plan, infos, w)

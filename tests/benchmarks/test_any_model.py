@@ -225,7 +225,8 @@ def test_suite_without_rest_target_says_so_names_the_server_and_records_a_comman
     assert ">> [1/3] in-process: skipped (no exported model under" in out
     assert ">> [2/3] server: other-server, already running (--server none): none started" in out
     assert ">> REST: skipped, no endpoint given (--rest-target (make bench REST_TARGET=host:port))" in out
-    assert "- server: other-server (external) ·" in (tmp_path / "first" / "report.md").read_text()
+    report = (tmp_path / "first" / "report.md").read_text()
+    assert f"- server: other-server (external; gRPC {multi_input_server.grpc_target}) ·" in report
     command = json.loads((tmp_path / "first" / RESULTS_JSON).read_text())["environment"]["command"]
     assert "--rest-target ''" in command
     argv = shlex.split(command)
