@@ -22,7 +22,9 @@ def results_block(run_id: str, env: dict, found: str) -> str:
     return "\n".join([
         f"Run `{run_id}`: `{env.get('command', '')}` on {env.get('cpu_model', '?')}, "
         f"{env.get('cpu_cores_logical', '?')} logical cores, {gpus}, git {str(env.get('git_commit', ''))[:10]}, "
-        f"started {env.get('started_at', '?')}. Full tables: `artifacts/results/{run_id}/report.md`.",
+        f"started {env.get('started_at', '?')}"
+        + (f", load average {env['load_average']:g} at the start" if env.get("load_average") is not None else "")
+        + f". Full tables: `artifacts/results/{run_id}/report.md`.",
         "", found or "- the run holds no served points to conclude from"])
 
 

@@ -82,7 +82,7 @@ def best_under_bound(rows: list[ResultRow]) -> list[str]:
         if r.p99_ms <= bound and not r.errors:
             per_server[r.server].append(r)
     return [f"- best point with p99 ≤ {fmt_num(bound)} ms on {server}: {API[r.kind]} {r.model} batch {r.batch_size} "
-            f"at {r.concurrency} streams, {fmt_num(r.rows_per_s)} rows/s ({fmt_num(r.throughput_rps)} req/s), "
+            f"at {r.concurrency} stream{'s' if r.concurrency != 1 else ''}, {fmt_num(r.rows_per_s)} rows/s ({fmt_num(r.throughput_rps)} req/s), "
             f"p99 {fmt_num(r.p99_ms)} ms"
             for server, cands in sorted(per_server.items())
             for r in [max(cands, key=lambda x: x.rows_per_s)]]
@@ -90,7 +90,7 @@ def best_under_bound(rows: list[ResultRow]) -> list[str]:
 
 def point_name(r: ResultRow) -> str:
     kind = API.get(r.kind, r.kind)
-    load = f"{r.concurrency} streams" if r.concurrency is not None else (
+    load = f"{r.concurrency} stream{'s' if r.concurrency != 1 else ''}" if r.concurrency is not None else (
         f"LoadGen {r.scenario} {r.target_rate:g}/s" if r.target_rate else f"LoadGen {r.scenario}")
     return f"{kind} {r.server or r.mode} {r.model} batch {r.batch_size}, {load}"
 

@@ -53,6 +53,7 @@ class Environment:
     git_dirty: bool = False
     hostname: str = ""
     started_at: str = ""
+    load_average: float | None = None  # 1-minute load at the start: on a shared machine, how busy it was
     command: str = ""
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -356,6 +357,7 @@ def capture_environment(*, server_kind: str = "", server_mode: str = "",
         git_dirty=bool(_git("status", "--porcelain", "--untracked-files=no")),
         hostname=platform.node(),
         started_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        load_average=round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         command=command,
         settings=dict(settings or {}),
     )
