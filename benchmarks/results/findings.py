@@ -100,9 +100,8 @@ def troubled_points(rows: list[ResultRow]) -> list[str]:
     out = []
     for r in rows:
         verdict = (r.extra.get("loadgen") or {}).get("verdict") if isinstance(r.extra, dict) else None
-        if r.stable is False or (verdict and verdict != "VALID") or r.errors:
-            what = "INVALID" if verdict and verdict != "VALID" else "unstable" if r.stable is False else "errors"
-            out.append(f"- {what}: {point_name(r)}: " + ("; ".join(r.warnings) or "no reason recorded"))
+        if r.stable is False or (verdict and verdict != "VALID") or r.errors:  # the row's warnings say which
+            out.append(f"- {point_name(r)}: " + ("; ".join(r.warnings) or "no reason recorded"))
     return out
 
 

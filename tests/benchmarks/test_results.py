@@ -174,8 +174,8 @@ def test_report_opens_with_findings_computed_from_the_rows():
         "p99 30.0 ms",
         "- best point with p99 ≤ 50.0 ms on embedded-graph: REST m batch 1 at 8 streams, 2,630 rows/s "
         "(2,630 req/s), p99 7.50 ms",
-        "- unstable: REST embedded-eager m batch 1, 8 streams: unstable: last 3 of 5 windows differ by up to 31.0%",
-        "- INVALID: REST embedded-eager m batch 1, LoadGen server 100/s: LoadGen verdict INVALID: "
+        "- REST embedded-eager m batch 1, 8 streams: unstable: last 3 of 5 windows differ by up to 31.0%",
+        "- REST embedded-eager m batch 1, LoadGen server 100/s: LoadGen verdict INVALID: "
         "Min queries satisfied=False",
     ]) + "\n\n## Run\n")
     # one number format everywhere: the LoadGen row's req/s reads the same in every table
