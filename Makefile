@@ -83,7 +83,7 @@ compare: $(STAMP) ## Compare two result runs: make compare BASE=<run-id|dir> NEW
 	@test -n "$(BASE)" -a -n "$(NEW)" || { echo "usage: make compare BASE=<run-id> NEW=<run-id> [IGNORE=\"server mode\"]"; exit 2; }
 	$(PY) -m benchmarks compare $(BASE) $(NEW) --results-dir $(RESULTS_DIR) $(if $(IGNORE),--ignore $(IGNORE),)
 
-demo: $(STAMP) ## The main job end to end on the embedded server: export, serve graph & eager, benchmark, tables, plots
+demo: $(STAMP) ## The main job end to end on the embedded server: export, serve graph & eager, benchmark, report with findings, plots; prints the `python -m benchmarks readme RUN_ID` that writes them into README
 	$(PY) -m benchmarks demo --models-dir $(MODELS_DIR) --results-dir $(RESULTS_DIR)
 
 reliability: $(STAMP) ## Rollout, faults, hostile input, kill/restart, overload and a soak (SOAK_SECONDS=600, QUICK=1); prints the table
