@@ -84,6 +84,9 @@ INPUT_BATCH_SIZE = f"{BATCHING_PREFIX}:input_batch_size"
 PROCESSED_BATCH_SIZE = f"{BATCHING_PREFIX}:processed_batch_size"
 PADDING_SIZE = f"{BATCHING_PREFIX}:padding_size"
 PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
+# The embedded server's own metrics beside TF Serving's (serving/metrics.py).
+EXECUTIONS_METRIC = "tfserve_bench_model_executions"
+EXECUTION_OUTCOMES_METRIC = "tfserve_bench_model_execution_outcomes"  # exposed with prometheus_client's _total
 
 
 # ------------------------------------------------------------------------------------------ names and versions

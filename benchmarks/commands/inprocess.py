@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from benchmarks.commands.common import DEFAULT_MODELS, add_run_args, finish_run, int_list, open_run
+from benchmarks.commands.common import DEFAULT_MODELS, ListArg, add_old_name, add_run_args, finish_run, open_run
 from benchmarks.measure.calls import time_calls
 from benchmarks.measure.histogram import LatencyHistogram
 from benchmarks.requests.discovery import discover_models
@@ -68,7 +68,8 @@ def run_inprocess(cfg: InprocessConfig, writer: ResultWriter | None = None) -> l
     import tensorflow as tf  # full TF import only here: the load generators never need it
     from tqdm import tqdm
 
-    from export.models import load_keras_model
+    from export.contract import keras_path
+    from export.keras_source import load_keras_file
 
     for m in cfg.modes:
         if m not in MODES:
@@ -85,7 +86,7 @@ def run_inprocess(cfg: InprocessConfig, writer: ResultWriter | None = None) -> l
     for info in infos:
         version = cfg.version or info.versions[-1]
         vdir = info.version_dir(version)
-        keras_model = load_keras_model(vdir)
+        keras_model = load_keras_file(keras_path(vdir))
         loaded = tf.saved_model.load(str(vdir)) if "savedmodel" in cfg.modes else None
         for mode in cfg.modes:
             fn = _callables(mode, keras_model, loaded, info.n_features, tf)
@@ -126,10 +127,13 @@ def _measure_point(cfg: InprocessConfig, call, common: dict, version: int) -> tu
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = InprocessConfig
     p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS)
-    p.add_argument("--models", nargs="*", default=[], help="only these models (default: all exported)")
-    p.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES)
-    p.add_argument("--batch-sizes", type=int_list, default=d.batch_sizes, help="comma list (default 1,2,4,...,1024)")
-    p.add_argument("--budget-s", type=float, default=d.budget_s,
+    p.add_argument("--models", action=ListArg, nargs="*", default=[],
+                   help="only these models (default: all exported)")
+    p.add_argument("--modes", action=ListArg, nargs="*", default=list(MODES), allowed=MODES)
+    p.add_argument("--batch-sizes", action=ListArg, item=int, default=d.batch_sizes,
+                   help="list (default 1,2,4,...,1024)")
+    add_old_name(p, "--budget-s", "budget_s", float)
+    p.add_argument("--budget-seconds", dest="budget_s", type=float, default=d.budget_s,
                    help=f"steady-state seconds per point (default {d.budget_s:g})")
     p.add_argument("--version", type=int, default=d.version, help="model version (default newest)")
     add_run_args(p)

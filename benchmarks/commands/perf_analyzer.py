@@ -6,7 +6,7 @@ the same server: its figures are written as ordinary result rows (client `perf_a
 percentiles, not a histogram), ours beside them (one row per client), and the table gives
 ours ÷ perf_analyzer per point for p50 and throughput. Points alternate (perf_analyzer, then each of our
 clients) so drift on a shared machine hits all of them alike; --repeats runs the whole set again.
-Both sides measure windows of --window-s until 3 agree within --stability-pct, at most --max-windows
+Both sides measure windows of --window-seconds until 3 agree within --stability-pct, at most --max-windows
 (perf_analyzer judges p50, with --percentile=50; ours judges throughput and mean latency).
 """
 from __future__ import annotations
@@ -19,7 +19,8 @@ import numpy as np
 
 from benchmarks.requests.input_data import load_document
 from benchmarks.clients.transports import GRPC_CLIENTS, client_name
-from benchmarks.commands.common import DEFAULT_MODELS, add_run_args, add_server_args, finish_run, int_list, open_run
+from benchmarks.commands.common import (DEFAULT_MODELS, ListArg, add_old_name, add_run_args, add_server_args,
+                                        finish_run, open_run)
 from benchmarks.commands.input_flags import add_input_arguments, input_options, served_models
 from benchmarks.measure import perf_analyzer_tool as tool
 from benchmarks.results.report import table
@@ -37,11 +38,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="model to measure (default: the first under --models-dir)")
     p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS, help="exported models (names, manifests)")
     p.add_argument("--n-features", type=int, default=0, help=argparse.SUPPRESS)  # served_models reads it
-    p.add_argument("--batch-sizes", type=int_list, default=(1,), help="comma list (default 1)")
-    p.add_argument("--concurrency", type=int_list, default=(1, 8), help="comma list (default 1,8)")
-    p.add_argument("--clients", nargs="*", default=list(GRPC_CLIENTS), choices=GRPC_CLIENTS,
+    p.add_argument("--batch-sizes", action=ListArg, item=int, default=(1,), help="list (default 1)")
+    p.add_argument("--concurrency", action=ListArg, item=int, default=(1, 8), help="list (default 1,8)")
+    p.add_argument("--clients", action=ListArg, nargs="*", default=list(GRPC_CLIENTS), allowed=GRPC_CLIENTS,
                    help="our gRPC clients to run beside it (default: all)")
-    p.add_argument("--window-s", type=float, default=2.0, help="measurement window, both tools (default 2 s)")
+    add_old_name(p, "--window-s", "window_s", float)
+    p.add_argument("--window-seconds", dest="window_s", type=float, default=2.0, help="measurement window, both tools (default 2 s)")
     p.add_argument("--max-windows", type=int, default=10, help="cap on windows per point, both tools (default 10)")
     p.add_argument("--stability-pct", type=float, default=10.0, help="windows agree within this %% (default 10)")
     p.add_argument("--repeats", type=int, default=1, help="run every point this many times (default 1)")

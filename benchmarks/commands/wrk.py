@@ -14,7 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from benchmarks.commands.common import (DEFAULT_MODELS, add_run_args, add_server_args, finish_run,
+from benchmarks.commands.common import (DEFAULT_MODELS, add_old_name, add_run_args, add_server_args, finish_run,
                                         open_run)
 from benchmarks.load.managers import ClosedLoop, WindowPlan, run_point
 from benchmarks.measure.cpu_meter import cpu_us_per_request
@@ -49,7 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="", help="model (default: first exported; any name for --server noop)")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--concurrency", type=int, default=8, help="connections for wrk = in-flight requests for ours")
-    p.add_argument("--duration-s", type=int, default=10)
+    add_old_name(p, "--duration-s", "duration_s", int)
+    p.add_argument("--duration-seconds", dest="duration_s", type=int, default=10, help="wrk run length (default 10)")
     add_server_args(p, "start this server for the check (none: use --rest-target)", grpc=False)
     p.add_argument("--install", action="store_true", help="apt-get install wrk if it is missing")
     add_run_args(p)
@@ -71,10 +72,16 @@ def run_wrk(wrk: str, target: str, path: str, body: bytes, conc: int, duration_s
     cmd = [wrk, "-t1", f"-c{conc}", f"-d{duration_s}s", "--timeout", "30s", "-s", str(script), f"http://{target}{path}"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + 60)
     (work / "wrk.out").write_text(out.stdout + out.stderr)
-    m = re.search(r"^BENCH (.*)$", out.stdout, re.M)
-    if not m:
+    summary = parse_bench_line(out.stdout)
+    if summary is None:
         raise RuntimeError(f"wrk gave no summary (exit {out.returncode}): {out.stderr.strip()[:500]}")
-    return {k: float(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
+    return summary
+
+
+def parse_bench_line(stdout: str) -> dict[str, float] | None:
+    """The BENCH line LUA's done() prints after wrk's own report: name=value pairs, latencies in µs."""
+    m = re.search(r"^BENCH (.*)$", stdout, re.M)
+    return {k: float(v) for k, v in (kv.split("=") for kv in m.group(1).split())} if m else None
 
 
 def explain_gap(ours: ResultRow, wrk_row: ResultRow) -> list[str]:
