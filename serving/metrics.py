@@ -10,12 +10,17 @@ unbatched execution scheduler (serving/scheduler.py): executions running now, wa
 the peak running at once since start (which shows whether the configured bound was reached), and
 `tfserve_bench_model_execution_outcomes_total{model_name,outcome}` counts executed / refused / expired.
 
+`:tfserve_bench:serving:request_stage_latency{model_name,API,entrypoint,stage}` (µs, TF Serving's buckets) splits
+each successful Predict into the stages of StageClock below, so a front end's own cost can be read off the metrics
+endpoint (serving/PERFORMANCE.md, "Per-stage time").
+
 request_count is exported *without* the `_total` suffix prometheus_client adds to counters (TF Serving's
 exporter does not add it): it is a custom collector producing an untyped family with TF Serving's sample name.
 """
 from __future__ import annotations
 
 import threading
+import time
 from collections import defaultdict
 from typing import Any, Callable
 
@@ -24,7 +29,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Unkno
 from prometheus_client.registry import Collector
 
 from export.contract import (INPUT_BATCH_SIZE, PADDING_SIZE, PROCESSED_BATCH_SIZE, QUEUING_LATENCY, REQUEST_COUNT,
-                             REQUEST_LATENCY, RUNTIME_LATENCY)
+                             REQUEST_LATENCY, REQUEST_STAGE_LATENCY, REQUEST_STAGES, RUNTIME_LATENCY)
 
 LATENCY_BUCKETS_US = tuple(10.0 * 1.8**i for i in range(33))
 BATCH_SIZE_BUCKETS = tuple(float(2**i) for i in range(15))  # 1 .. 16384 rows
@@ -78,6 +83,45 @@ class _ExecutionCollector(Collector):
         yield outcomes
 
 
+class StageClock:
+    """One Predict's time by stage, in seconds, from when its front end starts handling it.
+
+    decode: request bytes -> validated numpy inputs (gRPC: parse the PredictRequest + tensors; REST: JSON).
+    queue: waiting for an execution slot or a batch, and the hand-offs to and from the thread that runs it
+      (with batching on the batch's execution is counted here too: it is not split per request).
+    execute: the model call itself (the runtime_latency of an unbatched request).
+    encode: outputs -> response bytes (gRPC: PredictResponse + serialisation; REST: JSON).
+    framework: the rest of the handled time: our glue (model lookup, metrics) and, for REST, http.server's
+      header parsing, body read and reply write. Time inside grpc.aio before our handler starts or after it
+      returns the bytes is not visible from Python; client p50 minus the request_latency shows it.
+    """
+
+    __slots__ = ("started", "mark", "decode", "queue", "execute", "encode", "model", "api", "entrypoint")
+
+    def __init__(self, entrypoint: str, started: float | None = None) -> None:
+        self.started = self.mark = time.perf_counter() if started is None else started
+        self.decode = self.queue = self.execute = self.encode = 0.0
+        self.model = ""  # set once the request is known to be for a served model (the metric's label)
+        self.api = "predict"
+        self.entrypoint = entrypoint
+
+    def lap(self, stage: str) -> None:
+        """Add the time since the last mark to `stage`."""
+        now = time.perf_counter()
+        setattr(self, stage, getattr(self, stage) + now - self.mark)
+        self.mark = now
+
+    def skip(self) -> None:
+        """Move the mark to now: the time since was attributed already (run() splits queue and execute)."""
+        self.mark = time.perf_counter()
+
+    def stages_us(self) -> dict[str, float]:
+        total = time.perf_counter() - self.started
+        known = self.decode + self.queue + self.execute + self.encode
+        seconds = (self.decode, self.queue, self.execute, self.encode, max(0.0, total - known))
+        return {stage: s * 1e6 for stage, s in zip(REQUEST_STAGES, seconds)}
+
+
 class ServingMetrics:
     """All metrics of one server process; `exposition()` is what /monitoring/prometheus/metrics returns."""
 
@@ -94,6 +138,10 @@ class ServingMetrics:
         self.runtime_latency = Histogram(
             RUNTIME_LATENCY, "Distribution of wall time (in microseconds) for Tensorflow runtime.",
             ["model_name", "API", "runtime"], buckets=LATENCY_BUCKETS_US, registry=self.registry)
+        self.stage_latency = Histogram(
+            REQUEST_STAGE_LATENCY, "Wall time (in microseconds) of each stage of a request: decode, queue, execute, "
+            "encode, framework (the rest).", ["model_name", "API", "entrypoint", "stage"],
+            buckets=LATENCY_BUCKETS_US, registry=self.registry)
         self.queuing_latency = Histogram(
             QUEUING_LATENCY,
             "Distribution of wall time spent (in microseconds) in queuing",
@@ -108,6 +156,13 @@ class ServingMetrics:
         self.padding_size = Histogram(
             PADDING_SIZE, "Tracks the padding size distribution on batches.",
             ["model_name", "execution_batch_size"], buckets=(0.0,) + BATCH_SIZE_BUCKETS, registry=self.registry)
+
+    def observe_stages(self, clock: StageClock) -> None:
+        """Record a finished request's stages (only requests for a served model: bounded label values)."""
+        if not clock.model:
+            return
+        for stage, us in clock.stages_us().items():
+            self.child(self.stage_latency, clock.model, clock.api, clock.entrypoint, stage).observe(us)
 
     def child(self, metric: Histogram, *labels: str):
         """metric.labels(*labels), memoised: prometheus_client's labels() takes a lock and builds a key per call,
