@@ -28,6 +28,7 @@ REST_TARGET?=
 MODEL      ?=
 SERVER_LABEL ?= external
 SOAK_SECONDS ?= 600
+REPEATS    ?= 3
 
 # TensorFlow's C++ logging is noisy on CPU-only machines; keep warnings and errors.
 export TF_CPP_MIN_LOG_LEVEL ?= 1
@@ -68,9 +69,10 @@ bench: $(STAMP) ## Standard benchmark suite into artifacts/results/<run-id>/ (QU
 	  $(if $(TARGET),--server none --skip-inprocess --grpc-target $(TARGET) --rest-target '$(REST_TARGET)' --server-label $(SERVER_LABEL),) \
 	  $(if $(MODEL),--models $(MODEL),)
 
-crosscheck: $(STAMP) ## Triton's perf_analyzer beside our gRPC clients, 1 and 8 streams (installs it if missing; TARGET=, MODEL=; default: embedded server)
+crosscheck: $(STAMP) ## Our clients vs perf_analyzer (gRPC) and wrk (REST): batch 1,32,256 + a 224x224x3 request, 1 and 8 streams, REPEATS= interleaved pairs, one table (installs the tools; TARGET=, REST_TARGET=, MODEL=; default: embedded server)
 	$(PY) -m benchmarks perf-analyzer --install --models-dir $(MODELS_DIR) --results-dir $(RESULTS_DIR) --concurrency 1,8 \
-	  $(if $(TARGET),--target $(TARGET) --server-label $(SERVER_LABEL),--server embedded --mode $(MODE)) \
+	  --batch-sizes 1,32,256 --image-request --repeats $(REPEATS) \
+	  $(if $(TARGET),--target $(TARGET) --server-label $(SERVER_LABEL) $(if $(REST_TARGET),--rest-target $(REST_TARGET),),--server embedded --mode $(MODE)) \
 	  --models $(if $(MODEL),$(MODEL),residual_regressor)
 
 loadtest: $(STAMP) ## Locust headless run against the embedded server (USERS=, SPAWN_RATE=, RUN_TIME=, WORKERS=)
