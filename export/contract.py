@@ -40,11 +40,26 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
 MODEL_SERVICE = "tensorflow.serving.ModelService"
 PREDICT_METHOD = f"/{PREDICTION_SERVICE}/Predict"
+CLASSIFY_METHOD = f"/{PREDICTION_SERVICE}/Classify"
+REGRESS_METHOD = f"/{PREDICTION_SERVICE}/Regress"
+METADATA_METHOD = f"/{PREDICTION_SERVICE}/GetModelMetadata"
+STATUS_METHOD = f"/{MODEL_SERVICE}/GetModelStatus"
+
+
+def rpc_name(method_path: str) -> tuple[str, str]:
+    """'/package.Service/Method' -> ('package.Service', 'Method'): what gRPC's generic handlers are given."""
+    service, _, name = method_path.lstrip("/").partition("/")
+    return service, name
+
+
+# gRPC message limits of the load generators and test clients: large batches exceed gRPC's default 4 MB.
+GRPC_MESSAGE_OPTIONS = (("grpc.max_receive_message_length", 256 * 2**20), ("grpc.max_send_message_length", 256 * 2**20))
 DEFAULT_SIGNATURE = "serving_default"
 # SignatureDef method names (tensorflow/python/saved_model/signature_constants.py).
-PREDICT_METHOD_NAME = "tensorflow/serving/predict"
-CLASSIFY_METHOD_NAME = "tensorflow/serving/classify"
-REGRESS_METHOD_NAME = "tensorflow/serving/regress"
+METHOD_NAME_PREFIX = "tensorflow/serving/"
+PREDICT_METHOD_NAME = f"{METHOD_NAME_PREFIX}predict"
+CLASSIFY_METHOD_NAME = f"{METHOD_NAME_PREFIX}classify"
+REGRESS_METHOD_NAME = f"{METHOD_NAME_PREFIX}regress"
 
 # The tensor dtypes TF Serving carries: DataType name -> (numpy dtype, the TensorProto repeated field holding the
 # values when tensor_content is empty). Strings are numpy object arrays of bytes (what TensorFlow's .numpy()

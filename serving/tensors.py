@@ -15,15 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow.core.framework import tensor_pb2, types_pb2
 
-from export.contract import TENSOR_DTYPES
+from export import tensor_proto
+from export.tensor_proto import shape_str
 from serving.errors import invalid_argument, unimplemented
 
-# DataType enum -> (numpy dtype, TensorProto repeated field holding the values when tensor_content is empty).
-_DTYPES: dict[int, tuple[np.dtype, str]] = {
-    types_pb2.DataType.Value(name): (np.dtype(np_name), field) for name, (np_name, field) in TENSOR_DTYPES.items()}
-_NUMPY_TO_ENUM: dict[np.dtype, int] = {np_dtype: enum for enum, (np_dtype, _) in _DTYPES.items()}
 
 
 def dtype_name(enum: int) -> str:
@@ -31,10 +28,6 @@ def dtype_name(enum: int) -> str:
         return types_pb2.DataType.Name(enum)
     except ValueError:
         return f"<unknown dtype {enum}>"
-
-
-def shape_str(shape: tuple[int, ...] | list[int] | None) -> str:
-    return "[?]" if shape is None else "[" + ",".join(str(d) for d in shape) + "]"
 
 
 @dataclass(frozen=True)
@@ -51,10 +44,10 @@ class TensorSpec:
 
     @property
     def np_dtype(self) -> np.dtype:
-        if self.dtype_enum not in _DTYPES:
+        if dtype_name(self.dtype_enum) not in tensor_proto.NUMPY_DTYPES:
             raise unimplemented(f"tensor '{self.name}' has dtype {dtype_name(self.dtype_enum)}, "
                                 "which this server does not convert (numeric, bool and string tensors only)")
-        return _DTYPES[self.dtype_enum][0]
+        return tensor_proto.NUMPY_DTYPES[dtype_name(self.dtype_enum)]
 
 
 @dataclass(frozen=True)
@@ -71,14 +64,10 @@ class SignatureSpec:
     strict_shapes: bool = True
 
 
-def _shape_from_proto(shape: tensor_shape_pb2.TensorShapeProto) -> tuple[int, ...] | None:
-    return None if shape.unknown_rank else tuple(int(d.size) for d in shape.dim)
-
-
 def signature_spec(name: str, signature_def: Any, strict_shapes: bool = True) -> SignatureSpec:
     """SignatureSpec from a tensorflow.SignatureDef proto."""
     def specs(infos: Any) -> dict[str, TensorSpec]:
-        return {k: TensorSpec(k, v.dtype, _shape_from_proto(v.tensor_shape)) for k, v in infos.items()}
+        return {k: TensorSpec(k, v.dtype, tensor_proto.shape_of(v.tensor_shape)) for k, v in infos.items()}
 
     return SignatureSpec(name, specs(signature_def.inputs), specs(signature_def.outputs),
                          signature_def.method_name, strict_shapes)
@@ -145,8 +134,7 @@ def tensor_proto_to_ndarray(proto: tensor_pb2.TensorProto, spec: TensorSpec, sig
             f"input '{name}' has dtype {dtype_name(proto.dtype)} but signature '{sig_name}' expects "
             f"{dtype_name(spec.dtype_enum)}"
         )
-    np_dtype, field_name = _DTYPES.get(proto.dtype, (None, ""))
-    if np_dtype is None:
+    if dtype_name(proto.dtype) not in tensor_proto.NUMPY_DTYPES:
         raise unimplemented(f"input '{name}': dtype {dtype_name(proto.dtype)} is not supported by this server")
     if proto.tensor_shape.unknown_rank:
         raise invalid_argument(f"input '{name}' has unknown rank: the TensorProto must give its shape")
@@ -161,62 +149,18 @@ def tensor_proto_to_ndarray(proto: tensor_pb2.TensorProto, spec: TensorSpec, sig
         )
     if strict_shapes:
         check_shape(name, dims, spec, sig_name)
-    if proto.dtype == types_pb2.DT_STRING:
-        return _strings_from_proto(proto, name, dims, count)
-    if proto.tensor_content:
-        expected_bytes = count * np_dtype.itemsize
-        if len(proto.tensor_content) != expected_bytes:
-            raise invalid_argument(
-                f"input '{name}': tensor_content has {len(proto.tensor_content)} bytes but shape "
-                f"{shape_str(dims)} of {dtype_name(proto.dtype)} needs {expected_bytes}"
-            )
-        return np.frombuffer(proto.tensor_content, dtype=np_dtype).reshape(dims)
-
-    values = getattr(proto, field_name)
-    n = len(values)
-    if n == count:
-        if proto.dtype == types_pb2.DT_HALF:  # half_val holds the raw 16-bit patterns
-            return np.asarray(values, dtype=np.uint16).view(np.float16).reshape(dims)
-        return np.asarray(values, dtype=np_dtype).reshape(dims)
-    if n == 1 and count > 0:
-        # TF's own rule: a single value fills the whole (already size-checked) shape.
-        value = np.asarray(values, dtype=np.uint16).view(np.float16) if proto.dtype == types_pb2.DT_HALF else \
-            np.asarray(values, dtype=np_dtype)
-        return np.full(dims, value[0], dtype=np_dtype)
-    raise invalid_argument(
-        f"input '{name}' declares shape {shape_str(dims)} ({count} elements) but carries {n} values in {field_name}"
-    )
-
-
-def _strings_from_proto(proto: tensor_pb2.TensorProto, name: str, dims: tuple[int, ...], count: int) -> np.ndarray:
-    """A DT_STRING TensorProto's string_val as an object array of bytes (strings never use tensor_content)."""
-    values = proto.string_val
-    if len(values) == count:
-        return np.array(list(values), dtype=object).reshape(dims)
-    if len(values) == 1 and count > 0:
-        return np.full(dims, values[0], dtype=object)
-    raise invalid_argument(f"input '{name}' declares shape {shape_str(dims)} ({count} elements) "
-                           f"but carries {len(values)} values in string_val")
+    try:
+        return tensor_proto.decode_values(proto, dtype_name(proto.dtype), dims, f"input '{name}'")
+    except ValueError as exc:
+        raise invalid_argument(str(exc)) from None
 
 
 def fill_tensor_proto(proto: tensor_pb2.TensorProto, array: np.ndarray) -> tensor_pb2.TensorProto:
-    """Write `array` into `proto` as TF Serving writes outputs: values in the dtype's typed field (float_val,
-    int_val, string_val, ...; Tensor::AsProtoField, predict_util.cc's default), not tensor_content, so clients
-    that read `float_val` see what TF Serving sends. In place: no temporary message to copy."""
-    array = np.asarray(array)
-    enum = _NUMPY_TO_ENUM.get(array.dtype)
-    if enum is None:
-        raise unimplemented(f"output dtype {array.dtype} cannot be encoded by this server")
-    proto.dtype = enum
-    dims = proto.tensor_shape.dim
-    for d in array.shape:
-        dims.add(size=d)
-    field = getattr(proto, _DTYPES[enum][1])
-    flat = array.ravel()
-    if enum == types_pb2.DT_HALF:  # half_val holds the raw 16-bit patterns
-        flat = flat.view(np.uint16)
-    field.extend(flat.tolist())  # strings: TensorFlow's object arrays hold bytes, what string_val takes
-    return proto
+    """Write an output as TF Serving does: values in the dtype's typed field, not tensor_content."""
+    try:
+        return tensor_proto.fill_tensor_proto(proto, array, typed_fields=True)
+    except ValueError:
+        raise unimplemented(f"output dtype {np.asarray(array).dtype} cannot be encoded by this server") from None
 
 
 def ndarray_to_tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:

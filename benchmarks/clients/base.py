@@ -1,6 +1,6 @@
 """What every load-generator client is, and the one registry that names them.
 
-A client is a Transport: it sends pre-built request bytes (payloads.py) to one endpoint and returns
+A client is a Transport: it sends pre-built request bytes (benchmarks/requests/) to one endpoint and returns
 (status, response bytes). Status is the gRPC status name ("OK", "UNAVAILABLE", ...) for gRPC and the
 HTTP code as a string ("200", "503", ...) or a client-side error class ("connection_error", "timeout")
 for REST, so errors can be counted by code; ok() says which statuses are successes.
@@ -90,7 +90,8 @@ def find_client(kind: str, choice: str | None = None) -> ClientSpec:
             raise ValueError(f"{kind} has several clients and no default: choose one of {'|'.join(clients)}")
         return spec
     if choice not in clients:
-        raise ValueError(f"unknown {_label(kind)} client {choice!r} ({'|'.join(clients)})")
+        raise ValueError(f"unknown {'gRPC' if kind == 'grpc' else kind.upper()} client {choice!r} "
+                         f"({'|'.join(clients)})")
     return clients[choice]
 
 
@@ -119,7 +120,3 @@ def _kind(kind: str) -> dict[str, ClientSpec]:
     if kind not in _CLIENTS:
         raise ValueError(f"unknown transport {kind!r} ({'|'.join(_CLIENTS)})")
     return _CLIENTS[kind]
-
-
-def _label(kind: str) -> str:
-    return "gRPC" if kind == "grpc" else kind.upper()

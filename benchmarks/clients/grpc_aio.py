@@ -6,10 +6,7 @@ because every call holds the GIL while blocking; one event loop with many calls 
 from __future__ import annotations
 
 from benchmarks.clients.base import TransportOptions, register_client
-from export.contract import PREDICT_METHOD
-
-MAX_MESSAGE = 256 * 2**20  # large batches exceed gRPC's default 4 MB receive limit
-MESSAGE_OPTIONS = (("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE))
+from export.contract import GRPC_MESSAGE_OPTIONS, PREDICT_METHOD
 
 
 @register_client(kind="grpc", choice="aio", row_name="grpc.aio")
@@ -23,7 +20,7 @@ class GrpcTransport:
         self._grpc = grpc
         self.target = target
         self.timeout_s = timeout_s
-        opts = [*MESSAGE_OPTIONS,
+        opts = [*GRPC_MESSAGE_OPTIONS,
                 # separate TCP connections per channel instead of one shared subchannel
                 ("grpc.use_local_subchannel_pool", 1), *channel_options]
         self._channels = [grpc.aio.insecure_channel(target, options=opts) for _ in range(max(1, channels))]

@@ -7,14 +7,12 @@ timing thousands of identical failures (the CLI's --allow-errors runs anyway and
 """
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 
 from benchmarks.clients.base import ok
-from benchmarks.clients.payloads import Payload
-from benchmarks.clients.grpc_aio import MESSAGE_OPTIONS
+from benchmarks.requests.payloads import Payload
+from benchmarks.requests.signature import error_message, http_call
+from export.contract import GRPC_MESSAGE_OPTIONS
 
 
 @dataclass
@@ -31,7 +29,7 @@ class ProbeResult:
 def _probe_grpc(target: str, p: Payload, timeout_s: float) -> ProbeResult:
     import grpc
 
-    with grpc.insecure_channel(target, options=MESSAGE_OPTIONS) as ch:
+    with grpc.insecure_channel(target, options=GRPC_MESSAGE_OPTIONS) as ch:
         try:
             return ProbeResult("OK", ch.unary_unary(p.grpc_method)(p.grpc_bytes, timeout=timeout_s))
         except grpc.RpcError as e:
@@ -39,20 +37,11 @@ def _probe_grpc(target: str, p: Payload, timeout_s: float) -> ProbeResult:
 
 
 def _probe_rest(target: str, p: Payload, timeout_s: float) -> ProbeResult:
-    req = urllib.request.Request(f"http://{target}{p.rest_path}", data=p.rest_body,
-                                 headers={"Content-Type": "application/json"}, method="POST")
     try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as r:
-            return ProbeResult(str(r.status), r.read())
-    except urllib.error.HTTPError as e:
-        body = e.read()
-        try:
-            message = json.loads(body).get("error", "")
-        except (ValueError, AttributeError):
-            message = body[:300].decode(errors="replace")
-        return ProbeResult(str(e.code), None, str(message))
-    except (urllib.error.URLError, OSError) as e:
+        status, body = http_call(f"http://{target}{p.rest_path}", timeout_s, p.rest_body)
+    except OSError as e:  # URLError is one
         return ProbeResult("connection_error", None, str(getattr(e, "reason", e)))
+    return ProbeResult(str(status), body) if status < 400 else ProbeResult(str(status), None, error_message(body))
 
 
 def probe(kind: str, target: str, p: Payload, timeout_s: float = 30.0) -> ProbeResult:

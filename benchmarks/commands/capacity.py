@@ -14,13 +14,13 @@ and the whole machine's, and the client CPU per request -> the rate one free cor
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 from pathlib import Path
 
 from benchmarks.commands.common import add_run_args, finish_run, int_list, open_run
-from benchmarks.load.closed_loop import run_closed_loop
-from benchmarks.clients.payloads import build_payload
+from benchmarks.load.managers import ClosedLoop, WindowPlan, run_point
+from benchmarks.requests.payloads import build_payload
+from benchmarks.results.profiler import SATURATION_WARNING, profile
 from benchmarks.results.schema import ResultRow, ResultWriter
 from benchmarks.targets.managed import ManagedServer
 from benchmarks.clients.transports import GRPC_CLIENTS, client_name, find_client, make_transport
@@ -105,38 +105,23 @@ def _point(srv, p, kind: str, client: str, conc: int, window_s: float, max_windo
            grpc_channels: int) -> ResultRow:
     target = srv.grpc_target if kind == "grpc" else srv.rest_target
 
-    async def point():
-        t = make_transport(kind, target, p.rest_path, concurrency=conc, grpc_channels=grpc_channels,
-                           grpc_client=client)
-        try:
-            return await run_closed_loop(t, [p.grpc_bytes if kind == "grpc" else p.rest_body], conc,
-                                         window_s=window_s, max_windows=max_windows, server_pids=tuple(srv.pids))
-        finally:
-            await t.close()
-
-    r = asyncio.run(point())
-    # over every measured window, while only the last three make the row's latencies: hence "approx"
-    server_cpu = r.cpu.pids_pct
-    row = ResultRow.from_histogram(r.hist, duration_s=r.duration_s, errors=r.n_errors, errors_by_code=r.errors,
-                                   kind=kind, model="noop_model", mode="noop", batch_size=1, scenario="capacity",
-                                   concurrency=conc, stable=r.stable, client_cpu_percent=round(r.client_cpu_pct, 1),
-                                   client_saturated=r.saturated, server=srv.label, target=target,
-                                   client=client_name(kind, client))
-    row.achieved_rate = row.throughput_rps
+    point = run_point(lambda: make_transport(kind, target, p.rest_path, concurrency=conc, grpc_channels=grpc_channels,
+                                             grpc_client=client),
+                      [p.grpc_bytes if kind == "grpc" else p.rest_body], ClosedLoop(conc),
+                      WindowPlan(window_s, max_windows), server_pids=tuple(srv.pids))
     # Saturating the client is the point of this run, so its saturation warning is noise here;
     # instability and errors still warn.
-    row.warnings = [m for m in r.warnings() if not m.startswith("load generator near saturation")]
-    # The process's CPU per request (grpcio's C-core threads included) is the honest cost of a call.
+    loop_pct = point.cpu.thread_pct
+    row = profile(point, kind=kind, model="noop_model", mode="noop", batch_size=1, scenario="capacity",
+                  server=srv.label, target=target, client=client_name(kind, client),
+                  extra={"goal_rps": GOAL_RPS, "stretch_goal_rps": STRETCH_RPS,
+                         # over every measured window, while only the last three make the row's latencies
+                         "server_cpu_percent_approx": round(point.cpu.pids_pct, 1),
+                         "grpc_channels": grpc_channels if (kind, client) == ("grpc", "aio") else None})
+    row.warnings = [m for m in row.warnings if not m.startswith(SATURATION_WARNING)]
     # The ceiling is where the event-loop thread, which holds the GIL, would reach 100% of a core.
-    us_per_req = (r.client_cpu_pct / 100.0) * 1e6 / row.throughput_rps if row.throughput_rps else None
-    ceiling = row.throughput_rps * 100.0 / r.loop_cpu_pct if r.loop_cpu_pct > 1 else None
-    row.extra = {"server_cpu_percent_approx": round(server_cpu, 1),
-                 "loop_thread_cpu_percent": round(r.loop_cpu_pct, 1),
-                 "client_cpu_us_per_request": round(us_per_req, 1) if us_per_req else None,
-                 "projected_client_ceiling_rps": round(ceiling) if ceiling else None,
-                 "system_cpu_percent": round(r.system_cpu_pct, 1), "goal_rps": GOAL_RPS,
-                 "stretch_goal_rps": STRETCH_RPS, "window_throughputs": r.window_throughputs,
-                 "grpc_channels": grpc_channels if (kind, client) == ("grpc", "aio") else None}
+    ceiling = row.throughput_rps * 100.0 / loop_pct if loop_pct > 1 else None
+    row.extra["projected_client_ceiling_rps"] = round(ceiling) if ceiling else None
     return row
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from benchmarks.commands.common import (DEFAULT_MODELS, SERVER_MODES, add_run_args, add_serve_args_option, finish_run,
                                         open_run)
-from benchmarks.clients.payloads import discover_models
+from benchmarks.requests.discovery import discover_models
 from benchmarks.results.report import eager_vs_graph, grpc_vs_rest, openloop_table, table
 from benchmarks.targets.managed import ManagedServer
 

@@ -157,7 +157,7 @@ def _table(rows: list[ResultRow]) -> list[dict]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from benchmarks.clients.payloads import discover_models
+    from benchmarks.requests.discovery import discover_models
     from export.contract import find_version_dir
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

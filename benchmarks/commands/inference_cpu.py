@@ -101,7 +101,7 @@ def served_rows(server: ManagedServer, sizes: tuple[int, ...], requests: int, re
             name = measurement_name(api, n)
             print(f"[inference-cpu] run {rep + 1}: {name}", flush=True)
             method = f"/{PREDICTION_SERVICE}/{api.method}"
-            rows.append(span_row(*asyncio.run(single_stream(server, payload, requests, method)), name,
+            rows.append(span_row(single_stream(server, payload, requests, method), name,
                                  batch_size=n, model=MODEL, mode="graph", scenario=api.scenario, concurrency=1,
                                  server=SERVER, target=server.grpc_target))
     return rows

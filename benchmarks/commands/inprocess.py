@@ -23,7 +23,8 @@ from typing import Callable
 from benchmarks.commands.common import DEFAULT_MODELS, add_run_args, finish_run, int_list, open_run
 from benchmarks.measure.calls import time_calls
 from benchmarks.measure.histogram import LatencyHistogram
-from benchmarks.clients.payloads import DEFAULT_BATCH_SIZES, discover_models, make_inputs
+from benchmarks.requests.discovery import discover_models
+from benchmarks.requests.payloads import DEFAULT_BATCH_SIZES, make_inputs
 from benchmarks.results.schema import ResultRow, ResultWriter
 
 log = logging.getLogger(__name__)

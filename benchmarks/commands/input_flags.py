@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from benchmarks.clients.inputs import InputOptions, parse_feature, parse_int_range, parse_shape
-from benchmarks.clients.payloads import discover_models
-from benchmarks.clients.signature import check_models_served
+from benchmarks.requests.tensors import InputOptions, parse_feature, parse_int_range, parse_shape
+from benchmarks.requests.discovery import discover_models
+from benchmarks.requests.signature import check_models_served
 
 INPUTS_HELP = """\
 Requests for any model: without a manifest in --models-dir (or with any of the flags below), the load

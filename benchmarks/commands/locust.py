@@ -8,7 +8,7 @@ from pathlib import Path
 from benchmarks.commands.common import DEFAULT_MODELS, add_run_args, add_server_args, finish_run, open_run
 from benchmarks.commands.served import ServedConfig, run_served
 from benchmarks.load.locust_run import LocustConfig, run_locust
-from benchmarks.clients.payloads import discover_models
+from benchmarks.requests.discovery import discover_models
 from benchmarks.targets.managed import start_for_run
 
 

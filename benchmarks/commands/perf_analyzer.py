@@ -23,8 +23,8 @@ import argparse
 import math
 from pathlib import Path
 
-from benchmarks.clients.input_data import load_document
-from benchmarks.clients.payloads import build_payload
+from benchmarks.requests.input_data import load_document
+from benchmarks.requests.payloads import build_payload
 from benchmarks.clients.transports import DEFAULT_GRPC_CLIENT, GRPC_CLIENTS, client_name
 from benchmarks.commands.common import DEFAULT_MODELS, add_run_args, finish_run, int_list, open_run
 from benchmarks.commands.input_flags import add_input_arguments, input_options, served_models

@@ -32,7 +32,6 @@ Numbers are measurements, not assertions: nothing here fails because a goal is m
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import re
@@ -40,19 +39,18 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Callable
 
-from benchmarks.clients.payloads import ModelInfo, build_payload, discover_models
+from benchmarks.requests.discovery import ModelInfo, discover_models
+from benchmarks.requests.payloads import build_payload
 from benchmarks.clients.transports import client_name, make_transport
 from benchmarks.commands.common import DEFAULT_MODELS, add_run_args, finish_run, open_run
-from benchmarks.load.closed_loop import LoadLoop
-from benchmarks.measure import prometheus
+from benchmarks.load.managers import ClosedLoop, MeasuredPoint, WindowPlan, run_point
 from benchmarks.measure.calls import CallTiming, time_calls
-from benchmarks.measure.cpu import CpuMeter, CpuReading
-from benchmarks.measure.recorder import Recorder, Window
+from benchmarks.results.profiler import profile
 from benchmarks.results.schema import ResultRow, ResultWriter, atomic_write_text
 from benchmarks.targets.managed import REPO_ROOT, ManagedServer
-from export.contract import PREDICT_METHOD
+from export.contract import LOCAL_MODEL_CONFIG_FILE, PREDICT_METHOD
 
 CPU_BATCHING_FILE = REPO_ROOT / "docker" / "batching" / "batching_cpu.config"
 SUMMARY_JSON = "perf_check.json"
@@ -106,26 +104,11 @@ def median_row(rows: list[ResultRow]) -> ResultRow:
     return mid
 
 
-def span_row(window: Window, cpu: CpuReading, server_metrics: dict, measurement: str, *, batch_size: int = 1,
-             **kw) -> ResultRow:
-    """A served measurement: latencies from the window, CPU per request of both sides, the batch size."""
-    row = ResultRow.from_histogram(window.hist, duration_s=window.duration_s, errors=sum(window.errors.values()),
-                                   errors_by_code=window.errors, kind="grpc", batch_size=batch_size,
-                                   client=client_name("grpc", GRPC_CLIENT), **kw)
-    row.achieved_rate = row.throughput_rps
-    row.client_cpu_percent = round(cpu.process_pct, 1)
-    row.client_saturated = cpu.saturated
-    n, wall = max(1, window.sent), max(cpu.wall_s, 1e-9)
-    batch = server_metrics.get("processed_batch_size_mean")
-    row.extra = {"measurement": measurement,
-                 "server_cpu_us_per_request": round(cpu.pids_s / n * 1e6, 1),
-                 "client_cpu_us_per_request": round(cpu.process_s / n * 1e6, 1),
-                 "server_cores": round(cpu.pids_s / wall, 2), "client_cores": round(cpu.process_s / wall, 2),
-                 "avg_processed_batch": round(batch, 2) if batch else None,
-                 "loop_thread_cpu_percent": round(cpu.thread_pct, 1), "server_metrics": server_metrics}
-    if row.errors:
-        row.warnings.append(f"{row.errors} failed requests: {row.errors_by_code}")
-    return row
+def span_row(point: MeasuredPoint, measurement: str, **kw) -> ResultRow:
+    """A served measurement's row (the profiler's), named, with the server's mean processed batch size."""
+    batch = point.server_metrics.get("processed_batch_size_mean")
+    return profile(point, extra={"measurement": measurement, "avg_processed_batch": round(batch, 2) if batch else None},
+                   **{"kind": "grpc", "batch_size": 1, "client": client_name("grpc", GRPC_CLIENT), **kw})
 
 
 def _call_row(t: CallTiming, model: str, mode: str, measurement: str) -> ResultRow:
@@ -172,45 +155,25 @@ def in_process(version_dir: Path, model: str, requests: int) -> tuple[ResultRow,
 
 
 # ---------------------------------------------------------------------------------------------- served
-async def _measured(rec: Recorder, server: ManagedServer,
-                    run: Callable[[], Awaitable[object]]) -> tuple[Window, CpuReading, dict]:
-    """Drop what was recorded so far (warm-up), then measure `run`: its window, CPU and Prometheus delta."""
-    def scrape():
-        return prometheus.scrape(server.metrics_url) if server.rest_port > 0 else None
-
-    rec.rotate()
-    before = scrape()
-    cpu = CpuMeter(server.pids)
-    await run()
-    reading = cpu.stop()
-    window = rec.rotate()
-    return window, reading, prometheus.delta(before, scrape())
+def _served_point(server: ManagedServer, payload: bytes, manager: ClosedLoop, plan: WindowPlan,
+                  method: str = PREDICT_METHOD) -> MeasuredPoint:
+    """One span against `server`, raw bytes (no client-side proto work inside the timing), its CPU charged."""
+    return run_point(lambda: make_transport("grpc", server.grpc_target, concurrency=manager.concurrency,
+                                            grpc_client=GRPC_CLIENT, grpc_method=method),
+                     [payload], manager, plan, server_pids=tuple(server.pids),
+                     metrics_url=server.metrics_url if server.rest_port > 0 else "")
 
 
-async def single_stream(server: ManagedServer, payload: bytes, requests: int,
-                        method: str = PREDICT_METHOD) -> tuple[Window, CpuReading, dict]:
-    """Round trips of `method`, one in flight, raw bytes (no client-side proto work inside the timing)."""
-    transport = make_transport("grpc", server.grpc_target, grpc_client=GRPC_CLIENT, grpc_method=method)
-    loop = LoadLoop(transport, [payload], Recorder())
-    try:
-        await loop.run_requests(1, min(WARMUP_REQUESTS, requests))
-        return await _measured(loop.recorder, server, lambda: loop.run_requests(1, requests))
-    finally:
-        await transport.close()
+def single_stream(server: ManagedServer, payload: bytes, requests: int, method: str = PREDICT_METHOD) -> MeasuredPoint:
+    """`requests` round trips of `method`, one in flight, after a warm-up of up to WARMUP_REQUESTS."""
+    plan = WindowPlan(warmup_s=0, warmup_requests=min(WARMUP_REQUESTS, requests))
+    return _served_point(server, payload, ClosedLoop(1, requests), plan, method)
 
 
-async def concurrent_streams(server: ManagedServer, payload: bytes, streams: int,
-                             seconds: float) -> tuple[Window, CpuReading, dict]:
-    """Closed loop: `streams` requests in flight for `seconds` after a warm-up of up to 2 s."""
-    transport = make_transport("grpc", server.grpc_target, concurrency=streams, grpc_client=GRPC_CLIENT)
-    loop = LoadLoop(transport, [payload], Recorder())
-    tasks = loop.start_closed(streams)
-    try:
-        await asyncio.sleep(min(2.0, seconds / 4))
-        return await _measured(loop.recorder, server, lambda: asyncio.sleep(seconds))
-    finally:
-        await loop.stop(tasks, 30.0)
-        await transport.close()
+def concurrent_streams(server: ManagedServer, payload: bytes, streams: int, seconds: float) -> MeasuredPoint:
+    """Closed loop: `streams` requests in flight for `seconds` (one window) after a warm-up of up to 2 s."""
+    plan = WindowPlan(window_s=seconds, fixed_windows=1, warmup_s=min(2.0, seconds / 4))
+    return _served_point(server, payload, ClosedLoop(streams), plan)
 
 
 @dataclass
@@ -240,11 +203,11 @@ def measure_server(args: argparse.Namespace, running: ManagedServer, payload: by
     kw = dict(model=args.model, target=running.grpc_target, **row_kw)
     rows = []
     if single:
-        rows.append(span_row(*asyncio.run(single_stream(running, payload, args.requests)), single,
-                              scenario="closed", concurrency=1, **kw))
+        rows.append(span_row(single_stream(running, payload, args.requests), single,
+                             scenario="closed", **kw))
     if streams:
-        rows.append(span_row(*asyncio.run(concurrent_streams(running, payload, args.streams, args.seconds)),
-                              streams, scenario="closed", concurrency=args.streams, **kw))
+        rows.append(span_row(concurrent_streams(running, payload, args.streams, args.seconds),
+                             streams, scenario="closed", **kw))
     return rows
 
 
@@ -343,7 +306,7 @@ def tuned_batching_file(batching_file: Path, timeout_us: int) -> Path | None:
 # ---------------------------------------------------------------------------------------------- main
 def _check(args: argparse.Namespace) -> tuple[str | None, ModelInfo | None, list[str]]:
     """(problem, the model, served modes): a problem is one line for stderr."""
-    config = Path(args.models_dir) / "models.local.config"
+    config = Path(args.models_dir) / LOCAL_MODEL_CONFIG_FILE
     info = next((i for i in discover_models(args.models_dir) if i.name == args.model), None)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if not config.is_file() or info is None:

@@ -2,14 +2,13 @@
 
 Per model and batch size: build the request once (its encode cost measured separately), check one
 real response (shape) and measure its decode cost, then
-  * a closed-loop concurrency sweep (perf_analyzer's method, load/closed_loop.py), one row per concurrency;
+  * a closed-loop concurrency sweep (perf_analyzer's method, load/managers.py), one row per concurrency;
   * optional open-loop MLPerf LoadGen scenarios (load/loadgen.py), one row per scenario/rate.
 Server-side Prometheus deltas are attached to each row when a metrics URL answers.
 """
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,18 +16,18 @@ from pathlib import Path
 from benchmarks.commands.common import (DEFAULT_GRPC_TARGET, DEFAULT_MODELS, DEFAULT_REST_TARGET, add_run_args,
                                         finish_run, float_list, int_list, open_run)
 from benchmarks.measure import prometheus
-from benchmarks.load.closed_loop import run_closed_loop
+from benchmarks.load.managers import ClosedLoop, MeasuredPoint, WindowPlan, run_point
 from benchmarks.load.loadgen import SCENARIOS as LOADGEN_SCENARIOS, LoadGenConfig, run_loadgen
-from benchmarks.clients.inputs import InputOptions
-from benchmarks.clients.model_requests import payload_factory
-from benchmarks.clients.payloads import (Payload, check_grpc_response, check_rest_response, grpc_response_decode_ms,
+from benchmarks.requests.builder import RequestSpec, build_requests
+from benchmarks.requests.tensors import InputOptions
+from benchmarks.requests.payloads import (Payload, check_grpc_response, check_rest_response, grpc_response_decode_ms,
                        rest_response_decode_ms)
 from benchmarks.clients.probe import probe
 from benchmarks.commands.input_flags import add_input_arguments, input_options, served_models
 from benchmarks.results.schema import ResultRow, ResultWriter
 from export.contract import PROMETHEUS_PATH
 from benchmarks.clients.transports import DEFAULT_GRPC_CLIENT, GRPC_CLIENTS, client_name, make_transport
-from benchmarks.measure.cpu import CPU_SATURATION_PCT, CpuMeter
+from benchmarks.results.profiler import profile
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +55,7 @@ class ServedConfig:
     loadgen_dir: Path | None = None
     progress: bool = True
     fixed_windows: int | None = None
-    inputs: InputOptions = field(default_factory=InputOptions)  # signature, shapes, input data (inputs.py)
+    inputs: InputOptions = field(default_factory=InputOptions)  # signature, shapes, input data (requests/tensors.py)
     allow_errors: bool = False  # time the load even when the probe request fails
     extra: dict = field(default_factory=dict)
 
@@ -78,10 +77,6 @@ def _probe_problem(cfg: ServedConfig, p: Payload) -> tuple[str | None, float | N
     return check_rest_response(res.body, p.batch_size), rest_response_decode_ms(res.body)
 
 
-def _payload_bytes(kind: str, p: Payload) -> bytes:
-    return p.grpc_bytes if kind == "grpc" else p.rest_body
-
-
 def run_served(cfg: ServedConfig, writer: ResultWriter | None = None) -> list[ResultRow]:
     from tqdm import tqdm
 
@@ -92,9 +87,9 @@ def run_served(cfg: ServedConfig, writer: ResultWriter | None = None) -> list[Re
     points = len(cfg.models) * len(cfg.batch_sizes) * (len(cfg.concurrencies) + n_lg)
     bar = tqdm(total=points, desc=f"{cfg.kind} {cfg.target}", unit="pt", disable=not cfg.progress)
     for model, n_features in cfg.models:
-        payloads = payload_factory(cfg.kind, cfg.target, model, n_features, cfg.inputs)
+        built = build_requests(RequestSpec(model, cfg.kind, cfg.target, n_features, cfg.inputs))
         for bs in cfg.batch_sizes:
-            p = payloads(bs)
+            p = built.payload(bs)
             problem, decode_ms = _probe_problem(cfg, p)
             if problem:
                 # Keep going: the sweep will count the errors by status; the warning says why.
@@ -103,7 +98,7 @@ def run_served(cfg: ServedConfig, writer: ResultWriter | None = None) -> list[Re
             common = dict(kind=cfg.kind, model=model, mode=cfg.server_label or "served", batch_size=bs,
                           server=cfg.server_label, target=cfg.target, serialize_ms=enc_ms, deserialize_ms=decode_ms,
                           client=client_name(cfg.kind, cfg.grpc_client))
-            payload = [_payload_bytes(cfg.kind, p)]
+            payload = [p.grpc_bytes if cfg.kind == "grpc" else p.rest_body]
             for conc in cfg.concurrencies:
                 bar.set_postfix_str(f"{model} b={bs} c={conc}")
                 row = _closed_point(cfg, p, payload, conc, common)
@@ -124,33 +119,17 @@ def run_served(cfg: ServedConfig, writer: ResultWriter | None = None) -> list[Re
     return rows
 
 
+def _transport(cfg: ServedConfig, p: Payload, concurrency: int):
+    return make_transport(cfg.kind, cfg.target, p.rest_path, concurrency=concurrency, timeout_s=cfg.timeout_s,
+                          grpc_channels=cfg.grpc_channels, grpc_client=cfg.grpc_client, grpc_method=p.grpc_method)
+
+
 def _closed_point(cfg: ServedConfig, p: Payload, payload: list[bytes], conc: int, common: dict) -> ResultRow:
     """One closed-loop point at concurrency `conc`, with the server's Prometheus delta over it."""
-    before = prometheus.scrape(cfg.metrics_url)
-
-    async def point():
-        t = make_transport(cfg.kind, cfg.target, p.rest_path, concurrency=conc, timeout_s=cfg.timeout_s,
-                           grpc_channels=cfg.grpc_channels, grpc_client=cfg.grpc_client, grpc_method=p.grpc_method)
-        try:
-            return await run_closed_loop(t, payload, conc, window_s=cfg.window_s, max_windows=cfg.max_windows,
-                                         stability_pct=cfg.stability_pct, warmup_s=cfg.warmup_s,
-                                         fixed_windows=cfg.fixed_windows)
-        finally:
-            await t.close()
-
-    r = asyncio.run(point())
-    after = prometheus.scrape(cfg.metrics_url)
-    row = ResultRow.from_histogram(r.hist, duration_s=r.duration_s, errors=r.n_errors, errors_by_code=r.errors,
-                                   scenario="closed", concurrency=conc, stable=r.stable,
-                                   client_cpu_percent=round(r.client_cpu_pct, 1), client_saturated=r.saturated,
-                                   **common)
-    row.achieved_rate = row.throughput_rps
-    row.warnings = r.warnings()
-    row.extra = {"windows": r.windows, "window_throughputs": r.window_throughputs,
-                 "max_deviation_pct": round(r.deviation_pct, 2) if r.deviation_pct != float("inf") else None,
-                 "system_cpu_percent": round(r.system_cpu_pct, 1), "loop_thread_cpu_percent": round(r.loop_cpu_pct, 1),
-                 "server_metrics": prometheus.delta(before, after, p.model), **cfg.extra}
-    return row
+    plan = WindowPlan(cfg.window_s, cfg.max_windows, cfg.stability_pct, cfg.warmup_s, cfg.fixed_windows)
+    point = run_point(lambda: _transport(cfg, p, conc), payload, ClosedLoop(conc), plan, metrics_url=cfg.metrics_url,
+                      model=p.model)
+    return profile(point, scenario="closed", extra=cfg.extra, **common)
 
 
 def _loadgen_point(cfg: ServedConfig, p: Payload, payload: list[bytes], scenario: str, qps: float,
@@ -160,29 +139,17 @@ def _loadgen_point(cfg: ServedConfig, p: Payload, payload: list[bytes], scenario
     lcfg = LoadGenConfig(scenario=scenario, target_qps=qps, min_duration_ms=cfg.loadgen_min_duration_ms,
                          target_latency_ms=cfg.loadgen_target_latency_ms)
     before = prometheus.scrape(cfg.metrics_url)
-    cpu = CpuMeter()
-    res = run_loadgen(lambda: make_transport(cfg.kind, cfg.target, p.rest_path, concurrency=64,
-                                             timeout_s=cfg.timeout_s, grpc_channels=cfg.grpc_channels,
-                                             grpc_client=cfg.grpc_client, grpc_method=p.grpc_method),
-                      payload, lcfg, out_dir)
-    client_cpu = cpu.stop()
-    after = prometheus.scrape(cfg.metrics_url)
-    row = ResultRow.from_histogram(res.hist, duration_s=res.duration_s, errors=sum(res.errors.values()),
-                                   errors_by_code=res.errors, scenario=scenario,
-                                   target_rate=qps if scenario != "single_stream" else None,
-                                   client_cpu_percent=round(client_cpu.process_pct, 1),
-                                   client_saturated=client_cpu.process_pct >= CPU_SATURATION_PCT, **common)
+    res = run_loadgen(lambda: _transport(cfg, p, 64), payload, lcfg, out_dir)
+    point = MeasuredPoint({}, [res.window], res.cpu, prometheus.delta(before, prometheus.scrape(cfg.metrics_url),
+                                                                      p.model))
+    lg = {"verdict": res.verdict, "summary_log": str(res.summary_path), "percentiles_ms": res.loadgen_percentiles_ms,
+          "issued": res.issued, "constraints": {k: v for k, v in res.summary.items() if "satisfied" in k.lower()}}
+    row = profile(point, scenario=scenario, target_rate=qps if scenario != "single_stream" else None,
+                  extra={"loadgen": lg, **cfg.extra}, **common)
     row.achieved_rate = res.achieved_qps
-    row.extra = {"loadgen": {"verdict": res.verdict, "summary_log": str(res.summary_path),
-                             "percentiles_ms": res.loadgen_percentiles_ms, "issued": res.issued,
-                             "constraints": {k: v for k, v in res.summary.items() if "satisfied" in k.lower()}},
-                 "server_metrics": prometheus.delta(before, after, p.model), **cfg.extra}
-    row.warnings = []
     if res.verdict != "VALID":
-        row.warnings.append(f"LoadGen verdict {res.verdict}: " + ", ".join(
-            f"{k}={v}" for k, v in row.extra["loadgen"]["constraints"].items()))
-    if res.errors:
-        row.warnings.append(f"{sum(res.errors.values())} failed requests: {res.errors}")
+        row.warnings.insert(0, f"LoadGen verdict {res.verdict}: " + ", ".join(
+            f"{k}={v}" for k, v in lg["constraints"].items()))
     if scenario == "server" and res.achieved_qps is not None and res.achieved_qps < 0.9 * qps:
         row.warnings.append(f"achieved {res.achieved_qps:.1f}/s of target {qps:g}/s")
     if writer:

@@ -10,9 +10,10 @@ from pathlib import Path
 
 from benchmarks.commands.common import (DEFAULT_MODELS, add_run_args, add_serve_args_option, add_server_args,
                                         finish_run, open_run)
-from benchmarks.clients.payloads import discover_models
-from benchmarks.clients.signature import check_models_served
+from benchmarks.requests.discovery import discover_models
+from benchmarks.requests.signature import check_models_served
 from benchmarks.targets.managed import start_for_run
+from export.contract import PROMETHEUS_PATH
 
 
 @dataclass
@@ -98,7 +99,7 @@ def main(args: argparse.Namespace) -> int:
         else:
             targets = {k: t for k, t in (("grpc", args.grpc_target), ("rest", args.rest_target)) if t}
             label = args.server_label
-            metrics = f"http://{args.rest_target}/monitoring/prometheus/metrics" if args.rest_target else ""
+            metrics = f"http://{args.rest_target}{PROMETHEUS_PATH}" if args.rest_target else ""
         print(">> [3/3] gRPC and REST: closed-loop sweeps, then LoadGen open-loop scenarios", flush=True)
         for kind in targets:
             run_served(ServedConfig(kind=kind, target=targets[kind], models=served,

@@ -6,14 +6,16 @@ tries apt-get itself. `perf-analyzer` (make crosscheck) runs the same comparison
 from __future__ import annotations
 
 import argparse
-import asyncio
 import time
 from pathlib import Path
 
 from benchmarks.commands.common import (DEFAULT_MODELS, DEFAULT_REST_TARGET, add_run_args, add_server_args, finish_run,
                                         open_run)
-from benchmarks.load.closed_loop import run_closed_loop
-from benchmarks.clients.payloads import build_payload, discover_models
+from benchmarks.load.managers import ClosedLoop, WindowPlan, run_point
+from benchmarks.measure.cpu_meter import cpu_us_per_request
+from benchmarks.requests.discovery import discover_models
+from benchmarks.requests.payloads import build_payload
+from benchmarks.results.profiler import profile
 from benchmarks.results.schema import ResultRow
 from benchmarks.targets.managed import start_for_run
 from benchmarks.clients.transports import RestTransport
@@ -41,7 +43,7 @@ def explain_gap(ours: ResultRow, wrk_row: ResultRow) -> list[str]:
     if abs(gap) <= GAP_PCT:
         lines.append(f"within {GAP_PCT:g}%: both clients see the same server latency")
         return lines
-    per_req_us = (ours.client_cpu_percent or 0) / 100 * 1e6 / ours.throughput_rps if ours.throughput_rps else float("nan")
+    per_req_us = cpu_us_per_request(ours.client_cpu_percent, ours.throughput_rps) or float("nan")
     lines += [f"gap above {GAP_PCT:g}%. Why it can differ:",
               f"- client cost: our Python client (asyncio streams) spends ~{per_req_us:.0f} µs of CPU per request "
               f"({ours.client_cpu_percent:.0f}% of a core); wrk's C event loop spends a few µs. On a loaded "
@@ -69,22 +71,10 @@ def explain_gap(ours: ResultRow, wrk_row: ResultRow) -> list[str]:
 def _measure_ours(target: str, label: str, model: str, p, args: argparse.Namespace) -> ResultRow:
     """Our REST client, closed loop at the same concurrency and duration wrk gets."""
 
-    async def ours():
-        t = RestTransport(target, p.rest_path, connections=args.concurrency)
-        try:
-            return await run_closed_loop(t, [p.rest_body], args.concurrency, window_s=args.duration_s / 5,
-                                         fixed_windows=5, warmup_s=1.0)
-        finally:
-            await t.close()
-
-    r = asyncio.run(ours())
-    row = ResultRow.from_histogram(r.hist, duration_s=r.duration_s, errors=r.n_errors, errors_by_code=r.errors,
-                                   kind="rest", model=model, mode=label, batch_size=args.batch_size,
-                                   scenario="wrk-crosscheck", concurrency=args.concurrency, server=label,
-                                   target=target, client_cpu_percent=round(r.client_cpu_pct, 1),
-                                   client_saturated=r.saturated, stable=r.stable)
-    row.warnings = r.warnings()
-    return row
+    point = run_point(lambda: RestTransport(target, p.rest_path, connections=args.concurrency), [p.rest_body],
+                      ClosedLoop(args.concurrency), WindowPlan(args.duration_s / 5, fixed_windows=5, warmup_s=1.0))
+    return profile(point, kind="rest", model=model, mode=label, batch_size=args.batch_size,
+                   scenario="wrk-crosscheck", server=label, target=target)
 
 
 def wrk_row(s: wrk_tool.WrkPoint, *, model: str, label: str, target: str, batch_size: int, concurrency: int,

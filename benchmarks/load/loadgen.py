@@ -3,8 +3,8 @@
 LoadGen owns the schedule: in the Server scenario it issues queries at Poisson-distributed times for
 a target rate and measures each query's latency from its *scheduled* issue time, so a server stall
 cannot hide behind a client that stopped sending (coordinated omission). Our SUT only forwards each
-query to the transport without blocking (an asyncio loop in a background thread) and reports the
-completion back. LoadGen's verdict (VALID/INVALID) and its percentiles come from its summary log,
+query to the load loop (benchmarks/load/managers.py: the one send-and-record path) without blocking (an
+asyncio loop in a background thread) and reports the completion back. LoadGen's verdict (VALID/INVALID) and its percentiles come from its summary log,
 which is kept under <run-dir>/loadgen/<label>/.
 Our own histogram (from the moment LoadGen hands us a query to completion) is stored as the row's
 raw histogram; LoadGen's own numbers are in row.extra["loadgen"].
@@ -12,16 +12,18 @@ raw histogram; LoadGen's own numbers are in row.extra["loadgen"].
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import threading
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from benchmarks.measure.histogram import LatencyHistogram
-from benchmarks.clients.transports import Transport, ok
+from benchmarks.clients.transports import Transport
+from benchmarks.load.managers import LoadLoop
+from benchmarks.measure.cpu_meter import CpuMeter, CpuReading
+from benchmarks.measure.recorder import Window
 
 SCENARIOS = ("single_stream", "server", "offline")
 
@@ -44,9 +46,8 @@ class LoadGenResult:
     verdict: str  # VALID | INVALID | UNKNOWN
     summary: dict[str, str]
     summary_path: Path
-    hist: LatencyHistogram
-    errors: dict[str, int]
-    duration_s: float
+    window: Window  # everything recorded between the test's start and end
+    cpu: CpuReading  # this process's over the test, thread figure = the sending loop's
     issued: int
     loadgen_percentiles_ms: dict[str, float] = field(default_factory=dict)
     achieved_qps: float | None = None
@@ -76,40 +77,36 @@ def _loadgen_percentiles(summary: dict[str, str]) -> dict[str, float]:
 
 
 class _AsyncSut:
-    """LoadGen's system under test: every query handed over on LoadGen's thread is sent by one transport on
-    an asyncio loop of its own, and reported complete (to LoadGen) when the answer is in."""
+    """LoadGen's system under test: every query handed over on LoadGen's thread is sent through the load loop
+    (one transport, one recorder) on an asyncio loop of its own, and reported complete (to LoadGen) when the
+    answer is in. Its latency counts from the hand-over, LoadGen's scheduled issue time."""
 
     def __init__(self, lg, transport_factory: Callable[[], Transport], payloads: list[bytes], cfg: LoadGenConfig) -> None:
         self.lg, self.payloads = lg, payloads
         self.limit = cfg.scenario == "offline"  # Offline issues everything at once: cap what is in flight
-        self.hist = LatencyHistogram()
-        self.errors: Counter[str] = Counter()
         self.issued = 0
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="loadgen-sut-loop")
         self.thread.start()
 
-        async def setup() -> tuple[Transport, asyncio.Semaphore]:
+        async def setup() -> tuple[LoadLoop, asyncio.Semaphore, CpuMeter]:
             # a transport binds to the loop it is created on (grpc.aio channels, the REST client's semaphore and
-            # streams, libcurl's socket watches): create it here, on the loop LoadGen's callbacks run on.
-            return transport_factory(), asyncio.Semaphore(cfg.offline_max_inflight)
+            # streams, libcurl's socket watches): create it here, on the loop LoadGen's callbacks run on; the
+            # CPU meter too, so its thread figure is this sending loop's (the saturation rule's thread).
+            return (LoadLoop(transport_factory(), payloads), asyncio.Semaphore(cfg.offline_max_inflight),
+                    CpuMeter())
 
-        self.transport, self.sem = asyncio.run_coroutine_threadsafe(setup(), self.loop).result()
+        self.sender, self.sem, self.cpu = self._on_loop(setup())
+
+    def _on_loop(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
 
     async def _one(self, qid: int, index: int, t_issue: int) -> None:
-        status = "client_exception"
         payload = self.payloads[index % len(self.payloads)]
         try:
-            if self.limit:
-                async with self.sem:
-                    status, _ = await self.transport.send(payload)
-            else:
-                status, _ = await self.transport.send(payload)
+            async with self.sem if self.limit else contextlib.nullcontext():
+                await self.sender.send(payload, started_ns=t_issue)
         finally:
-            if ok(status):
-                self.hist.record_ns(time.perf_counter_ns() - t_issue)
-            else:
-                self.errors[status] += 1
             # LoadGen waits for every query, failed or not (it has no notion of failure), so the
             # completion is sent whatever happened; failures show up in our error count.
             self.lg.QuerySamplesComplete([self.lg.QuerySampleResponse(qid, 0, 0)])
@@ -128,10 +125,19 @@ class _AsyncSut:
     def flush_queries(self) -> None:
         pass
 
-    def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.transport.close(), self.loop).result(timeout=10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
+    def close(self) -> tuple[Window, CpuReading]:
+        """The test's one window and the sending loop's CPU over it; the transport closed, the loop stopped."""
+
+        async def finish() -> tuple[Window, CpuReading]:
+            reading, window = self.cpu.stop(), self.sender.recorder.rotate()
+            await self.sender.transport.close()
+            return window, reading
+
+        try:
+            return self._on_loop(finish())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=10)
 
 
 def _test_settings(lg, cfg: LoadGenConfig):
@@ -182,17 +188,16 @@ def run_loadgen(transport_factory: Callable[[], Transport], payloads: list[bytes
     n = max(1, cfg.performance_samples)
     sut = lg.ConstructSUT(sut_impl.issue_queries, sut_impl.flush_queries)
     qsl = lg.ConstructQSL(n, n, lambda idx: None, lambda idx: None)
-    t0 = time.perf_counter()
+    sut_impl.sender.recorder.rotate()  # the window opens with the test
     try:
         lg.StartTestWithLogSettings(sut, qsl, _test_settings(lg, cfg), _log_settings(lg, out_dir))
     finally:
-        duration = time.perf_counter() - t0
         lg.DestroyQSL(qsl)
         lg.DestroySUT(sut)
-        sut_impl.close()
+        window, cpu = sut_impl.close()
 
     summary_path = out_dir / "mlperf_log_summary.txt"
     summary = parse_summary(summary_path.read_text()) if summary_path.exists() else {}
-    return LoadGenResult(cfg.scenario, summary.get("Result is", "UNKNOWN"), summary, summary_path, sut_impl.hist,
-                         dict(sut_impl.errors), duration, sut_impl.issued, _loadgen_percentiles(summary),
+    return LoadGenResult(cfg.scenario, summary.get("Result is", "UNKNOWN"), summary, summary_path, window, cpu,
+                         sut_impl.issued, _loadgen_percentiles(summary),
                          _achieved_qps(summary))

@@ -11,9 +11,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.load.closed_loop import CPU_SATURATION_PCT
+from benchmarks.measure.cpu_meter import CPU_SATURATION_PCT
 from benchmarks.measure.histogram import LatencyHistogram
-from benchmarks.measure.process_cpu import ProcessCpu, ProcessCpuSampler
+from benchmarks.measure.cpu_sampler import ProcessCpu, ProcessCpuSampler
 from benchmarks.results.schema import ResultRow, ResultWriter
 from benchmarks.targets.managed import REPO_ROOT, free_port
 

@@ -34,8 +34,9 @@ from locust.runners import MasterRunner, WorkerRunner  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a file by locust: find our package
 
 from benchmarks.measure.histogram import LatencyHistogram  # noqa: E402
-from benchmarks.clients.payloads import build_payload  # noqa: E402
-from export.contract import DEFAULT_SIGNATURE, PREDICT_METHOD  # noqa: E402
+from benchmarks.requests.builder import RequestSpec, build_requests  # noqa: E402
+from benchmarks.requests.tensors import InputOptions  # noqa: E402
+from export.contract import DEFAULT_SIGNATURE, GRPC_MESSAGE_OPTIONS, PREDICT_METHOD  # noqa: E402
 
 MODEL = os.environ.get("BENCH_MODEL", "residual_regressor")
 BATCH = int(os.environ.get("BENCH_BATCH", "1"))
@@ -45,7 +46,9 @@ GRPC_TARGET = os.environ.get("BENCH_GRPC_TARGET", "127.0.0.1:8500")
 WAIT_S = float(os.environ.get("BENCH_WAIT_S", "0"))
 RAW_FILE = os.environ.get("BENCH_LOCUST_RAW", "")
 
-PAYLOAD = build_payload(MODEL, BATCH, N_FEATURES, signature=SIGNATURE, codec_reps=3)  # built once per process
+# built once per process; the project's fast path for the default signature, else the served signature's
+PAYLOAD = build_requests(RequestSpec(MODEL, "grpc", GRPC_TARGET, N_FEATURES,
+                                     InputOptions(signature=SIGNATURE))).payload(BATCH)
 
 
 # ------------------------------------------------------------------------------------------
@@ -155,8 +158,7 @@ class GrpcPredictUser(User):
     wait_time = constant(WAIT_S)
 
     def on_start(self) -> None:
-        opts = [("grpc.max_receive_message_length", 256 * 2**20), ("grpc.max_send_message_length", 256 * 2**20)]
-        self._channel = grpc.insecure_channel(GRPC_TARGET, options=opts)
+        self._channel = grpc.insecure_channel(GRPC_TARGET, options=GRPC_MESSAGE_OPTIONS)
         self._predict = self._channel.unary_unary(PREDICT_METHOD)  # bytes in, bytes out
 
     def on_stop(self) -> None:

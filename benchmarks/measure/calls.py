@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from benchmarks.measure.cpu import CpuMeter, CpuReading
+from benchmarks.measure.cpu_meter import CpuMeter, CpuReading, cpu_us_per_request
 from benchmarks.measure.histogram import LatencyHistogram
 
 
@@ -22,8 +22,8 @@ class CallTiming:
     cpu: CpuReading
 
     @property
-    def cpu_us_per_call(self) -> float:
-        return self.cpu.process_s / self.calls * 1e6 if self.calls else 0.0
+    def cpu_us_per_call(self) -> float:  # the one CPU-per-request rule, a call being the request
+        return cpu_us_per_request(self.cpu.process_pct, self.calls / self.cpu.wall_s if self.cpu.wall_s else 0) or 0.0
 
 
 def time_calls(fn: Callable[[], object], calls: int, warmup: int = 200, *, budget_s: float | None = None,

@@ -54,9 +54,6 @@ class LatencyHistogram:
     def record_ns(self, ns: int) -> None:
         self.record_us(ns / 1000.0)
 
-    def record_s(self, s: float) -> None:
-        self.record_us(s * 1e6)
-
     def merge(self, other: "LatencyHistogram") -> "LatencyHistogram":
         self._h.add(other._h)
         self.clamped += other.clamped

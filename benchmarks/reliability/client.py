@@ -2,31 +2,22 @@
 
 Used between and after faults: "is version N AVAILABLE / refused with what message", "does a valid request
 still get a correct answer", "what does the server's own request counter say". No TensorFlow import
-(benchmarks.clients.protos loads only the generated modules).
+(benchmarks.requests.protos loads only the generated modules).
 """
 from __future__ import annotations
-
-import time
-from dataclasses import dataclass
 
 import numpy as np
 import requests
 
-from benchmarks.clients import protos
-from benchmarks.clients.payloads import build_predict_request, make_inputs
 from benchmarks.measure import prometheus
+from benchmarks.requests import protos, signature
+from benchmarks.requests.payloads import build_predict_request, make_inputs
+from benchmarks.requests.signature import VersionState, wait_for
 from export.contract import PROMETHEUS_PATH, REQUEST_COUNT
+from export.tensor_proto import to_ndarray
 
 MODEL = "residual_regressor"
 N_FEATURES = 10
-
-
-@dataclass
-class VersionState:
-    version: int
-    state: str  # START | LOADING | AVAILABLE | UNLOADING | END
-    error_code: int
-    error_message: str
 
 
 def channel(target: str):
@@ -38,17 +29,8 @@ def channel(target: str):
 
 
 def model_status(target: str, model: str = MODEL, version: int | None = None, timeout: float = 5.0) -> list[VersionState]:
-    p = protos.load()
-    req = p["get_model_status_pb2"].GetModelStatusRequest()
-    req.model_spec.name = model
-    if version is not None:
-        req.model_spec.version.value = version
-    with channel(target) as ch:
-        stub = p["model_service_pb2_grpc"].ModelServiceStub(ch)
-        resp = stub.GetModelStatus(req, timeout=timeout)
-    state_name = p["get_model_status_pb2"].ModelVersionStatus.State.Name
-    return [VersionState(int(s.version), state_name(s.state), int(s.status.error_code), s.status.error_message)
-            for s in resp.model_version_status]
+    """GetModelStatus over gRPC (signature.UnknownModel when the server does not know the model)."""
+    return signature.model_status("grpc", target, model, version, timeout)
 
 
 def available_versions(target: str, model: str = MODEL) -> list[int]:
@@ -70,22 +52,6 @@ def wait_settled(target: str, model: str = MODEL, timeout_s: float = 120.0) -> l
     return available_versions(target, model)
 
 
-def wait_for(predicate, timeout_s: float, interval_s: float = 0.1, what: str = "condition"):
-    """Poll predicate() until truthy; return its value, or raise TimeoutError naming `what`."""
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except Exception as exc:  # a server that is restarting answers with errors for a while
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(interval_s)
-    raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what} (last: {last!r})")
-
-
 def predict_payload(model: str = MODEL, batch: int = 1, version: int | None = None, seed: int = 0) -> bytes:
     return build_predict_request(model, make_inputs(batch, N_FEATURES, seed), version=version).SerializeToString()
 
@@ -98,10 +64,7 @@ def predict(target: str, model: str = MODEL, batch: int = 1, version: int | None
     with channel(target) as ch:
         stub = p["prediction_service_pb2_grpc"].PredictionServiceStub(ch)
         resp = stub.Predict(req, timeout=timeout)
-    out = resp.outputs["predictions"]
-    dims = [d.size for d in out.tensor_shape.dim]
-    values = np.frombuffer(out.tensor_content, dtype="<f4") if out.tensor_content else np.asarray(out.float_val, "f4")
-    return int(resp.model_spec.version.value), values.reshape(dims)
+    return int(resp.model_spec.version.value), to_ndarray(resp.outputs["predictions"])
 
 
 def check_valid_request(grpc_target: str, rest_target: str | None = None, batch: int = 3,

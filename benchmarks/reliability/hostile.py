@@ -24,10 +24,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+import numpy as np
 from hypothesis import strategies as st
 
-from benchmarks.clients import protos
+from benchmarks.requests import protos
 from export.contract import DEFAULT_SIGNATURE
+from export.tensor_proto import fill_tensor_proto
 
 MODEL = "residual_regressor"
 INPUT = "inputs"
@@ -357,17 +359,12 @@ def grpc_tensor_cases(draw) -> GrpcCase:
 def grpc_input_set_cases(draw) -> GrpcCase:
     """Right tensor, wrong set of inputs: extra unknown inputs, missing input, renamed, empty map."""
     p = protos.load()
-    t = _types()
     req = p["predict_pb2"].PredictRequest()
     req.model_spec.name = MODEL
     form = draw(st.sampled_from(["extra", "renamed", "empty", "bad_signature", "bad_output_filter"]))
 
     def good(name: str) -> None:
-        tensor = req.inputs[name]
-        tensor.dtype = t.DT_FLOAT
-        tensor.tensor_shape.dim.add().size = 1
-        tensor.tensor_shape.dim.add().size = N_FEATURES
-        tensor.float_val.extend([0.1] * N_FEATURES)
+        fill_tensor_proto(req.inputs[name], np.full((1, N_FEATURES), 0.1, np.float32), typed_fields=True)
 
     names = st.text(min_size=1, max_size=12)
     if form == "extra":

@@ -13,12 +13,17 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from benchmarks.clients import protos
+import numpy as np
+
+from benchmarks.requests import protos
+from benchmarks.requests.signature import UnknownModel
 from benchmarks.reliability import client
 from benchmarks.reliability.faults import Sentinel
 from benchmarks.reliability.hostile import (GrpcCase, NameCase, RestCase, Tally, check_grpc_answer, check_name_grpc,
                                             check_name_rest, check_rest_answer, rest_paths_for)
 from benchmarks.reliability.memory import rss_bytes
+from export.contract import PREDICT_METHOD
+from export.tensor_proto import fill_tensor_proto
 
 REST_TIMEOUT_S = 30.0
 
@@ -63,10 +68,10 @@ class GrpcSender:
         self.channel = client.channel(grpc_target)
         self.max_elements = max_elements
         self.predict = self.channel.unary_unary(
-            "/tensorflow.serving.PredictionService/Predict",
+            PREDICT_METHOD,
             request_serializer=lambda m: m.SerializeToString(),
             response_deserializer=p["predict_pb2"].PredictResponse.FromString)
-        self.raw_predict = self.channel.unary_unary("/tensorflow.serving.PredictionService/Predict")
+        self.raw_predict = self.channel.unary_unary(PREDICT_METHOD)
         self.status = p["model_service_pb2_grpc"].ModelServiceStub(self.channel).GetModelStatus
         self.metadata = p["prediction_service_pb2_grpc"].PredictionServiceStub(self.channel).GetModelMetadata
 
@@ -97,11 +102,7 @@ class GrpcSender:
             req.model_spec.name = case.name
             if case.label:
                 req.model_spec.version_label = case.label
-        t = predict_req.inputs["inputs"]
-        t.dtype = protos.get("types_pb2").DT_FLOAT
-        t.tensor_shape.dim.add().size = 1
-        t.tensor_shape.dim.add().size = 10
-        t.float_val.extend([0.1] * 10)
+        fill_tensor_proto(predict_req.inputs["inputs"], np.full((1, 10), 0.1, np.float32), typed_fields=True)
         for what, fn, req in (("Predict", self.predict, predict_req), ("GetModelStatus", self.status, status_req),
                               ("GetModelMetadata", self.metadata, meta_req)):
             code, detail = self.call(fn, req)
@@ -166,10 +167,10 @@ def check_config_reload_refused(grpc_target: str, sentinel: Sentinel) -> str | N
     try:
         client.model_status(grpc_target, "bait_model")
         return "bait_model is known to the server after a refused reload"
-    except grpc.RpcError as exc:
-        if exc.code() != grpc.StatusCode.NOT_FOUND:
-            return f"status of bait_model answered {exc.code().name}, expected NOT_FOUND"
-    return None
+    except UnknownModel:
+        return None
+    except RuntimeError as exc:
+        return f"status of bait_model failed ({exc}), expected NOT_FOUND"
 
 
 # ------------------------------------------------------------------------------------------------ the report's run

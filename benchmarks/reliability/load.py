@@ -1,16 +1,16 @@
 """A background gRPC load for "load while X happens" experiments, on the benchmarks' own load loop.
 
-The closed-loop benchmark (benchmarks/load/closed_loop.py) answers "how fast"; this answers "what happened
-to every request while we rolled out, broke, killed or overloaded the server". It runs the same LoadLoop and
-Recorder in an asyncio loop on a thread of its own (so the test or CLI can do the fault in the foreground),
-sends a pre-serialised PredictRequest and, for every response, records:
+The benchmarks' measured points answer "how fast"; this answers "what happened to every request while we
+rolled out, broke, killed or overloaded the server". It runs the same load managers
+(benchmarks/load/managers.py) and Recorder in an asyncio loop on a thread of its own (so the test or CLI can
+do the fault in the foreground), sends a pre-serialised PredictRequest and, for every response, records:
   * the status (gRPC code name) and latency: successes into an HdrHistogram, failures counted by status;
   * which model version answered (PredictResponse.model_spec.version): that is how a rollout's switch-over
     is observed from the outside, exactly as a client would see it;
   * per-window tallies (default 1 s), handed to an optional callback as they close, so a result file can be
     flushed while the run is still going (and survive a crash of either side).
-Closed loop (`concurrency` workers back to back) or open loop (`rate` requests/s, latency measured from the
-*intended* send time so a stalled server cannot hide behind a slowed-down client, as wrk2/LoadGen do).
+Closed loop (`concurrency` workers back to back) or open loop (`rate` requests/s at constant gaps, at most
+`concurrency` in flight, latency measured from the *intended* send time).
 
 Reconnection: the channel's reconnect backoff is capped at 0.5 s (gRPC's default grows to 120 s), so when a
 killed server comes back the very next attempts reach it.
@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from benchmarks.clients.transports import GrpcTransport
-from benchmarks.load.closed_loop import LoadLoop
+from benchmarks.load.managers import ClosedLoop, LoadLoop, OpenLoop
 from benchmarks.measure.histogram import LatencyHistogram
-from benchmarks.measure.recorder import Recorder, Totals, Window
+from benchmarks.measure.recorder import Recorder, Totals, Window, merge
+from export.contract import GRPC_MESSAGE_OPTIONS
 
 RECONNECT_OPTIONS = (
     ("grpc.initial_reconnect_backoff_ms", 100),
@@ -35,8 +36,7 @@ RECONNECT_OPTIONS = (
 )
 CHANNEL_OPTIONS = [  # the reliability client's blocking channels: the same reconnection as the load
     *RECONNECT_OPTIONS,
-    ("grpc.max_receive_message_length", 64 * 2**20),
-    ("grpc.max_send_message_length", 64 * 2**20),
+    *GRPC_MESSAGE_OPTIONS,
     ("grpc.use_local_subchannel_pool", 1),
 ]
 
@@ -66,8 +66,6 @@ class LoadSummary:
     windows: list[Window] = field(default_factory=list)
     version_counts: dict[int, int] = field(default_factory=dict)
     version_first_seen: dict[int, float] = field(default_factory=dict)  # time.monotonic()
-    version_last_seen: dict[int, float] = field(default_factory=dict)
-    started_at: float = 0.0  # time.monotonic()
 
     @property
     def failed(self) -> int:
@@ -79,7 +77,7 @@ class LoadSummary:
 
 
 def _version_reader() -> Callable[[bytes], int | None]:
-    from benchmarks.clients import protos
+    from benchmarks.requests import protos
 
     response_type = protos.get("predict_pb2").PredictResponse
 
@@ -99,8 +97,8 @@ class BackgroundLoad:
         self.recorder = Recorder()
         self.windows: list[Window] = []
         self.summary = LoadSummary()
-        self.dropped_open_loop = 0
         self._sender: LoadLoop | None = None
+        self._manager: ClosedLoop | OpenLoop | None = None
         self._stop_flag = False
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -123,29 +121,6 @@ class BackgroundLoad:
         sent = self._sender.sent if self._sender else 0
         return sent, t.ok, dict(t.errors)
 
-    # ------------------------------------------------------------------ the loop
-    async def _open_loop(self, loop: LoadLoop) -> None:
-        """Send at `rate`/s on schedule; skip (and count) a send when `concurrency` are already in flight."""
-        cfg = self.cfg
-        interval_ns = int(1e9 / cfg.rate)
-        start = time.perf_counter_ns()
-        i = 0
-        pending: set[asyncio.Task] = set()
-        while not self._stop_flag:
-            intended = start + i * interval_ns
-            delay = (intended - time.perf_counter_ns()) / 1e9
-            if delay > 0:
-                await asyncio.sleep(delay)
-            i += 1
-            if len(pending) >= max(1, cfg.concurrency):
-                self.dropped_open_loop += 1
-                continue
-            task = asyncio.create_task(loop.send(cfg.payload, started_ns=intended))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-        if pending:
-            await asyncio.wait(pending, timeout=cfg.timeout_s + 5)
-
     async def _windows(self) -> None:
         while not self._stop_flag:
             await asyncio.sleep(self.cfg.window_s)
@@ -160,7 +135,9 @@ class BackgroundLoad:
                                        version_of=_version_reader() if cfg.track_versions else None)
         self._ready.set()
         ticker = asyncio.create_task(self._windows())
-        workers = [asyncio.create_task(self._open_loop(loop))] if cfg.rate else loop.start_closed(cfg.concurrency)
+        self._manager = (OpenLoop(cfg.rate, max_in_flight=cfg.concurrency) if cfg.rate
+                         else ClosedLoop(cfg.concurrency))
+        workers = self._manager.start(loop)
         while not self._stop_flag:
             await asyncio.sleep(0.05)
         await loop.stop(workers, cfg.timeout_s + 10)
@@ -193,14 +170,11 @@ class BackgroundLoad:
     def _summarise(self) -> LoadSummary:
         t = self.recorder.totals()
         loop = self._sender
-        s = LoadSummary(sent=loop.sent if loop else 0, ok=t.ok, errors=dict(t.errors),
-                        unaccounted=loop.in_flight if loop else 0, dropped_open_loop=self.dropped_open_loop,
-                        windows=list(self.windows), version_counts=dict(t.version_counts),
-                        version_first_seen=t.version_first_seen, version_last_seen=t.version_last_seen,
-                        started_at=self.recorder.started)
-        s.duration_s = self.windows[-1].t1 if self.windows else 0.0
+        s = LoadSummary(loop.sent if loop else 0, t.ok, dict(t.errors), loop.in_flight if loop else 0,
+                        getattr(self._manager, "dropped", 0), self.windows[-1].t1 if self.windows else 0.0,
+                        merge(self.windows)[0], windows=list(self.windows), version_counts=dict(t.version_counts),
+                        version_first_seen=t.version_first_seen)
         for w in self.windows:
-            s.hist.merge(w.hist)
             s.error_hist.merge(w.error_hist)
         return s
 

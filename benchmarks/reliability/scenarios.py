@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from benchmarks.measure.cpu import CpuMeter
+from benchmarks.measure.cpu_meter import CpuMeter
 from benchmarks.measure.histogram import LatencyHistogram
-from benchmarks.measure.recorder import Window
+from benchmarks.measure.recorder import Window, merge
 from benchmarks.reliability import client
 from benchmarks.reliability.faults import BROKEN_KINDS, write_broken_version
 from benchmarks.reliability.load import BackgroundLoad, LoadConfig, LoadSummary, run_load
@@ -386,9 +386,7 @@ class SoakResult:
 def _merge(ws: list[Window]) -> dict[str, float]:
     import statistics
 
-    h = LatencyHistogram()
-    for w in ws:
-        h.merge(w.hist)
+    h = merge(ws)[0]
     p50s = [_ms(w.hist, 50) for w in ws if w.hist.count]
     p99s = [_ms(w.hist, 99) for w in ws if w.hist.count]
     return {"n": h.count, "p50_ms": _ms(h, 50), "p99_ms": _ms(h, 99),

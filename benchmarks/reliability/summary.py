@@ -1,6 +1,6 @@
 """The reliability report: one dataclass holding every phase's figures, a printed table, JSON + Markdown.
 
-The table answers the questions of issue 5 in one screen: how much load was held and for how long, which
+The tables answer in one screen: how much load was held and for how long, which
 faults were injected and whether each was survived, which hostile inputs were tried (by kind) and how many
 got a wrong answer, how many requests were lost (must be 0), and how much the server's memory grew.
 """
@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.results.schema import atomic_write_text
+from benchmarks.results.report import table
+from benchmarks.results.schema import atomic_write_text, json_safe
 
 REPORT_JSON = "reliability.json"
 REPORT_MD = "reliability.md"
@@ -64,34 +64,7 @@ class ReliabilityReport:
                         "faults_injected": len(self.faults), "hostile_wrong_answers": self.hostile_wrong,
                         "hostile_tried": int(self.hostile.get("total", 0)) if self.hostile else 0,
                         "passed": self.passed}
-        return _clean(d)
-
-
-def _clean(v: Any) -> Any:
-    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
-        return None
-    if isinstance(v, dict):
-        return {str(k): _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    return v
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, bool):
-        return "yes" if v else "NO"
-    if isinstance(v, float):
-        return "–" if math.isnan(v) else (f"{v:,.0f}" if abs(v) >= 100 else f"{v:.2f}")
-    return str(v)
-
-
-def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
-    cells = [[_fmt(c) for c in r] for r in rows]
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in cells]
-    return lines
+        return json_safe(d)
 
 
 def render_markdown(r: ReliabilityReport) -> str:
@@ -105,20 +78,20 @@ def render_markdown(r: ReliabilityReport) -> str:
            f"{sum(f.survived for f in r.faults)}/{len(r.faults)} · hostile inputs tried "
            f"{r.hostile.get('total', 0) if r.hostile else 0}, wrong answers {r.hostile_wrong}", ""]
     if r.load_held:
-        out += ["## Load held", ""] + _table(["phase", "req/s", "seconds", "requests", "failed"],
-                                             [[x["phase"], x["rps"], x["seconds"], x["requests"], x.get("failed", 0)]
-                                              for x in r.load_held]) + [""]
+        out += ["## Load held", "", table(["phase", "req/s", "seconds", "requests", "failed"],
+                                          [[x["phase"], x["rps"], x["seconds"], x["requests"], x.get("failed", 0)]
+                                           for x in r.load_held]), ""]
     if r.faults:
-        out += ["## Faults injected", ""] + _table(
+        out += ["## Faults injected", "", table(
             ["fault", "what was done", "survived", "requests", "lost", "figure"],
-            [[f.fault, f.injected, f.survived, f.requests, f.failed, f.detail] for f in r.faults]) + [""]
+            [[f.fault, f.injected, f.survived, f.requests, f.failed, f.detail] for f in r.faults]), ""]
     if r.hostile:
         if r.hostile.get("skipped"):
             out += ["## Hostile input", "", f"skipped: {r.hostile['skipped']}", ""]
         else:
             tried, fails = r.hostile.get("tried", {}), r.hostile.get("failures", {})
-            out += ["## Hostile input (Hypothesis, derandomized)", ""] + _table(
-                ["kind", "tried", "wrong answers"], [[k, v, fails.get(k, 0)] for k, v in sorted(tried.items())])
+            out += ["## Hostile input (Hypothesis, derandomized)", "", table(
+                ["kind", "tried", "wrong answers"], [[k, v, fails.get(k, 0)] for k, v in sorted(tried.items())])]
             out += ["", f"server RSS {r.hostile.get('rss_before_mib')} → {r.hostile.get('rss_after_mib')} MiB; "
                         f"valid request afterwards: "
                         + ", ".join(f"{k} {'ok' if v is None else 'FAILED: ' + v}"
@@ -132,18 +105,16 @@ def render_markdown(r: ReliabilityReport) -> str:
                     out += [f"- **{kind}**: {p}" for p in lst[:3]]
                 out += [""]
     if r.memory:
-        out += ["## Server memory", ""] + _table(
+        out += ["## Server memory", "", table(
             ["phase", "start MiB", "end MiB", "peak MiB", "growth %"],
             [[k, m.get("start_mib"), m.get("end_mib"), m.get("peak_mib"), m.get("growth_pct")]
-             for k, m in r.memory.items()]) + [""]
+             for k, m in r.memory.items()]), ""]
     if r.notes:
         out += ["## Notes", ""] + [f"- {n}" for n in r.notes] + [""]
     return "\n".join(out)
 
 
-def render_text(r: ReliabilityReport) -> str:
-    """What `make reliability` prints: the same tables, Markdown being readable as plain text."""
-    return render_markdown(r)
+render_text = render_markdown  # what `make reliability` prints: the same tables, Markdown reads as plain text
 
 
 def write_report(r: ReliabilityReport, run_dir: Path) -> tuple[Path, Path]:

@@ -6,6 +6,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable
 
+from benchmarks.measure.cpu_meter import cpu_us_per_request
 from benchmarks.results.schema import REPORT_MD, ResultRow, atomic_write_text
 
 
@@ -26,7 +27,7 @@ def fmt(v: Any, digits: int = 3) -> str:
 def table(headers: list[str], rows: Iterable[list[Any]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     for r in rows:
-        lines.append("| " + " | ".join(fmt(c) for c in r) + " |")
+        lines.append("| " + " | ".join(fmt(c).replace("|", "/") for c in r) + " |")  # a "|" would split the cell
     return "\n".join(lines)
 
 
@@ -109,12 +110,6 @@ def openloop_table(rows: list[ResultRow]) -> str:
 AGREEMENT = 0.25  # Locust and our client "agree" when their throughputs are within 25 % of each other
 
 
-def _cpu_us_per_request(r: ResultRow | None) -> float | None:
-    if r is None or r.client_cpu_percent is None or not r.throughput_rps or math.isnan(r.throughput_rps):
-        return None
-    return r.client_cpu_percent * 1e4 / r.throughput_rps
-
-
 def _limit(locust: ResultRow, ours: ResultRow | None, ratio: float | None) -> str:
     """Which side bounded the Locust figure, from the two clients' saturation flags and their agreement."""
     if locust.client_saturated is None:
@@ -148,9 +143,11 @@ def locust_vs_ours(rows: list[ResultRow]) -> str:
         ratio = (r.throughput_rps / o.throughput_rps if o and o.throughput_rps > 0
                  and not math.isnan(r.throughput_rps) else None)
         out.append([r.scenario, r.server, r.model, r.batch_size, r.concurrency, r.throughput_rps, r.p50_ms,
-                    r.client_cpu_percent, _cpu_us_per_request(r), r.client_saturated,
+                    r.client_cpu_percent, cpu_us_per_request(r.client_cpu_percent, r.throughput_rps),
+                    r.client_saturated,
                     o.throughput_rps if o else None, o.p50_ms if o else None, o.client_cpu_percent if o else None,
-                    _cpu_us_per_request(o), o.client_saturated if o else None,
+                    o and cpu_us_per_request(o.client_cpu_percent, o.throughput_rps),
+                    o.client_saturated if o else None,
                     f"{ratio:.2f}" if ratio is not None else "–", _limit(r, o, ratio)])
     return table(["Locust", "server", "model", "batch", "users = streams", "Locust req/s", "Locust p50 ms",
                   "Locust CPU % (all processes)", "Locust µs CPU/req", "Locust saturated", "ours req/s",

@@ -135,14 +135,14 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def _clean(v: Any) -> Any:
-    """NaN is not valid JSON: store it as null so other tools can read the file."""
+def json_safe(v: Any) -> Any:
+    """NaN is not valid JSON: store it as null so other tools can read the file (keys as strings, as JSON has)."""
     if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
         return None
     if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_clean(x) for x in v]
+        return {str(k): json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [json_safe(x) for x in v]
     return v
 
 
@@ -230,7 +230,7 @@ class ResultWriter:
         }
 
     def _flush_locked(self) -> None:
-        doc = _clean(self.to_dict())
+        doc = json_safe(self.to_dict())
         atomic_write_text(self.run_dir / RESULTS_JSON,
                           json.dumps(doc, indent=1, default=_json_default, allow_nan=False))
         atomic_write_text(self.run_dir / RESULTS_CSV, rows_to_csv(self.rows))

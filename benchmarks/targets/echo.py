@@ -21,9 +21,10 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
-from tensorflow_serving.apis import get_model_metadata_pb2
 
-SERVICE = "tensorflow.serving.PredictionService"
+from export.contract import PREDICT_METHOD, rpc_name
+
+SERVICE, PREDICT = rpc_name(PREDICT_METHOD)
 OPTIONS = [("grpc.so_reuseport", 0)]
 
 
@@ -33,8 +34,10 @@ def _listening(port: int) -> None:
 
 def canned_replies(target: str, model: str) -> dict[str, bytes]:
     """Method -> the reply bytes a real server gave for `model` (metadata, and a batch-1 Predict of zeros)."""
-    from benchmarks.clients.signature import fetch_signature
-    from benchmarks.clients.inputs import InputOptions, predict_request_bytes, random_inputs
+    from benchmarks.requests.signature import fetch_signature
+    from benchmarks.requests.tensors import InputOptions, predict_request_bytes, random_inputs
+
+    from tensorflow_serving.apis import get_model_metadata_pb2  # TensorFlow's protos: only for canned replies
 
     sig = fetch_signature("grpc", target, model, "serving_default")
     meta_request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
@@ -42,8 +45,8 @@ def canned_replies(target: str, model: str) -> dict[str, bytes]:
     with grpc.insecure_channel(target) as channel:
         meta = channel.unary_unary(f"/{SERVICE}/GetModelMetadata")(meta_request.SerializeToString(), timeout=30)
         values = {k: v * 0 for k, v in random_inputs(sig, 1, InputOptions()).items()}
-        predict = channel.unary_unary(f"/{SERVICE}/Predict")(predict_request_bytes(sig, values), timeout=30)
-    return {"GetModelMetadata": meta, "Predict": predict}
+        predict = channel.unary_unary(PREDICT_METHOD)(predict_request_bytes(sig, values), timeout=30)
+    return {"GetModelMetadata": meta, PREDICT: predict}
 
 
 def _handlers(replies: dict[str, bytes] | None, asynchronous: bool) -> grpc.GenericRpcHandler:
@@ -58,7 +61,7 @@ def _handlers(replies: dict[str, bytes] | None, asynchronous: bool) -> grpc.Gene
                 return request if replies is None else replies[method]
         return grpc.unary_unary_rpc_method_handler(reply)
 
-    return grpc.method_handlers_generic_handler(SERVICE, {m: answer(m) for m in (replies or {"Predict": b""})})
+    return grpc.method_handlers_generic_handler(SERVICE, {m: answer(m) for m in (replies or {PREDICT: b""})})
 
 
 def serve_sync(port: int, threads: int, replies: dict[str, bytes] | None = None) -> None:

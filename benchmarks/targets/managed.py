@@ -24,7 +24,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import requests
+from benchmarks.requests.signature import wait_until_available
+from export.contract import LOCAL_MODEL_CONFIG_FILE, PROMETHEUS_PATH
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KINDS = ("embedded", "noop", "echo")
@@ -78,7 +79,7 @@ class ManagedServer:
 
     @property
     def metrics_url(self) -> str:
-        return f"{self.rest_url}/monitoring/prometheus/metrics"
+        return f"{self.rest_url}{PROMETHEUS_PATH}"
 
     @property
     def label(self) -> str:
@@ -112,7 +113,7 @@ class ManagedServer:
         if self.config_file is not None:
             config = Path(self.config_file).resolve()
         elif self.models_dir is not None:
-            config = Path(self.models_dir).resolve() / "models.local.config"
+            config = Path(self.models_dir).resolve() / LOCAL_MODEL_CONFIG_FILE
         else:
             raise ValueError("the embedded server needs models_dir or config_file")
         if not config.is_file():
@@ -170,7 +171,11 @@ class ManagedServer:
         if self.kind == "embedded":
             self._wait_serving(deadline)
             if self.models and self.rest_port > 0:
-                self._wait_models_available(deadline)
+                try:
+                    wait_until_available("rest", self.rest_target, list(self.models), deadline - time.monotonic(),
+                                         check=self._check_alive)
+                except TimeoutError as e:
+                    raise self._fail(f"not ready after {self.start_timeout_s:.0f} s ({e})") from None
 
     def _wait_ready_file(self, deadline: float) -> None:
         # the no-op server writes its ready file only once BOTH endpoints listen
@@ -211,25 +216,6 @@ class ManagedServer:
                         return
                 time.sleep(0.2)
         raise self._fail(f"not SERVING within {self.start_timeout_s:.0f} s")
-
-    def _wait_models_available(self, deadline: float) -> None:
-        last = ""
-        while time.monotonic() < deadline:
-            self._check_alive()
-            try:
-                missing = [m for m in self.models if not self._available(m)]
-                if not missing:
-                    return
-                last = f"no AVAILABLE version of {missing}"
-            except (requests.RequestException, ValueError) as e:
-                last = str(e)
-            time.sleep(0.3)
-        raise self._fail(f"not ready after {self.start_timeout_s:.0f} s ({last})")
-
-    def _available(self, model: str) -> bool:
-        r = requests.get(f"{self.rest_url}/v1/models/{model}", timeout=2)
-        states = [v.get("state") for v in r.json().get("model_version_status", [])] if r.ok else []
-        return "AVAILABLE" in states
 
     # ------------------------------------------------------------------------------------------ stopping
     def kill(self) -> None:

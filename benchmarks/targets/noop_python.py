@@ -18,10 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from benchmarks.clients import protos
+from benchmarks.requests import protos
+from export.contract import (DEFAULT_SIGNATURE, GRPC_MESSAGE_OPTIONS, PREDICT_METHOD, PROCESSED_BATCH_SIZE,
+                             PROMETHEUS_PATH, REQUEST_COUNT, REQUEST_LATENCY, STATUS_METHOD, rpc_name)
+from export.tensor_proto import fill_tensor_proto
 
 _MODEL_RE = re.compile(r"^/v1/models/([^/:]+)(?:/versions/(\d+)|/labels/([A-Za-z0-9_]+))?(:predict|/metadata)?$")
-METRICS_PATH = "/monitoring/prometheus/metrics"
 
 
 @dataclass
@@ -40,12 +42,12 @@ class _Metrics:
         from prometheus_client import CollectorRegistry, Counter, Histogram
 
         self.registry = CollectorRegistry()
-        self.count = Counter(":tensorflow:serving:request_count", "requests", ["model_name", "status"],
+        self.count = Counter(REQUEST_COUNT, "requests", ["model_name", "status"],
                              registry=self.registry)
-        self.latency = Histogram(":tensorflow:serving:request_latency", "µs", ["model_name", "API", "entrypoint"],
+        self.latency = Histogram(REQUEST_LATENCY, "µs", ["model_name", "API", "entrypoint"],
                                  buckets=(10, 50, 100, 500, 1000, 5000, 10000, 50000, 100000, 1e6),
                                  registry=self.registry)
-        self.batch = Histogram(":tensorflow:serving:batching_session:processed_batch_size", "rows", ["model_name"],
+        self.batch = Histogram(PROCESSED_BATCH_SIZE, "rows", ["model_name"],
                                buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=self.registry)
 
     def observe(self, model: str, api: str, entry: str, status: str, us: float, rows: int) -> None:
@@ -58,6 +60,29 @@ class _Metrics:
         from prometheus_client import generate_latest
 
         return generate_latest(self.registry)
+
+
+def predict_response(rows: int, model: str, signature: str = DEFAULT_SIGNATURE) -> bytes:
+    """The no-op servers' Predict answer, serialised: zeros [rows, 1] under 'predictions', from version 1."""
+    resp = protos.get("predict_pb2").PredictResponse()
+    resp.model_spec.name = model
+    resp.model_spec.version.value = 1
+    resp.model_spec.signature_name = signature
+    fill_tensor_proto(resp.outputs["predictions"], np.zeros((rows, 1), np.float32))
+    return resp.SerializeToString()
+
+
+# GET /v1/models/NAME: what TF Serving answers for one AVAILABLE version
+REST_STATUS = json.dumps({"model_version_status": [
+    {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]})
+
+
+def model_status_response() -> bytes:
+    """The no-op servers' GetModelStatus answer, serialised: version 1 AVAILABLE."""
+    gs = protos.get("get_model_status_pb2")
+    resp = gs.GetModelStatusResponse()
+    resp.model_version_status.add(version=1, state=gs.ModelVersionStatus.AVAILABLE)
+    return resp.SerializeToString()
 
 
 class NoopCore:
@@ -88,16 +113,7 @@ class NoopCore:
             return "INVALID_ARGUMENT", "PredictRequest has no inputs", 0, model
         t = next(iter(req.inputs.values()))
         rows = t.tensor_shape.dim[0].size if t.tensor_shape.dim else 1
-        resp = pb.PredictResponse()
-        resp.model_spec.name = model
-        resp.model_spec.version.value = 1
-        resp.model_spec.signature_name = req.model_spec.signature_name or "serving_default"
-        o = resp.outputs["predictions"]
-        o.dtype = self.p["types_pb2"].DT_FLOAT
-        o.tensor_shape.dim.add().size = rows
-        o.tensor_shape.dim.add().size = 1
-        o.tensor_content = np.zeros((rows, 1), "<f4").tobytes()
-        out = resp.SerializeToString()
+        out = predict_response(rows, model, req.model_spec.signature_name or DEFAULT_SIGNATURE)
         if len(self._grpc_cache) < 256:
             self._grpc_cache[bytes(data)] = (out, rows, model)
         return "OK", out, rows, model
@@ -130,22 +146,12 @@ async def _serve_grpc(core: NoopCore, ready: threading.Event | None, port_box: l
         req = gs.GetModelStatusRequest.FromString(request)
         if not core.known(req.model_spec.name):
             await context.abort(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {req.model_spec.name}")
-        resp = gs.GetModelStatusResponse()
-        v = resp.model_version_status.add()
-        v.version = 1
-        v.state = gs.ModelVersionStatus.AVAILABLE
-        return resp.SerializeToString()
+        return model_status_response()
 
-    handler = grpc.method_handlers_generic_handler("tensorflow.serving.PredictionService", {
-        "Predict": grpc.unary_unary_rpc_method_handler(predict),
-    })
-    handler2 = grpc.method_handlers_generic_handler("tensorflow.serving.ModelService", {
-        "GetModelStatus": grpc.unary_unary_rpc_method_handler(status_rpc),
-    })
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 * 2**20),
-                                      ("grpc.max_send_message_length", 64 * 2**20),
-                                      ("grpc.so_reuseport", 0)])
-    server.add_generic_rpc_handlers((handler, handler2))
+    handlers = [grpc.method_handlers_generic_handler(service, {name: grpc.unary_unary_rpc_method_handler(fn)})
+                for (service, name), fn in ((rpc_name(PREDICT_METHOD), predict), (rpc_name(STATUS_METHOD), status_rpc))]
+    server = grpc.aio.server(options=[*GRPC_MESSAGE_OPTIONS, ("grpc.so_reuseport", 0)])
+    server.add_generic_rpc_handlers(handlers)
     port_box.append(server.add_insecure_port(f"{core.cfg.host}:{core.cfg.grpc_port}"))
     await server.start()
     if ready:
@@ -175,14 +181,13 @@ def _rest_app(core: NoopCore):
 
         path = environ.get("PATH_INFO", "")
         method = environ.get("REQUEST_METHOD", "GET")
-        if path == METRICS_PATH:
+        if path == PROMETHEUS_PATH:
             return reply(start_response, 200, core.metrics.render(), "text/plain; version=0.0.4")
         model, action, error = _route(core, method, path)
         if error:
             return err(start_response, *error)
         if action is None:
-            return reply(start_response, 200, json.dumps({"model_version_status": [
-                {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}).encode())
+            return reply(start_response, 200, REST_STATUS.encode())
         t0 = time.perf_counter()
         n = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(n) if n else b""

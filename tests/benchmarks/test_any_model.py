@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.__main__ import main as bench_main
-from benchmarks.clients.inputs import InputOptions
+from benchmarks.requests.tensors import InputOptions
 from benchmarks.commands.served import ServedConfig, run_served
 from benchmarks.results.schema import RESULTS_JSON, ResultWriter, capture_environment
 from tests.server_fixture import running_server

@@ -1,6 +1,6 @@
-"""Load-generator capacity: the no-op servers answer like TF Serving on both APIs, saturation is judged on
-the event loop, and a brief capacity run writes well-formed rows, report and plot. (The clients themselves
-are tested in test_clients.py.)
+"""Load-generator capacity: the no-op servers answer like TF Serving on both APIs, and a brief capacity run
+writes well-formed rows, report and plot. (The clients themselves are tested in test_clients.py, the
+saturation rule in test_profiler.py.)
 
 No throughput is asserted anywhere (a timing verdict on a shared machine is not a test); the capacity
 figures themselves come from `python -m benchmarks capacity` and are reported in the README.
@@ -16,11 +16,9 @@ import pytest
 
 from benchmarks.commands import capacity
 from benchmarks.targets import noop_native as native_noop
-from benchmarks.clients import protos
-from benchmarks.load.closed_loop import ClosedResult
-from benchmarks.measure.histogram import LatencyHistogram
+from benchmarks.requests import protos
 from benchmarks.targets.noop_python import NoopConfig, NoopServer
-from benchmarks.clients.payloads import build_payload
+from benchmarks.requests.payloads import build_payload
 from benchmarks.results.plots import write_plots
 from benchmarks.results.report import render
 from benchmarks.results.schema import RESULTS_JSON, ResultWriter, capture_environment, load_run
@@ -31,16 +29,6 @@ NATIVE_MISSING = native_noop.missing_binaries()
 needs_native = pytest.mark.skipif(
     bool(NATIVE_MISSING), reason=f"native no-op server binaries not installed ({', '.join(NATIVE_MISSING)}): "
                                  "apt-get install nghttp2-server nginx-light")
-
-
-def test_saturation_is_judged_on_the_event_loop_thread():
-    def result(process_pct: float, loop_pct: float) -> ClosedResult:
-        return ClosedResult(8, LatencyHistogram(), {}, 1.0, 3, True, 1.0, process_pct, 50.0, loop_cpu_pct=loop_pct)
-
-    busy_threads = result(130.0, 60.0)  # grpcio's C-core threads add CPU outside the GIL
-    assert not busy_threads.saturated and not busy_threads.warnings()
-    pinned = result(95.0, 95.0)
-    assert pinned.saturated and "event loop 95%" in pinned.warnings()[0]
 
 
 def test_native_noop_files_are_valid_tf_serving_answers(tmp_path):

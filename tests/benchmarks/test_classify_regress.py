@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.clients.inputs import InputOptions, parse_feature
+from benchmarks.requests.tensors import InputOptions, parse_feature
 from benchmarks.commands.served import ServedConfig, run_served
 from benchmarks.results.schema import ResultWriter, capture_environment
 from tests.server_fixture import running_server

@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from benchmarks.clients import base, protos
-from benchmarks.clients.payloads import build_payload
+from benchmarks.clients import base
+from benchmarks.requests import protos
+from benchmarks.requests.payloads import build_payload
 from benchmarks.clients.transports import (DEFAULT_GRPC_CLIENT, GRPC_CLIENTS, CurlGrpcTransport, GrpcTransport,
                                            RestTransport, client_name, make_transport)
 from benchmarks.targets.managed import free_port

@@ -9,7 +9,7 @@ import pytest
 
 from benchmarks.commands.inprocess import InprocessConfig, run_inprocess
 from benchmarks.load.locust_run import LocustConfig, run_locust
-from benchmarks.clients.payloads import discover_models
+from benchmarks.requests.discovery import discover_models
 from benchmarks.results.schema import RESULTS_JSON, ResultWriter, capture_environment
 from benchmarks.commands.served import ServedConfig, run_served
 from benchmarks.targets.managed import ManagedServer

@@ -1,9 +1,10 @@
-"""The load loop against a mock transport (perf_analyzer-style: the loop alone, the client and server mocked).
+"""The load managers against a mock transport (perf_analyzer-style: the loop alone, the client and server mocked).
 
 The mock answers after a short sleep with a scripted status, counts how many calls are in flight at once and
-which payloads it saw, so the loop's promises can be checked without any server: how many requests it sends,
-how many it keeps in flight, that every outcome is recorded once, that failures back off, that a cut-off
-request is still counted, and that the window/stability rule reads the recorder's windows correctly.
+which payloads it saw, so the managers' promises can be checked without any server: how many requests they
+send, how many they keep in flight, that every outcome is recorded once, that failures back off, that a
+cut-off request is still counted, that the open loop's schedule has the asked mean gap and counts a late
+send's latency from its intended time, and that the window/stability rule reads the recorder's windows.
 """
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import math
 
 import pytest
 
-from benchmarks.load.closed_loop import LoadLoop, run_closed_loop, windows_stable
+from benchmarks.load.managers import (ClosedLoop, LoadLoop, OpenLoop, WindowPlan, measure_point,
+                                      windows_stable)
 from benchmarks.measure.histogram import LatencyHistogram
 from benchmarks.measure.recorder import Recorder, Window
 
@@ -50,7 +52,7 @@ class MockTransport:
 def test_a_request_budget_is_sent_exactly_at_the_given_concurrency() -> None:
     t = MockTransport(status=lambda i: "UNAVAILABLE" if i % 5 == 0 else "OK")
     loop = LoadLoop(t, [b"a", b"b", b"c"], Recorder(), error_backoff_s=0)
-    asyncio.run(loop.run_requests(4, 100))
+    asyncio.run(ClosedLoop(4, requests=100).run(loop))
     totals = loop.recorder.totals()
     assert t.calls == loop.sent == 100 and loop.in_flight == 0
     assert t.max_in_flight == 4
@@ -61,7 +63,7 @@ def test_a_request_budget_is_sent_exactly_at_the_given_concurrency() -> None:
 def test_transport_exceptions_are_outcomes_and_versions_are_read_from_successes() -> None:
     t = MockTransport(raise_on={3}, body=lambda i, p: bytes([1 if i < 5 else 2]))
     loop = LoadLoop(t, [b"x"], Recorder(), error_backoff_s=0, version_of=lambda body: body[0])
-    asyncio.run(loop.run_requests(1, 10))
+    asyncio.run(ClosedLoop(1, requests=10).run(loop))
     totals = loop.recorder.totals()
     assert totals.errors == {"ConnectionResetError": 1} and totals.ok == 9
     assert totals.version_counts == {1: 4, 2: 5}
@@ -73,7 +75,7 @@ def test_failures_back_off_instead_of_spinning() -> None:
     async def run(backoff: float) -> int:
         t.calls = 0
         loop = LoadLoop(t, [b"x"], Recorder(), error_backoff_s=backoff)
-        tasks = loop.start_closed(2)
+        tasks = ClosedLoop(2).start(loop)
         await asyncio.sleep(0.2)
         await loop.stop(tasks, 1.0)
         return t.calls
@@ -88,7 +90,7 @@ def test_a_request_cut_off_by_stop_is_still_counted() -> None:
     loop = LoadLoop(t, [b"x"], Recorder())
 
     async def run() -> None:
-        tasks = loop.start_closed(3)
+        tasks = ClosedLoop(3).start(loop)
         await asyncio.sleep(0.05)
         await loop.stop(tasks, 0.05)
 
@@ -99,14 +101,85 @@ def test_a_request_cut_off_by_stop_is_still_counted() -> None:
 
 def test_closed_loop_reports_all_fixed_windows_and_merges_them() -> None:
     t = MockTransport(delay_s=0.002, status=lambda i: "RESOURCE_EXHAUSTED" if i % 10 == 0 else "OK")
-    r = asyncio.run(run_closed_loop(t, [b"x"], 4, window_s=0.1, fixed_windows=3, warmup_s=0.05, error_backoff_s=0))
-    assert r.windows == 3 and len(r.window_throughputs) == 3 and r.concurrency == 4
-    assert r.hist.count > 0 and r.errors.get("RESOURCE_EXHAUSTED", 0) > 0
-    assert set(r.errors) == {"RESOURCE_EXHAUSTED"} and r.n_errors == sum(r.errors.values())
-    assert r.duration_s == pytest.approx(0.3, abs=0.15) and r.wall_s >= r.duration_s
-    assert r.cpu is not None and r.cpu.wall_s > 0 and r.loop_cpu_pct == r.cpu.thread_pct
-    assert any("failed requests" in w for w in r.warnings())
+    plan = WindowPlan(window_s=0.1, fixed_windows=3, warmup_s=0.05)
+    r = asyncio.run(measure_point(t, [b"x"], ClosedLoop(4), plan, error_backoff_s=0))
+    assert len(r.windows) == 3 and len(r.window_throughputs) == 3 and r.load == {"concurrency": 4}
+    assert sum(w.ok for w in r.windows) > 0 and sum(w.errors.get("RESOURCE_EXHAUSTED", 0) for w in r.windows) > 0
+    assert sum(w.duration_s for w in r.windows) == pytest.approx(0.3, abs=0.15)
+    assert r.cpu is not None and r.cpu.wall_s > 0 and r.server_metrics == {} and r.dropped == 0
     assert t.max_in_flight == 4
+
+
+def test_a_budgeted_point_is_one_span_of_exactly_its_requests_after_its_warm_up() -> None:
+    t = MockTransport(delay_s=0.001)
+    r = asyncio.run(measure_point(t, [b"x"], ClosedLoop(2, requests=50), WindowPlan(warmup_requests=10)))
+    assert t.calls == 60 and len(r.windows) == 1 and r.windows[0].sent == r.windows[0].ok == 50
+    assert r.stable is None and r.window_throughputs == [] and r.load == {"concurrency": 2}
+
+
+def test_an_open_loop_point_is_measured_in_windows_like_a_closed_one() -> None:
+    t = MockTransport(delay_s=0.001)
+    manager = OpenLoop(rate=200, arrivals="poisson", seed=1)
+    r = asyncio.run(measure_point(t, [b"x"], manager, WindowPlan(window_s=0.1, fixed_windows=3, warmup_s=0.05)))
+    assert r.load == {"target_rate": 200} and len(r.windows) == 3 and sum(w.ok for w in r.windows) > 0
+    assert sum(w.sent for w in r.windows) <= t.calls and r.dropped == 0
+
+
+def test_open_loop_sends_a_budget_exactly_and_spreads_payloads() -> None:
+    t = MockTransport(delay_s=0.001)
+    loop = LoadLoop(t, [b"a", b"b"])
+    manager = OpenLoop(rate=2000, requests=40)
+    asyncio.run(manager.run(loop))
+    assert t.calls == loop.sent == 40 and loop.in_flight == 0 and manager.dropped == 0
+    assert loop.recorder.totals().ok == 40 and t.payloads.count(b"a") == t.payloads.count(b"b") == 20
+
+
+def test_open_loop_schedules_constant_and_seeded_poisson_gaps() -> None:
+    def gaps(manager: OpenLoop, n: int) -> list[int]:
+        it = manager.intended_offsets_ns()
+        offsets = [next(it) for _ in range(n + 1)]
+        return [b - a for a, b in zip(offsets, offsets[1:])]
+
+    assert set(gaps(OpenLoop(rate=100), 50)) == {10_000_000}
+    poisson = gaps(OpenLoop(rate=100, arrivals="poisson", seed=7), 20_000)
+    assert poisson == gaps(OpenLoop(rate=100, arrivals="poisson", seed=7), 20_000)  # the seed fixes the schedule
+    # mean of 20,000 exponential gaps: within 5 % of 1/rate (the standard error is 0.7 %); they vary as Poisson
+    # arrivals do (coefficient of variation 1), where constant gaps do not vary at all
+    mean = sum(poisson) / len(poisson)
+    assert mean == pytest.approx(10_000_000, rel=0.05)
+    sd = (sum((g - mean) ** 2 for g in poisson) / len(poisson)) ** 0.5
+    assert sd / mean == pytest.approx(1.0, rel=0.05)
+    with pytest.raises(ValueError):
+        OpenLoop(rate=100, arrivals="bursty")
+
+
+def test_a_late_open_loop_send_counts_its_latency_from_the_intended_time() -> None:
+    """The transport answers at once, but its first call blocks the event loop for 200 ms: the sends due
+    meanwhile go out late, and their latency must include the wait (a closed clock would hide it)."""
+    import time as clock
+
+    class StallingTransport(MockTransport):
+        async def send(self, payload: bytes):
+            if self.calls == 0:
+                clock.sleep(0.2)  # blocks the loop, as a stalled client would
+            self.calls += 1
+            return "OK", None
+
+    loop = LoadLoop(StallingTransport(), [b"x"])
+    asyncio.run(OpenLoop(rate=100, requests=10).run(loop))
+    w = loop.recorder.rotate()
+    assert w.ok == 10
+    # all ten were due at 0, 10, ... 90 ms and answered at once after the 200 ms stall: each waited
+    # >= 110 ms counted from its intended time (counted from its actual send, each would show ~0 ms)
+    assert w.hist.percentile_ms(0.001) >= 105 and w.hist.percentile_ms(100) >= 185
+
+
+def test_open_loop_caps_what_is_in_flight_and_counts_the_skipped_sends() -> None:
+    t = MockTransport(delay_s=0.05)
+    loop = LoadLoop(t, [b"x"])
+    manager = OpenLoop(rate=1000, max_in_flight=2, requests=30)
+    asyncio.run(manager.run(loop))
+    assert t.max_in_flight == 2 and manager.dropped > 0 and loop.sent + manager.dropped == 30
 
 
 def _window(ok: int, mean_ms: float, duration_s: float = 1.0) -> Window:
@@ -126,7 +199,7 @@ def test_stability_rule_needs_three_windows_within_the_band() -> None:
 
 @pytest.mark.timeout(60)
 def test_reliability_background_load_runs_on_the_shared_loop_closed_and_open() -> None:
-    from benchmarks.clients.payloads import build_payload
+    from benchmarks.requests.payloads import build_payload
     from benchmarks.reliability.load import LoadConfig, run_load
     from benchmarks.targets.noop_python import NoopConfig, NoopServer
 

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from benchmarks.measure.calls import time_calls
-from benchmarks.measure.cpu import CPU_SATURATION_PCT, CpuMeter, CpuReading, process_cpu_seconds
+from benchmarks.measure.cpu_meter import CPU_SATURATION_PCT, CpuMeter, CpuReading, process_cpu_seconds
 from benchmarks.measure.recorder import Recorder, merge
 
 

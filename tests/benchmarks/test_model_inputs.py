@@ -8,16 +8,19 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks.clients import protos
-from benchmarks.clients.examples import example_request_bytes, example_rest_body, random_features
-from benchmarks.clients.input_data import example_features, load_document, predict_tensors, take_rows
-from benchmarks.clients.inputs import (NUMPY_DTYPES, STRING, InputOptions, parse_feature, parse_shape,
-                                       predict_request_bytes, predict_rest_body, random_inputs, tensor_to_array)
-from benchmarks.clients.model_requests import SignatureRequests, resolve_method
-from benchmarks.clients.payloads import check_grpc_response, check_rest_response
-from benchmarks.clients.signature import ServedSignature, signature_from_map
+from benchmarks.requests import protos
+from benchmarks.requests.examples import example_request_bytes, example_rest_body, random_features
+from benchmarks.requests.input_data import example_features, load_document, predict_tensors, take_rows
+from benchmarks.requests.tensors import (NUMPY_DTYPES, STRING, InputOptions, parse_feature, parse_shape,
+                                       predict_request_bytes, predict_rest_body, random_inputs)
+from benchmarks.requests import builder
+from benchmarks.requests.builder import RequestSpec, SignatureRequests, build_requests, resolve_method
+from benchmarks.requests.payloads import build_payload, check_grpc_response, check_rest_response
+from benchmarks.requests.signature import ServedSignature, signature_from_map
+from export.contract import CLASSIFY_METHOD
+from export.tensor_proto import to_ndarray
 
-ALL_DTYPES = sorted(NUMPY_DTYPES) + [STRING]
+ALL_DTYPES = sorted(NUMPY_DTYPES)  # every dtype the contract lists, DT_STRING included
 
 
 def _metadata_map(inputs: dict[str, tuple[str, list[int] | None]], method: str = "predict"):
@@ -45,12 +48,12 @@ def _sig(inputs, method="predict") -> ServedSignature:
 def _decode_request(raw: bytes) -> dict[str, np.ndarray]:
     req = protos.get("predict_pb2").PredictRequest.FromString(raw)
     assert req.model_spec.name == "m" and req.model_spec.signature_name == "serving_default"
-    return {k: tensor_to_array(t) for k, t in req.inputs.items()}
+    return {k: to_ndarray(t) for k, t in req.inputs.items()}
 
 
 def _decode_rest(body: bytes, sig: ServedSignature) -> dict[str, np.ndarray]:
     """Decode REST's columnar JSON back to numpy (b64 -> bytes) with the signature's dtypes."""
-    from benchmarks.clients.input_data import to_array
+    from benchmarks.requests.input_data import to_array
 
     doc = json.loads(body)
     assert doc["signature_name"] == "serving_default"
@@ -211,3 +214,43 @@ def test_response_checks_accept_any_outputs_and_methods():
     assert check_rest_response(b'{"predictions": [{"a": 1, "b": "x"}]}', 1) is None
     assert check_rest_response(b'{"results": [[["a", 0.2]], [["b", 0.1]]]}', 2) is None
     assert check_rest_response(b'{"predictions": [1]}', 2) is not None
+
+
+# ------------------------------------------------------------------------------------------------ the entry point
+def test_build_requests_takes_the_fast_path_for_the_projects_models():
+    built = build_requests(RequestSpec("m", n_features=4))
+    p = built.payload(3)
+    assert built.method == "predict"
+    assert p.grpc_bytes == build_payload("m", 3, 4).grpc_bytes and p.rest_path == "/v1/models/m:predict"
+    x = _decode_request(p.grpc_bytes)["inputs"]
+    assert x.shape == (3, 4) and x.dtype == np.float32
+    assert json.loads(p.rest_body)["instances"] == x.tolist()
+    resp = protos.get("predict_pb2").PredictResponse()
+    resp.outputs["y"].tensor_shape.dim.add().size = 3
+    assert built.check("grpc", resp.SerializeToString(), 3) is None
+    assert "no output has 2 rows" in built.check("grpc", resp.SerializeToString(), 2)
+    assert built.check("rest", b'{"predictions": [[1], [2], [3]]}', 3) is None
+
+
+def test_build_requests_builds_any_other_model_from_the_served_signature(monkeypatch):
+    sigs = {"m": _sig({"ids": ("DT_INT64", [-1, -1]), "tag": (STRING, [-1])}),
+            "c": _sig({"inputs": (STRING, [-1])}, "classify")}
+    asked = []
+
+    def fetch(kind, target, model, signature):
+        asked.append((kind, target, model, signature))
+        return sigs[model]
+
+    monkeypatch.setattr(builder, "fetch_signature", fetch)
+    # n_features with non-default options still asks the server: the options describe the signature's inputs
+    built = build_requests(RequestSpec("m", "rest", "h:1", 10, InputOptions(shapes={"ids": (5,)})))
+    assert asked == [("rest", "h:1", "m", "serving_default")]
+    got = _decode_request(built.payload(2).grpc_bytes)
+    assert got["ids"].shape == (2, 5) and got["ids"].dtype == np.int64 and got["tag"].shape == (2,)
+    with pytest.raises(ValueError, match="--shape names input 'nope'"):
+        build_requests(RequestSpec("m", "grpc", "h:1", options=InputOptions(shapes={"nope": (1,)})))
+    classify = build_requests(RequestSpec("c", "grpc", "h:1", options=InputOptions(features={"a": ("DT_FLOAT", 2)})))
+    p = classify.payload(4)
+    assert classify.method == "classify" and p.grpc_method == CLASSIFY_METHOD and p.rest_path.endswith(":classify")
+    req = protos.get("classification_pb2").ClassificationRequest.FromString(p.grpc_bytes)
+    assert len(req.input.example_list.examples) == 4

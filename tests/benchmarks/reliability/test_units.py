@@ -91,7 +91,7 @@ def test_rest_answer_checks() -> None:
 
 
 def test_grpc_validity_model() -> None:
-    from benchmarks.clients import protos
+    from benchmarks.requests import protos
 
     p = protos.load()
     t = protos.get("types_pb2")

@@ -1,4 +1,4 @@
-"""The one CPU meter: over a span, this process's CPU, its event-loop thread's, other processes' (a server's,
+"""The CPU meter: over a span, this process's CPU, its event-loop thread's, other processes' (a server's,
 children included) and the whole machine's; 100 = one core throughout.
 
 Why several figures: on a machine where client and server share the cores, wall-clock latency moves with
@@ -8,14 +8,27 @@ event-loop thread (it holds the GIL for all Python work) long before the process
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field
 
 import psutil
 
-# Of one core, judged on the event-loop thread (see above): the load generator is near saturation.
+# The one saturation rule: the load generator is near saturation when the thread that runs its sending loop
+# (our event loop; a Locust process's main thread) uses this much of one core. Judged on that thread, not on
+# the process: the thread holds the GIL for all Python work and saturates first, while the process total can
+# pass 100 % through grpcio's C-core threads with the generator still keeping up.
 CPU_SATURATION_PCT = 85.0
+
+
+def cpu_us_per_request(cpu_percent: float | None, requests_per_s: float | None) -> float | None:
+    """The one CPU-per-request rule: CPU µs (to 0.1) per successful request = share of one core (100 = one core)
+    over a span ÷ successful requests per second over it. Failures are charged to the successes (they bought
+    nothing)."""
+    if cpu_percent is None or not requests_per_s or math.isnan(requests_per_s):
+        return None
+    return round(cpu_percent * 1e4 / requests_per_s, 1)
 
 
 def process_cpu_seconds(pids: list[int] | tuple[int, ...]) -> float:
@@ -54,6 +67,7 @@ class CpuReading:
     pids_s: float  # the watched processes (e.g. the server), children included
     machine_busy_s: float  # all cores, all processes
     cores: int = field(default_factory=lambda: os.cpu_count() or 1)
+    pids: tuple[int, ...] = ()  # the watched processes: none means pids_s is not a server's figure
 
     @property
     def process_pct(self) -> float:
@@ -103,4 +117,4 @@ class CpuMeter:
         return CpuReading(wall_s=time.perf_counter() - self._t0, process_s=time.process_time() - self._proc0,
                           thread_s=time.thread_time() - self._thread0,
                           pids_s=process_cpu_seconds(self.pids) - self._pids0,
-                          machine_busy_s=_machine_busy_seconds() - self._machine0)
+                          machine_busy_s=_machine_busy_seconds() - self._machine0, pids=tuple(self.pids))

@@ -4,10 +4,11 @@ A served signature (signature.py) says each input's dtype and shape, -1 for a fr
 dimension is the batch (the request's row count); others come from `--shape NAME:d1,d2,...`
 (perf_analyzer's spelling: the dimensions after the batch). Values are seeded random per dtype (floats in
 [0, 1), integers within --int-range, booleans, strings of --string-length) or come from --input-data
-(input_data.py). The same numpy arrays become a PredictRequest (numeric -> tensor_content, strings ->
-string_val) and a REST body in TF Serving's columnar form ({"inputs": {name: value}}, bytes as
-{"b64": ...}), so gRPC and REST carry identical tensors. Classify/Regress signatures take serialized
-tf.Examples instead: each input array becomes one feature (examples.py).
+(input_data.py). The same numpy arrays become a PredictRequest (export/tensor_proto.py: numeric ->
+tensor_content, strings -> string_val) and a REST body in TF Serving's columnar form
+({"inputs": {name: value}}, bytes as {"b64": ...}), so gRPC and REST carry identical tensors.
+Classify/Regress signatures take serialized tf.Examples instead: each input array becomes one feature
+(examples.py).
 """
 from __future__ import annotations
 
@@ -18,14 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.clients import protos
-from benchmarks.clients.signature import ServedSignature, TensorInfo
-from export.contract import TENSOR_DTYPES
-
-STRING = "DT_STRING"
-# DataType name -> numpy dtype for the dtypes a request can carry (DT_STRING is bytes, handled apart).
-NUMPY_DTYPES: dict[str, np.dtype] = {name: np.dtype(np_name) for name, (np_name, _) in TENSOR_DTYPES.items()
-                                     if name != STRING}
+from benchmarks.requests import protos
+from benchmarks.requests.signature import ServedSignature, TensorInfo
+from export import tensor_proto
+from export.contract import DEFAULT_SIGNATURE
+from export.tensor_proto import NUMPY_DTYPES, STRING
 _ALPHABET = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz0123456789", dtype=np.uint8)
 
 
@@ -33,7 +31,7 @@ _ALPHABET = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz0123456789", dtype=np.uint
 class InputOptions:
     """How to fill a signature's inputs (the --signature/--shape/--input-data/... flags)."""
 
-    signature: str = "serving_default"
+    signature: str = DEFAULT_SIGNATURE
     method: str = "auto"  # auto (the signature's own) | predict | classify | regress
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # input -> dims after the batch
     input_data: Path | None = None
@@ -133,63 +131,24 @@ def random_inputs(sig: ServedSignature, batch: int, opts: InputOptions) -> dict[
             for name, info in sorted(sig.inputs.items())}
 
 
-def fill_tensor_proto(t, dtype: str, array: np.ndarray) -> None:
-    """Numeric arrays as raw little-endian tensor_content (what tf.make_tensor_proto writes); strings in
-    string_val, one entry per element."""
-    types = protos.get("types_pb2")
-    t.dtype = types.DataType.Value(dtype)
-    for dim in array.shape:
-        t.tensor_shape.dim.add().size = int(dim)
-    if dtype == STRING:
-        t.string_val.extend(_as_bytes(v) for v in array.reshape(-1))
-    else:
-        t.tensor_content = np.ascontiguousarray(array, dtype=NUMPY_DTYPES[dtype].newbyteorder("<")).tobytes()
-
-
-def tensor_to_array(t) -> np.ndarray:
-    """A TensorProto -> numpy (the inverse of fill_tensor_proto, also reading the typed *_val fields that
-    servers use for outputs)."""
-    dtype = protos.get("types_pb2").DataType.Name(t.dtype)
-    shape = tuple(d.size for d in t.tensor_shape.dim)
-    if dtype == STRING:
-        return np.array(list(t.string_val), dtype=object).reshape(shape)
-    if dtype not in NUMPY_DTYPES:
-        raise ValueError(f"cannot decode a tensor of dtype {dtype}")
-    np_dtype = NUMPY_DTYPES[dtype]
-    if t.tensor_content:
-        return np.frombuffer(t.tensor_content, dtype=np_dtype.newbyteorder("<")).reshape(shape)
-    values = getattr(t, TENSOR_DTYPES[dtype][1])
-    arr = np.asarray(values, dtype=np.uint16).view(np.float16) if dtype == "DT_HALF" else np.asarray(values, np_dtype)
-    return np.broadcast_to(arr, shape) if arr.size == 1 and int(np.prod(shape)) != 1 else arr.reshape(shape)
-
-
-def _as_bytes(v) -> bytes:
-    return v if isinstance(v, bytes) else str(v).encode()
-
-
-def predict_request(model: str, signature: str, tensors: dict[str, tuple[str, np.ndarray]],
-                    version: int | None = None):
-    """A PredictRequest carrying each named (DataType name, array) input."""
-    req = protos.get("predict_pb2").PredictRequest()
-    req.model_spec.name = model
-    if signature:
-        req.model_spec.signature_name = signature
-    if version is not None:
-        req.model_spec.version.value = version
-    for name, (dtype, array) in tensors.items():
-        fill_tensor_proto(req.inputs[name], dtype, array)
+def predict_request(model: str, signature: str, tensors: dict[str, np.ndarray], version: int | None = None,
+                    dtypes: dict[str, str] | None = None):
+    """A PredictRequest carrying each named input (its DataType from `dtypes`, else from the array's dtype)."""
+    req = protos.with_model_spec(protos.get("predict_pb2").PredictRequest(), model, signature, version)
+    for name, array in tensors.items():
+        tensor_proto.fill_tensor_proto(req.inputs[name], array, (dtypes or {}).get(name))
     return req
 
 
-def predict_request_bytes(sig: ServedSignature, tensors: dict[str, np.ndarray], version: int | None = None) -> bytes:
-    typed = {name: (sig.inputs[name].dtype, array) for name, array in tensors.items()}
-    return predict_request(sig.model, sig.name, typed, version).SerializeToString()
+def predict_request_bytes(sig: ServedSignature, tensors: dict[str, np.ndarray]) -> bytes:
+    dtypes = {name: info.dtype for name, info in sig.inputs.items()}
+    return predict_request(sig.model, sig.name, tensors, dtypes=dtypes).SerializeToString()
 
 
 def json_value(array: np.ndarray):
     """numpy -> JSON-ready nested lists; bytes as {"b64": ...} (TF Serving's REST rule for binary data)."""
     if array.dtype == object:
-        return np.vectorize(lambda b: {"b64": base64.b64encode(_as_bytes(b)).decode()},
+        return np.vectorize(lambda b: {"b64": base64.b64encode(tensor_proto.as_bytes(b)).decode()},
                             otypes=[object])(array).tolist() if array.size else array.tolist()
     return array.tolist()
 

@@ -13,14 +13,10 @@ import json
 
 import numpy as np
 
-from benchmarks.clients import protos
-from benchmarks.clients.inputs import InputOptions, json_value, random_array
-from benchmarks.clients.payloads import PREDICT_METHOD
-from benchmarks.clients.signature import ServedSignature
-
-GRPC_METHODS = {"predict": PREDICT_METHOD,
-                "classify": "/tensorflow.serving.PredictionService/Classify",
-                "regress": "/tensorflow.serving.PredictionService/Regress"}
+from benchmarks.requests import protos
+from benchmarks.requests.signature import ServedSignature
+from benchmarks.requests.tensors import InputOptions, json_value, random_array
+from export.tensor_proto import as_bytes
 
 
 def random_features(batch: int, opts: InputOptions) -> dict[str, np.ndarray]:
@@ -43,7 +39,7 @@ def fill_example(example, row: dict[str, np.ndarray]) -> None:
         flat = np.asarray(values).reshape(-1)
         feature = example.features.feature[name]
         if flat.dtype == object or flat.dtype.kind in "SU":
-            feature.bytes_list.value.extend(v if isinstance(v, bytes) else str(v).encode() for v in flat)
+            feature.bytes_list.value.extend(as_bytes(v) for v in flat)
         elif flat.dtype.kind == "f":
             feature.float_list.value.extend(flat.astype(np.float32).tolist())
         else:
@@ -52,12 +48,9 @@ def fill_example(example, row: dict[str, np.ndarray]) -> None:
 
 def example_request_bytes(sig: ServedSignature, method: str, features: dict[str, np.ndarray],
                           version: int | None = None) -> bytes:
-    module = protos.get("classification_pb2" if method == "classify" else "regression_pb2")
-    req = module.ClassificationRequest() if method == "classify" else module.RegressionRequest()
-    req.model_spec.name = sig.model
-    req.model_spec.signature_name = sig.name
-    if version is not None:
-        req.model_spec.version.value = version
+    cls = (protos.get("classification_pb2").ClassificationRequest if method == "classify"
+           else protos.get("regression_pb2").RegressionRequest)
+    req = protos.with_model_spec(cls(), sig.model, sig.name, version)
     for i in range(_rows(features)):
         fill_example(req.input.example_list.examples.add(), {k: v[i] for k, v in features.items()})
     return req.SerializeToString()

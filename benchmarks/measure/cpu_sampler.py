@@ -1,11 +1,12 @@
-"""CPU of other processes (a load generator we launched: Locust's master and workers) over a time span.
+"""The CPU sampler: other processes' CPU (a load generator we launched: Locust's master and workers), sampled
+in the background so any span can be read afterwards (cpu_meter.py measures one span known in advance).
 
 A background thread samples each process's CPU times, and those of its main thread, every `interval_s`;
 `summary(t0, t1)` turns the samples inside [t0, t1] (time.time() seconds) into percentages of one core,
 so start-up (imports, spawning) outside the measured span does not count. The main thread is what
 saturates a gevent process (Locust's users are greenlets on it, holding the GIL); the process total can
 pass 100 % through grpcio's C-core threads without the generator being the limit, as with our own client
-(benchmarks/load/closed_loop.py judges its event-loop thread for the same reason).
+(cpu_meter.CPU_SATURATION_PCT: one rule, judged on the sending thread).
 """
 from __future__ import annotations
 

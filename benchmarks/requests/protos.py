@@ -61,3 +61,13 @@ def load() -> dict[str, ModuleType]:
 
 def get(name: str) -> ModuleType:
     return load()[name]
+
+
+def with_model_spec(req, model: str, signature: str = "", version: int | None = None):
+    """Fill a request's model_spec (name, signature and version when given); returns the request."""
+    req.model_spec.name = model
+    if signature:
+        req.model_spec.signature_name = signature
+    if version is not None:
+        req.model_spec.version.value = version
+    return req

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.clients.inputs import NUMPY_DTYPES, STRING
-from benchmarks.clients.signature import ServedSignature, TensorInfo
+from benchmarks.requests.signature import ServedSignature, TensorInfo
+from export.tensor_proto import NUMPY_DTYPES, STRING
 
 
 def load_document(path: Path) -> dict:

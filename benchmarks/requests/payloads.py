@@ -9,61 +9,18 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
-from benchmarks.clients import protos
-from benchmarks.clients.inputs import predict_request, rest_path, tensor_to_array
-from export import contract
-from export.contract import DEFAULT_SIGNATURE, PREDICT_METHOD, VersionDir
+from benchmarks.requests import protos
+from benchmarks.requests.tensors import predict_request, rest_path
+from export.contract import CLASSIFY_METHOD, DEFAULT_SIGNATURE, PREDICT_METHOD, REGRESS_METHOD
+from export.tensor_proto import to_ndarray
 
-DEFAULT_N_FEATURES = 10
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
-
-
-@dataclass
-class ModelInfo:
-    name: str
-    version_dirs: list[VersionDir]  # ascending, each with its directory as found on disk
-    n_features: int
-    signatures: dict = field(default_factory=dict)
-    model_dir: Path | None = None
-
-    @property
-    def versions(self) -> list[int]:
-        return [v.version for v in self.version_dirs]
-
-    @property
-    def latest_dir(self) -> Path | None:
-        return self.version_dirs[-1].path if self.version_dirs else None
-
-    def version_dir(self, version: int) -> Path:
-        """The directory of one version (zero-padded or not); FileNotFoundError when it is not exported."""
-        for found in self.version_dirs:
-            if found.version == version:
-                return found.path
-        raise FileNotFoundError(f"{self.name} has no version {version} under {self.model_dir} "
-                                f"(versions: {self.versions})")
-
-
-def discover_models(models_dir: Path) -> list[ModelInfo]:
-    """Models exported under models_dir/<model>/<version>/ (export/contract.py), read from manifests
-    without importing TensorFlow."""
-    out: list[ModelInfo] = []
-    for name in contract.model_names(models_dir):
-        d = Path(models_dir) / name
-        found = contract.version_dirs(d)
-        if not found:
-            continue
-        n_features, sigs = DEFAULT_N_FEATURES, {}
-        if contract.manifest_path(found[-1].path).exists():
-            m = contract.read_manifest(found[-1].path)
-            n_features = int(m.get("n_features", DEFAULT_N_FEATURES))
-            sigs = m.get("signatures", {})
-        out.append(ModelInfo(name, found, n_features, sigs, d))
-    return out
+GRPC_METHODS = {"predict": PREDICT_METHOD, "classify": CLASSIFY_METHOD, "regress": REGRESS_METHOD}
 
 
 def make_inputs(batch_size: int, n_features: int, seed: int = 0) -> np.ndarray:
@@ -75,9 +32,8 @@ def make_inputs(batch_size: int, n_features: int, seed: int = 0) -> np.ndarray:
 
 def build_predict_request(model: str, x: np.ndarray, signature: str = DEFAULT_SIGNATURE,
                           input_name: str = "inputs", version: int | None = None):
-    """PredictRequest with one float32 TensorProto (tensor_content = raw little-endian bytes, which is
-    what tf.make_tensor_proto produces for numeric arrays)."""
-    return predict_request(model, signature, {input_name: ("DT_FLOAT", x)}, version)
+    """PredictRequest with one float32 TensorProto (tensor_content, as tf.make_tensor_proto writes it)."""
+    return predict_request(model, signature, {input_name: x.astype(np.float32, copy=False)}, version)
 
 
 def build_rest_body(x: np.ndarray, signature: str = DEFAULT_SIGNATURE) -> bytes:
@@ -85,10 +41,6 @@ def build_rest_body(x: np.ndarray, signature: str = DEFAULT_SIGNATURE) -> bytes:
     if signature and signature != DEFAULT_SIGNATURE:
         body["signature_name"] = signature
     return json.dumps(body, separators=(",", ":")).encode()
-
-
-def rest_predict_path(model: str, version: int | None = None) -> str:
-    return rest_path(model, "predict", version)
 
 
 def per_call_ms(fn, reps: int) -> float:
@@ -114,15 +66,24 @@ class Payload:
     grpc_method: str = PREDICT_METHOD  # the gRPC method path they are sent to
 
 
+def timed_payload(model: str, batch_size: int, signature: str, grpc_bytes: Callable[[], bytes],
+                  rest_body: Callable[[], bytes], *, n_features: int = 0, method: str = "predict",
+                  version: int | None = None, codec_reps: int | None = None) -> Payload:
+    """A Payload from the two encoders of one request, each also timed per call (serialize_ms)."""
+    reps = codec_reps or max(3, min(200, 20000 // max(batch_size, 1)))
+    return Payload(model, batch_size, n_features, signature, grpc_bytes(), rest_body(),
+                   rest_path(model, method, version), per_call_ms(grpc_bytes, reps), per_call_ms(rest_body, reps),
+                   method, GRPC_METHODS[method])
+
+
 def build_payload(model: str, batch_size: int, n_features: int, *, signature: str = DEFAULT_SIGNATURE,
                   version: int | None = None, seed: int = 0, codec_reps: int | None = None) -> Payload:
+    """The project's fast path: one float32 matrix [batch, n_features] under the input "inputs"."""
     x = make_inputs(batch_size, n_features, seed)
-    reps = codec_reps or max(3, min(200, 20000 // max(batch_size, 1)))
-    g_ms = per_call_ms(lambda: build_predict_request(model, x, signature, version=version).SerializeToString(), reps)
-    r_ms = per_call_ms(lambda: build_rest_body(x, signature), reps)
-    return Payload(model, batch_size, n_features, signature,
-                   build_predict_request(model, x, signature, version=version).SerializeToString(),
-                   build_rest_body(x, signature), rest_predict_path(model, version), g_ms, r_ms)
+    return timed_payload(model, batch_size, signature,
+                         lambda: build_predict_request(model, x, signature, version=version).SerializeToString(),
+                         lambda: build_rest_body(x, signature), n_features=n_features, version=version,
+                         codec_reps=codec_reps)
 
 
 def _response_class(method: str):
@@ -140,7 +101,7 @@ def grpc_response_decode_ms(response_bytes: bytes, reps: int = 50, method: str =
     def decode():
         resp = cls.FromString(response_bytes)
         for t in getattr(resp, "outputs", {}).values():
-            tensor_to_array(t)
+            to_ndarray(t)
 
     return per_call_ms(decode, reps)
 
