@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import threading
 import time
+from bisect import bisect_left
 from collections import defaultdict
+from itertools import accumulate
 from typing import Any, Callable
 
 from prometheus_client import CollectorRegistry, Histogram, disable_created_metrics, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, UnknownMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, UnknownMetricFamily
 from prometheus_client.registry import Collector
 
 from export.contract import (INPUT_BATCH_SIZE, PADDING_SIZE, PROCESSED_BATCH_SIZE, QUEUING_LATENCY, REQUEST_COUNT,
@@ -122,6 +124,43 @@ class StageClock:
         return {stage: s * 1e6 for stage, s in zip(REQUEST_STAGES, seconds)}
 
 
+class _StageCollector(Collector):
+    """The request_stage_latency histograms, all five stages of a request recorded under one lock.
+
+    Not prometheus_client's Histogram: its observe() walks the 33 buckets in Python, ~5 µs each here, so five
+    stages would have cost ~25 µs per request; a bisect into the bounds costs well under 1 µs.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # (model, api, entrypoint) -> stage -> [per-bucket counts (+Inf last), sum]
+        self._data: dict[tuple[str, str, str], dict[str, list]] = {}
+
+    def observe(self, labels: tuple[str, str, str], stages_us: dict[str, float]) -> None:
+        with self._lock:
+            found = self._data.get(labels)
+            if found is None:
+                found = self._data[labels] = {s: [[0] * (len(LATENCY_BUCKETS_US) + 1), 0.0] for s in REQUEST_STAGES}
+            for stage, us in stages_us.items():
+                entry = found[stage]
+                entry[0][bisect_left(LATENCY_BUCKETS_US, us)] += 1
+                entry[1] += us
+
+    def collect(self):
+        family = HistogramMetricFamily(REQUEST_STAGE_LATENCY, "Wall time (in microseconds) of each stage of a request: "
+                                       "decode, queue, execute, encode, framework (the rest).",
+                                       labels=["model_name", "API", "entrypoint", "stage"])
+        with self._lock:
+            snapshot = [(labels, stage, list(counts), total) for labels, stages in sorted(self._data.items())
+                        for stage, (counts, total) in stages.items()]
+        for (model, api, entrypoint), stage, counts, total in snapshot:
+            cumulative = list(accumulate(counts))
+            buckets = [(f"{le:g}" if le != float("inf") else "+Inf", c)
+                       for le, c in zip((*LATENCY_BUCKETS_US, float("inf")), cumulative)]
+            family.add_metric([model, api, entrypoint, stage], buckets, total)
+        yield family
+
+
 class ServingMetrics:
     """All metrics of one server process; `exposition()` is what /monitoring/prometheus/metrics returns."""
 
@@ -138,10 +177,8 @@ class ServingMetrics:
         self.runtime_latency = Histogram(
             RUNTIME_LATENCY, "Distribution of wall time (in microseconds) for Tensorflow runtime.",
             ["model_name", "API", "runtime"], buckets=LATENCY_BUCKETS_US, registry=self.registry)
-        self.stage_latency = Histogram(
-            REQUEST_STAGE_LATENCY, "Wall time (in microseconds) of each stage of a request: decode, queue, execute, "
-            "encode, framework (the rest).", ["model_name", "API", "entrypoint", "stage"],
-            buckets=LATENCY_BUCKETS_US, registry=self.registry)
+        self._stages = _StageCollector()
+        self.registry.register(self._stages)
         self.queuing_latency = Histogram(
             QUEUING_LATENCY,
             "Distribution of wall time spent (in microseconds) in queuing",
@@ -159,10 +196,8 @@ class ServingMetrics:
 
     def observe_stages(self, clock: StageClock) -> None:
         """Record a finished request's stages (only requests for a served model: bounded label values)."""
-        if not clock.model:
-            return
-        for stage, us in clock.stages_us().items():
-            self.child(self.stage_latency, clock.model, clock.api, clock.entrypoint, stage).observe(us)
+        if clock.model:
+            self._stages.observe((clock.model, clock.api, clock.entrypoint), clock.stages_us())
 
     def child(self, metric: Histogram, *labels: str):
         """metric.labels(*labels), memoised: prometheus_client's labels() takes a lock and builds a key per call,
