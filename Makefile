@@ -12,7 +12,7 @@ RESULTS_DIR?= $(ARTIFACTS)/results
 MODELS     ?= residual_regressor reconstructing_regressor softplus_regressor
 DATASET    ?= diabetes
 MODE       ?= graph
-SERVER     ?= auto
+BACKEND    ?= auto
 GRPC_PORT  ?= 8500
 REST_PORT  ?= 8501
 QUICK      ?= 0
@@ -57,16 +57,16 @@ export: $(STAMP) ## Train, export and verify SavedModels into artifacts/models/<
 verify: $(STAMP) ## Re-verify every exported version in a fresh process
 	$(PY) -m export verify --out $(MODELS_DIR)
 
-serve: $(STAMP) ## Serve artifacts/models: real TF Serving if Docker answers, else the embedded server (SERVER=, MODE=graph|xla|eager, GRPC_PORT=, REST_PORT=)
-	$(PY) -m serving launch --server $(SERVER) --mode $(MODE) --grpc-port $(GRPC_PORT) --rest-port $(REST_PORT) --models-dir $(MODELS_DIR)
+serve: $(STAMP) ## Serve artifacts/models: real TF Serving if Docker answers, else the embedded server (BACKEND=auto|tfserving|embedded, MODE=graph|xla|eager, GRPC_PORT=, REST_PORT=)
+	$(PY) -m serving launch --backend $(BACKEND) --mode $(MODE) --grpc-port $(GRPC_PORT) --rest-port $(REST_PORT) --models-dir $(MODELS_DIR)
 
 check-deploy: $(STAMP) ## Check the real TF Serving deployment files (docker/, docker/k8s/, models.config) by machine, no Docker needed
-	$(PY) -m serving.tfserving_config docker/batching/batching_cpu.config docker/batching/batching_gpu.config docker/monitoring.config $(if $(wildcard $(MODELS_DIR)/models.config),$(MODELS_DIR)/models.config --models-dir $(MODELS_DIR),docker/models.config.example)
+	$(PY) -m serving.cli.config_files docker/batching/batching_cpu.config docker/batching/batching_gpu.config docker/monitoring.config $(if $(wildcard $(MODELS_DIR)/models.config),$(MODELS_DIR)/models.config --models-dir $(MODELS_DIR),docker/models.config.example)
 	$(PY) -m pytest -q tests/serving/test_deploy_configs.py tests/serving/test_launch.py
 
 bench: $(STAMP) ## Standard benchmark suite into artifacts/results/<run-id>/ (QUICK=1; TARGET=host:port [REST_TARGET=host:port MODEL=name SERVER_LABEL=] for an external TF Serving)
 	$(PY) -m benchmarks suite --models-dir $(MODELS_DIR) --results-dir $(RESULTS_DIR) $(if $(filter 1,$(QUICK)),--quick,) \
-	  $(if $(TARGET),--server none --skip-inprocess --grpc-target $(TARGET) --rest-target '$(REST_TARGET)' --server-label $(SERVER_LABEL),) \
+	  $(if $(TARGET),--server none --skip-inprocess --target $(TARGET) --rest-target '$(REST_TARGET)' --server-label $(SERVER_LABEL),) \
 	  $(if $(MODEL),--models $(MODEL),)
 
 crosscheck: $(STAMP) ## Our clients vs perf_analyzer (gRPC) and wrk (REST): batch 1,32,256 + a 224x224x3 request, 1 and 8 streams, REPEATS= interleaved pairs, one table (installs the tools; TARGET=, REST_TARGET=, MODEL=; default: embedded server)

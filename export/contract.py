@@ -29,6 +29,7 @@ SAVED_MODEL_FILE = "saved_model.pb"
 MODEL_CONFIG_FILE = "models.config"  # base_path /models/<name>: what the official container mounts
 LOCAL_MODEL_CONFIG_FILE = "models.local.config"  # absolute local base paths: for the embedded server
 CONTAINER_MODELS_ROOT = "/models"
+SERVER_MODES = ("graph", "xla", "eager")  # how the embedded server runs a model (serving/execution/runners.py)
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 # safe_strto64's grammar: C isspace() around an optional '-' and ASCII digits ('+' is not accepted).
@@ -197,12 +198,3 @@ def warmup_path(version_path: Path) -> Path:
 
 def keras_path(version_path: Path) -> Path:
     return Path(version_path) / KERAS_FILE
-
-
-def load_keras_model(version_path: Path):
-    """Rebuild the Keras model of an exported version with the same weights (for eager serving)."""
-    import keras
-
-    from export import models  # noqa: F401  (registers the custom classes with Keras)
-
-    return keras.models.load_model(keras_path(version_path), compile=False)

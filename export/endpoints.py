@@ -5,7 +5,7 @@ A model class lists its endpoints in ``ENDPOINTS`` (export/models.py). Everythin
 signature reads that declaration: export traces each endpoint into a signature (export/signatures.py) and
 writes its tensor names, dtypes and shapes into the manifest, verification compares each signature with the
 method it was traced from (export/verify.py), and the embedded server's eager mode calls that method for that
-signature (serving/runners.py, EagerRunner). Adding a served signature is one more ``Endpoint`` on the class.
+signature (serving/execution/runners.py, EagerRunner). Adding a served signature is one more ``Endpoint`` on the class.
 
 Nothing here imports TensorFlow: the server reads declarations without paying for an export.
 """

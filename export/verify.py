@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from export.contract import DEFAULT_SIGNATURE, load_keras_model, read_manifest, warmup_path
+from export.contract import DEFAULT_SIGNATURE, read_manifest, warmup_path
 from export.endpoints import Endpoint, endpoints_of, expected_signatures
 
 BATCH_SIZES: tuple[int, ...] = (1, 7, 64, 1024)
@@ -103,6 +103,7 @@ def _open(version_path: Path) -> _Subject:
     import tensorflow as tf
 
     from export.data import load_dataset
+    from export.models import load_keras_model
 
     manifest = read_manifest(version_path)
     keras_model = load_keras_model(version_path)

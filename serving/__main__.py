@@ -16,11 +16,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "else the embedded server. Run `python -m serving <command> --help` for each one's flags.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="{serve,launch}")
-    from serving.flags import add_serve_arguments
+    from serving.cli.serve_flags import add_serve_arguments
 
     add_serve_arguments(sub.add_parser("serve", help="run the embedded server in the foreground"))
     launch = sub.add_parser("launch", help="run TF Serving (Docker) or the embedded server, whichever is available")
-    from serving.launch import add_launch_arguments
+    from serving.cli.launch import add_launch_arguments
 
     add_launch_arguments(launch)
     return parser
@@ -29,11 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "launch":
-        from serving.launch import run_launch
+        from serving.cli.launch import run_launch
 
         return run_launch(args)
-    from serving.flags import config_from_args
-    from serving.server import run_server
+    from serving.cli.serve_flags import config_from_args
+    from serving.cli.server import run_server
 
     try:
         config = config_from_args(args)

@@ -6,13 +6,13 @@ query exactly those names, so we use them verbatim. Histograms are in microsecon
 exponential buckets (10 us * 1.8^i, i < 33: servables/tensorflow/util.cc).
 
 Beyond TF Serving's names, `tfserve_bench_model_executions{model_name,state}` reports each model's
-unbatched execution scheduler (serving/scheduler.py): executions running now, waiting for a slot now, and
+unbatched execution scheduler (serving/execution/scheduler.py): executions running now, waiting for a slot now, and
 the peak running at once since start (which shows whether the configured bound was reached), and
 `tfserve_bench_model_execution_outcomes_total{model_name,outcome}` counts executed / refused / expired.
 
 `:tfserve_bench:serving:request_stage_latency{model_name,API,entrypoint,stage}` (µs, TF Serving's buckets) splits
 each successful Predict into the stages of StageClock below, so a front end's own cost can be read off the metrics
-endpoint (serving/PERFORMANCE.md, "Per-stage time").
+endpoint (docs/performance.md, "Per-stage time").
 
 request_count is exported *without* the `_total` suffix prometheus_client adds to counters (TF Serving's
 exporter does not add it): it is a custom collector producing an untyped family with TF Serving's sample name.

@@ -16,7 +16,7 @@ CLIS = [
     (["export", "verify", "--help"], "fresh process"),
     (["serving", "--help"], "launch"),
     (["serving", "serve", "--help"], "--mode"),
-    (["serving", "launch", "--help"], "--server"),
+    (["serving", "launch", "--help"], "--backend"),
     (["benchmarks", "--help"], "compare"),
     (["benchmarks", "suite", "--help"], "--quick"),
     (["benchmarks", "demo", "--help"], "--models-dir"),
@@ -103,7 +103,32 @@ def test_one_module_serves_grpc_rest_sweep_and_loadgen_with_todays_flags():
     sweep = parse("sweep", "--kind", "rest", "--concurrency", "2,4")
     assert (sweep.command, sweep.kind, sweep.concurrency, sweep.grpc_client) == ("sweep", "rest", (2, 4), "curl")
     grpc = parse("grpc", "--grpc-client", "curl")
-    assert (grpc.command, grpc.target, grpc.batch_sizes, grpc.loadgen_duration_ms) == ("grpc", None, (1, 8, 64), 5000)
+    assert (grpc.command, grpc.target, grpc.batch_sizes, grpc.loadgen_duration_ms) == ("grpc", "127.0.0.1:8500", (1, 8, 64), 5000)
     assert not hasattr(grpc, "kind")  # grpc and rest are the kind; only sweep and loadgen take --kind
     with pytest.raises(SystemExit):
         parse("rest", "--kind", "grpc")
+
+
+def test_one_cli_vocabulary_for_servers_and_targets():
+    """--server means the server a command starts (one set of choices); --target is gRPC, --rest-target REST."""
+    from benchmarks.__main__ import build_parser
+    from benchmarks.commands.common import SERVERS
+
+    def parse(*argv: str):
+        return build_parser(list(argv)).parse_args(list(argv))
+
+    for cmd in ("suite", "locust", "wrk", "perf-analyzer"):
+        assert {parse(cmd, "--server", s).server for s in ("embedded", "none")} <= set(SERVERS)
+        for other in ("auto", "python", "tfserving"):  # other commands' words for other things
+            with pytest.raises(SystemExit):
+                parse(cmd, "--server", other)
+    suite = parse("suite", "--server", "none", "--target", "h:1", "--rest-target", "h:2")
+    assert (suite.target, suite.rest_target) == ("h:1", "h:2")
+    assert parse("locust", "--grpc-target", "h:3").target == "h:3"  # the old spelling, hidden
+    assert parse("rest", "--rest-target", "h:4").rest_target == "h:4"
+    assert parse("wrk", "--rest-target", "h:5").rest_target == "h:5"
+    with pytest.raises(SystemExit):
+        parse("rest", "--target", "h:6")  # REST endpoints are --rest-target everywhere
+    with pytest.raises(SystemExit):
+        parse("capacity", "--server", "python")  # capacity's no-op server choice is --noop-server
+    assert parse("capacity", "--noop-server", "python").noop_server == "python"

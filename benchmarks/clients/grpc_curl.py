@@ -210,7 +210,7 @@ class CurlGrpcTransport:
         fut = call.future = self._loop.create_future()
         # add_handle asks for a 0 ms timer (_on_timer). Answering it here, not on the next loop turn, saves a
         # turn (and an epoll_wait) per call; sharing one socket_action among the send()s of a turn saved
-        # nothing measurable at 8 streams (serving/PERFORMANCE.md, "Client fidelity").
+        # nothing measurable at 8 streams (docs/performance.md, "Client fidelity").
         self._adding, self._start_now = True, False
         try:
             self._multi.add_handle(call.curl)

@@ -100,7 +100,7 @@ class RestTransport:
         try:
             # asyncio.timeout, not wait_for: wait_for runs the round trip as a task of its own, which cost two
             # extra event-loop turns per request (~15 % of a batch-1 round trip at one connection, measured
-            # against wrk: serving/PERFORMANCE.md, "Client fidelity")
+            # against wrk: docs/performance.md, "Client fidelity")
             async with asyncio.timeout(self.timeout_s):
                 status, body, reusable = await self._roundtrip(conn, payload)
         except TimeoutError:

@@ -2,7 +2,7 @@
 
 If a benchmark's throughput gets near this ceiling, it measures the client, not the server. The
 no-op server must therefore be far cheaper per request than the client, or the run measures the
-server instead. By default (`--server auto`) we use the native one (nghttpd for gRPC, nginx for REST,
+server instead. By default (`--noop-server auto`) we use the native one (nghttpd for gRPC, nginx for REST,
 see targets/noop_native.py) when its binaries are installed, and fall back to the Python no-op server with a
 printed warning: that one saturates its own core near 2,000 gRPC req/s on this class of machine.
 
@@ -36,7 +36,7 @@ def choose_server(requested: str, install: bool = False) -> str:
     from benchmarks.targets import noop_native as native_noop
 
     if requested not in SERVER_CHOICES:
-        raise ValueError(f"unknown capacity server {requested!r} ({'|'.join(SERVER_CHOICES)})")
+        raise ValueError(f"unknown --noop-server {requested!r} ({'|'.join(SERVER_CHOICES)})")
     if requested == "python":
         return "python"
     if install and native_noop.missing_binaries():
@@ -45,7 +45,7 @@ def choose_server(requested: str, install: bool = False) -> str:
     if not missing:
         return "native"
     if requested == "native":
-        raise FileNotFoundError("--server native needs " + ", ".join(missing) + ": apt-get install "
+        raise FileNotFoundError("--noop-server native needs " + ", ".join(missing) + ": apt-get install "
                                 + " ".join(sorted(set(missing.values()))) + " or add --install (root)")
     print(">> WARNING: native no-op server not installed (" + ", ".join(missing) + "); using the Python no-op "
           "server, which saturates its own core first: the numbers below then measure that server, not the "
@@ -141,14 +141,14 @@ def verdict_line(best: ResultRow) -> str:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = ("How many requests/s one load-generator process drives (goal 5,000, stretch 10,000), per "
                      "client, with its CPU cost per request. The no-op server must be cheaper than the client or "
-                     "the run measures the server: --server auto uses nghttpd (gRPC) + nginx (REST) when "
+                     "the run measures the server: --noop-server auto uses nghttpd (gRPC) + nginx (REST) when "
                      "installed, else the Python no-op server with a warning.")
     p.add_argument("--concurrency", type=int_list, default=CONCURRENCIES,
                    help="comma list (default " + ",".join(map(str, CONCURRENCIES)) + ")")
     p.add_argument("--transports", nargs="*", default=list(TRANSPORTS), choices=TRANSPORTS)
     p.add_argument("--grpc-clients", nargs="*", default=list(GRPC_CLIENTS), choices=GRPC_CLIENTS,
                    help="gRPC clients to measure (default: all)")
-    p.add_argument("--server", choices=SERVER_CHOICES, default="auto",
+    p.add_argument("--noop-server", choices=SERVER_CHOICES, default="auto",
                    help="no-op server: native = nghttpd + nginx (Debian packages), python = benchmarks noop-server; "
                         "auto = native when installed (default)")
     p.add_argument("--install", action="store_true",
@@ -161,7 +161,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    server = choose_server(args.server, args.install)  # before open_run: the environment block names it
+    server = choose_server(args.noop_server, args.install)  # before open_run: the environment block names it
     w = open_run(args, "capacity", server_kind="noop-native" if server == "native" else "noop", server_mode="noop")
     run_capacity(w, concurrencies=args.concurrency, transports=tuple(args.transports),
                  grpc_clients=tuple(args.grpc_clients), server=server, window_s=args.window_s,

@@ -7,13 +7,13 @@ import sys
 from pathlib import Path
 
 from benchmarks.results.schema import ResultWriter, capture_environment, new_run_id
-from serving.flags import MODES as SERVER_MODES
+from export.contract import SERVER_MODES
 
 DEFAULT_RESULTS = Path("artifacts/results")
 DEFAULT_MODELS = Path("artifacts/models")
 DEFAULT_GRPC_TARGET = "127.0.0.1:8500"  # TF Serving's default ports (--port, --rest_api_port)
 DEFAULT_REST_TARGET = "127.0.0.1:8501"
-SERVERS = ("embedded", "noop", "none")  # what --server starts for a run (targets/managed.py start_for_run)
+SERVERS = ("embedded", "noop", "none")  # --server: what a command starts (managed.start_for_run); none: --target
 DEFAULT_SERVER_MODE = "graph"
 
 
@@ -24,14 +24,25 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
 
 
-def add_server_args(p: argparse.ArgumentParser, server_help: str | None = None, *, targets: bool = True) -> None:
+def add_server_args(p: argparse.ArgumentParser, server_help: str | None = None, *, servers: tuple[str, ...] = SERVERS,
+                    default: str = SERVERS[0], grpc: bool = True, rest: bool = True) -> None:
     """--server and --mode (the server a command starts), and the endpoints used with --server none."""
-    p.add_argument("--server", choices=SERVERS, default=SERVERS[0], help=server_help)
+    p.add_argument("--server", choices=servers, default=default, help=server_help)
     p.add_argument("--mode", choices=SERVER_MODES, default=DEFAULT_SERVER_MODE, help="embedded server mode")
-    if targets:
-        p.add_argument("--grpc-target", default=DEFAULT_GRPC_TARGET, help="with --server none: gRPC host:port")
-        p.add_argument("--rest-target", default=DEFAULT_REST_TARGET,
-                       help="with --server none: REST host:port ('' = gRPC only)")
+    add_target_args(p, grpc=grpc, rest=rest)
+
+
+def add_target_args(p: argparse.ArgumentParser, *, grpc: bool = True, rest: bool = True) -> None:
+    """The one spelling of an endpoint on every command that sends requests: --target (gRPC), --rest-target."""
+    if grpc:
+        p.add_argument("--target", default=DEFAULT_GRPC_TARGET, help=f"gRPC host:port (default {DEFAULT_GRPC_TARGET})")
+        p.add_argument("--grpc-target", dest="target", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # old name
+    if rest:
+        p.add_argument("--rest-target", default=DEFAULT_REST_TARGET, help=f"REST host:port (default {DEFAULT_REST_TARGET})")
+
+
+def target_of(args: argparse.Namespace, kind: str) -> str:  # the endpoint the flags name for `kind` (grpc | rest)
+    return args.target if kind == "grpc" else args.rest_target
 
 
 def add_serve_args_option(p: argparse.ArgumentParser) -> None:

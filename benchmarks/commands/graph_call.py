@@ -3,7 +3,7 @@
 The embedded server's graph mode must not add cost the runtime does not need. This command times, for
 batch-1 requests on one exported version, every way we know of calling the same signature, checks they
 return the same numbers, and writes one in-process result row per way (mode = the way's short name,
-extra.call = what it does, extra.same_output) into a run directory. serving/runners.py uses the winner.
+extra.call = what it does, extra.same_output) into a run directory. serving/execution/runners.py uses the winner.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def candidates(version_dir: Path, signature: str) -> tuple[object, dict[str, Cal
     that cannot run). The loaded object must outlive the calls: it owns the variables they capture."""
     import tensorflow as tf
 
-    from serving.runners import GraphRunner
+    from serving.execution.runners import GraphRunner
 
     loaded = tf.saved_model.load(str(version_dir))
     sig = loaded.signatures[signature]

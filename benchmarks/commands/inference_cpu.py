@@ -141,17 +141,18 @@ def handler_costs(base: Path, sizes: tuple[int, ...], requests: int) -> dict[str
     """Measurement name -> CPU per request and p50 of the server's own gRPC handler called in this process."""
     from tensorflow_serving.apis import classification_pb2, inference_pb2, predict_pb2, regression_pb2
 
-    from serving.core import ServingCore
-    from serving.grpc_api import PredictionServicer
-    from serving.metrics import ServingMetrics
-    from serving.model_manager import ModelManager, ModelSource
+    from serving.api.grpc_api import PredictionServicer
+    from serving.cli.serve_flags import ServerConfig
+    from serving.cli.server import build_parts
+    from serving.lifecycle.model_manager import ModelSource
 
     request_types = {"Predict": predict_pb2.PredictRequest, "Classify": classification_pb2.ClassificationRequest,
                      "Regress": regression_pb2.RegressionRequest, "MultiInference": inference_pb2.MultiInferenceRequest}
-    core = ServingCore("graph", ServingMetrics(), None, 10**7, enable_warmup=False)
-    core.manager = manager = ModelManager([ModelSource(MODEL, base)], core.load_version, poll_seconds=0)
+    cfg = ServerConfig(enable_model_warmup=False, file_system_poll_wait_seconds=0)  # the server's defaults otherwise
+    parts = build_parts(cfg, [ModelSource(MODEL, base)])
+    manager = parts.manager
     manager.start()
-    servicer, context, loop = PredictionServicer(core, manager), _Context(), asyncio.new_event_loop()
+    servicer, context, loop = PredictionServicer(parts.core, manager), _Context(), asyncio.new_event_loop()
     costs = {}
     try:
         for n in sizes:
@@ -174,7 +175,7 @@ def use_server_threads() -> dict:
     """TensorFlow's thread pools as the server sets them; possible only before TensorFlow starts running."""
     import tensorflow as tf
 
-    from serving.server import tf_thread_counts
+    from serving.cli.server import tf_thread_counts
 
     intra, inter = tf_thread_counts(-1, -1)
     try:

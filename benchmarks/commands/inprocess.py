@@ -68,7 +68,7 @@ def run_inprocess(cfg: InprocessConfig, writer: ResultWriter | None = None) -> l
     import tensorflow as tf  # full TF import only here: the load generators never need it
     from tqdm import tqdm
 
-    from export.contract import load_keras_model
+    from export.models import load_keras_model
 
     for m in cfg.modes:
         if m not in MODES:

@@ -8,6 +8,7 @@ from pathlib import Path
 from benchmarks.requests.tensors import InputOptions, parse_feature, parse_int_range, parse_shape
 from benchmarks.requests.discovery import discover_models
 from benchmarks.requests.signature import check_models_served
+from benchmarks.commands.common import target_of
 
 INPUTS_HELP = """\
 Requests for any model: without a manifest in --models-dir (or with any of the flags below), the load
@@ -61,6 +62,6 @@ def served_models(args: argparse.Namespace, kind: str) -> list[tuple[str, int]]:
         if nf and not nf.isdigit():
             raise ValueError(f"--models {spec!r}: expected NAME or NAME:N_FEATURES")
         out.append((name, int(nf) if nf else known.get(name, args.n_features)))
-    check_models_served(kind, args.target, [n for n, _ in out], sorted(known))
+    check_models_served(kind, target_of(args, kind), [n for n, _ in out], sorted(known))
     return out
 

@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--step-users", type=int, default=4)
     p.add_argument("--step-seconds", type=float, default=5.0)
     p.add_argument("--steps", type=int, default=3)
-    add_server_args(p, "start this server for the test (none: use --grpc-target/--rest-target)")
+    add_server_args(p, "start this server for the test (none: use --target/--rest-target)")
     p.add_argument("--no-ours", action="store_true",
                    help="skip our own closed-loop client at the same concurrency (by default it runs after each "
                         "Locust test, against the same server, so the report can put the two side by side)")
@@ -45,7 +45,7 @@ def main(args: argparse.Namespace) -> int:
         if server is not None:
             gt, rt, label = server.grpc_target, server.rest_target, server.label
         else:
-            gt, rt, label = args.grpc_target, args.rest_target, "external"
+            gt, rt, label = args.target, args.rest_target, "external"
         rows = []
         for transport in args.transports:  # Locust then ours, per transport: close in time on a busy machine
             rows += run_locust(LocustConfig(gt, rt, model=model, batch_size=args.batch_size, n_features=n_features,

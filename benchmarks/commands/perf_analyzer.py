@@ -26,7 +26,7 @@ from pathlib import Path
 from benchmarks.requests.input_data import load_document
 from benchmarks.requests.payloads import build_payload
 from benchmarks.clients.transports import DEFAULT_GRPC_CLIENT, GRPC_CLIENTS, client_name
-from benchmarks.commands.common import DEFAULT_MODELS, add_run_args, finish_run, int_list, open_run
+from benchmarks.commands.common import DEFAULT_MODELS, add_run_args, add_server_args, finish_run, int_list, open_run
 from benchmarks.commands.input_flags import add_input_arguments, input_options, served_models
 from benchmarks.commands.wrk import wrk_row
 from benchmarks.measure import perf_analyzer_tool as tool
@@ -42,10 +42,9 @@ APIS = ("grpc", "rest")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--server", choices=["none", "embedded"], default="none",
-                   help="none: measure --target (default); embedded: start the embedded server on free ports")
-    p.add_argument("--mode", choices=["graph", "xla", "eager"], default="graph", help="embedded server mode")
-    p.add_argument("--target", default="127.0.0.1:8500", help="gRPC host:port of the TF Serving API (default 127.0.0.1:8500)")
+    # no noop: perf_analyzer starts by asking for the model's metadata, which the no-op servers do not answer
+    add_server_args(p, "none: measure --target (default); embedded: start the embedded server on free ports",
+                    servers=("none", "embedded"), default="none", rest=False)
     p.add_argument("--rest-target", default="",
                    help="REST host:port with --server none (default: none, REST is not checked)")
     p.add_argument("--apis", type=lambda s: tuple(a for a in s.split(",") if a), default=APIS,

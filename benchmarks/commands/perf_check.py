@@ -122,7 +122,7 @@ def _call_row(t: CallTiming, model: str, mode: str, measurement: str) -> ResultR
 def _tf_threads() -> tuple[int, int]:
     """The TensorFlow threads the server uses by default, so "in-process" means the same runtime."""
     try:
-        from serving.server import tf_thread_counts
+        from serving.cli.server import tf_thread_counts
     except ImportError:  # a server without the setting (measuring an older checkout): TF's defaults
         return 0, 0
     return tf_thread_counts(-1, -1)
@@ -133,7 +133,7 @@ def in_process(version_dir: Path, model: str, requests: int) -> tuple[ResultRow,
     import numpy as np
     import tensorflow as tf
 
-    from serving.runners import GraphRunner
+    from serving.execution.runners import GraphRunner
 
     intra, inter = _tf_threads()
     tf.config.threading.set_intra_op_parallelism_threads(intra)

@@ -13,8 +13,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.commands.common import (DEFAULT_GRPC_TARGET, DEFAULT_MODELS, DEFAULT_REST_TARGET, add_run_args,
-                                        finish_run, float_list, int_list, open_run)
+from benchmarks.commands.common import (DEFAULT_MODELS, DEFAULT_REST_TARGET, add_run_args, add_target_args,
+                                        finish_run, float_list, int_list, open_run, target_of)
 from benchmarks.measure import prometheus
 from benchmarks.load.managers import ClosedLoop, MeasuredPoint, WindowPlan, run_point
 from benchmarks.load.loadgen import SCENARIOS as LOADGEN_SCENARIOS, LoadGenConfig, run_loadgen
@@ -163,9 +163,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d = ServedConfig
     if p.get_default("command") in ("sweep", "loadgen"):
         p.add_argument("--kind", choices=["grpc", "rest"], default="grpc")
-    p.add_argument("--target", default=None,
-                   help=f"host:port of the endpoint (default {DEFAULT_GRPC_TARGET} for gRPC, {DEFAULT_REST_TARGET} "
-                        "for REST)")
+    add_target_args(p, grpc=p.get_default("command") != "rest", rest=p.get_default("command") != "grpc")
     p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS,
                    help="exported models (read for names and n_features; nothing is loaded)")
     p.add_argument("--models", nargs="*", default=[], metavar="NAME[:N_FEATURES]",
@@ -212,12 +210,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     kind = args.command if args.command in ("grpc", "rest") else args.kind
-    if args.target is None:
-        args.target = DEFAULT_GRPC_TARGET if kind == "grpc" else DEFAULT_REST_TARGET
     label = args.server_label or "external"
     models, inputs = served_models(args, kind), input_options(args)  # bad input exits here, before a run exists
     w = open_run(args, kind, server_kind=label)
-    cfg = ServedConfig(kind=kind, target=args.target, models=models, batch_sizes=args.batch_sizes,
+    cfg = ServedConfig(kind=kind, target=target_of(args, kind), models=models, batch_sizes=args.batch_sizes,
                        concurrencies=() if args.command == "loadgen" else args.concurrency,
                        window_s=args.window_s, max_windows=args.max_windows, stability_pct=args.stability_pct,
                        timeout_s=args.timeout_s, grpc_channels=args.grpc_channels, grpc_client=args.grpc_client,

@@ -54,7 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     size.add_argument("--extended", action="store_true",
                       help="11 batch sizes, 4 concurrencies, 2 LoadGen rates, longer windows (~13 min here)")
     add_server_args(p, "server to benchmark: start the embedded one (default), the no-op one, or use "
-                       "--grpc-target/--rest-target")
+                       "--target/--rest-target (--rest-target '' = gRPC only)")
     p.add_argument("--models", nargs="*", default=[], metavar="NAME",
                    help="models to benchmark (default: those under --models-dir); one without a manifest there "
                         "is described by the server's signature (--server none), e.g. a model of your own")
@@ -78,7 +78,7 @@ def main(args: argparse.Namespace) -> int:
     served = [(n, found[n].n_features if n in found else 0) for n in names]
     infos = [found[n] for n in names if n in found]  # in-process needs the exported files
     if args.server == "none":  # an external server: one line naming a model it lacks, before any load
-        for kind, target in (("grpc", args.grpc_target), ("rest", args.rest_target)):
+        for kind, target in (("grpc", args.target), ("rest", args.rest_target)):
             if target:
                 check_models_served(kind, target, names, sorted(found))
     w = open_run(args, "suite-quick" if args.quick else "suite-extended" if args.extended else "suite", server_kind=args.server, server_mode=args.mode)
@@ -97,7 +97,7 @@ def main(args: argparse.Namespace) -> int:
             targets = {"grpc": server.grpc_target, "rest": server.rest_target}
             label, metrics = server.label, server.metrics_url
         else:
-            targets = {k: t for k, t in (("grpc", args.grpc_target), ("rest", args.rest_target)) if t}
+            targets = {k: t for k, t in (("grpc", args.target), ("rest", args.rest_target)) if t}
             label = args.server_label
             metrics = f"http://{args.rest_target}{PROMETHEUS_PATH}" if args.rest_target else ""
         print(">> [3/3] gRPC and REST: closed-loop sweeps, then LoadGen open-loop scenarios", flush=True)

@@ -9,7 +9,7 @@ import argparse
 import time
 from pathlib import Path
 
-from benchmarks.commands.common import (DEFAULT_MODELS, DEFAULT_REST_TARGET, add_run_args, add_server_args, finish_run,
+from benchmarks.commands.common import (DEFAULT_MODELS, add_run_args, add_server_args, finish_run,
                                         open_run)
 from benchmarks.load.managers import ClosedLoop, WindowPlan, run_point
 from benchmarks.measure.cpu_meter import cpu_us_per_request
@@ -30,8 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--concurrency", type=int, default=8, help="connections for wrk = in-flight requests for ours")
     p.add_argument("--duration-s", type=int, default=10)
-    add_server_args(p, "start this server for the check (none: use --target)", targets=False)
-    p.add_argument("--target", default=DEFAULT_REST_TARGET, help="REST host:port with --server none")
+    add_server_args(p, "start this server for the check (none: use --rest-target)", grpc=False)
     p.add_argument("--install", action="store_true", help=f"apt-get install {wrk_tool.APT_PACKAGE} if it is missing")
     add_run_args(p)
 
@@ -117,7 +116,7 @@ def main(args: argparse.Namespace) -> int:
     server = None
     try:
         server = start_for_run(args, w.run_dir, (model,))
-        target, label = (server.rest_target, server.label) if server is not None else (args.target, "external")
+        target, label = (server.rest_target, server.label) if server is not None else (args.rest_target, "external")
         p = build_payload(model, args.batch_size, n_features)
         ours_row = _measure_ours(target, label, model, p, args)
         w.append(ours_row)

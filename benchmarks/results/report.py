@@ -75,7 +75,7 @@ def grpc_vs_rest(rows: list[ResultRow]) -> str:
                   "REST req/s", "REST/gRPC p50", "gRPC encode ms", "REST encode ms"], out)
     if any(str(server).startswith("embedded") for server, *_ in by):
         text += ("\n\nREST/gRPC on embedded-* rows is the embedded server's own ratio (grpc.aio and http.server front "
-                 "ends in Python), not TF Serving's, whose guide finds gRPC slightly faster (serving/PERFORMANCE.md, "
+                 "ends in Python), not TF Serving's, whose guide finds gRPC slightly faster (docs/performance.md, "
                  "\"gRPC vs REST\").")
     return text
 

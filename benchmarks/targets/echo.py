@@ -9,7 +9,7 @@ embedded server and stops on SIGTERM.
 With --canned-from HOST:PORT --model NAME it instead answers GetModelMetadata and Predict with the bytes a real
 server returned for that model (fetched once at start, a batch-1 Predict of zeros): a client that checks the
 replies, such as perf_analyzer, can then measure what the gRPC server alone costs per call, no model and no
-request handling (serving/PERFORMANCE.md, "gRPC vs REST").
+request handling (docs/performance.md, "gRPC vs REST").
 
     python -m benchmarks.targets.echo --kind aio --grpc-port 0
     python -m benchmarks.targets.echo --kind sync --canned-from 127.0.0.1:8500 --model residual_regressor

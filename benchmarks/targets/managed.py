@@ -29,7 +29,7 @@ from export.contract import LOCAL_MODEL_CONFIG_FILE, PROMETHEUS_PATH
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KINDS = ("embedded", "noop", "echo")
-# What serving/server.py and benchmarks/targets/echo.py log once their ports are open.
+# What serving/cli/server.py and benchmarks/targets/echo.py log once their ports are open.
 LISTENING = re.compile(r"listening: gRPC (\S+):(\d+), REST (?:(\S+):(\d+)|off)")
 
 
@@ -262,7 +262,7 @@ class ManagedServer:
 def start_for_run(args, run_dir: Path, models: tuple[str, ...], extra_args: tuple[str, ...] = ()) -> ManagedServer | None:
     """Start the server a benchmark command asked for (``--server embedded|noop``), logging into its run dir.
 
-    None for ``--server none``: the command then measures an external server (``--grpc-target`` etc.).
+    None for ``--server none``: the command then measures an external server (``--target``, ``--rest-target``).
     Only the embedded server loads models and takes extra serve arguments; the no-op one answers any model.
     """
     if args.server == "none":

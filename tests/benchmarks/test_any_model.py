@@ -128,7 +128,7 @@ def test_bad_input_exits_2_naming_the_problem_before_any_load(tmp_path, multi_in
 
     # over REST, with a models directory: the message lists what the directory has
     (tmp_path / "dir" / "exported_one" / "1").mkdir(parents=True)
-    rest = ["--target", _rest_target(multi_input_server), "--models-dir", str(tmp_path / "dir"),
+    rest = ["--rest-target", _rest_target(multi_input_server), "--models-dir", str(tmp_path / "dir"),
             "--results-dir", str(tmp_path / "res")]
     assert bench_main(["rest", "--models", "nope", *rest]) == 2
     assert "the models directory names: exported_one" in capsys.readouterr().err
@@ -199,7 +199,7 @@ def test_perf_analyzer_missing_exits_2_saying_what_to_install(monkeypatch, tmp_p
 def test_suite_measures_an_external_server_without_starting_one(tmp_path, multi_input_server):
     """make bench TARGET=... REST_TARGET=... MODEL=...: the served part of the suite, requests from the
     model's signature, rows labelled with the external server."""
-    code = bench_main(["suite", "--quick", "--server", "none", "--grpc-target", multi_input_server.grpc_target,
+    code = bench_main(["suite", "--quick", "--server", "none", "--target", multi_input_server.grpc_target,
                        "--rest-target", _rest_target(multi_input_server), "--models", WITHOUT_STRING,
                        "--server-label", "other-server", "--skip-inprocess", "--models-dir", str(tmp_path / "none"),
                        "--results-dir", str(tmp_path), "--run-id", "ext", "--no-progress"])

@@ -305,8 +305,14 @@ def test_grpc_bad_input_gets_status_and_clear_message(server, kwargs, code, frag
 
 
 def test_server_still_serves_after_bad_input_and_counts_it(server, rows) -> None:
+    for kwargs, code, _ in (GRPC_BAD[0], GRPC_BAD[3]):  # its own bad requests: the test order is random
+        with pytest.raises(grpc.RpcError) as err:
+            server.prediction_stub().Predict(_raw_request(**kwargs), timeout=10)
+        assert err.value.code() == code
     resp = server.prediction_stub().Predict(_predict_request(rows[:1]), timeout=10)
     assert _outputs(resp)["predictions"].shape == (1, 1)
+    rest = requests.post(f"{server.rest_url}/v1/models/{MODEL}:predict", json={"instances": rows[:1].tolist()}, timeout=10)
+    assert rest.status_code == 200, rest.text
     text = requests.get(f"{server.rest_url}/monitoring/prometheus/metrics", timeout=10).text
     assert f':tensorflow:serving:request_count{{model_name="{MODEL}",status="OK"}}' in text
     assert f':tensorflow:serving:request_count{{model_name="{MODEL}",status="INVALID_ARGUMENT"}}' in text

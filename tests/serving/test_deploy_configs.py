@@ -18,7 +18,7 @@ import pytest
 import yaml
 from google.protobuf import text_format
 
-from serving import tfserving_config as tc
+from serving.cli import config_files as tc
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"

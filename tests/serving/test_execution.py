@@ -15,13 +15,13 @@ import pytest
 import requests
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from serving.core import ExecutionSettings, ServingCore
+from serving.execution.core import ExecutionSettings, ServingCore
 from serving.errors import not_found
-from serving.grpc_api import GrpcListen, GrpcServer
+from serving.api.grpc_api import GrpcListen, GrpcServer
 from serving.metrics import EXECUTION_OUTCOMES_METRIC, EXECUTIONS_METRIC, ServingMetrics
-from serving.model_manager import ServableVersion
-from serving.rest_api import RestApp, RestServer
-from serving.scheduler import WAIT_DEADLINE_MESSAGE
+from serving.lifecycle.model_manager import ServableVersion
+from serving.api.rest_api import RestApp, RestServer
+from serving.execution.scheduler import WAIT_DEADLINE_MESSAGE
 from serving.tensors import SignatureSpec, TensorSpec, fill_tensor_proto
 from tests.server_fixture import running_server
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from serving.flags import DEFAULT_PROMETHEUS_PATH, ServerConfig, add_serve_arguments, config_from_args
-from serving.tf_serving_flags import UNSUPPORTED_FLAGS, parse_grpc_channel_arguments
+from export.contract import PROMETHEUS_PATH
+from serving.cli.serve_flags import ServerConfig, add_serve_arguments, config_from_args
+from serving.cli.tf_flag_syntax import UNSUPPORTED_FLAGS, parse_grpc_channel_arguments
 from tests.conftest import REPO_ROOT
 
 
@@ -50,7 +51,7 @@ BASE = "--model_base_path=/models/half_plus_two"
     (["--num_load_threads=0", "--saved_model_tags=serve", "--enable_profiler=false", BASE], dict(model_name="default")),
     # the project's own flags, unchanged (0 = a free port, -1 = REST off, warmup on by default)
     (["--grpc-port", "0", "--rest-port", "0", "--model-base-path", "/m", "--model-name", "m"],
-     dict(grpc_port=0, rest_port=0, enable_model_warmup=True, prometheus_path=DEFAULT_PROMETHEUS_PATH)),
+     dict(grpc_port=0, rest_port=0, enable_model_warmup=True, prometheus_path=PROMETHEUS_PATH)),
     (["--rest-port", "-1", "--no-enable-model-warmup", "--enable-batching", "--model-base-path", "/m"],
      dict(rest_port=-1, enable_model_warmup=False, enable_batching=True)),
 ])
@@ -79,7 +80,7 @@ def test_monitoring_config_decides_the_metrics_path(tmp_path: Path) -> None:
     off.write_text("prometheus_config { enable: false }")
     assert _config(BASE, f"--monitoring_config_file={on}").prometheus_path == "/metrics/here"
     assert _config(BASE, f"--monitoring_config_file={off}").prometheus_path is None
-    assert _config(BASE).prometheus_path == DEFAULT_PROMETHEUS_PATH  # the project's default: on
+    assert _config(BASE).prometheus_path == PROMETHEUS_PATH  # the project's default: on
 
 
 @pytest.mark.parametrize("argv, message", [

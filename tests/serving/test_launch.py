@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from serving import launch
-from serving.launch import COMPOSE_CPU, COMPOSE_GPU, Choice, LaunchError, Probe, choose_server
+from serving.cli import launch
+from serving.cli.launch import COMPOSE_CPU, COMPOSE_GPU, Choice, LaunchError, Probe, choose_server
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_CONFIG = ROOT / "docker" / "models.config.example"
@@ -58,7 +58,7 @@ def test_choose_server_reasons_name_the_cause():
     [
         ("tfserving", False, "graph", "needs a running Docker engine"),
         ("tfserving", True, "eager", "serves SavedModel graphs only"),
-        ("kubernetes", True, "graph", "unknown --server 'kubernetes'"),
+        ("kubernetes", True, "graph", "unknown --backend 'kubernetes'"),
         ("auto", True, "jit", "unknown --mode 'jit'"),
     ],
 )
@@ -133,7 +133,7 @@ def test_auto_without_docker_runs_embedded_server(models_dir, capsys):
     assert env == {}
     # The embedded server's own parser and validation accept exactly this command line.
     from serving.__main__ import build_parser
-    from serving.flags import config_from_args
+    from serving.cli.serve_flags import config_from_args
 
     config = config_from_args(build_parser().parse_args(argv[3:]))
     assert config.enable_batching and config.mode == "xla"
@@ -166,13 +166,13 @@ def test_compose_variables_are_the_ones_the_compose_files_use():
 
 
 def test_forced_tfserving_without_docker_is_a_clear_error(models_dir, capsys):
-    code, runner, _ = _launch(_args("--server", "tfserving", "--models-dir", str(models_dir)), docker=False)
+    code, runner, _ = _launch(_args("--backend", "tfserving", "--models-dir", str(models_dir)), docker=False)
     assert code != 0 and runner.calls == []
     assert "needs a running Docker engine" in capsys.readouterr().err
 
 
 def test_forced_embedded_does_not_probe_docker(models_dir):
-    code, runner, docker_calls = _launch(_args("--server", "embedded", "--models-dir", str(models_dir)), docker=True)
+    code, runner, docker_calls = _launch(_args("--backend", "embedded", "--models-dir", str(models_dir)), docker=True)
     assert code == 0 and docker_calls == [] and runner.calls[0][0][1:4] == ["-m", "serving", "serve"]
 
 
@@ -287,7 +287,7 @@ sys.exit(1)
 
 PARENT = """\
 import sys
-from serving.launch import run_foreground
+from serving.cli.launch import run_foreground
 sys.exit(run_foreground([sys.executable, sys.argv[1], sys.argv[2]], {}))
 """
 

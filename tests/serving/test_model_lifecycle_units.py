@@ -9,9 +9,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from serving.config_poll import ConfigFilePoller
+from serving.lifecycle.config_poll import ConfigFilePoller
 from serving.errors import ServingError
-from serving.model_manager import LoadRetries, ModelManager, ModelSource, ServableVersion
+from serving.lifecycle.model_manager import LoadRetries, ModelManager, ModelSource, ServableVersion
 
 
 class _Runner:
@@ -166,7 +166,7 @@ class _SlowApp:
 def test_rest_api_num_threads_caps_requests_handled_at_once(num_threads, expected_peak) -> None:
     import requests
 
-    from serving.rest_api import RestServer
+    from serving.api.rest_api import RestServer
 
     app = _SlowApp()
     server = RestServer(app, "127.0.0.1", 0, 1 << 20, num_threads)  # type: ignore[arg-type]

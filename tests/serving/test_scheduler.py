@@ -1,4 +1,4 @@
-"""serving/scheduler.py: the bound on concurrent executions, the shared queue, admission and deadlines,
+"""serving/execution/scheduler.py: the bound on concurrent executions, the shared queue, admission and deadlines,
 for thread callers (REST) and coroutine callers (gRPC) of the same scheduler."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from serving.errors import ServingError
-from serving.scheduler import WAIT_DEADLINE_MESSAGE, ExecutionScheduler
+from serving.execution.scheduler import WAIT_DEADLINE_MESSAGE, ExecutionScheduler
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -157,7 +157,7 @@ def test_settings_are_checked():
 
 
 def test_auto_bound_depends_on_mode_and_a_setting_wins():
-    from serving.core import ExecutionSettings
+    from serving.execution.core import ExecutionSettings
 
     cpus = os.cpu_count() or 1
     assert ExecutionSettings().concurrency("eager") == 1

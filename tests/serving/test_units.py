@@ -18,9 +18,9 @@ from tensorflow.core.framework import tensor_pb2, types_pb2
 from export import tensor_proto as codec
 from export.contract import TENSOR_DTYPES
 
-from serving.batching import SharedBatchScheduler
+from serving.execution.batching import SharedBatchScheduler
 from serving.errors import ServingError, http_status_for
-from serving.model_manager import ModelManager, ModelSource, ServableVersion
+from serving.lifecycle.model_manager import ModelManager, ModelSource, ServableVersion
 from serving.metrics import ServingMetrics
 from tests.server_fixture import tensor_proto
 from serving.tensors import (

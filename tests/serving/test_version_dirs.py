@@ -16,7 +16,7 @@ import requests
 from tensorflow_serving.apis import get_model_status_pb2, predict_pb2
 
 from export.contract import KERAS_FILE, latest_version_dir
-from serving.model_manager import ModelManager, ModelSource, ServableVersion
+from serving.lifecycle.model_manager import ModelManager, ModelSource, ServableVersion
 from tests.server_fixture import running_server
 
 pytestmark = pytest.mark.timeout(300)

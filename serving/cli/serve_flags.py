@@ -6,7 +6,7 @@ spellings are accepted with TF Serving's meaning (`--port`, `--rest_api_port`, `
 unchanged. Where the two meanings differ the spellings are separate flags: `--port=0` / `--rest_api_port=0`
 turn gRPC-over-TCP / REST off (TF Serving), `--grpc-port 0` / `--rest-port 0` pick a free port (the
 project's tests and benchmarks). TF Serving flags the embedded server cannot honour are refused with a
-reason (serving/tf_serving_flags.py).
+reason (serving/cli/tf_flag_syntax.py).
 """
 from __future__ import annotations
 
@@ -15,14 +15,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving.tf_serving_flags import BoolFlag, VersionFlag, add_unsupported_flags, parse_grpc_channel_arguments
+from export.contract import LOCAL_MODEL_CONFIG_FILE, PROMETHEUS_PATH, SERVER_MODES
+from serving.cli.tf_flag_syntax import BoolFlag, VersionFlag, add_unsupported_flags, parse_grpc_channel_arguments
 
-MODES = ("graph", "xla", "eager")
-LOCAL_MODEL_CONFIG = "models.local.config"
 DEFAULT_GRPC_PORT = 8500
 DEFAULT_REST_PORT = 8501
 DEFAULT_MODEL_NAME = "default"  # TF Serving's name for a model given by --model_base_path alone
-DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
 
 DESCRIPTION = """\
 Serve exported SavedModels with TensorFlow Serving's own gRPC and REST APIs (built from the official
@@ -75,7 +73,7 @@ class ServerConfig:
     grpc_channel_arguments: tuple[tuple[str, int | str], ...] = ()
     rest_port: int = DEFAULT_REST_PORT  # -1: no REST
     rest_api_num_threads: int | None = None  # None: no cap on requests handled at once
-    prometheus_path: str | None = DEFAULT_PROMETHEUS_PATH  # None: no metrics endpoint
+    prometheus_path: str | None = PROMETHEUS_PATH  # None: no metrics endpoint
     mode: str = "graph"
     enable_batching: bool = False
     batching_parameters_file: Path | None = None
@@ -90,12 +88,12 @@ class ServerConfig:
     rest_api_timeout_ms: int = 30_000
     max_request_bytes: int = 64 * 1024 * 1024
     max_tensor_elements: int = 16 * 1024 * 1024
-    intra_op_parallelism: int = -1  # -1 = auto (serving.server.tf_thread_counts), 0 = TF's default
+    intra_op_parallelism: int = -1  # -1 = auto (serving.cli.server.tf_thread_counts), 0 = TF's default
     inter_op_parallelism: int = -1
     drain_timeout_seconds: float = 30.0
     full_queue_status: str = "RESOURCE_EXHAUSTED"
-    # Unbatched executions of one model at once, from both APIs (serving/scheduler.py); 0 = auto (8 x CPUs,
-    # 1 in eager mode: serving.core.ExecutionSettings). TF Serving's --rest_api_num_threads maps here.
+    # Unbatched executions of one model at once, from both APIs (serving/execution/scheduler.py); 0 = auto (8 x CPUs,
+    # 1 in eager mode: serving.execution.core.ExecutionSettings). TF Serving's --rest_api_num_threads maps here.
     max_concurrent_executions: int = 0
     max_queued_executions: int = 1024  # per model, waiting for an execution slot; beyond: full_queue_status
     log_level: str = "INFO"
@@ -120,7 +118,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 
 def _add_model_arguments(src: argparse._ArgumentGroup) -> None:
     src.add_argument("--models-dir", type=Path,
-                     help=f"an export directory; serves <dir>/{LOCAL_MODEL_CONFIG} (absolute base paths)")
+                     help=f"an export directory; serves <dir>/{LOCAL_MODEL_CONFIG_FILE} (absolute base paths)")
     src.add_argument("--model-config-file", "--model_config_file", type=Path,
                      help="ModelServerConfig text proto (model_config_list with name, base_path, "
                           "model_version_policy, version_labels), as TF Serving reads it")
@@ -158,7 +156,7 @@ def _add_network_arguments(net: argparse._ArgumentGroup) -> None:
                      help="deadline of a REST request in ms (default 30000, like TF Serving)")
     net.add_argument("--monitoring-config-file", "--monitoring_config_file", type=Path,
                      help="MonitoringConfig text proto: prometheus_config { enable, path } decides whether and "
-                          f"where metrics are served on the REST port (default without it: on, {DEFAULT_PROMETHEUS_PATH})")
+                          f"where metrics are served on the REST port (default without it: on, {PROMETHEUS_PATH})")
     net.add_argument("--max-request-bytes", type=int, default=64 * 1024 * 1024,
                      help="largest REST body / gRPC message accepted (default 64 MiB; bigger REST bodies get 413)")
     net.add_argument("--max-tensor-elements", type=int, default=16 * 1024 * 1024,
@@ -167,7 +165,7 @@ def _add_network_arguments(net: argparse._ArgumentGroup) -> None:
 
 
 def _add_execution_arguments(run: argparse._ArgumentGroup) -> None:
-    run.add_argument("--mode", choices=MODES, default="graph", help="graph | xla | eager (see above)")
+    run.add_argument("--mode", choices=SERVER_MODES, default="graph", help="graph | xla | eager (see above)")
     run.add_argument("--enable-batching", "--enable_batching", action=BoolFlag, default=False,
                      help="merge concurrent requests into one model call (needs --batching-parameters-file "
                           "or uses TF Serving's defaults)")
@@ -233,7 +231,7 @@ def _model_source(args: argparse.Namespace) -> tuple[Path | None, str | None, Pa
     if args.models_dir is not None:
         if config_file is not None:
             raise ValueError("give either --models-dir or --model-config-file, not both")
-        config_file = Path(args.models_dir) / LOCAL_MODEL_CONFIG
+        config_file = Path(args.models_dir) / LOCAL_MODEL_CONFIG_FILE
         if not config_file.is_file():
             raise ValueError(f"{config_file} not found: export the models first (`make export`) "
                              "or point --model-config-file at a ModelServerConfig")
@@ -283,8 +281,8 @@ def _thread_counts(args: argparse.Namespace) -> tuple[int, int]:
 
 def _prometheus_path(args: argparse.Namespace) -> str | None:
     if args.monitoring_config_file is None:
-        return DEFAULT_PROMETHEUS_PATH
-    from serving.tfserving_config import parse_monitoring_config, prometheus_path
+        return PROMETHEUS_PATH
+    from serving.cli.config_files import parse_monitoring_config, prometheus_path
 
     return prometheus_path(parse_monitoring_config(Path(args.monitoring_config_file)))
 

@@ -21,13 +21,13 @@ graph  The restored signature ConcreteFunction, called through its flat entry po
        ~500 us per batch-1 call; the v1 Session loader (what TF Serving's C++ does) cannot restore Keras 3
        resource variables from Python. The server goes one level below call_flat, to the eager execute of
        the function itself (see _FlatCall), and runs with 1 intra-op + 1 inter-op thread on 2 cores
-       (serving.server.tf_thread_counts). Other routes tried and not kept (PERFORMANCE.md): a frozen graph
+       (serving.cli.server.tf_thread_counts). Other routes tried and not kept (docs/performance.md): a frozen graph
        (variables folded to constants) in a v1 Session, ~370-490 us; SINGLE_THREADED_EXECUTOR, no better.
        The flat entry point uses private attributes, so at load it is checked against the public call on a
        probe input and the public call is used if anything differs.
 xla    The same signature function inside tf.function(jit_compile=True), called the same fast way; XLA
        compiles once per distinct input shape (warmup covers the common ones).
-eager  The Keras model rebuilt from assets.extra/model.keras (export.contract.load_keras_model) and called as a
+eager  The Keras model rebuilt from assets.extra/model.keras (export.models.load_keras_model) and called as a
        plain Python function in eager mode: each signature runs the model method its model class declares for
        it (export/endpoints.py: serving_default -> model(x, training=False), reconstruct -> model.reconstruct).
        A version without a Keras file, or whose signatures its class does not declare, is refused.
@@ -186,10 +186,6 @@ class _FlatCall:
         kwargs = {k: tf.convert_to_tensor(v, dtype=tf.as_dtype(self._spec.inputs[k].dtype_enum)) for k, v in inputs.items()}
         return {k: v.numpy() for k, v in self._concrete(**kwargs).items()}
 
-    @property
-    def is_fast(self) -> bool:
-        return self._fast is not None
-
     def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self._fast(inputs) if self._fast is not None else self._public(inputs)
 
@@ -307,7 +303,8 @@ class EagerRunner(Runner):
     mode = "eager"
 
     def __init__(self, version_dir: Path, label: str) -> None:
-        from export.contract import KERAS_FILE, keras_path, load_keras_model
+        from export.contract import KERAS_FILE, keras_path
+        from export.models import load_keras_model
         from export.endpoints import endpoints_of
 
         if not keras_path(version_dir).is_file():

@@ -1,7 +1,7 @@
 """Transport-independent request handling shared by the gRPC and REST front ends.
 
 predict / metadata / status are implemented once here, against the ModelManager (classify / regress /
-multi-inference in inference.py, run through the same run() / run_async()); grpc_api.py and rest_api.py
+multi-inference in inference.py, run through the same run() / run_async()); api/grpc_api.py and api/rest_api.py
 only translate their wire formats. This module also builds a loaded version (the loader the
 ModelManager calls): runner for the chosen mode, batch queues, warmup replay.
 """
@@ -20,16 +20,16 @@ import grpc
 import numpy as np
 
 from export.contract import CLASSIFY_METHOD_NAME, REGRESS_METHOD_NAME
-from serving import inference
-from serving.batching import BatchQueue, SharedBatchScheduler
+from serving.execution import inference
+from serving.execution.batching import BatchQueue, SharedBatchScheduler
 from serving.errors import ServingError, deadline_exceeded, invalid_argument
 from serving.metrics import ServingMetrics, StageClock
-from serving.model_manager import ModelManager, ServableVersion
+from serving.lifecycle.model_manager import ModelManager, ServableVersion
 from export.contract import DEFAULT_SIGNATURE
-from serving.runners import load_runner
-from serving.scheduler import ExecutionScheduler, ExecutionStats
+from serving.execution.runners import load_runner
+from serving.execution.scheduler import ExecutionScheduler, ExecutionStats
 from serving.tensors import SignatureSpec, batch_size_of, check_input_names, tensor_proto_to_ndarray
-from serving.warmup import replay
+from serving.lifecycle.warmup import replay
 
 log = logging.getLogger("serving.core")
 
@@ -39,13 +39,13 @@ DEFAULT_MAX_QUEUED_EXECUTIONS = 1024
 
 @dataclass(frozen=True)
 class ExecutionSettings:
-    """Unbatched execution of each model (serving/scheduler.py), from ServerConfig.
+    """Unbatched execution of each model (serving/execution/scheduler.py), from ServerConfig.
 
     max_concurrent: executions of one model at once (TF Serving's --rest_api_num_threads maps here); 0 = auto:
     8 x CPUs in graph and xla mode (the kernels release the GIL, so calls overlap; twice TF Serving's default
     for that flag, because here every wait for a slot costs a thread wake-up under the GIL), 1 in eager mode (its layer-by-layer Python dispatch holds the GIL: two overlapping eager calls
     finished fewer calls per second than one after the other, each 3x slower). Measured in
-    serving/PERFORMANCE.md ("Execution scheduler").
+    docs/performance.md ("Execution scheduler").
     max_queued: requests of one model waiting for a slot before new ones are refused with full_queue_code.
     """
 

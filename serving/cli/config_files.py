@@ -130,7 +130,6 @@ DEFAULT_MAX_BATCH_SIZE = 1000
 DEFAULT_BATCH_TIMEOUT_MICROS = 0
 DEFAULT_MAX_ENQUEUED_BATCHES = 10
 DEFAULT_THREAD_POOL_NAME = "batch_threads"
-DEFAULT_PROMETHEUS_PATH = PROMETHEUS_PATH  # PrometheusExporter::kPrometheusPath
 
 # Version labels are restricted to this alphabet (project TF Serving digest; label strings also appear in
 # REST paths /v1/models/<m>/labels/<label>, so anything else could not be addressed there).
@@ -325,7 +324,7 @@ def prometheus_path(config: Message) -> str | None:
     prom = config.prometheus_config
     if not prom.enable:
         return None
-    return prom.path or DEFAULT_PROMETHEUS_PATH
+    return prom.path or PROMETHEUS_PATH  # PrometheusExporter::kPrometheusPath
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -414,7 +413,7 @@ def check_versions_on_disk(config: ModelServerConfig, models_dir: Path,
 
 
 # --------------------------------------------------------------------------------------------------------
-# CLI: python -m serving.tfserving_config  (check every deploy config in one go; for `make check-deploy`)
+# CLI: python -m serving.cli.config_files  (check every deploy config in one go; for `make check-deploy`)
 # --------------------------------------------------------------------------------------------------------
 
 _CHECKERS = {
@@ -435,7 +434,7 @@ def _guess_kind(path: Path) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m serving.tfserving_config",
+        prog="python -m serving.cli.config_files",
         description="Check TF Serving config files the way tensorflow_model_server reads them: "
         "batching (BatchingParameters), monitoring (MonitoringConfig) and model server "
         "(ModelServerConfig) text protos. The kind is guessed from the file name "

@@ -12,14 +12,14 @@ import threading
 from pathlib import Path
 
 from serving.errors import ServingError
-from serving.model_manager import ModelManager, ModelSource, sources_from_config
+from serving.lifecycle.model_manager import ModelManager, ModelSource, sources_from_config
 
 log = logging.getLogger("serving.config_poll")
 
 
 def read_sources(path: Path) -> tuple[str, list[ModelSource]]:
     """(file text, models) of a ModelServerConfig file; ValueError / ServingError say what is wrong with it."""
-    from serving.tfserving_config import parse_model_server_config
+    from serving.cli.config_files import parse_model_server_config
 
     # Read twice (text for change detection, then the parse, which names the file in its errors): a write in
     # between only means the next poll sees a change and applies the same config again.

@@ -24,7 +24,7 @@ from typing import Any
 import grpc
 
 from serving.errors import ServingError
-from serving.flags import ServerConfig
+from serving.cli.serve_flags import ServerConfig
 
 log = logging.getLogger("serving.server")
 
@@ -42,7 +42,7 @@ def tf_thread_counts(intra: int, inter: int, cpus: int | None = None) -> tuple[i
 
     Why not TF's default: the Python front end (gRPC, proto/numpy conversion, batching) needs a core of its
     own, and with one pool thread per CPU the pools' spinning and hand-offs compete with it. Measured on the
-    2-core reference machine (PERFORMANCE.md): 1 + 1 threads cut the CPU of a batch-1 call of the exported
+    2-core reference machine (docs/performance.md): 1 + 1 threads cut the CPU of a batch-1 call of the exported
     models from ~500 to ~290 us, and were no slower up to 256-row batches.
     """
     auto = max(1, (cpus or os.cpu_count() or 1) - 1)
@@ -62,9 +62,9 @@ def _read_inputs(cfg: ServerConfig) -> _Inputs:
     """Raise ValueError / ServingError naming the problem; TF Serving's wording for a malformed model config."""
     from google.protobuf import text_format
 
-    from serving.config_poll import read_sources
-    from serving.model_manager import ModelSource
-    from serving.tfserving_config import ModelServerConfig
+    from serving.lifecycle.config_poll import read_sources
+    from serving.lifecycle.model_manager import ModelSource
+    from serving.cli.config_files import ModelServerConfig
 
     if cfg.model_config_file is not None:
         try:
@@ -84,7 +84,7 @@ def _read_inputs(cfg: ServerConfig) -> _Inputs:
 
 
 def _batching_settings(cfg: ServerConfig) -> Any:
-    from serving.tfserving_config import BatchingSettings, load_batching_settings
+    from serving.cli.config_files import BatchingSettings, load_batching_settings
 
     if cfg.batching_parameters_file is None:
         log.warning("--enable-batching without --batching-parameters-file: using TF Serving's defaults")
@@ -104,7 +104,7 @@ def _configure_tensorflow(cfg: ServerConfig) -> None:
 
 
 @dataclass
-class _Parts:
+class ServerParts:
     """The long-lived objects of one server process, in the order they are shut down (reversed)."""
 
     core: Any
@@ -115,15 +115,16 @@ class _Parts:
     rest: Any = None
 
 
-def _build_parts(cfg: ServerConfig, inputs: _Inputs) -> _Parts:
-    from serving.batching import SharedBatchScheduler
-    from serving.core import ExecutionSettings, ServingCore
+def build_parts(cfg: ServerConfig, sources: list[Any], batching: Any = None) -> ServerParts:
+    """The server's long-lived objects for ``sources``, models not loaded yet (``parts.manager.start()``)."""
+    from serving.execution.batching import SharedBatchScheduler
+    from serving.execution.core import ExecutionSettings, ServingCore
     from serving.metrics import ServingMetrics
-    from serving.model_manager import LoadRetries, ModelManager
+    from serving.lifecycle.model_manager import LoadRetries, ModelManager
 
     metrics = ServingMetrics()
     scheduler = None
-    settings = inputs.batching
+    settings = batching
     if settings is not None:
         scheduler = SharedBatchScheduler(settings, metrics, getattr(grpc.StatusCode, cfg.full_queue_status))
         log.info("batching on: max_batch_size=%d batch_timeout_micros=%d num_batch_threads=%d "
@@ -136,13 +137,13 @@ def _build_parts(cfg: ServerConfig, inputs: _Inputs) -> _Parts:
              execution.concurrency(cfg.mode), execution.max_queued)
     core = ServingCore(cfg.mode, metrics, scheduler, cfg.max_tensor_elements, cfg.enable_model_warmup, execution)
     retries = LoadRetries(cfg.max_num_load_retries, max(0.0, cfg.load_retry_interval_micros / 1e6))
-    manager = ModelManager(inputs.sources, core.load_version, cfg.file_system_poll_wait_seconds, retries,
+    manager = ModelManager(sources, core.load_version, cfg.file_system_poll_wait_seconds, retries,
                            cfg.allow_version_labels_for_unavailable_models)
     core.manager = manager
-    return _Parts(core, manager, scheduler)
+    return ServerParts(core, manager, scheduler)
 
 
-def _load_models(parts: _Parts, stop: threading.Event) -> str | None:
+def _load_models(parts: ServerParts, stop: threading.Event) -> str | None:
     """Load every configured model (blocking, but a signal still stops the wait); None when ready to serve,
     else why not."""
     loaded = threading.Event()
@@ -171,10 +172,10 @@ def _load_models(parts: _Parts, stop: threading.Event) -> str | None:
     return None
 
 
-def _open_ports(cfg: ServerConfig, parts: _Parts) -> str:
+def _open_ports(cfg: ServerConfig, parts: ServerParts) -> str:
     """Start gRPC (TCP and/or Unix socket) and REST; returns where they listen. Raises OSError."""
-    from serving.grpc_api import GrpcListen, GrpcServer
-    from serving.rest_api import RestApp, RestServer
+    from serving.api.grpc_api import GrpcListen, GrpcServer
+    from serving.api.rest_api import RestApp, RestServer
 
     listen = GrpcListen(cfg.host, cfg.grpc_port, cfg.grpc_socket_path, cfg.grpc_channel_arguments, cfg.max_request_bytes)
     parts.grpc_server = GrpcServer(parts.core, parts.manager, listen, cfg.enable_config_reload)
@@ -192,10 +193,10 @@ def _open_ports(cfg: ServerConfig, parts: _Parts) -> str:
     return where
 
 
-def _start_config_poller(cfg: ServerConfig, parts: _Parts, inputs: _Inputs) -> None:
+def _start_config_poller(cfg: ServerConfig, parts: ServerParts, inputs: _Inputs) -> None:
     if cfg.model_config_file is None or cfg.model_config_file_poll_wait_seconds <= 0:
         return
-    from serving.config_poll import ConfigFilePoller
+    from serving.lifecycle.config_poll import ConfigFilePoller
 
     parts.poller = ConfigFilePoller(cfg.model_config_file, cfg.model_config_file_poll_wait_seconds, parts.manager,
                                     inputs.config_text)
@@ -230,7 +231,7 @@ def run_server(cfg: ServerConfig) -> int:
     log.info("starting embedded server: mode=%s, %d model(s): %s", cfg.mode, len(inputs.sources),
              ", ".join(f"{s.name} ({s.base_path}, {s.policy})" for s in inputs.sources))
     _configure_tensorflow(cfg)
-    parts = _build_parts(cfg, inputs)
+    parts = build_parts(cfg, inputs.sources, inputs.batching)
     failure = _load_models(parts, stop)
     if failure is None and not stop.is_set():
         try:
@@ -251,7 +252,7 @@ def run_server(cfg: ServerConfig) -> int:
     return 0 if _shutdown(parts, time.monotonic(), cfg.drain_timeout_seconds) else EXIT_FAILED
 
 
-def _shutdown(parts: _Parts, started: float, drain_seconds: float) -> bool:
+def _shutdown(parts: ServerParts, started: float, drain_seconds: float) -> bool:
     """Drain and close whatever was started; True when every in-flight request finished in time."""
     remaining = lambda: max(0.0, drain_seconds - (time.monotonic() - started))  # noqa: E731
     if parts.poller is not None:

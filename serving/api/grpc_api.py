@@ -4,12 +4,12 @@ Built on the official generated servicers from tensorflow-serving-api, so the me
 response messages are exactly TF Serving's.
 
 The server is grpc.aio (asyncio) on one event-loop thread, not the thread-pool server. Why (measured,
-PERFORMANCE.md): with the thread-pool server every request, and every request waiting for its batch, holds a
+docs/performance.md): with the thread-pool server every request, and every request waiting for its batch, holds a
 worker thread; 64 concurrent streams meant 64+ threads taking turns on the GIL, a wake-up per request when
 its batch finished, and batching that saved no CPU at all. Here a request waiting for its batch is just a
 pending future on the loop, a finished batch wakes the loop once, and the per-request Python work (decode,
 validate, encode) happens on one thread. Model calls run in the batch threads (batching on), otherwise through
-the model's execution scheduler shared with REST (serving/scheduler.py): inline on the loop when the request is
+the model's execution scheduler shared with REST (serving/execution/scheduler.py): inline on the loop when the request is
 alone and a slot is free, else on the scheduler's threads (TensorFlow releases the GIL while computing).
 """
 from __future__ import annotations
@@ -36,18 +36,18 @@ from tensorflow_serving.apis import (
     model_service_pb2_grpc,
 )
 
-from export.contract import CLASSIFY_METHOD_NAME, REGRESS_METHOD_NAME
-from serving import inference
-from serving.core import ServingCore, deadline_from_timeout
+from export.contract import CLASSIFY_METHOD_NAME, MODEL_SERVICE, PREDICTION_SERVICE, REGRESS_METHOD_NAME
+from serving.execution import inference
+from serving.execution.core import ServingCore, deadline_from_timeout
 from serving.errors import ServingError, failed_precondition, invalid_argument
 from serving.metrics import ServingMetrics, StageClock
-from serving.model_manager import ModelManager, sources_from_config
+from serving.lifecycle.model_manager import ModelManager, sources_from_config
 from serving.tensors import fill_tensor_proto
 
 log = logging.getLogger("serving.grpc")
 
 SIGNATURE_DEF_FIELD = "signature_def"
-HEALTH_SERVICES = ("", "tensorflow.serving.PredictionService", "tensorflow.serving.ModelService")
+HEALTH_SERVICES = ("", PREDICTION_SERVICE, MODEL_SERVICE)
 
 
 def _spec(model_spec: Any) -> tuple[str, int | None, str | None]:
@@ -224,7 +224,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             if not self.enable_config_reload:
                 raise failed_precondition("model config reload is disabled on this server; start it with "
                                           "--enable-config-reload to allow HandleReloadConfigRequest")
-            from serving.tfserving_config import check_model_server_config
+            from serving.cli.config_files import check_model_server_config
 
             problems = check_model_server_config(request.config)
             if problems:
@@ -306,7 +306,7 @@ def server_options(listen: GrpcListen) -> list[tuple[str, int | str]]:
 
 
 class GrpcServer:
-    """A grpc.aio server running on its own event-loop thread, driven from synchronous code (server.py).
+    """A grpc.aio server running on its own event-loop thread, driven from synchronous code (serving/cli/server.py).
 
     Same shape as grpc.Server for the caller: start(), stop(grace) -> an object with wait(timeout).
     """
@@ -330,15 +330,14 @@ class GrpcServer:
         self.server = grpc.aio.server(options=server_options(self.listen))
         p, m = self.prediction, self._model_servicer
         self.server.add_generic_rpc_handlers((
-            grpc.method_handlers_generic_handler("tensorflow.serving.PredictionService",
-                                                 {"Predict": _timed_predict(p, p.core.metrics)}),
-            _parsing_handlers("tensorflow.serving.PredictionService", {
+            grpc.method_handlers_generic_handler(PREDICTION_SERVICE, {"Predict": _timed_predict(p, p.core.metrics)}),
+            _parsing_handlers(PREDICTION_SERVICE, {
                 "Classify": (p.Classify, classification_pb2.ClassificationRequest),
                 "Regress": (p.Regress, regression_pb2.RegressionRequest),
                 "MultiInference": (p.MultiInference, inference_pb2.MultiInferenceRequest),
                 "GetModelMetadata": (p.GetModelMetadata, get_model_metadata_pb2.GetModelMetadataRequest),
             }),
-            _parsing_handlers("tensorflow.serving.ModelService", {
+            _parsing_handlers(MODEL_SERVICE, {
                 "GetModelStatus": (m.GetModelStatus, get_model_status_pb2.GetModelStatusRequest),
                 "HandleReloadConfigRequest": (m.HandleReloadConfigRequest, model_management_pb2.ReloadConfigRequest),
             }),

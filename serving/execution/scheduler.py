@@ -19,7 +19,7 @@ it runs the model there once it holds a slot (no thread hand-off; the graph mode
 keep serving, so they run the model on the scheduler's threads, or on the loop itself when the request is
 alone (saves the hand-offs, the largest part of a lone request's latency). Either way the slot count is
 the bound. Before this scheduler, REST ran the model on every connection thread at once: 16 eager calls
-contending for the GIL delivered 0.35x of gRPC's throughput (PERFORMANCE.md).
+contending for the GIL delivered 0.35x of gRPC's throughput (docs/performance.md).
 """
 from __future__ import annotations
 

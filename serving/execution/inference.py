@@ -24,7 +24,7 @@ from tensorflow.core.framework import types_pb2
 
 from export.contract import CLASSIFY_METHOD_NAME, DEFAULT_SIGNATURE, REGRESS_METHOD_NAME
 from serving.errors import invalid_argument, unimplemented
-from serving.model_manager import ServableVersion
+from serving.lifecycle.model_manager import ServableVersion
 from serving.tensors import SignatureSpec, dtype_name
 
 INPUTS, CLASSES, SCORES, OUTPUTS = "inputs", "classes", "scores", "outputs"

@@ -4,7 +4,7 @@ Why the stdlib server: measured on this 2-core machine with a JSON echo handler 
 (1 and 16 connections), ThreadingHTTPServer with HTTP/1.1 + TCP_NODELAY did 1.7k req/s, p50 0.5 ms at
 1 connection, the same as aiohttp 3.14.5 (1.1-1.5k req/s, p50 0.6 ms): the clients, not the server, were
 the limit, so an extra dependency buys nothing here. A connection's thread parses and answers its requests;
-the model itself runs only with a slot of the model's execution scheduler (serving/scheduler.py, shared with
+the model itself runs only with a slot of the model's execution scheduler (serving/execution/scheduler.py, shared with
 gRPC) or in the batch queue, so the number of open connections never sets the number of concurrent model
 executions. (Without TCP_NODELAY the stdlib server stalls 40 ms per request on delayed ACKs, hence
 `disable_nagle_algorithm`.)
@@ -28,18 +28,18 @@ from google.protobuf.json_format import MessageToDict
 
 from tensorflow_serving.apis import classification_pb2, regression_pb2
 
-from export.contract import CLASSIFY_METHOD_NAME, REGRESS_METHOD_NAME
-from serving import examples, inference
-from serving.core import ServingCore, deadline_from_timeout
+from export.contract import CLASSIFY_METHOD_NAME, PROMETHEUS_PATH, REGRESS_METHOD_NAME
+from serving.api import rest_examples
+from serving.execution import inference
+from serving.execution.core import ServingCore, deadline_from_timeout
 from serving.errors import ServingError, invalid_argument, not_found
-from serving.grpc_api import model_metadata, model_status
+from serving.api.grpc_api import model_metadata, model_status
 from serving.metrics import StageClock
-from serving.model_manager import ModelManager
+from serving.lifecycle.model_manager import ModelManager
 from serving.tensors import format_predict_outputs, parse_json_body, parse_predict_inputs, signature_name_of
 
 log = logging.getLogger("serving.rest")
 
-METRICS_PATH = "/monitoring/prometheus/metrics"
 _PREDICT_RE = re.compile(
     r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)", re.I)
 _STATUS_RE = re.compile(
@@ -72,7 +72,7 @@ class RestApp:
     """The request logic, independent of the HTTP plumbing: (method, path, body) -> (status, content type, body)."""
 
     def __init__(self, core: ServingCore, manager: ModelManager, timeout_ms: int,
-                 metrics_path: str | None = METRICS_PATH) -> None:
+                 metrics_path: str | None = PROMETHEUS_PATH) -> None:
         self.core = core
         self.manager = manager
         self.timeout_s = timeout_ms / 1000 if timeout_ms > 0 else None
@@ -150,7 +150,7 @@ class RestApp:
             deadline = deadline_from_timeout(self.timeout_s)
             doc = parse_json_body(body)
             sig_name = signature_name_of(doc)
-            request_input = examples.input_from_json(doc, verb)
+            request_input = rest_examples.input_from_json(doc, verb)
             with self.manager.acquire(name, version, label) as sv:
                 task = inference.resolve_task(sv, method, sig_name)
                 serialized = inference.examples_tensor(request_input)
@@ -158,10 +158,10 @@ class RestApp:
                 if method == CLASSIFY_METHOD_NAME:
                     result = classification_pb2.ClassificationResult()
                     inference.fill_result(task, outputs, len(serialized), result)
-                    return examples.classification_json(result)
+                    return rest_examples.classification_json(result)
                 result = regression_pb2.RegressionResult()
                 inference.fill_result(task, outputs, len(serialized), result)
-                return examples.regression_json(result)
+                return rest_examples.regression_json(result)
 
 
 def _parts(m: re.Match) -> tuple[str, int | None, str | None, str | None]:

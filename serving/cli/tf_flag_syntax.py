@@ -1,4 +1,4 @@
-"""tensorflow_model_server's command-line conventions, for `python -m serving serve` (flags.py).
+"""tensorflow_model_server's command-line conventions, for `python -m serving serve` (serving/cli/serve_flags.py).
 
 TF Serving parses its flags with tensorflow::Flags (model_servers/main.cc): `--flag=value` or `--flag value`,
 booleans as a bare `--flag` or `--flag=true|false` (also 1/0). This module holds what argparse does not do by

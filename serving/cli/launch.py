@@ -26,9 +26,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving.tfserving_config import parse_batching_parameters, parse_model_server_config, parse_monitoring_config
+from export.contract import LOCAL_MODEL_CONFIG_FILE, SERVER_MODES
+from serving.cli.config_files import parse_batching_parameters, parse_model_server_config, parse_monitoring_config
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKER_DIR = REPO_ROOT / "docker"
 COMPOSE_CPU = DOCKER_DIR / "docker-compose.yml"
 COMPOSE_GPU = DOCKER_DIR / "docker-compose.gpu.yml"
@@ -36,10 +37,8 @@ BATCHING_CPU = DOCKER_DIR / "batching" / "batching_cpu.config"
 BATCHING_GPU = DOCKER_DIR / "batching" / "batching_gpu.config"
 MONITORING = DOCKER_DIR / "monitoring.config"
 CONTAINER_MODEL_CONFIG = "models.config"  # base_path /models/<m>: what the container sees
-LOCAL_MODEL_CONFIG = "models.local.config"  # absolute host base paths: for the embedded server
 
-SERVER_CHOICES = ("auto", "tfserving", "embedded")
-MODE_CHOICES = ("graph", "xla", "eager")
+BACKENDS = ("auto", "tfserving", "embedded")
 DOCKER_TIMEOUT_S = 5.0
 
 
@@ -62,10 +61,10 @@ class Probe:
 
 def choose_server(requested: str, docker_ok: bool, nvidia_ok: bool, mode: str = "graph") -> Choice:
     """Pick the server. Pure: same answers for the same inputs. Raises LaunchError for impossible requests."""
-    if requested not in SERVER_CHOICES:
-        raise LaunchError(f"unknown --server {requested!r}; choose one of {', '.join(SERVER_CHOICES)}")
-    if mode not in MODE_CHOICES:
-        raise LaunchError(f"unknown --mode {mode!r}; choose one of {', '.join(MODE_CHOICES)}")
+    if requested not in BACKENDS:
+        raise LaunchError(f"unknown --backend {requested!r}; choose one of {', '.join(BACKENDS)}")
+    if mode not in SERVER_MODES:
+        raise LaunchError(f"unknown --mode {mode!r}; choose one of {', '.join(SERVER_MODES)}")
 
     def tfserving(why: str) -> Choice:
         if nvidia_ok:
@@ -73,19 +72,19 @@ def choose_server(requested: str, docker_ok: bool, nvidia_ok: bool, mode: str = 
         return Choice("tfserving", COMPOSE_CPU, f"{why}; no NVIDIA runtime, using the CPU image")
 
     if requested == "embedded":
-        return Choice("embedded", None, "forced by --server embedded")
+        return Choice("embedded", None, "forced by --backend embedded")
     if requested == "tfserving":
         if mode == "eager":
             raise LaunchError(
                 "--mode eager cannot run on TF Serving: it serves SavedModel graphs only. "
-                "Use --server embedded (or auto) for eager serving."
+                "Use --backend embedded (or auto) for eager serving."
             )
         if not docker_ok:
             raise LaunchError(
-                "--server tfserving needs a running Docker engine, and `docker info` did not answer. "
-                "Start Docker, or use --server embedded / auto."
+                "--backend tfserving needs a running Docker engine, and `docker info` did not answer. "
+                "Start Docker, or use --backend embedded / auto."
             )
-        return tfserving("forced by --server tfserving")
+        return tfserving("forced by --backend tfserving")
     # auto
     if mode == "eager":
         return Choice("embedded", None, "--mode eager is only served by the embedded server (TF Serving runs graphs)")
@@ -172,7 +171,7 @@ class Command:
 
 
 def embedded_command(args: argparse.Namespace, python: str = sys.executable) -> Command:
-    config = Path(args.models_dir).resolve() / LOCAL_MODEL_CONFIG
+    config = Path(args.models_dir).resolve() / LOCAL_MODEL_CONFIG_FILE
     if not config.is_file():
         raise LaunchError(f"{config} not found: export the models first (`make export`)")
     parse_model_server_config(config)  # fail here, clearly, rather than inside the server
@@ -238,14 +237,14 @@ def run_foreground(argv: Sequence[str], env: Mapping[str, str] | None = None) ->
 
 def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
-        "Serve the exported models. --server auto runs the official tensorflow/serving container "
+        "Serve the exported models. --backend auto runs the official tensorflow/serving container "
         "(docker/docker-compose.yml, or docker-compose.gpu.yml when Docker has the NVIDIA runtime) when "
         "`docker info` answers, and the embedded server otherwise. It prints which one it chose and why."
     )
-    parser.add_argument("--server", choices=SERVER_CHOICES, default="auto",
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="auto (default): TF Serving if a Docker engine answers, else embedded; "
                         "tfserving / embedded force one (tfserving without Docker is an error)")
-    parser.add_argument("--mode", choices=MODE_CHOICES, default="graph",
+    parser.add_argument("--mode", choices=SERVER_MODES, default="graph",
                         help="graph (default) | xla (TF Serving: --xla_cpu_compilation_enabled) | "
                         "eager (embedded server only)")
     parser.add_argument("--grpc-port", type=int, default=8500, help="host gRPC port (default 8500)")
@@ -268,15 +267,15 @@ def run_launch(
 ) -> int:
     out = out or sys.stdout
     try:
-        if args.server == "embedded":
-            docker, runtimes, nvidia = Probe(False, "not probed (--server embedded)"), [], Probe(False, "not probed")
+        if args.backend == "embedded":
+            docker, runtimes, nvidia = Probe(False, "not probed (--backend embedded)"), [], Probe(False, "not probed")
         else:
             docker, runtimes = docker_probe(args.docker_timeout)
             nvidia = nvidia_probe(runtimes) if docker.ok else Probe(False, "not probed (no Docker)")
         print(f"[launch] docker: {docker.detail}", file=out)
         if docker.ok:
             print(f"[launch] nvidia: {nvidia.detail}", file=out)
-        choice = choose_server(args.server, docker.ok, nvidia.ok, args.mode)
+        choice = choose_server(args.backend, docker.ok, nvidia.ok, args.mode)
         print(f"[launch] server: {choice.kind} ({choice.reason})", file=out, flush=True)
         if choice.kind == "tfserving":
             command = tfserving_command(args, choice, compose())
