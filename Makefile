@@ -26,16 +26,21 @@ IGNORE     ?=
 TARGET     ?=
 REST_TARGET?=
 MODEL      ?=
+MODEL_FILE ?=
+NAME       ?=
+IMPORT     ?=
+SAMPLE_DATA?=
 SERVER_LABEL ?= external
 SOAK_SECONDS ?= 600
 REPEATS    ?= 3
+PYTEST_ARGS ?=
 
 # TensorFlow's C++ logging is noisy on CPU-only machines; keep warnings and errors.
 export TF_CPP_MIN_LOG_LEVEL ?= 1
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv export verify serve check-deploy bench crosscheck loadtest capacity compare demo reliability test clean
+.PHONY: help venv export verify serve check-deploy bench crosscheck loadtest capacity compare demo reliability test zoo clean
 
 help: ## List every target and what it does
 	@echo "tfserve-bench targets (variables in CAPS can be set: make export MODELS=residual_regressor)"
@@ -51,22 +56,28 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP) ## Create .venv and install the pinned dependencies
 
-export: $(STAMP) ## Train, export and verify SavedModels into artifacts/models/<model>/<version>/ (MODELS=, DATASET=)
+export: $(STAMP) ## Train, export and verify SavedModels into artifacts/models/<model>/<version>/ (MODELS=, DATASET=; your own: MODEL_FILE=x.keras NAME= [IMPORT=module SAMPLE_DATA=])
+ifeq ($(MODEL_FILE),)
 	$(PY) -m export --models $(MODELS) --dataset $(DATASET) --out $(MODELS_DIR)
+else
+	$(PY) -m export keras $(MODEL_FILE) --name $(NAME) --out $(MODELS_DIR) $(foreach m,$(IMPORT),--import $(m)) \
+	  $(if $(SAMPLE_DATA),--sample-data $(SAMPLE_DATA),)
+endif
 
 verify: $(STAMP) ## Re-verify every exported version in a fresh process
 	$(PY) -m export verify --out $(MODELS_DIR)
 
-serve: $(STAMP) ## Serve artifacts/models: real TF Serving if Docker answers, else the embedded server (BACKEND=auto|tfserving|embedded, MODE=graph|xla|eager, GRPC_PORT=, REST_PORT=)
-	$(PY) -m serving launch --backend $(BACKEND) --mode $(MODE) --grpc-port $(GRPC_PORT) --rest-port $(REST_PORT) --models-dir $(MODELS_DIR)
+serve: $(STAMP) ## Serve artifacts/models: real TF Serving if Docker answers, else the embedded server (BACKEND=auto|tfserving|embedded, MODE=graph|xla|eager, IMPORT=, GRPC_PORT=, REST_PORT=)
+	$(PY) -m serving launch --backend $(BACKEND) --mode $(MODE) --grpc-port $(GRPC_PORT) --rest-port $(REST_PORT) --models-dir $(MODELS_DIR) \
+	  $(foreach m,$(IMPORT),--import $(m))
 
-check-deploy: $(STAMP) ## Check the real TF Serving deployment files (docker/, docker/k8s/, models.config) by machine, no Docker needed
+check-deploy: $(STAMP) ## Check the deployment files (TF Serving in docker/, docker/k8s/, models.config; Locust in docker/locust/) by machine: Compose Specification schema, Kubernetes 1.33 strict; no Docker needed
 	$(PY) -m serving.cli.config_files docker/batching/batching_cpu.config docker/batching/batching_gpu.config docker/monitoring.config $(if $(wildcard $(MODELS_DIR)/models.config),$(MODELS_DIR)/models.config --models-dir $(MODELS_DIR),docker/models.config.example)
 	$(PY) -m pytest -q tests/serving/test_deploy_configs.py tests/serving/test_launch.py
 
-bench: $(STAMP) ## Standard benchmark suite into artifacts/results/<run-id>/ (QUICK=1; TARGET=host:port [REST_TARGET=host:port MODEL=name SERVER_LABEL=] for an external TF Serving)
+bench: $(STAMP) ## Standard benchmark suite into artifacts/results/<run-id>/ (QUICK=1 MODEL= MODE= IMPORT=; TARGET=host:port [REST_TARGET=host:port MODEL=name SERVER_LABEL=] for an external TF Serving)
 	$(PY) -m benchmarks suite --models-dir $(MODELS_DIR) --results-dir $(RESULTS_DIR) $(if $(filter 1,$(QUICK)),--quick,) \
-	  $(if $(TARGET),--server none --skip-inprocess --target $(TARGET) --rest-target '$(REST_TARGET)' --server-label $(SERVER_LABEL),) \
+	  $(if $(TARGET),--server none --skip-inprocess --target $(TARGET) --rest-target '$(REST_TARGET)' --server-label $(SERVER_LABEL),--mode $(MODE) $(foreach m,$(IMPORT),--server-arg=--import=$(m))) \
 	  $(if $(MODEL),--models $(MODEL),)
 
 crosscheck: $(STAMP) ## Our clients vs perf_analyzer (gRPC) and wrk (REST): batch 1,32,256 + a 224x224x3 request, 1 and 8 streams, REPEATS= interleaved pairs, one table (installs the tools; TARGET=, REST_TARGET=, MODEL=; default: embedded server)
@@ -75,8 +86,8 @@ crosscheck: $(STAMP) ## Our clients vs perf_analyzer (gRPC) and wrk (REST): batc
 	  $(if $(TARGET),--target $(TARGET) --server-label $(SERVER_LABEL) $(if $(REST_TARGET),--rest-target $(REST_TARGET),),--server embedded --mode $(MODE)) \
 	  --models $(if $(MODEL),$(MODEL),residual_regressor)
 
-loadtest: $(STAMP) ## Locust headless run against the embedded server (USERS=, SPAWN_RATE=, RUN_TIME=, WORKERS=)
-	$(PY) -m benchmarks locust --models-dir $(MODELS_DIR) --results-dir $(RESULTS_DIR) --users $(USERS) --spawn-rate $(SPAWN_RATE) --run-time $(RUN_TIME) --workers $(WORKERS)
+loadtest: $(STAMP) ## Locust headless run against the embedded server (MODEL=, USERS=, SPAWN_RATE=, RUN_TIME=, WORKERS=; any served model: requests from its signature)
+	$(PY) -m benchmarks locust --models-dir $(MODELS_DIR) --results-dir $(RESULTS_DIR) --users $(USERS) --spawn-rate $(SPAWN_RATE) --run-time $(RUN_TIME) --workers $(WORKERS) $(if $(MODEL),--model $(MODEL),)
 
 capacity: $(STAMP) ## Load-generator capacity vs a no-op server, per client (native nghttpd+nginx if installed; INSTALL=1 apt-gets them)
 	$(PY) -m benchmarks capacity --results-dir $(RESULTS_DIR) $(if $(filter 1,$(INSTALL)),--install,)
@@ -91,8 +102,11 @@ demo: $(STAMP) ## The main job end to end on the embedded server: export, serve 
 reliability: $(STAMP) ## Rollout, faults, hostile input, kill/restart, overload and a soak (SOAK_SECONDS=600, QUICK=1); prints the table
 	$(PY) -m benchmarks reliability --models-dir $(MODELS_DIR) --results-dir $(RESULTS_DIR) --soak-seconds $(SOAK_SECONDS) $(if $(filter 1,$(QUICK)),--quick,)
 
-test: $(STAMP) ## Run the test suite (no Docker, no GPU needed)
-	$(PY) -m pytest
+test: $(STAMP) ## Run the test suite in shuffled order (no Docker, no GPU needed; PYTEST_ARGS="-p no:randomly" for file order)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+zoo: $(STAMP) ## The whole model zoo (20 SavedModels) against TensorFlow's v1 Session loader, gRPC + REST (make test runs a fast subset)
+	ZOO=all $(PY) -m pytest -q tests/serving/test_zoo.py
 
 clean: ## Remove artifacts/ (models and results); keeps .venv
 	rm -rf $(ARTIFACTS)

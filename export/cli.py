@@ -1,4 +1,5 @@
-"""``python -m export``: train the subclassed models on real data and export verified SavedModels.
+"""``python -m export``: train the subclassed models on real data and export verified SavedModels; ``python -m
+export keras`` / ``savedmodel`` bring a model of the user's own through the same path.
 
 Kept free of TensorFlow imports at module level so that mistakes in the command line are reported in
 a second, not after TensorFlow has loaded.
@@ -20,6 +21,8 @@ examples:
   python -m export --dataset synthetic --features 64 # a wider input for width studies
   python -m export --version 7                       # an explicit version (must not exist)
   python -m export verify                            # re-check every exported version in a fresh process
+  python -m export keras my.keras --name mine --import mypkg.layers   # a Keras model of your own
+  python -m export savedmodel path/to/saved_model --name theirs       # an existing SavedModel
 
 layout written (TF Serving's base_path/version layout):
   <out>/<model>/<version>/saved_model.pb, variables/      the SavedModel (signatures serving_default[, reconstruct])
@@ -59,7 +62,62 @@ def _verify_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("artifacts/models"), help="models root (default artifacts/models)")
     p.add_argument("--models", nargs="+", default=None, help="only these models (default: all found)")
     p.add_argument("--path", action="append", type=Path, default=[], help="verify this version directory (repeatable)")
+    _add_import(p)
     return p
+
+
+def _add_import(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first: the module that registers your custom Keras classes (repeatable)")
+
+
+def _signature(text: str) -> tuple[str, str]:
+    name, sep, method = text.partition("=")
+    if not (sep and name and method):
+        raise argparse.ArgumentTypeError(f"expected NAME=METHOD, got {text!r}")
+    return name, method
+
+
+def _own_model_parser(kind: str) -> argparse.ArgumentParser:
+    what = "a Keras model file (.keras)" if kind == "keras" else "an existing SavedModel directory"
+    p = argparse.ArgumentParser(
+        prog=f"python -m export {kind}",
+        description=f"Bring {what} into the models layout: the next version (or --version), signatures with a None "
+        "batch dimension, warmup records for batch sizes 1 and 8, a manifest of where it came from, verified in a "
+        "fresh process in staging and renamed into place; models.config / models.local.config list every model "
+        "under --out. Nothing is left in --out after a failure.",
+    )
+    p.add_argument("path", type=Path, help="the .keras file" if kind == "keras" else "the SavedModel directory")
+    p.add_argument("--name", required=True, help="model name (the directory under --out, the name clients call)")
+    p.add_argument("--out", type=Path, default=Path("artifacts/models"), help="models root (default artifacts/models)")
+    p.add_argument("--version", type=int, default=None, help="version to write (default: highest existing + 1)")
+    if kind == "keras":
+        _add_import(p)
+        p.add_argument("--signature", dest="signatures", action="append", default=[], type=_signature,
+                       metavar="NAME=METHOD", help="one more signature NAME computed by the model's METHOD on the "
+                       "same inputs (repeatable); serving_default always calls the model")
+        p.add_argument("--sample-data", type=Path, default=None, metavar="FILE",
+                       help=".npz (one array per input), .npy (one input) or a TF Serving REST predict body (.json): "
+                       "warmup and verification inputs (default: seeded inputs from the input specs)")
+    return p
+
+
+def run_own_model(kind: str, argv: list[str]) -> int:
+    from export.own_model import OwnModelConfig, export_keras, import_saved_model
+    from export.pipeline import ExportError
+    from export.verify import VerificationError
+
+    args = _own_model_parser(kind).parse_args(argv)
+    config = OwnModelConfig(args.path, args.name, args.out, args.version, tuple(getattr(args, "imports", ())),
+                            tuple(getattr(args, "signatures", ())), getattr(args, "sample_data", None))
+    try:
+        results = (export_keras if kind == "keras" else import_saved_model)(config)
+    except (ExportError, VerificationError) as exc:
+        return _fail(str(exc))
+    for r in results:
+        print(f"published {r.model} v{r.version} -> {r.path}")
+    print(f"model configs: {args.out / 'models.config'} (container), {args.out / 'models.local.config'} (local)")
+    return 0
 
 
 def _fail(message: str) -> int:
@@ -80,13 +138,24 @@ def run_verify(argv: list[str]) -> int:
             if not found:
                 return _fail(f"no exported versions of {name!r} under {args.out}")
             paths += [v.path for v in found]
+    from export.keras_source import import_modules
+    from export.pipeline import ExportError
     from export.verify import verify_version
 
+    try:
+        import_modules(args.imports)
+    except ExportError as exc:
+        return _fail(str(exc))
     failed = 0
     for path in paths:
         if not path.is_dir():
             return _fail(f"{path} is not a directory")
-        report = verify_version(path)
+        try:
+            report = verify_version(path)
+        except ExportError as exc:  # e.g. a custom class the child cannot import: say which
+            print(f"FAIL {path}\n  {exc}")
+            failed += 1
+            continue
         print(f"{'ok  ' if report.ok else 'FAIL'} {path}")
         print("\n".join(report.lines()))
         failed += not report.ok
@@ -124,4 +193,6 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["verify"]:
         return run_verify(argv[1:])
+    if argv[:1] in (["keras"], ["savedmodel"]):
+        return run_own_model(argv[0], argv[1:])
     return run_export(argv)

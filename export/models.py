@@ -10,7 +10,6 @@ inside ``call`` so that scaling is part of every exported graph and clients neve
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Sequence
 
 import keras
@@ -18,7 +17,6 @@ import numpy as np
 import tensorflow as tf
 
 from export.catalog import MODEL_NAMES  # re-exported
-from export.contract import keras_path
 from export.endpoints import FEATURES, PREDICT, Endpoint, TensorDecl
 
 PACKAGE = "tfserve_bench"
@@ -292,8 +290,3 @@ def build_model(
     model(np.zeros((1, n_features), dtype=np.float32))
     return model
 
-
-def load_keras_model(version_path: Path) -> keras.Model:
-    """Rebuild the Keras model of an exported version with the same weights (for eager serving); the classes
-    above are registered with Keras by being imported, which is why this lives here."""
-    return keras.models.load_model(keras_path(version_path), compile=False)

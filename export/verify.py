@@ -6,17 +6,18 @@ gradients, variables, signatures) and does not silently lean on Python objects o
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from export.contract import DEFAULT_SIGNATURE, read_manifest, warmup_path
-from export.endpoints import Endpoint, endpoints_of, expected_signatures
+from export.contract import DEFAULT_SIGNATURE, keras_path, read_manifest, warmup_path
+from export.endpoints import Endpoint, expected_signatures, version_endpoints
 
 BATCH_SIZES: tuple[int, ...] = (1, 7, 64, 1024)
 # Agreement is judged norm-wise: max|got - want| <= TOLERANCE * max|want| over a batch. Element-wise
@@ -71,42 +72,38 @@ def _saved_model_cli() -> str:
 
 @dataclass
 class _Subject:
-    """One exported version, opened once for every check: the SavedModel, its Keras twin, the declaration."""
+    """One exported version, opened once for every check: the SavedModel, its Keras twin, its endpoints."""
 
     path: Path
     manifest: dict
     loaded: Any  # the SavedModel restored through TensorFlow's loader
-    keras_model: Any  # the same weights rebuilt from the Keras file
+    keras_model: Any  # the same weights rebuilt from the Keras file (None: an imported SavedModel has none)
     endpoints: tuple[Endpoint, ...]
-    cases: list[tuple[str, np.ndarray]]  # (label, batch): random and real batches of every BATCH_SIZES size
-    real: np.ndarray  # the dataset's rows
+    cases: list[tuple[str, dict[str, np.ndarray]]]  # (label, {input name: batch})
+    rows: dict[str, np.ndarray]  # a batch whose rows are also served one by one
 
     @property
     def n_features(self) -> int:
-        return int(self.manifest["n_features"])
+        return int(self.manifest.get("n_features", 0))
 
     @property
     def default(self) -> Endpoint:
         return next(ep for ep in self.endpoints if ep.signature == DEFAULT_SIGNATURE)
 
-    def serve(self, endpoint: Endpoint, x: Any) -> dict:
+    def serve(self, endpoint: Endpoint, inputs: dict[str, np.ndarray]) -> dict:
         """Call the restored signature of ``endpoint`` on one batch."""
         import tensorflow as tf
 
-        return self.loaded.signatures[endpoint.signature](**{endpoint.input.name: tf.constant(x)})
+        return self.loaded.signatures[endpoint.signature](**{n: tf.constant(inputs[n]) for n in endpoint.input_names})
 
-    def predictions(self, x: Any) -> np.ndarray:
-        return self.serve(self.default, x)[self.default.output_names[0]].numpy()
+    def predictions(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {k: v.numpy() for k, v in self.serve(self.default, inputs).items()}
 
 
-def _open(version_path: Path) -> _Subject:
-    import tensorflow as tf
-
+def _dataset_cases(manifest: dict) -> tuple[list[tuple[str, dict[str, np.ndarray]]], dict[str, np.ndarray]]:
+    """The project models: random and real batches of every BATCH_SIZES size, and real rows."""
     from export.data import load_dataset
-    from export.models import load_keras_model
 
-    manifest = read_manifest(version_path)
-    keras_model = load_keras_model(version_path)
     data_args = manifest["dataset_args"]
     real = load_dataset(data_args["name"], features=data_args["features"], seed=data_args["seed"]).x_all
     rng = np.random.default_rng(0)
@@ -114,10 +111,35 @@ def _open(version_path: Path) -> _Subject:
     n_features = int(manifest["n_features"])
     cases = []
     for n in BATCH_SIZES:
-        cases.append((f"random[{n}]", (mean + 3 * std * rng.standard_normal((n, n_features))).astype(np.float32)))
-        cases.append((f"real[{n}]", real[rng.integers(0, len(real), n)].astype(np.float32)))
+        random = mean + 3 * std * rng.standard_normal((n, n_features))
+        cases.append((f"random[{n}]", {"inputs": random.astype(np.float32)}))
+        cases.append((f"real[{n}]", {"inputs": real[rng.integers(0, len(real), n)].astype(np.float32)}))
+    return cases, {"inputs": real[:ROW_BY_ROW_ROWS].astype(np.float32)}
+
+
+def _warmup_cases(version_path: Path) -> tuple[list[tuple[str, dict[str, np.ndarray]]], dict[str, np.ndarray]]:
+    """A model of the user's: the batches its warmup records carry (its samples, or seeded inputs)."""
+    from export.warmup import read_warmup_file, warmup_inputs
+
+    cases = []
+    for record in read_warmup_file(warmup_path(version_path)):
+        signature, inputs = warmup_inputs(record)
+        if signature in ("", DEFAULT_SIGNATURE):
+            cases.append((f"warmup[{len(next(iter(inputs.values())))}]", inputs))
+    # no predict warmup for serving_default (an imported classify/regress signature): nothing to compare rows on
+    return cases, max((c for _, c in cases), key=lambda c: len(next(iter(c.values()))), default={})
+
+
+def _open(version_path: Path) -> _Subject:
+    import tensorflow as tf
+
+    from export.keras_source import load_keras_file
+
+    manifest = read_manifest(version_path)
+    keras_model = load_keras_file(keras_path(version_path)) if manifest.get("keras_file") else None
+    cases, rows = _dataset_cases(manifest) if "dataset_args" in manifest else _warmup_cases(version_path)
     return _Subject(version_path, manifest, tf.saved_model.load(str(version_path)), keras_model,
-                    endpoints_of(keras_model), cases, real)
+                    version_endpoints(manifest, keras_model), cases, rows)
 
 
 def _check_tensors(where: str, got: dict, want: dict) -> None:
@@ -130,10 +152,14 @@ def _check_tensors(where: str, got: dict, want: dict) -> None:
 
 
 def check_signatures(s: _Subject) -> str:
-    """Manifest == declaration, and every restored signature has the declared tensors and method name."""
-    declared = {k: asdict(v) for k, v in expected_signatures(s.keras_model, s.n_features).items()}
+    """Manifest == endpoints (== the class declaration), and every restored signature has the declared tensors
+    and method name."""
+    declared = {k: asdict(v) for k, v in expected_signatures(s.endpoints, s.n_features).items()}
     if s.manifest["signatures"] != declared:
         raise AssertionError(f"manifest signatures {s.manifest['signatures']} != declared {declared}")
+    by_class = getattr(s.keras_model, "ENDPOINTS", None)
+    if by_class and tuple(by_class) != s.endpoints:
+        raise AssertionError(f"manifest endpoints differ from those {type(s.keras_model).__name__} declares")
     from tensorflow.python.tools.saved_model_utils import get_meta_graph_def  # what saved_model_cli reads
 
     signature_defs = get_meta_graph_def(str(s.path), "serve").signature_def
@@ -146,7 +172,7 @@ def check_signatures(s: _Subject) -> str:
             raise AssertionError(f"{ep.signature}: method name {method_names.get(ep.signature)!r} != {ep.method_name!r}")
     extra = sorted(set(method_names) - set(declared))
     if extra:
-        raise AssertionError(f"signatures {extra} are not declared by {type(s.keras_model).__name__}")
+        raise AssertionError(f"signatures {extra} are not among the exported endpoints")
     return ", ".join(sorted(declared))
 
 
@@ -155,17 +181,20 @@ def check_matches_keras(s: _Subject) -> str:
     worst = 0.0
     for ep in s.endpoints:
         eager = ep.bind(s.keras_model)
-        for label, x in s.cases:
-            got, want = s.serve(ep, x), eager(x)
+        for label, inputs in s.cases:
+            got, want = s.serve(ep, inputs), eager(inputs)
             for key in ep.output_names:
                 worst = max(worst, assert_close(got[key].numpy(), np.asarray(want[key]), f"{ep.signature} {key} {label}"))
     return f"{len(s.endpoints)} signature(s) x {len(s.cases)} batches, worst relative gap {worst:.2e}"
 
 
 def check_batch_equals_rows(s: _Subject) -> str:
-    x = s.real[:ROW_BY_ROW_ROWS].astype(np.float32)
-    rows = np.concatenate([s.predictions(x[i : i + 1]) for i in range(len(x))])
-    return f"{len(x)} rows, relative gap {assert_close(s.predictions(x), rows, 'batch vs rows'):.2e}"
+    n = len(next(iter(s.rows.values())))
+    rows = [s.predictions({k: v[i : i + 1] for k, v in s.rows.items()}) for i in range(n)]
+    batch, worst = s.predictions(s.rows), 0.0
+    for key, value in batch.items():
+        worst = max(worst, assert_close(value, np.concatenate([r[key] for r in rows]), f"batch vs rows {key}"))
+    return f"{n} rows, relative gap {worst:.2e}"
 
 
 def check_saved_model_cli(s: _Subject) -> str:
@@ -184,7 +213,7 @@ def check_extreme_gradients(s: _Subject) -> str:
     x = tf.constant(np.array([[200.0] * s.n_features, [-200.0] * s.n_features], dtype=np.float32))
     with tf.GradientTape() as tape:
         tape.watch(x)
-        y = s.loaded.signatures[DEFAULT_SIGNATURE](**{s.default.input.name: x})[s.default.output_names[0]]
+        y = s.loaded.signatures[DEFAULT_SIGNATURE](**{s.default.input_names[0]: x})[s.default.output_names[0]]
     grad = tape.gradient(y, x)
     if grad is None:
         raise AssertionError("no gradient through the restored signature (custom gradient not saved?)")
@@ -213,8 +242,10 @@ def verify_version(version_path: Path) -> VerifyReport:
     subject = _open(Path(version_path))
     report = VerifyReport(str(subject.path))
     report.record("signatures", lambda: check_signatures(subject))
-    report.record(f"SavedModel == eager Keras within {TOLERANCE:g}", lambda: check_matches_keras(subject))
-    report.record("batch == row by row", lambda: check_batch_equals_rows(subject))
+    if subject.keras_model is not None:
+        report.record(f"SavedModel == eager Keras within {TOLERANCE:g}", lambda: check_matches_keras(subject))
+    if subject.rows:
+        report.record("batch == row by row", lambda: check_batch_equals_rows(subject))
     report.record("saved_model_cli", lambda: check_saved_model_cli(subject))
     if subject.manifest["model"] == "softplus_regressor" or subject.manifest.get("custom_gradients"):
         report.record("custom gradient at ±200", lambda: check_extreme_gradients(subject))
@@ -222,13 +253,19 @@ def verify_version(version_path: Path) -> VerifyReport:
     return report
 
 
-def verify_in_fresh_process(paths: list[Path]) -> None:
-    """Run ``python -m export verify --path ...`` in a new interpreter; raise if any check fails."""
+def verify_in_fresh_process(paths: list[Path], imports: Sequence[str] = ()) -> None:
+    """Run ``python -m export verify [--import M ...] --path ...`` in a new interpreter; raise if any check fails.
+
+    The child runs from the project root; the caller's directory goes on its PYTHONPATH so that a module the
+    caller could import from there (``--import``) imports in the child too."""
     if not paths:
         return
     cmd = [sys.executable, "-m", "export", "verify"]
+    for module in imports:
+        cmd += ["--import", module]
     for p in paths:
-        cmd += ["--path", str(p)]
-    proc = subprocess.run(cmd, cwd=Path(__file__).resolve().parent.parent)
+        cmd += ["--path", str(Path(p).resolve())]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run(cmd, cwd=Path(__file__).resolve().parent.parent, env=env)
     if proc.returncode != 0:
         raise VerificationError(f"verification failed for {', '.join(map(str, paths))} (see the report above)")

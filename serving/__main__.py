@@ -13,9 +13,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m serving",
         description="Serve exported models. `serve`: the embedded server (TF Serving's gRPC + REST APIs, "
                     "graph/xla/eager modes). `launch`: real TF Serving in Docker when a Docker engine answers, "
-                    "else the embedded server. Run `python -m serving <command> --help` for each one's flags.",
+                    "else the embedded server. `check-model`: the embedded server's answers for a SavedModel against "
+                    "TensorFlow's v1 Session loader's. Run `python -m serving <command> --help` for each one's flags.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{serve,launch}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{serve,launch,check-model}")
     from serving.cli.serve_flags import add_serve_arguments
 
     add_serve_arguments(sub.add_parser("serve", help="run the embedded server in the foreground"))
@@ -23,6 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
     from serving.cli.launch import add_launch_arguments
 
     add_launch_arguments(launch)
+    from serving.cli.check_model import add_check_model_arguments
+
+    add_check_model_arguments(sub.add_parser(
+        "check-model", help="compare the embedded server's answers for a SavedModel with TensorFlow's v1 Session "
+                            "loader's (exit 1 on a mismatch)"))
     return parser
 
 
@@ -32,6 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from serving.cli.launch import run_launch
 
         return run_launch(args)
+    if args.command == "check-model":
+        from serving.cli.check_model import run_check_model
+
+        return run_check_model(args)
     from serving.cli.serve_flags import config_from_args
     from serving.cli.server import run_server
 

@@ -30,8 +30,9 @@ from prometheus_client import CollectorRegistry, Histogram, disable_created_metr
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, UnknownMetricFamily
 from prometheus_client.registry import Collector
 
-from export.contract import (INPUT_BATCH_SIZE, PADDING_SIZE, PROCESSED_BATCH_SIZE, QUEUING_LATENCY, REQUEST_COUNT,
-                             REQUEST_LATENCY, REQUEST_STAGE_LATENCY, REQUEST_STAGES, RUNTIME_LATENCY)
+from export.contract import (EXECUTION_OUTCOMES_METRIC, EXECUTIONS_METRIC, INPUT_BATCH_SIZE, PADDING_SIZE,
+                             PROCESSED_BATCH_SIZE, QUEUING_LATENCY, REQUEST_COUNT, REQUEST_LATENCY, REQUEST_STAGE_LATENCY,
+                             REQUEST_STAGES, RUNTIME_LATENCY)
 
 LATENCY_BUCKETS_US = tuple(10.0 * 1.8**i for i in range(33))
 BATCH_SIZE_BUCKETS = tuple(float(2**i) for i in range(15))  # 1 .. 16384 rows
@@ -56,10 +57,6 @@ class _RequestCountCollector(Collector):
         for (model, status), value in items:
             family.add_metric([model, status], value)
         yield family
-
-
-EXECUTIONS_METRIC = "tfserve_bench_model_executions"
-EXECUTION_OUTCOMES_METRIC = "tfserve_bench_model_execution_outcomes"  # exposed with prometheus_client's _total
 
 
 class _ExecutionCollector(Collector):

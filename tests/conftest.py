@@ -27,3 +27,11 @@ def exported_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     export_models(ExportConfig(out_dir=out, epochs=3, verify=False))
     export_models(ExportConfig(models=("residual_regressor",), out_dir=out, epochs=3, verify=False, seed=7))
     return out
+
+
+@pytest.fixture(scope="session")
+def own_models(tmp_path_factory: pytest.TempPathFactory):
+    """Three models of a user's own (tests/own_models.py), exported and verified through `python -m export`."""
+    from tests.own_models import build_and_export
+
+    return build_and_export(tmp_path_factory.mktemp("own"))

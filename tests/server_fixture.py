@@ -79,3 +79,12 @@ def tensor_proto(shape, content: bytes | None = None, values=None, dtype: int = 
     if values is not None:
         t.float_val.extend(values)
     return t
+
+
+# What a closed-loop row may say about the measurement itself on a loaded machine: its windows did not agree, or the
+# client ran near saturation. Any other warning (probe, response check, errors) is a fault.
+MEASUREMENT_NOTES = ("unstable: last 3 of ", "load generator near saturation")
+
+
+def faults_in(warnings: list[str]) -> list[str]:
+    return [w for w in warnings if not w.startswith(MEASUREMENT_NOTES)]

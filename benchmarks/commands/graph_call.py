@@ -29,7 +29,7 @@ CALLS = {
     "concrete-call-flat": "ConcreteFunction._call_flat",
     "atomic-call-flat": "AtomicFunction.call_flat",
     "graph-runner": "server GraphRunner.run (chosen path)",
-    "v1-session": "tf.compat.v1 Session.make_callable (TF Serving's route)",
+    "v1-session": "server SessionRunner.run (v1 Session, TF Serving's route)",
 }
 
 
@@ -57,7 +57,7 @@ def candidates(version_dir: Path, signature: str) -> tuple[object, dict[str, Cal
         "atomic-call-flat": lambda: sig._inference_function.call_flat(tf.constant(x), *sig.captured_inputs)[0].numpy(),
         "graph-runner": lambda: runner.run(signature, {in_name: x})[out_name],
     }
-    session_call = _session_call(version_dir, signature)
+    session_call = _session_call(version_dir, signature, in_name, out_name)
     if callable(session_call):
         calls["v1-session"] = lambda: session_call(x)
         return loaded, calls, reference, {}
@@ -113,22 +113,16 @@ def _first(result, out_name: str):
     return value.numpy()
 
 
-def _session_call(version_dir: Path, signature: str):
-    """TF Serving's own route (v1 Session running the MetaGraph), or the error message when Python's v1
-    loader cannot restore the model."""
-    import tensorflow as tf
+def _session_call(version_dir: Path, signature: str, in_name: str, out_name: str):
+    """The server's Session path (what it runs for a TF1 model the TF2 loader refuses; TF Serving's own
+    route), or the error message when Python's v1 loader cannot restore the model."""
+    from serving.execution.session_bundle import SessionRunner
 
     try:
-        graph = tf.Graph()
-        with graph.as_default():
-            sess = tf.compat.v1.Session(graph=graph)
-            meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], str(version_dir))
-        sdef = meta.signature_def[signature]
-        out_key = sorted(sdef.outputs)[0]
-        call = sess.make_callable(sdef.outputs[out_key].name, [next(iter(sdef.inputs.values())).name])
-        return call
+        runner = SessionRunner(version_dir, "bench")
     except Exception as exc:
         return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
+    return lambda x: runner.run(signature, {in_name: x})[out_name]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -68,7 +68,8 @@ def run_inprocess(cfg: InprocessConfig, writer: ResultWriter | None = None) -> l
     import tensorflow as tf  # full TF import only here: the load generators never need it
     from tqdm import tqdm
 
-    from export.models import load_keras_model
+    from export.contract import keras_path
+    from export.keras_source import load_keras_file
 
     for m in cfg.modes:
         if m not in MODES:
@@ -85,7 +86,7 @@ def run_inprocess(cfg: InprocessConfig, writer: ResultWriter | None = None) -> l
     for info in infos:
         version = cfg.version or info.versions[-1]
         vdir = info.version_dir(version)
-        keras_model = load_keras_model(vdir)
+        keras_model = load_keras_file(keras_path(vdir))
         loaded = tf.saved_model.load(str(vdir)) if "savedmodel" in cfg.modes else None
         for mode in cfg.modes:
             fn = _callables(mode, keras_model, loaded, info.n_features, tf)

@@ -76,7 +76,8 @@ def main(args: argparse.Namespace) -> int:
                                 "or name a served model with --models and --server none")
     # (name, n_features): 0 = build requests from the signature the server reports
     served = [(n, found[n].n_features if n in found else 0) for n in names]
-    infos = [found[n] for n in names if n in found]  # in-process needs the exported files
+    # in-process needs the exported files and the project's own [batch, n_features] models
+    infos = [found[n] for n in names if n in found and found[n].n_features > 0]
     if args.server == "none":  # an external server: one line naming a model it lacks, before any load
         for kind, target in (("grpc", args.target), ("rest", args.rest_target)):
             if target:

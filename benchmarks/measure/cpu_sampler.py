@@ -28,6 +28,14 @@ class ProcessCpu:
         return asdict(self)
 
 
+def cpu_seconds(proc: psutil.Process) -> tuple[float, float]:
+    """(CPU seconds of the whole process, of its main thread; NaN when that thread is not found) so far."""
+    with proc.oneshot():
+        times = proc.cpu_times()
+        main = next((t for t in proc.threads() if t.id == proc.pid), None)
+    return times.user + times.system, (main.user_time + main.system_time) if main is not None else float("nan")
+
+
 class ProcessCpuSampler:
     def __init__(self, interval_s: float = 0.25) -> None:
         self.interval_s = interval_s
@@ -64,14 +72,11 @@ class ProcessCpuSampler:
 
     def _sample(self, pid: int, proc: psutil.Process) -> None:
         try:
-            with proc.oneshot():
-                times = proc.cpu_times()
-                main = next((t for t in proc.threads() if t.id == pid), None)
+            process_s, main_s = cpu_seconds(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             return
-        main_s = (main.user_time + main.system_time) if main is not None else float("nan")
         with self._lock:
-            self._samples[pid].append((time.time(), times.user + times.system, main_s))
+            self._samples[pid].append((time.time(), process_s, main_s))
 
     def summary(self, t0: float, t1: float) -> list[ProcessCpu]:
         out = []

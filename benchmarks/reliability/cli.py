@@ -10,6 +10,9 @@ Phases, in order, on a private copy of residual_regressor (the user's models dir
   6. kill       SIGKILL the server under load, restart it on the same ports; the result file keeps every window
   7. overload   a second server with a deliberately small batch queue: fast RESOURCE_EXHAUSTED, bounded
                 memory and latency, recovery, per-request deadline honoured
+  8. reload     a third server on a polled --model_config_file: one model removed and one added under load;
+                zero failures for the model that stays, NOT_FOUND for the removed one and its scheduler
+                gone, the added one AVAILABLE
 Writes reliability.json + reliability.md (and the kill phase's results.json) under <results-dir>/<run-id>/ and
 prints the table. Exit status 0 when nothing was lost and every fault was survived, 1 otherwise.
 """
@@ -49,7 +52,7 @@ num_batch_threads { value: 1 }
 """
 
 
-PHASES = ("rollout", "broken", "hostile", "soak", "kill", "overload")  # in the order they run
+PHASES = ("rollout", "broken", "hostile", "soak", "kill", "overload", "reload")  # in the order they run
 SOAK_S = 600.0
 QUICK_SOAK_S = 20.0
 MAX_REQUEST_BYTES = 4 * 2**20  # the server's --max-request-bytes, also the hostile phase's body limit
@@ -130,6 +133,8 @@ def main(args: argparse.Namespace) -> int:
         _phases_on_main_server(run)
         if "overload" not in args.skip:
             _phase_overload(run)
+        if "reload" not in args.skip:
+            _phase_reload(run)
     except KeyboardInterrupt:
         run.report.notes.append("interrupted: phases after the last completed one are missing")
         _log("interrupted; writing what was measured")
@@ -346,6 +351,37 @@ def _record_overload(run: _Run, o, d) -> None:
         f"client got {d.client_code} after {d.elapsed_ms} ms; server counted "
         f"{d.server_deadline_exceeded:g} DEADLINE_EXCEEDED"))
     run.report.load_held.append(_held("overload", o.load))
+
+
+def _phase_reload(run: _Run) -> None:
+    """A third server whose model list comes from a config file it polls; models swapped under load."""
+    from benchmarks.reliability import client
+    from benchmarks.reliability.reload import POLL_S, ReloadModels, config_reload_under_load
+    from benchmarks.reliability.summary import FaultLine
+    from benchmarks.targets.managed import ManagedServer
+
+    tree = ReloadModels(run.model_dir, run.scratch / "reload")
+    server = ManagedServer("embedded", mode=run.args.mode, config_file=tree.config, models=(client.MODEL,),
+                           log_path=run.run_dir / "server-reload.log",
+                           extra_args=["--model-config-file-poll-wait-seconds", str(POLL_S)])
+    _log("starting a third server on a polled model config for the reload phase ...")
+    server.start()
+    try:
+        client.wait_settled(server.grpc_target)
+        r = config_reload_under_load(server.grpc_target, server.rest_target, tree.write_config,
+                                     payload=run.payload, concurrency=run.args.concurrency, progress=_log)
+    finally:
+        server.stop()
+    run.report.phases["reload"] = asdict(r)
+    run.report.faults.append(FaultLine(
+        "config reload", f"--model_config_file swaps {r.removed} for {r.added} while {r.staying} serves",
+        r.survived, r.load["sent"], r.failed,
+        f"removed answers NOT_FOUND after {r.removed_not_found_s}s ({r.removed_message!r}), its scheduler gone "
+        f"after {r.scheduler_forgot_s}s; added AVAILABLE after {r.added_available_s}s (poll {POLL_S:g}s)"
+        + (f"; {r.problem}" if r.problem else "")))
+    run.report.load_held.append(_held("config reload", r.load))
+    run.save()
+    _log(f"reload: {r.load['sent']} sent, {r.failed} failed; survived: {r.survived}")
 
 
 def _held(phase: str, load: dict) -> dict:

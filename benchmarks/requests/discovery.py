@@ -14,7 +14,7 @@ DEFAULT_N_FEATURES = 10  # a version without a manifest: the project's models' u
 class ModelInfo:
     name: str
     version_dirs: list[VersionDir]  # ascending, each with its directory as found on disk
-    n_features: int
+    n_features: int  # 0: not one of the project's models; requests follow its served signature
     model_dir: Path | None = None
 
     @property
@@ -43,5 +43,7 @@ def discover_models(models_dir: Path) -> list[ModelInfo]:
         found = contract.version_dirs(model_dir)
         if found:
             manifest = contract.read_manifest(found[-1].path) if contract.manifest_path(found[-1].path).exists() else {}
-            out.append(ModelInfo(name, found, int(manifest.get("n_features", DEFAULT_N_FEATURES)), model_dir))
+            # a manifest without n_features is a model of the user's: 0 = requests from its served signature
+            width = manifest.get("n_features", 0 if manifest else DEFAULT_N_FEATURES)
+            out.append(ModelInfo(name, found, int(width), model_dir))
     return out

@@ -112,6 +112,26 @@ def openloop_table(rows: list[ResultRow]) -> str:
                   "max ms", "errors", "LoadGen verdict"], out)
 
 
+def locust_workers(rows: list[ResultRow]) -> str:
+    """Distributed Locust rows: the request counts side by side (master, sum over workers, Locust's stats, the
+    server's Prometheus counter), then each worker's requests, CPU, saturation, sending span and loss."""
+    dist = [r for r in rows if r.kind == "locust" and isinstance(r.extra, dict) and r.extra.get("worker_stats")]
+    if not dist:
+        return ""
+    counts = [[r.scenario, *(r.extra["request_counts"].get(k) for k in ("master", "workers_sum", "locust_stats",
+                                                                        "server")),
+               ", ".join(f"{k} {v:+d}" for k, v in r.extra["request_count_gaps"].items()) or "none",
+               r.extra.get("sending_summary", "")] for r in dist]
+    workers = [[r.scenario, w["name"], sum(w["requests"].values()), w["cpu_percent"], w["main_thread_cpu_percent"],
+                w["saturated"], w["sending_from_s"], w["sending_to_s"],
+                f"{w['lost_how']} at +{w['lost_at_s']}s" if w["lost_at_s"] is not None else ""]
+               for r in dist for w in r.extra["worker_stats"]]
+    return (table(["scenario", "master", "sum over workers", "Locust stats", "server (Prometheus)", "gap",
+                   "workers sending"], counts) + "\n\n" +
+            table(["scenario", "worker (host:pid)", "requests", "CPU %", "main thread %", "saturated", "from s",
+                   "to s", "lost"], workers))
+
+
 AGREEMENT = 0.25  # Locust and our client "agree" when their throughputs are within 25 % of each other
 
 
@@ -202,6 +222,7 @@ def render(run_id: str, environment: dict, rows: list[ResultRow], plots: list[Pa
                         ("Load-generator capacity (against a no-op server)", capacity_table(rows)),
                         ("Open loop (LoadGen) and Locust", openloop_table(rows)),
                         ("Locust vs our client at the same concurrency", locust_vs_ours(rows)),
+                        ("Locust workers and request counts", locust_workers(rows)),
                         ("All served / load-test rows", served_table(rows))):
         if body:
             parts += [f"## {title}", "", body, ""]

@@ -185,6 +185,7 @@ def embedded_command(args: argparse.Namespace, python: str = sys.executable) -> 
         # Same as the TF Serving container: batching on, with the file it reads.
         "--enable-batching",
         "--batching-parameters-file", str(BATCHING_CPU),
+        *[arg for module in getattr(args, "imports", []) for arg in ("--import", module)],
     ]  # fmt: skip
     return Command(argv, {})
 
@@ -247,6 +248,8 @@ def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=SERVER_MODES, default="graph",
                         help="graph (default) | xla (TF Serving: --xla_cpu_compilation_enabled) | "
                         "eager (embedded server only)")
+    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                        help="embedded server: import MODULE at start (custom Keras classes for eager mode)")
     parser.add_argument("--grpc-port", type=int, default=8500, help="host gRPC port (default 8500)")
     parser.add_argument("--rest-port", type=int, default=8501, help="host REST port (default 8501)")
     parser.add_argument("--models-dir", type=Path, default=Path("artifacts/models"),

@@ -41,7 +41,8 @@ TF Serving's own command line works as is (--port=8500 --rest_api_port=8501 --mo
 Execution modes:
   graph  run the SavedModel signature function, as TF Serving runs the graph (default)
   xla    the same signature function compiled with XLA (tf.function(jit_compile=True))
-  eager  the Keras model rebuilt from assets.extra/model.keras, called eagerly (no tf.function)
+  eager  the Keras model rebuilt from assets.extra/model.keras, called eagerly (no tf.function); a model with
+         custom classes needs --import MODULE, the module that registers them
 """
 
 EPILOG = """\
@@ -166,6 +167,8 @@ def _add_network_arguments(net: argparse._ArgumentGroup) -> None:
 
 def _add_execution_arguments(run: argparse._ArgumentGroup) -> None:
     run.add_argument("--mode", choices=SERVER_MODES, default="graph", help="graph | xla | eager (see above)")
+    run.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                     help="import MODULE at start: registers the custom Keras classes eager mode needs (repeatable)")
     run.add_argument("--enable-batching", "--enable_batching", action=BoolFlag, default=False,
                      help="merge concurrent requests into one model call (needs --batching-parameters-file "
                           "or uses TF Serving's defaults)")
@@ -306,6 +309,13 @@ def _check_limits(args: argparse.Namespace) -> None:
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     """Check flag combinations and build the ServerConfig; raise ValueError with a message that says what to do."""
     _check_limits(args)
+    from export.keras_source import import_modules
+    from export.pipeline import ExportError
+
+    try:  # here, in the server's own process, before any model loads
+        import_modules(args.imports)
+    except ExportError as exc:
+        raise ValueError(str(exc)) from None
     config_file, model_name, base_path = _model_source(args)
     grpc_port, rest_port = _ports(args)
     intra, inter = _thread_counts(args)

@@ -140,6 +140,7 @@ def build_parts(cfg: ServerConfig, sources: list[Any], batching: Any = None) -> 
     manager = ModelManager(sources, core.load_version, cfg.file_system_poll_wait_seconds, retries,
                            cfg.allow_version_labels_for_unavailable_models)
     core.manager = manager
+    manager.on_model_removed = core.forget_model
     return ServerParts(core, manager, scheduler)
 
 

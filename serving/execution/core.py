@@ -166,10 +166,20 @@ class ServingCore:
             with self._executors_lock:
                 found = self._executors.get(model_name)
                 if found is None:
-                    found = self._executors[model_name] = ExecutionScheduler(
-                        model_name, self.execution.concurrency(self.mode), self.execution.max_queued,
-                        self.execution.full_queue_code)
+                    found = ExecutionScheduler(model_name, self.execution.concurrency(self.mode),
+                                               self.execution.max_queued, self.execution.full_queue_code)
+                    # A request that raced its model's removal gets one, but it is not kept (forget_model).
+                    if self.manager is None or self.manager.has_model(model_name):
+                        self._executors[model_name] = found
         return found
+
+    def forget_model(self, model_name: str) -> None:
+        """The model left the config: drop its execution scheduler (and so its metrics) once its in-flight
+        executions have finished."""
+        with self._executors_lock:
+            executor = self._executors.pop(model_name, None)
+        if executor is not None:
+            executor.close()
 
     def execution_stats(self) -> dict[str, ExecutionStats]:
         return {name: executor.stats for name, executor in list(self._executors.items())}

@@ -13,7 +13,9 @@ whose regress signature parses tf.Example strings (benchmarks/targets/tfs_models
 examples with x=2; a batch-1 call costs 69 us through the flat call below and 151 us through make_callable;
 and Python's Session refuses x of shape [3] fed to the [None,1] tensor x ("Cannot feed value of shape"),
 which TF Serving's C++ Session::Run and the pruned function both accept. So TF1 models load the TF2 way,
-and a TF1 signature takes any shape its graph accepts (SignatureSpec.strict_shapes).
+and a TF1 signature takes any shape its graph accepts (SignatureSpec.strict_shapes). A TF1 model the TF2
+loader cannot build is served through a v1 Session instead (serving/execution/session_bundle.py; both paths' cost
+per call in docs/performance.md, "TF1 signatures").
 
 graph  The restored signature ConcreteFunction, called through its flat entry point. Measured on this
        machine (benchmarks/commands/graph_call.py, numbers in its output): `signatures[name](**kw)` ~310 us,
@@ -27,10 +29,11 @@ graph  The restored signature ConcreteFunction, called through its flat entry po
        probe input and the public call is used if anything differs.
 xla    The same signature function inside tf.function(jit_compile=True), called the same fast way; XLA
        compiles once per distinct input shape (warmup covers the common ones).
-eager  The Keras model rebuilt from assets.extra/model.keras (export.models.load_keras_model) and called as a
-       plain Python function in eager mode: each signature runs the model method its model class declares for
-       it (export/endpoints.py: serving_default -> model(x, training=False), reconstruct -> model.reconstruct).
-       A version without a Keras file, or whose signatures its class does not declare, is refused.
+eager  The Keras model rebuilt from assets.extra/model.keras (export.keras_source.load_keras_file; custom classes
+       registered by the server's --import modules) and called as a plain Python function in eager mode: each
+       signature runs the model method it was exported from (the manifest's endpoints, export/endpoints.py:
+       serving_default -> model(x, training=False), reconstruct -> model.reconstruct). A version without a
+       Keras file, or with signatures no endpoint computes, is refused.
 """
 from __future__ import annotations
 
@@ -76,6 +79,12 @@ def is_tf1_meta_graph(meta: Any) -> bool:
 
 def serving_signatures(signature_defs: dict[str, Any], strict_shapes: bool = True) -> dict[str, SignatureSpec]:
     return {k: signature_spec(k, v, strict_shapes) for k, v in signature_defs.items() if k != INIT_OP_SIGNATURE}
+
+
+def as_output(value: Any) -> np.ndarray:
+    """A scalar string tensor comes out of numpy() / Session.run as bytes, not an array: make it the 0-d
+    object array every other string output is."""
+    return np.array(value, dtype=object) if isinstance(value, bytes) else np.asarray(value)
 
 
 def _probe_inputs(spec: SignatureSpec, rows: int = 2) -> dict[str, np.ndarray]:
@@ -173,7 +182,7 @@ class _FlatCall:
                     outs = execute(handle, device, fn_name, args + captured, attrs, n_out)
                 except not_ok as exc:  # what execute.execute does: the matching tf.errors class
                     raise status_to_exception(exc) from None
-                return {n: o.numpy() for n, o in zip(out_names, outs)}
+                return {n: as_output(o.numpy()) for n, o in zip(out_names, outs)}
 
             if not _same_answer(fast, self._public, _probe_inputs(spec)):
                 raise ValueError("fast path output differs from the public signature call")
@@ -184,7 +193,7 @@ class _FlatCall:
     def _public(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         tf = self._tf
         kwargs = {k: tf.convert_to_tensor(v, dtype=tf.as_dtype(self._spec.inputs[k].dtype_enum)) for k, v in inputs.items()}
-        return {k: v.numpy() for k, v in self._concrete(**kwargs).items()}
+        return {k: as_output(v.numpy()) for k, v in self._concrete(**kwargs).items()}
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self._fast(inputs) if self._fast is not None else self._public(inputs)
@@ -235,7 +244,7 @@ def _first_line(exc: Exception) -> str:
     stack where the op was defined; the message proper is the unindented text after it."""
     lines = [line for line in _NODE_SUFFIX.sub("", str(exc)).splitlines() if line.strip()]
     kept = [line.strip() for line in lines if not line[0].isspace()
-            and not line.startswith(("Graph execution error", "Detected at node"))]
+            and not line.startswith(("Graph execution error", "Detected at node", "Node: ", "Original stack trace"))]
     return " ".join(kept) if kept else (lines[0].strip() if lines else type(exc).__name__)
 
 
@@ -303,9 +312,10 @@ class EagerRunner(Runner):
     mode = "eager"
 
     def __init__(self, version_dir: Path, label: str) -> None:
-        from export.contract import KERAS_FILE, keras_path
-        from export.models import load_keras_model
-        from export.endpoints import endpoints_of
+        from export.contract import KERAS_FILE, keras_path, manifest_path, read_manifest
+        from export.endpoints import version_endpoints
+        from export.keras_source import load_keras_file
+        from export.pipeline import ExportError
 
         if not keras_path(version_dir).is_file():
             raise failed_precondition(f"eager mode needs the Keras model file {KERAS_FILE} and {version_dir} has "
@@ -314,32 +324,36 @@ class EagerRunner(Runner):
         import tensorflow as tf
 
         self._tf = tf
-        self._model = load_keras_model(self.version_dir)
+        try:  # custom classes come from the server's --import modules
+            self._model = load_keras_file(keras_path(self.version_dir))
+        except ExportError as exc:
+            raise failed_precondition(f"eager mode: {exc}") from None
+        manifest = read_manifest(self.version_dir) if manifest_path(self.version_dir).is_file() else {}
         try:
-            declared = {ep.signature: ep for ep in endpoints_of(self._model)}
+            declared = {ep.signature: ep for ep in version_endpoints(manifest, self._model)}
         except TypeError as exc:
             raise failed_precondition(f"eager mode: {exc}") from None
         for name, spec in self.signatures.items():
             if name not in declared:
                 raise failed_precondition(f"eager mode: signature '{name}' is not among the endpoints "
-                                          f"{type(self._model).__name__} declares ({', '.join(sorted(declared))})")
+                                          f"{type(self._model).__name__} was exported with ({', '.join(sorted(declared))})")
             self._calls[name] = self._make_call(declared[name], spec)
 
     def _make_call(self, endpoint: Any, spec: SignatureSpec) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
-        """The declared model method of one signature, checked against the SignatureDef's tensor names."""
-        if set(spec.inputs) != {endpoint.input.name} or set(spec.outputs) != set(endpoint.output_names):
+        """The model method of one signature, checked against the SignatureDef's tensor names."""
+        if set(spec.inputs) != set(endpoint.input_names) or set(spec.outputs) != set(endpoint.output_names):
             raise failed_precondition(
                 f"eager mode: signature '{spec.name}' has inputs {sorted(spec.inputs)} and outputs "
-                f"{sorted(spec.outputs)}, its declaration {[endpoint.input.name]} and {sorted(endpoint.output_names)}")
-        tf, in_name = self._tf, endpoint.input.name
-        dtype = tf.as_dtype(spec.inputs[in_name].np_dtype)
+                f"{sorted(spec.outputs)}, its endpoint {sorted(endpoint.input_names)} and {sorted(endpoint.output_names)}")
+        tf = self._tf
+        dtypes = {name: tf.as_dtype(t.dtype_enum) for name, t in spec.inputs.items()}
         try:
             target = endpoint.bind(self._model)
         except TypeError as exc:
             raise failed_precondition(f"eager mode: {exc}") from None
 
         def call(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            result = target(tf.convert_to_tensor(inputs[in_name], dtype=dtype))
+            result = target({k: tf.convert_to_tensor(v, dtype=dtypes[k]) for k, v in inputs.items()})
             return {k: np.asarray(v) for k, v in result.items()}
 
         return call
@@ -355,4 +369,13 @@ RUNNERS: dict[str, type[Runner]] = {"graph": GraphRunner, "xla": XlaRunner, "eag
 def load_runner(mode: str, version_dir: Path, label: str) -> Runner:
     if mode not in RUNNERS:
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(RUNNERS)}")
-    return RUNNERS[mode](version_dir, label)
+    try:
+        return RUNNERS[mode](version_dir, label)
+    except ServingError:
+        raise
+    except Exception as exc:  # TF2's loader could not build a signature: TF1 models load as a Session does
+        if mode == "eager":
+            raise
+        from serving.execution.session_bundle import load_tf1_fallback
+
+        return load_tf1_fallback(version_dir, label, exc)

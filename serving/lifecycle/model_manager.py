@@ -165,6 +165,18 @@ class LoadRetries:
     interval_seconds: float = 0.0
 
 
+_explained: set[str] = set()  # the requests whose not-found detail is already in the log
+
+
+def _servable_not_found(what: str, detail: str) -> ServingError:
+    """TF Serving's exact words to the client; what this server knows besides goes to its log (once per
+    request kind, so a client retrying a wrong name cannot flood it)."""
+    if what not in _explained and len(_explained) < 1000:
+        _explained.add(what)
+        log.warning("Servable not found for request: %s: %s", what, detail)
+    return not_found(f"Servable not found for request: {what}")
+
+
 class ModelManager:
     def __init__(self, sources: list[ModelSource], loader: Loader, poll_seconds: float = 1.0,
                  retries: LoadRetries = LoadRetries(), allow_unavailable_labels: bool = True) -> None:
@@ -179,6 +191,7 @@ class ModelManager:
         self._stop = threading.Event()
         self._initial_done = threading.Event()
         self._thread: threading.Thread | None = None
+        self.on_model_removed: Callable[[str], None] = lambda name: None  # per-model state kept elsewhere
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -257,6 +270,7 @@ class ModelManager:
             self._removed[model.source.name] = model
         for sv in retiring:
             sv.retire()
+        self.on_model_removed(model.source.name)
         log.info("model %s removed from the config: unloaded", model.source.name)
 
     def label_problems(self, assigned: dict[str, dict[str, int]] | None = None) -> list[str]:
@@ -382,34 +396,34 @@ class ModelManager:
             if model is None:
                 what = f"Latest({name})" if version is None and not label else \
                     f"Specific({name}, {version})" if version is not None else f"Label({name}, {label})"
-                raise not_found(f"Servable not found for request: {what}: model '{name}' is not served")
+                raise _servable_not_found(what, f"model '{name}' is not in the model config")
             if version is not None and label:
                 raise invalid_argument(f"Both model version ({version}) and model version label ({label}) cannot be supplied.")
             if label:
                 if label not in model.source.labels:
-                    known = ", ".join(sorted(model.source.labels)) or "none"
-                    raise not_found(f"Unrecognized servable version label: {label} (model '{name}' has labels: {known})")
+                    log.info("model %s has labels: %s", name, ", ".join(sorted(model.source.labels)) or "none")
+                    raise not_found(f"Unrecognized servable version label: {label}")
                 version = model.source.labels[label]
                 sv = model.available.get(version)
                 if sv is None:
-                    raise not_found(f"Servable not found for request: label '{label}' of model '{name}' points at "
-                                    f"version {version}, which is not loaded")
+                    raise _servable_not_found(f"Specific({name}, {version})",
+                                              f"label '{label}' points at version {version}, which is not loaded")
                 return sv
             if version is not None:
                 sv = model.available.get(version)
                 if sv is None:
                     if self._loading(model, version):
                         raise unavailable(f"version {version} of model '{name}' is still loading; retry")
-                    raise not_found(f"Servable not found for request: Specific({name}, {version}); "
-                                    f"loaded versions: {sorted(model.available) or 'none'}")
+                    raise _servable_not_found(f"Specific({name}, {version})",
+                                              f"loaded versions: {sorted(model.available) or 'none'}")
                 return sv
             if not model.available:
                 # A configured model that is still loading is a retryable condition (UNAVAILABLE), not "no such
                 # model" (NOT_FOUND), which clients and load balancers treat as final.
                 if self._loading(model):
                     raise unavailable(f"model '{name}' is loading: no version is AVAILABLE yet; retry")
-                raise not_found(f"Servable not found for request: Latest({name}): no version is available "
-                                f"(none found under its base path, or all failed to load)")
+                raise _servable_not_found(f"Latest({name})", "no version is available (none found under its "
+                                          "base path, or all failed to load)")
             return model.available[max(model.available)]
 
     def _loading(self, model: _Model, version: int | None = None) -> bool:

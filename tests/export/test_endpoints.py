@@ -35,15 +35,15 @@ def test_signature_maps_to_the_declared_method_not_a_same_named_one() -> None:
     model, x = _Plain(), np.array([[1.0, 5.0], [3.0, 2.0]])
     by_name = {ep.signature: ep for ep in endpoints_of(model)}
     assert list(by_name) == [DEFAULT_SIGNATURE, "pair", "alias"]
-    np.testing.assert_array_equal(by_name[DEFAULT_SIGNATURE].bind(model)(x)["predictions"], [[6.0], [5.0]])
-    pair = by_name["pair"].bind(model)(x)
+    np.testing.assert_array_equal(by_name[DEFAULT_SIGNATURE].bind(model)({"inputs": x})["predictions"], [[6.0], [5.0]])
+    pair = by_name["pair"].bind(model)({"inputs": x})
     assert list(pair) == ["low", "high"]  # the declared outputs, in declared order, nothing else
     np.testing.assert_array_equal(pair["high"], [5.0, 3.0])
-    np.testing.assert_array_equal(by_name["alias"].bind(model)(x)["scaled"], 2 * x)
+    np.testing.assert_array_equal(by_name["alias"].bind(model)({"inputs": x})["scaled"], 2 * x)
 
 
 def test_expected_signatures_resolve_the_input_width() -> None:
-    sigs = expected_signatures(_Plain, 7)
+    sigs = expected_signatures(endpoints_of(_Plain), 7)
     assert sigs[DEFAULT_SIGNATURE].inputs == {"inputs": TensorInfo("float32", [None, 7])}
     assert sigs[DEFAULT_SIGNATURE].outputs == {"predictions": TensorInfo("float32", [None, 1])}
     assert sigs["alias"].outputs == {"scaled": TensorInfo("float32", [None, 7])}
@@ -57,9 +57,9 @@ def test_declaration_mistakes_are_named() -> None:
         Endpoint("s", "missing", (TensorDecl("y", (None,)),)).bind(_Plain())
     x = np.ones((1, 2))
     with pytest.raises(KeyError, match="nope"):
-        Endpoint("s", "pair", (TensorDecl("nope", (None,)),)).bind(_Plain())(x)
+        Endpoint("s", "pair", (TensorDecl("nope", (None,)),)).bind(_Plain())({"inputs": x})
     with pytest.raises(TypeError, match="expected a dict"):
-        Endpoint("s", MODEL_CALL, (TensorDecl("a", (None,)), TensorDecl("b", (None,)))).bind(_Plain())(x)
+        Endpoint("s", MODEL_CALL, (TensorDecl("a", (None,)), TensorDecl("b", (None,)))).bind(_Plain())({"inputs": x})
 
 
 def test_every_project_model_declares_the_default_signature_once() -> None:

@@ -104,18 +104,20 @@ def test_verify_command_catches_a_tampered_version(verified_export: Path, tmp_pa
     assert "0 ok, 1 failed" in proc.stdout
 
 
-def test_next_export_writes_next_version_and_refuses_an_existing_one(verified_export: Path):
-    proc = run_export("--models", "softplus_regressor", "--version", "1", "--out", str(verified_export))
+def test_next_export_writes_next_version_and_refuses_an_existing_one(verified_export: Path, tmp_path: Path):
+    out = tmp_path / "models"  # a copy: the shared export stays at version 1 for the other tests, in any order
+    shutil.copytree(verified_export, out)
+    proc = run_export("--models", "softplus_regressor", "--version", "1", "--out", str(out))
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        f"error: softplus_regressor version 1 already exists in {verified_export / 'softplus_regressor'}"
+        f"error: softplus_regressor version 1 already exists in {out / 'softplus_regressor'}"
     ]
-    proc = run_export("--models", "softplus_regressor", "--epochs", "2", "--no-verify", "--out", str(verified_export))
+    proc = run_export("--models", "softplus_regressor", "--epochs", "2", "--no-verify", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert list_versions(verified_export / "softplus_regressor") == [1, 2]
+    assert list_versions(out / "softplus_regressor") == [1, 2]
     from export.model_config import read_model_config
 
-    entry = {c.name: c for c in read_model_config(verified_export / "models.config").model_config_list.config}
+    entry = {c.name: c for c in read_model_config(out / "models.config").model_config_list.config}
     assert dict(entry["softplus_regressor"].version_labels) == {"stable": 1, "canary": 2}
 
 
@@ -147,13 +149,32 @@ def test_failed_verification_publishes_nothing(tmp_path, monkeypatch):
     import export.verify
     from export.pipeline import ExportConfig, export_models
 
-    def refuse(paths):
+    def refuse(paths, imports=()):
         assert all(p.name.startswith(".staging-") and p.is_dir() for p in paths)
         raise export.verify.VerificationError("planted failure")
 
     monkeypatch.setattr(export.verify, "verify_in_fresh_process", refuse)
     with pytest.raises(export.verify.VerificationError):
         export_models(ExportConfig(models=("softplus_regressor",), out_dir=tmp_path, epochs=1))
-    assert list_versions(tmp_path / "softplus_regressor") == []
+    assert not (tmp_path / "softplus_regressor").exists()  # not even the model directory this export created
+    assert leftovers(tmp_path) == []
+    assert not (tmp_path / "models.config").exists()
+
+
+def test_a_version_published_while_exporting_is_never_overwritten(tmp_path, monkeypatch):
+    import export.verify
+    from export.pipeline import ExportConfig, ExportError, export_models
+
+    planted = tmp_path / "softplus_regressor" / "1"
+
+    def publish_meanwhile(paths):  # another exporter publishes version 1 while ours is being verified
+        planted.mkdir()
+        (planted / "theirs").write_text("kept")
+
+    monkeypatch.setattr(export.verify, "verify_in_fresh_process", publish_meanwhile)
+    with pytest.raises(ExportError) as refused:
+        export_models(ExportConfig(models=("softplus_regressor",), out_dir=tmp_path, epochs=1))
+    assert str(refused.value) == f"{planted} appeared while exporting; refusing to overwrite it"
+    assert [p.name for p in planted.iterdir()] == ["theirs"] and (planted / "theirs").read_text() == "kept"
     assert leftovers(tmp_path) == []
     assert not (tmp_path / "models.config").exists()

@@ -52,7 +52,7 @@ def test_concurrent_requests_are_merged_and_split_back(exported_models_dir: Path
     import tensorflow as tf
 
     batching = tmp_path / "batching.config"
-    batching.write_text("max_batch_size { value: 64 }\nbatch_timeout_micros { value: 20000 }\n"
+    batching.write_text("max_batch_size { value: 64 }\nbatch_timeout_micros { value: 200000 }\n"
                         "num_batch_threads { value: 1 }\nmax_enqueued_batches { value: 8 }\n"
                         "allowed_batch_sizes: 8\nallowed_batch_sizes: 64\n")
     rng = np.random.default_rng(3)

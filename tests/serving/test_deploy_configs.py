@@ -8,6 +8,7 @@ for real against a fake TF Serving REST endpoint.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import threading
@@ -536,3 +537,152 @@ def test_healthcheck_reads_names_like_text_format_writes_them(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+# --------------------------------------------------------------------------------------------------------
+# Every Compose and Kubernetes file, against the published schemas
+# --------------------------------------------------------------------------------------------------------
+COMPOSE_FILES = sorted(DOCKER.rglob("docker-compose*.yml"))
+K8S_MANIFESTS = sorted(p for p in DOCKER.rglob("k8s/*.yaml") if p.name != "kustomization.yaml")
+KUBERNETES_VERSION = "1.33.0"
+
+
+def test_every_deploy_file_is_checked():
+    names = {str(p.relative_to(DOCKER)) for p in COMPOSE_FILES + K8S_MANIFESTS}
+    assert {"docker-compose.yml", "docker-compose.gpu.yml", "locust/docker-compose.yml", "k8s/deployment.yaml",
+            "locust/k8s/master.yaml", "locust/k8s/worker.yaml", "locust/k8s/service.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda p: str(p.relative_to(DOCKER)))
+def test_compose_file_follows_the_compose_specification(path):
+    """The Compose Specification's JSON schema, as vendored by check-jsonschema (no network)."""
+    from importlib.resources import files
+
+    import jsonschema
+
+    schema = json.loads((files("check_jsonschema") / "builtin_schemas" / "vendor" / "compose-spec.json").read_text())
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(
+        yaml.safe_load(path.read_text()))]
+    assert not errors, errors
+
+
+@pytest.mark.parametrize("path", K8S_MANIFESTS, ids=lambda p: str(p.relative_to(DOCKER)))
+def test_k8s_manifest_is_valid_for_kubernetes_1_33_strict(path):
+    """Kubernetes 1.33's OpenAPI schemas (kubernetes-validate), strict: an unknown field is an error."""
+    import kubernetes_validate
+
+    for doc in yaml.safe_load_all(path.read_text()):
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+def test_schema_checks_catch_a_misplaced_field(tmp_path):
+    import kubernetes_validate
+
+    dep = _k8s("deployment.yaml")
+    dep["spec"]["template"]["spec"]["containers"][0]["replicas"] = 2  # belongs on the Deployment spec
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(dep, KUBERNETES_VERSION, strict=True)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Locust beside TF Serving (docker/locust/)
+# --------------------------------------------------------------------------------------------------------
+LOCUST = DOCKER / "locust"
+
+
+def _locust_compose() -> dict:
+    return yaml.safe_load((LOCUST / "docker-compose.yml").read_text())
+
+
+def _bench_args(command) -> "argparse.Namespace":
+    """A compose command (string or list, ${VAR:-default} resolved) parsed by `python -m benchmarks locust`."""
+    import shlex
+
+    from benchmarks.__main__ import build_parser
+
+    argv = ["locust", *(shlex.split(_interpolate(command)) if isinstance(command, str) else command)]
+    return build_parser(argv).parse_args(argv)
+
+
+def test_locust_compose_master_writes_results_and_workers_find_it():
+    compose = _locust_compose()
+    master, worker = compose["services"]["master"], compose["services"]["worker"]
+    assert master["build"] == worker["build"] == {"context": "../..", "dockerfile": "docker/locust/Dockerfile"}
+    assert (LOCUST / master["build"]["context"] / master["build"]["dockerfile"]).resolve() == LOCUST / "Dockerfile"
+    m = _bench_args(master["command"])  # the master's flags are ones the command accepts
+    assert m.master and m.bind == "0.0.0.0:5557" and m.expect_workers == 2 and m.server == "none"
+    assert (m.target, m.rest_target) == ("tfserving:8500", "tfserving:8501")  # docker/docker-compose.yml
+    assert m.metrics_url == "http://tfserving:8501/monitoring/prometheus/metrics" and m.results_dir == Path("/results")
+    assert {v["target"]: v["source"] for v in master["volumes"]}["/results"] == "./results"
+    w = _bench_args(worker["command"])
+    assert w.worker and w.master_host == "master:5557" and "5557" in master["expose"]
+    assert "ports" not in worker  # `--scale worker=N` needs workers without fixed host ports
+    assert compose["networks"]["default"]["external"] is True
+    assert _interpolate(compose["networks"]["default"]["name"]) == "tfserve-bench_default"  # the TF Serving project
+    assert yaml.safe_load((DOCKER / "docker-compose.yml").read_text())["name"] == "tfserve-bench"
+
+
+def test_locust_dockerfile_copies_what_the_load_side_imports():
+    text = (LOCUST / "Dockerfile").read_text()
+    copied = {src for line in re.findall(r"^COPY (.+)$", text, re.M) for src in line.split()[:-1]}
+    assert copied == {"pyproject.toml", "constraints.txt", "export", "serving", "benchmarks"}
+    assert all((ROOT / c).exists() for c in copied)
+    assert "-c constraints.txt" in text and 'ENTRYPOINT ["python", "-m", "benchmarks", "locust"]' in text
+
+
+def test_locust_k8s_manifests_point_at_the_tf_serving_service():
+    folder = LOCUST / "k8s"
+    listed = yaml.safe_load((folder / "kustomization.yaml").read_text())["resources"]
+    assert sorted(listed) == sorted(p.name for p in folder.glob("*.yaml") if p.name != "kustomization.yaml")
+    master, worker = (yaml.safe_load((folder / n).read_text()) for n in ("master.yaml", "worker.yaml"))
+    svc, cm = (yaml.safe_load((folder / n).read_text()) for n in ("service.yaml", "configmap.yaml"))
+    assert master["spec"]["replicas"] == 1 and worker["spec"]["replicas"] >= 2
+    for dep in (master, worker):
+        pod = dep["spec"]["template"]
+        assert dep["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+        (container,) = pod["spec"]["containers"]
+        (volume,) = pod["spec"]["volumes"]
+        assert volume["configMap"]["name"] == cm["metadata"]["name"]
+        assert {m["name"]: m["mountPath"] for m in container["volumeMounts"]} == {volume["name"]: "/config"}
+        assert container["args"][:2] == ["--config", "/config/locust.conf"]
+    assert svc["spec"]["selector"].items() <= master["spec"]["template"]["metadata"]["labels"].items()
+    assert not svc["spec"]["selector"].items() <= worker["spec"]["template"]["metadata"]["labels"].items()
+    assert {p["port"] for p in svc["spec"]["ports"]} == {5557, 8089}
+    wargs = worker["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert wargs[wargs.index("--master-host") + 1] == svc["metadata"]["name"]
+    conf = dict(line.split(" = ", 1) for line in cm["data"]["locust.conf"].splitlines() if " = " in line
+                and not line.startswith("#"))
+    tfs = _k8s("service.yaml")
+    tfs_ports = {p["name"]: p["port"] for p in tfs["spec"]["ports"]}
+    assert conf["host"] == f"http://{tfs['metadata']['name']}:{tfs_ports['http']}"
+    assert conf["bench-grpc-target"] == f"{tfs['metadata']['name']}:{tfs_ports['grpc']}"
+    assert conf["locustfile"] == "/config/locustfile.py" and "locustfile.py" in cm["data"]
+
+
+PARSE_LOCUST_CONF = """
+import json, sys
+from locust import argument_parser
+from benchmarks.load.locust_run import add_bench_options  # what the locustfile registers
+parser = argument_parser.get_parser()
+add_bench_options(parser)
+print(json.dumps(vars(parser.parse_args(["--config", sys.argv[1]])), default=str))
+"""
+
+
+def test_locust_k8s_config_is_what_locust_parses(tmp_path):
+    """locust.conf through Locust's own parser, with the locustfile's options registered: every key is known.
+    In a child process: importing locust monkey-patches the whole interpreter for gevent."""
+    import sys
+
+    data = yaml.safe_load((LOCUST / "k8s" / "configmap.yaml").read_text())["data"]
+    conf = tmp_path / "locust.conf"
+    conf.write_text(data["locust.conf"].replace("/config/", f"{tmp_path}/"))
+    (tmp_path / "locustfile.py").write_text(data["locustfile.py"])
+    out = subprocess.run([sys.executable, "-c", PARSE_LOCUST_CONF, str(conf)], capture_output=True, text=True,
+                         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    opts = json.loads(out.stdout.strip().splitlines()[-1])
+    assert opts["host"] == "http://tfserving:8501" and opts["bench_grpc_target"] == "tfserving:8500"
+    assert opts["bench_model"] == "residual_regressor" and opts["locustfile"] == str(tmp_path / "locustfile.py")
+    assert "from benchmarks.load.locustfile import *" in data["locustfile.py"]

@@ -317,3 +317,12 @@ def test_run_foreground_reports_signal_deaths_as_128_plus_n(tmp_path):
     assert launch.run_foreground([sys.executable, "-c", "raise SystemExit(4)"]) == 4
     with pytest.raises(LaunchError, match="cannot start"):
         launch.run_foreground([str(tmp_path / "no-such-binary")])
+
+
+def test_eager_launch_passes_the_modules_to_import_to_the_embedded_server(models_dir):
+    args = _args("--backend", "embedded", "--mode", "eager", "--models-dir", str(models_dir),
+                 "--import", "json", "--import", "csv")
+    code, runner, _ = _launch(args, docker=False)
+    assert code == 0
+    ((argv, _),) = runner.calls
+    assert argv[argv.index("--mode") + 1] == "eager" and argv[-4:] == ["--import", "json", "--import", "csv"]

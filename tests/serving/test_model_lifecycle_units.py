@@ -145,18 +145,19 @@ def test_config_file_poller_applies_changes_and_survives_bad_files(tmp_path: Pat
     manager.stop()
 
 
-class _SlowApp:
-    """Stands in for RestApp: counts how many requests are being handled at once."""
+class _GatedApp:
+    """Stands in for RestApp: counts how many requests are being handled at once; each waits for the gate."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.active = self.peak = 0
+        self.gate = threading.Event()
 
     def handle(self, method: str, path: str, body: bytes) -> tuple[int, str, bytes]:
         with self.lock:
             self.active += 1
             self.peak = max(self.peak, self.active)
-        time.sleep(0.3)
+        self.gate.wait(10)
         with self.lock:
             self.active -= 1
         return 200, "application/json", b"{}"
@@ -168,14 +169,19 @@ def test_rest_api_num_threads_caps_requests_handled_at_once(num_threads, expecte
 
     from serving.api.rest_api import RestServer
 
-    app = _SlowApp()
+    app = _GatedApp()
     server = RestServer(app, "127.0.0.1", 0, 1 << 20, num_threads)  # type: ignore[arg-type]
     server.start()
     try:
         url = f"http://127.0.0.1:{server.port}/v1/models/m"
-        clients = [threading.Thread(target=requests.get, args=(url,), kwargs={"timeout": 10}) for _ in range(6)]
+        clients = [threading.Thread(target=requests.get, args=(url,), kwargs={"timeout": 20}) for _ in range(6)]
         for t in clients:
             t.start()
+        deadline = time.monotonic() + 10
+        while app.active < expected_peak and time.monotonic() < deadline:  # the cap's worth arrive: event, not time
+            time.sleep(0.005)
+        time.sleep(0.3)  # a request past the cap would be handled now; a busy machine only hides it, never invents it
+        app.gate.set()
         for t in clients:
             t.join(20)
         assert app.peak == expected_peak

@@ -49,15 +49,18 @@ def aio_loop():
 def test_threads_and_coroutines_share_one_bound(aio_loop):
     sched = ExecutionScheduler("m", max_concurrent=3, max_queued=64)
     done: list[int] = []
+    gate = threading.Event()  # every execution waits here: the slots fill and stay full until the test opens it
 
     def work(i: int) -> int:
-        time.sleep(0.01)
+        gate.wait(10)
         return i
 
     threads = [threading.Thread(target=lambda i=i: done.append(sched.run(lambda: work(i), None))) for i in range(16)]
     futures = [aio_loop.submit(sched.run_async(lambda i=i: work(100 + i), None, inline=False)) for i in range(16)]
     for t in threads:
         t.start()
+    _wait_until(lambda: sched.stats.running == 3 and sched.stats.waiting == 29)  # 3 running, the other 29 queued
+    gate.set()
     for t in threads:
         t.join(10)
     results = sorted(done + [f.result(10) for f in futures])

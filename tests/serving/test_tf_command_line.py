@@ -1,10 +1,11 @@
 """`python -m serving serve` started with tensorflow_model_server's command line, as TF Serving's own integration
-tests start it (tensorflow_serving/model_servers/tensorflow_model_server_test.py: --port, --rest_api_port,
---rest_api_timeout_in_ms, --grpc_socket_path, --model_name/--model_base_path or --model_config_file,
+tests start it (tensorflow_serving/model_servers/tensorflow_model_server_test.py: --rest_api_timeout_in_ms, --grpc_socket_path, --model_name/--model_base_path or --model_config_file,
 --model_config_file_poll_wait_seconds, --enable_batching + --batching_parameters_file, --monitoring_config_file,
 --grpc_channel_arguments), checked over gRPC (TCP and Unix socket) and REST.
 
-The models are tiny tf.Modules saved here (y = 0.5 * x + 2 and + 3, TF Serving's half_plus_two/three idea).
+Ports: the server binds free ones itself (--grpc-port=0 --rest-port=0) and the test reads them from its
+"listening:" line, so no port is picked before the child binds it; --port / --rest_api_port are parsed in
+test_flags.py. The models are tiny tf.Modules saved here (y = 0.5 * x + 2 and + 3, TF Serving's half_plus_two/three idea).
 """
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import requests
 
-from benchmarks.targets.managed import free_port
+from benchmarks.targets.managed import LISTENING
 from tests.conftest import REPO_ROOT
 from tests.server_fixture import running_server
 
@@ -63,7 +63,8 @@ def _config(tmp: Path, name: str = "models.config", labels: dict[str, int] | Non
 
 
 def _ports() -> list[str]:
-    return [f"--port={free_port()}", f"--rest_api_port={free_port()}", "--rest_api_timeout_in_ms=5000"]
+    # the server binds free ports itself and logs them (TF Serving's --port=0 would turn gRPC off instead)
+    return ["--grpc-port=0", "--rest-port=0", "--rest_api_timeout_in_ms=5000"]
 
 
 def _predict(target: str, model: str = "default", x: float = 2.0, output_filter: bool = True,
@@ -129,7 +130,7 @@ def test_tf_serving_command_line_grpc_unix_socket_rest_batching_monitoring(model
         code, details = _rpc_code(lambda: _predict(server.grpc_target, "intentionally_missing_model"))
         assert code == grpc.StatusCode.NOT_FOUND and "Servable" in details
         for target in (server.grpc_target, f"unix:{sock}"):
-            for output_filter in (True, False):
+            for output_filter in (False, True):  # without, then with the output filter
                 response = _predict(target, output_filter=output_filter)
                 assert _y(response) == 3.0
                 assert (response.model_spec.name, response.model_spec.version.value,
@@ -226,10 +227,10 @@ def test_label_on_an_unavailable_version_refuses_to_start(models, tmp_path: Path
     assert "listening:" not in proc.stderr  # the ports never opened
 
 
-def _refused(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(1)
-        return s.connect_ex(("127.0.0.1", port)) != 0
+def _listening_ports(pid: int) -> set[int]:
+    import psutil
+
+    return {c.laddr.port for c in psutil.Process(pid).net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
 
 
 def test_ports_open_only_after_the_models_have_loaded_with_load_retries(models, tmp_path: Path) -> None:
@@ -237,25 +238,27 @@ def test_ports_open_only_after_the_models_have_loaded_with_load_retries(models, 
     shutil.copytree(models["half_plus_two"] / str(VERSION), base / "1")
     (base / "2").mkdir(parents=True)
     (base / "2" / "saved_model.pb").write_bytes(b"not a SavedModel")  # the newest version is broken
-    grpc_port, rest_port = free_port(), free_port()
     log_path = tmp_path / "server.log"
-    argv = [sys.executable, "-m", "serving", "serve", f"--port={grpc_port}", f"--rest_api_port={rest_port}",
+    argv = [sys.executable, "-m", "serving", "serve", *_ports()[:2],
             f"--model_base_path={base}", "--max_num_load_retries=1", "--load_retry_interval_micros=3000000"]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
                                 env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"})
     try:
-        refused_while_retrying = False
+        closed_while_retrying = False
         deadline = time.monotonic() + 180
         while "listening:" not in log_path.read_text() and time.monotonic() < deadline:
             assert proc.poll() is None, log_path.read_text()[-3000:]
             retrying = "failed to load (attempt 1 of 2)" in log_path.read_text()
-            refused = _refused(rest_port) and _refused(grpc_port)
-            assert refused or "listening:" in log_path.read_text(), "a port opened before the models had loaded"
-            refused_while_retrying |= retrying and refused
+            listening = _listening_ports(proc.pid)
+            assert not listening or "listening:" in log_path.read_text(), "a port opened before the models had loaded"
+            closed_while_retrying |= retrying and not listening
             time.sleep(0.1)
         text = log_path.read_text()
-        assert "listening:" in text and refused_while_retrying, text[-3000:]
+        assert "listening:" in text and closed_while_retrying, text[-3000:]
+        ports = LISTENING.search(text)
+        grpc_port, rest_port = int(ports.group(2)), int(ports.group(4))
+        assert _listening_ports(proc.pid) >= {grpc_port, rest_port}
         assert text.index("default version 2 refused") < text.index("listening:")
         status = requests.get(f"http://127.0.0.1:{rest_port}/v1/models/default/versions/2", timeout=10).json()
         entry = status["model_version_status"][0]

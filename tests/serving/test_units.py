@@ -125,7 +125,8 @@ def test_padding_to_allowed_sizes_and_rows_back() -> None:
         seen.append(len(inputs["x"]))
         return _double(inputs)
 
-    sched = SharedBatchScheduler(_Settings(allowed_batch_sizes=(4, 8), batch_timeout_micros=50_000), ServingMetrics())
+    # 3 rows never fill a batch of 8: the batch waits its whole timeout, long enough for both submissions on a busy machine
+    sched = SharedBatchScheduler(_Settings(allowed_batch_sizes=(4, 8), batch_timeout_micros=500_000), ServingMetrics())
     queue = sched.add_queue(process, "m", "m")
     xs = [np.full((n, 2), float(i)) for i, n in enumerate((1, 2))]
     futures = [queue.submit({"x": x}, len(x), None) for x in xs]

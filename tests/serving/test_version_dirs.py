@@ -94,7 +94,11 @@ def test_zero_padded_version_directory_is_served_as_its_number(exported_models_d
         import tensorflow as tf
 
         grpc_out = tf.make_ndarray(pinned.outputs["predictions"])
-        assert grpc_out.shape == (3, 1) and np.all(np.isfinite(grpc_out))
+        # the same rows through TensorFlow's own loader of the copied directory: the independent reference
+        want = tf.saved_model.load(str(tmp_path / model / "00000123")).signatures["serving_default"](
+            inputs=tf.constant(x))["predictions"].numpy()
+        assert grpc_out.shape == want.shape == (3, 1)
+        np.testing.assert_allclose(grpc_out, want, rtol=1e-5, atol=1e-5)
 
         r = requests.post(f"{server.rest_url}/v1/models/{model}/versions/123:predict",
                           json={"instances": x.tolist()}, timeout=30)

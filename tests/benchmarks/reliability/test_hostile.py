@@ -3,7 +3,9 @@
 Property-based with Hypothesis, derandomized and bounded (the same cases every run, no shrinking: a failing
 case is printed as drawn). The server runs with a 1 MiB body limit and a 1 Mi-element tensor limit, so the
 "oversized" and "enormous shape" cases hit limits quickly. After each family a valid request must still be
-answered correctly, and the server's RSS must not have grown by more than a bounded amount.
+answered correctly; the families that claim huge sizes must not make the server allocate them. The server's RSS
+over all hostile input together is a figure of `make reliability` (its hostile phase), not a test here: a test
+that needs every other one to run first passes vacuously alone.
 """
 from __future__ import annotations
 
@@ -41,8 +43,7 @@ def env(exported_models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     client.wait_settled(s.grpc_target)
     snapshot = sentinel.snapshot()
     sender = GrpcSender(s.grpc_target, MAX_ELEMENTS)
-    yield {"server": s, "sentinel": sentinel, "snapshot": snapshot, "sender": sender,
-           "rss0": rss_bytes(s.proc.pid)}
+    yield {"server": s, "sentinel": sentinel, "snapshot": snapshot, "sender": sender}
     sender.close()
     s.stop()
 
@@ -166,10 +167,3 @@ def test_config_reload_is_refused_without_its_flag(env) -> None:
     assert problem is None, problem
     assert client.available_versions(s.grpc_target) == [1, 2], "the served config changed"
     _valid_after(env)
-
-
-def test_memory_bounded_after_all_hostile_input(env) -> None:
-    """Runs last in this module: everything above together left the server within 100 MiB of its start."""
-    s = env["server"]
-    grown = (rss_bytes(s.proc.pid) - env["rss0"]) / 2**20
-    assert grown < 100, f"server RSS grew {grown:.0f} MiB during hostile input"

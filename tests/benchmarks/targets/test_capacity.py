@@ -1,6 +1,6 @@
 """Load-generator capacity: the no-op servers answer like TF Serving on both APIs, and a brief capacity run
-writes well-formed rows, report and plot. (The clients themselves are tested in test_clients.py, the
-saturation rule in test_profiler.py.)
+writes well-formed rows, report and plot. (The clients themselves are tested in
+tests/benchmarks/clients/test_clients.py, the saturation rule in tests/benchmarks/results/test_profiler.py.)
 
 No throughput is asserted anywhere (a timing verdict on a shared machine is not a test); the capacity
 figures themselves come from `python -m benchmarks capacity` and are reported in the README.
@@ -23,7 +23,7 @@ from benchmarks.results.plots import write_plots
 from benchmarks.results.report import render
 from benchmarks.results.schema import RESULTS_JSON, ResultWriter, capture_environment, load_run
 from benchmarks.clients.transports import RestTransport
-from tests.benchmarks.test_clients import send_with_each_grpc_client
+from tests.benchmarks.clients.test_clients import send_with_each_grpc_client
 
 NATIVE_MISSING = native_noop.missing_binaries()
 needs_native = pytest.mark.skipif(

@@ -94,7 +94,9 @@ def test_report_and_plots_from_rows(tmp_path):
                                                  scenario="closed", concurrency=c, server="noop", stable=True))
     md = render("run-x", {"cpu_model": "cpu"}, rows)
     assert "eager vs graph" in md and "gRPC vs REST" in md
-    assert "10.0×" in md or "×" in md  # eager/graph speed-up column present
+    p50 = {(r.mode, r.batch_size): r.p50_ms for r in rows if r.kind == "inprocess"}
+    for bs in (1, 32):  # the eager/graph speed-up of each batch size, from the rows' own p50s
+        assert f"| m | {bs} | " in md and f" | {p50[('eager', bs)] / p50[('graph', bs)]:.1f}× | " in md
     made = write_plots(rows, tmp_path)
     assert {p.name for p in made} == {"inprocess_modes.png", "latency_vs_throughput.png", "latency_spectrum.png"}
     for p in made:

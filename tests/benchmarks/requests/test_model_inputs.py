@@ -213,7 +213,8 @@ def test_response_checks_accept_any_outputs_and_methods():
     assert check_rest_response(b'{"outputs": {"a": 1.0, "b": [[1], [2]]}}', 2) is None
     assert check_rest_response(b'{"predictions": [{"a": 1, "b": "x"}]}', 1) is None
     assert check_rest_response(b'{"results": [[["a", 0.2]], [["b", 0.1]]]}', 2) is None
-    assert check_rest_response(b'{"predictions": [1]}', 2) is not None
+    assert check_rest_response(b'{"predictions": [1]}', 2) == \
+        'no predictions/outputs/results with 2 rows in b\'{"predictions": [1]}\''
 
 
 # ------------------------------------------------------------------------------------------------ the entry point

@@ -2,9 +2,7 @@
 classify and regress signatures written by the test (TF1-style graph: TF Serving's classic
 Estimator-export layout, one DT_STRING input of serialized tf.Examples parsed inside the graph).
 
-The embedded server at b81504a answers Classify/Regress with UNIMPLEMENTED (gRPC) / 501 (REST);
-while it does, these tests are expected failures with that reason, and they run in full once the server
-implements the two APIs. Request building itself is tested offline in test_model_inputs.py."""
+Request building itself is tested offline in tests/benchmarks/requests/test_model_inputs.py."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,7 +12,7 @@ import pytest
 from benchmarks.requests.tensors import InputOptions, parse_feature
 from benchmarks.commands.served import ServedConfig, run_served
 from benchmarks.results.schema import ResultWriter, capture_environment
-from tests.server_fixture import running_server
+from tests.server_fixture import faults_in, running_server
 
 MODEL = "census_like"
 FEATURES = dict(parse_feature(f) for f in ("x:float:2", "ids:int64:3"))
@@ -48,11 +46,6 @@ def classify_server(tmp_path_factory):
         yield server
 
 
-def _unimplemented(e: RuntimeError) -> bool:
-    msg = str(e)
-    return any(f"failed with {s}" in msg for s in ("UNIMPLEMENTED", "501"))
-
-
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("kind", ["grpc", "rest"])
 @pytest.mark.parametrize("signature,method", [("serving_default", "classify"), ("regress", "regress")])
@@ -62,12 +55,8 @@ def test_classify_and_regress_run_with_zero_errors(tmp_path, classify_server, ki
     cfg = ServedConfig(kind=kind, target=target, models=[(MODEL, 0)], batch_sizes=(1, 4), concurrencies=(2,),
                        window_s=0.3, fixed_windows=2, warmup_s=0.1, server_label="embedded", progress=False,
                        inputs=InputOptions(signature=signature, features=FEATURES))
-    try:
-        rows = run_served(cfg, w)
-    except RuntimeError as e:
-        if not _unimplemented(e):
-            raise
-        pytest.xfail(f"the embedded server does not implement {method} yet ({e})")
+    rows = run_served(cfg, w)
+    assert [(r.batch_size, r.concurrency, r.kind) for r in rows] == [(1, 2, kind), (4, 2, kind)]
     for row in rows:
-        assert row.n > 0 and row.errors == 0, row.warnings
-        assert all(x.startswith("unstable") for x in row.warnings), row.warnings
+        assert row.n > 0 and row.errors == 0 and row.errors_by_code == {}, row.warnings
+        assert row.stable is None and faults_in(row.warnings) == [], row.warnings  # 2 windows: stability not judged

@@ -2,11 +2,7 @@
 (float32 [-1,8], int64 [-1,4], bool [-1], string [-1]) and two outputs, written by the test. The load
 generators must drive it over gRPC and REST from its signature alone, with zero errors; bad input must
 exit 2 naming the problem before any load.
-
-The embedded server at b81504a refuses DT_STRING inputs (UNIMPLEMENTED "dtype DT_STRING is not supported
-by this server" over gRPC, 501 over REST); TF Serving accepts them. So the four-input test is marked xfail, with that reason, only
-while the server answers exactly that, and runs in full once the server accepts strings; the same module
-without its string input (`three_inputs`) shows the rest working today."""
+The same module without its string input (`three_inputs`) is served beside it."""
 from __future__ import annotations
 
 import json
@@ -18,17 +14,11 @@ from benchmarks.__main__ import main as bench_main
 from benchmarks.requests.tensors import InputOptions
 from benchmarks.commands.served import ServedConfig, run_served
 from benchmarks.results.schema import RESULTS_JSON, ResultWriter, capture_environment
-from tests.server_fixture import running_server
+from tests.server_fixture import faults_in, running_server
 
 MODEL = "multi_input"
 WITHOUT_STRING = "three_inputs"
 FLOAT_ONLY = "float_only"  # perf_analyzer 2.41's TF Serving client sends int64 inputs without values
-
-
-def _strings_refused(e: RuntimeError) -> bool:
-    """The embedded server's answer to a DT_STRING input today: UNIMPLEMENTED over gRPC, 501 over REST."""
-    msg = str(e)
-    return "DT_STRING" in msg and ("failed with UNIMPLEMENTED" in msg or "failed with 501" in msg)
 
 
 def _write_float_only_model(base: Path) -> None:
@@ -93,16 +83,11 @@ CLIENTS = [("grpc", "aio"), ("grpc", "curl"), ("rest", "aio")]
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("kind,grpc_client", CLIENTS)
 def test_multi_input_model_runs_from_its_signature_with_zero_errors(tmp_path, multi_input_server, kind, grpc_client):
-    try:
-        rows = _run(tmp_path, multi_input_server, MODEL, kind, grpc_client)
-    except RuntimeError as e:
-        if not _strings_refused(e):
-            raise
-        pytest.xfail(f"the embedded server refuses the DT_STRING input ({e})")
+    rows = _run(tmp_path, multi_input_server, MODEL, kind, grpc_client)
     assert [r.batch_size for r in rows] == [1, 5]
     for row in rows:
         assert row.n > 0 and row.errors == 0 and row.errors_by_code == {}, row.warnings
-        assert all(x.startswith("unstable") for x in row.warnings), row.warnings
+        assert row.stable is None and faults_in(row.warnings) == [], row.warnings  # 2 windows: stability not judged
     doc = json.loads((tmp_path / "run" / RESULTS_JSON).read_text())
     assert len(doc["results"]) == 2
 
@@ -111,9 +96,8 @@ def test_multi_input_model_runs_from_its_signature_with_zero_errors(tmp_path, mu
 @pytest.mark.parametrize("kind,grpc_client", CLIENTS)
 def test_float_int64_bool_inputs_run_with_zero_errors(tmp_path, multi_input_server, kind, grpc_client):
     for row in _run(tmp_path, multi_input_server, WITHOUT_STRING, kind, grpc_client):
-        # stability is not judged in 2 short windows; any other warning (probe, response check) fails
         assert row.n > 0 and row.errors == 0 and row.errors_by_code == {}, row.warnings
-        assert all(x.startswith("unstable") for x in row.warnings), row.warnings
+        assert row.stable is None and faults_in(row.warnings) == [], row.warnings  # 2 windows: stability not judged
 
 
 @pytest.mark.timeout(300)
@@ -154,6 +138,45 @@ def test_bad_input_exits_2_naming_the_problem_before_any_load(tmp_path, multi_in
     assert row["n"] == 0 and row["errors"] > 0 and set(row["errors_by_code"]) == {"INVALID_ARGUMENT"}
 
 
+@pytest.mark.timeout(300)
+def test_locust_drives_the_model_from_its_signature_with_zero_errors(tmp_path, multi_input_server):
+    """Locust users build the same requests as our client (one local worker process, both transports)."""
+    code = bench_main(["locust", "--server", "none", "--target", multi_input_server.grpc_target,
+                       "--rest-target", _rest_target(multi_input_server), "--metrics-url",
+                       multi_input_server.metrics_url, "--model", WITHOUT_STRING, "--batch-size", "3",
+                       "--int-range", "0,50", "--workers", "1", "--users", "2", "--spawn-rate", "4",
+                       "--run-time", "2s", "--no-ours", "--models-dir", str(tmp_path / "none"),
+                       "--results-dir", str(tmp_path), "--run-id", "loc", "--no-progress"])
+    assert code == 0
+    rows = json.loads((tmp_path / "loc" / RESULTS_JSON).read_text())["results"]
+    assert [r["scenario"] for r in rows] == ["locust-grpc", "locust-rest"]
+    for r in rows:
+        assert r["n"] > 0 and r["errors"] == 0 and r["batch_size"] == 3, r["warnings"]
+        counts = r["extra"]["request_counts"]
+        assert counts["master"] == counts["workers_sum"] == r["n"] and counts["server"] >= r["n"], counts
+
+
+@pytest.mark.timeout(300)
+def test_locust_bad_input_exits_2_before_any_load(tmp_path, multi_input_server, capsys):
+    common = ["locust", "--server", "none", "--target", multi_input_server.grpc_target, "--rest-target",
+              _rest_target(multi_input_server), "--models-dir", str(tmp_path / "none"),
+              "--results-dir", str(tmp_path / "res"), "--run-time", "2s"]
+    assert bench_main([*common, "--model", "nope"]) == 2
+    assert "model 'nope' is not served by" in capsys.readouterr().err
+    assert bench_main([*common, "--model", MODEL, "--shape", "image:3,3"]) == 2
+    assert "--shape names input 'image'" in capsys.readouterr().err
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"instances": [{"x": [1, 2]}]}')
+    assert bench_main([*common, "--model", MODEL, "--input-data", str(bad)]) == 2
+    assert "missing: ['ids', 'mask', 'tag']" in capsys.readouterr().err
+    assert bench_main([*common, "--model", MODEL, "--input-data", str(tmp_path / "absent.json")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert bench_main([*common, "--model", WITHOUT_STRING, "--n-features", "10"]) == 2  # float32 [b, 10] does not fit
+    err = capsys.readouterr().err
+    assert "probe request failed with INVALID_ARGUMENT" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "res").exists()  # no run directory, no Locust process: nothing was sent
+
+
 def _perf_analyzer_or_skip():
     from benchmarks.measure import perf_analyzer_tool
 
@@ -178,8 +201,10 @@ def test_perf_analyzer_crosscheck_writes_its_rows_beside_ours(tmp_path, multi_in
     assert (pa["batch_size"], pa["concurrency"], pa["model"]) == (ours["batch_size"], ours["concurrency"], ours["model"])
     # parsed from perf_analyzer's own CSV (or, when it never stabilised, its per-window lines)
     assert pa["p50_ms"] > 0 and pa["throughput_rps"] > 0 and "--service-kind=tfserving" in pa["extra"]["perf_analyzer"]["command"]
-    if pa["stable"]:
-        assert pa["n"] > 0 and pa["p50_ms"] <= pa["p90_ms"] <= pa["p99_ms"]
+    if pa["stable"]:  # which of the two depends on the machine's load; each is checked in full
+        assert pa["n"] > 0 and pa["p50_ms"] <= pa["p90_ms"] <= pa["p99_ms"] and pa["warnings"] == []
+    else:
+        assert pa["p90_ms"] is None and pa["warnings"][0].startswith("unstable: perf_analyzer found no 3 agreeing")
     assert ours["errors"] == 0 and ours["n"] > 0
     table_md = (tmp_path / "pa" / "crosscheck.md").read_text()
     assert "| grpc | 1 | 1 | grpc.aio | perf_analyzer |" in table_md and "p50 ratio" in capsys.readouterr().out

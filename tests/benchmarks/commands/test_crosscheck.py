@@ -1,5 +1,5 @@
-"""The cross-check's independent REST tool (wrk) read from fixed output, its missing-tool message, and the
-one-row-per-point table built from planted rows. No load is generated and no time is asserted."""
+"""The cross-check: its missing-tool message (wrk's output is read in test_wrk.py) and the one-row-per-point
+table built from planted rows. No load is generated and no time is asserted."""
 from __future__ import annotations
 
 import math
@@ -10,37 +10,6 @@ from benchmarks.__main__ import main as bench_main
 from benchmarks.measure import wrk_tool
 from benchmarks.results.crosscheck import crosscheck_table, summarise
 from benchmarks.results.schema import ResultRow
-
-# What `wrk -t1 -c8 -d6s --latency -s post.lua URL` prints with the Lua script of wrk_tool.LUA (wrk 4.1.0).
-WRK_OUTPUT = """Running 6s test @ http://127.0.0.1:8501/v1/models/residual_regressor:predict
-  1 threads and 8 connections
-  Thread Stats   Avg      Stdev     Max   +/- Stdev
-    Latency     4.12ms    1.03ms  21.70ms   90.12%
-    Req/Sec     1.94k   120.33     2.10k    85.00%
-  Latency Distribution
-     50%    3.95ms
-     75%    4.31ms
-     90%    4.88ms
-     99%    8.02ms
-  11634 requests in 6.00s, 2.13MB read
-Requests/sec:   1938.21
-Transfer/sec:    363.41KB
-BENCH requests=11634 duration_us=6002418 p50_us=3951 p90_us=4876 p95_us=5402 p99_us=8019 max_us=21702 mean_us=4117.3 connect=0 read=0 write=0 status=3 timeout=1
-"""
-
-
-def test_wrk_output_is_read_from_the_scripts_summary_line_exactly() -> None:
-    point = wrk_tool.parse_output(WRK_OUTPUT)
-    assert point.requests == 11634 and point.duration_s == 6.002418
-    assert (point.p50_us, point.p90_us, point.p95_us, point.p99_us) == (3951.0, 4876.0, 5402.0, 8019.0)
-    assert (point.max_us, point.mean_us) == (21702.0, 4117.3)
-    assert point.errors == {"status": 3, "timeout": 1}  # zero counts are left out
-    assert point.requests_per_s == pytest.approx(11634 / 6.002418)
-
-
-def test_wrk_output_without_the_summary_line_is_an_error_not_zeros() -> None:
-    with pytest.raises(ValueError, match="no BENCH summary line"):
-        wrk_tool.parse_output(WRK_OUTPUT.split("BENCH")[0])
 
 
 def test_missing_wrk_says_what_to_install(monkeypatch) -> None:

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from benchmarks.measure.cpu_meter import CPU_SATURATION_PCT
 from benchmarks.commands.inprocess import InprocessConfig, run_inprocess
 from benchmarks.load.locust_run import LocustConfig, run_locust
 from benchmarks.requests.discovery import discover_models
@@ -86,14 +87,17 @@ def test_locust_master_and_two_workers_against_embedded(embedded, exported_model
     w = ResultWriter(tmp_path / "run", capture_environment(server_kind="embedded"))
     rows = run_locust(LocustConfig(embedded.grpc_target, embedded.rest_target, model=MODEL, n_features=n_features,
                                    users=4, spawn_rate=4, run_time="4s", workers=2, server_label=embedded.label,
-                                   out_dir=tmp_path / "locust"), w)
+                                   metrics_url=embedded.metrics_url, out_dir=tmp_path / "locust"), w)
     assert [r.scenario for r in rows] == ["locust-grpc", "locust-rest"]  # one Locust test per transport
     for r in rows:
         transport = r.scenario.split("-")[1]
         assert r.kind == "locust" and r.n > 0 and r.errors == 0, (r.scenario, r.n, r.errors_by_code)
         assert r.concurrency == 4  # every user on this transport: the users are not split between the APIs
         assert r.extra["distributed"] is True
-        assert r.extra["workers_reported"] == 2, "both workers' raw timings must reach the master"
+        assert len(r.extra["worker_stats"]) == 2, "both workers' raw timings must reach the master"
+        # master = sum over workers = the server's Prometheus counter
+        counts = r.extra["request_counts"]
+        assert counts["master"] == counts["workers_sum"] == r.n and counts["server"] >= r.n, counts
         assert r.p50_ms <= r.p99_ms <= r.max_ms and r.histogram
         # raw timings travel in the same worker reports as Locust's own stats: the counts must agree
         method = "grpc" if transport == "grpc" else "POST"
@@ -103,7 +107,9 @@ def test_locust_master_and_two_workers_against_embedded(embedded, exported_model
         assert all(p["cpu_percent"] is not None and p["cpu_percent"] >= 0 for p in r.client_processes)
         assert r.client_processes[1]["main_thread_cpu_percent"] > 0  # a worker sent requests
         assert r.client_cpu_percent == pytest.approx(sum(p["cpu_percent"] for p in r.client_processes), abs=0.2)
-        assert isinstance(r.client_saturated, bool)
+        # distributed: saturated exactly when a worker's main thread (where its users run) reached the threshold
+        busiest = max(p["main_thread_cpu_percent"] for p in r.client_processes[1:])
+        assert r.client_saturated is (busiest >= CPU_SATURATION_PCT)
         assert f"{MODEL}:predict" in (tmp_path / "locust" / transport / "locust_stats.csv").read_text()
         assert (tmp_path / "locust" / transport / "locust.html").stat().st_size > 1000
     stored = json.loads((tmp_path / "run" / RESULTS_JSON).read_text())["results"]

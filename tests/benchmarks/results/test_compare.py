@@ -1,13 +1,17 @@
 """compare: a planted 20 % slowdown is a significant regression; two draws from one distribution and a
-run compared with itself are not."""
+run compared with itself are not; planted shifts land in each of the verdicts (improvement, slower and
+faster within the threshold, regression, too few samples)."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pytest
 
 from benchmarks.__main__ import main as cli
 from benchmarks.results.compare import compare_samples, run_compare
 from benchmarks.measure.histogram import LatencyHistogram
-from benchmarks.results.schema import ResultRow, ResultWriter, capture_environment
+from benchmarks.results.schema import RESULTS_JSON, ResultRow, ResultWriter, capture_environment
 
 
 def _run(path, samples_by_conc: dict[int, np.ndarray], client: str = ""):
@@ -77,3 +81,54 @@ def test_runs_sharing_no_row_exit_2_and_say_which_field_differs(tmp_path, capsys
     assert "nothing compared" in capsys.readouterr().out
     # ignoring the differing field makes them comparable again (the same samples: no change)
     assert cli(["compare", "aio", "curl", "--results-dir", str(tmp_path), "--ignore", "client"]) == 0
+
+
+def test_verdict_rule_on_fixed_intervals():
+    from benchmarks.results.compare import verdict_for
+
+    assert verdict_for(0.20, 0.15, 0.25, 0.05) == "regression"
+    assert verdict_for(0.03, 0.01, 0.05, 0.05) == "slower (within threshold)"
+    assert verdict_for(0.05, 0.01, 0.09, 0.05) == "slower (within threshold)"  # at the threshold is not beyond it
+    assert verdict_for(-0.20, -0.25, -0.15, 0.05) == "improvement"
+    assert verdict_for(-0.03, -0.05, -0.01, 0.05) == "faster (within threshold)"
+    assert verdict_for(0.20, -0.01, 0.40, 0.05) == "no change"  # a large point change the interval does not carry
+    assert verdict_for(0.0, 0.0, 0.0, 0.05) == "no change"
+
+
+def test_each_verdict_from_planted_shifts(tmp_path):
+    """Tight distributions (σ 5 %, 3000 samples: the median's interval is a few tenths of a percent wide), so a
+    planted shift of ±20 % or ±2 % lands in exactly one verdict."""
+    rng = np.random.default_rng(15)
+    draw = lambda median, n=3000: rng.lognormal(np.log(median), 0.05, n)  # noqa: E731
+    shifts = {1: 0.8, 2: 1.02, 4: 0.98, 8: 1.2, 16: 1.2}  # improvement, slower, faster, regression, too few
+    base = {c: draw(2.0, 10 if c == 16 else 3000) for c in shifts}
+    new = {c: draw(2.0 * s, 10 if c == 16 else 3000) for c, s in shifts.items()}
+    code, text, cmps = run_compare(_run(tmp_path / "base", base), _run(tmp_path / "new", new), write=False)
+    by_conc = {c.key["concurrency"]: c for c in cmps}
+    assert {c: by_conc[c].verdict for c in shifts} == {
+        1: "improvement", 2: "slower (within threshold)", 4: "faster (within threshold)", 8: "regression",
+        16: "n/a (fewer than 20 samples)"}
+    assert code == 1  # one regression is enough to fail
+    assert by_conc[16].ci_low_pct is None and by_conc[16].n_base == 10
+    for conc, shift in list(shifts.items())[:4]:  # 10 samples' p50 is too coarse to pin the change
+        assert by_conc[conc].change_pct == pytest.approx((shift - 1) * 100, abs=1.0)
+    lines = {line.split(" | ")[6]: line for line in text.splitlines() if line.startswith("| grpc |")}
+    assert "| **REGRESSION** |" in lines["8"] and "| improvement |" in lines["1"]
+    assert "| n/a (fewer than 20 samples) |" in lines["16"] and "| – | " in lines["16"]  # no interval
+
+
+def test_unstable_rows_and_environment_changes_are_named(tmp_path):
+    from benchmarks.results.compare import environment_differences
+
+    rng = np.random.default_rng(16)
+    s = {1: rng.lognormal(0.0, 0.05, 500)}
+    b, n = _run(tmp_path / "b", s), _run(tmp_path / "n", s)
+    doc = json.loads((n / RESULTS_JSON).read_text())
+    doc["results"][0]["stable"] = False
+    (n / RESULTS_JSON).write_text(json.dumps(doc))
+    code, text, cmps = run_compare(b, n, write=False)
+    assert code == 0 and cmps[0].verdict == "no change" and cmps[0].stable == "unstable in new"
+    assert "Rows marked unstable never had 3 agreeing measurement windows" in text
+    assert environment_differences({"cpu_model": "A", "versions": {"tensorflow": "2.21.0"}, "git_commit": "abc"},
+                                   {"cpu_model": "B", "versions": {"tensorflow": "2.22.0"}, "git_commit": "abc"}) == [
+        "cpu_model: 'A' -> 'B'", "tensorflow: 2.21.0 -> 2.22.0"]
