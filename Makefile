@@ -35,8 +35,8 @@ SOAK_SECONDS ?= 600
 REPEATS    ?= 3
 PYTEST_ARGS ?=
 
-# TensorFlow's C++ logging is noisy on CPU-only machines; keep warnings and errors.
-export TF_CPP_MIN_LOG_LEVEL ?= 1
+# TensorFlow's start-up banners are hidden by the CLIs themselves (export/tf_startup.py); set
+# TF_CPP_MIN_LOG_LEVEL yourself, or pass --verbose, to see them.
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
@@ -58,14 +58,14 @@ venv: $(STAMP) ## Create .venv and install the pinned dependencies
 
 export: $(STAMP) ## Train, export and verify SavedModels into artifacts/models/<model>/<version>/ (MODELS=, DATASET=; your own: MODEL_FILE=x.keras NAME= [IMPORT=module SAMPLE_DATA=])
 ifeq ($(MODEL_FILE),)
-	$(PY) -m export --models $(MODELS) --dataset $(DATASET) --out $(MODELS_DIR)
+	$(PY) -m export --models $(MODELS) --dataset $(DATASET) --models-dir $(MODELS_DIR)
 else
-	$(PY) -m export keras $(MODEL_FILE) --name $(NAME) --out $(MODELS_DIR) $(foreach m,$(IMPORT),--import $(m)) \
+	$(PY) -m export keras $(MODEL_FILE) --name $(NAME) --models-dir $(MODELS_DIR) $(foreach m,$(IMPORT),--import $(m)) \
 	  $(if $(SAMPLE_DATA),--sample-data $(SAMPLE_DATA),)
 endif
 
 verify: $(STAMP) ## Re-verify every exported version in a fresh process
-	$(PY) -m export verify --out $(MODELS_DIR)
+	$(PY) -m export verify --models-dir $(MODELS_DIR)
 
 serve: $(STAMP) ## Serve artifacts/models: real TF Serving if Docker answers, else the embedded server (BACKEND=auto|tfserving|embedded, MODE=graph|xla|eager, IMPORT=, GRPC_PORT=, REST_PORT=)
 	$(PY) -m serving launch --backend $(BACKEND) --mode $(MODE) --grpc-port $(GRPC_PORT) --rest-port $(REST_PORT) --models-dir $(MODELS_DIR) \
@@ -96,7 +96,7 @@ compare: $(STAMP) ## Compare two result runs: make compare BASE=<run-id|dir> NEW
 	@test -n "$(BASE)" -a -n "$(NEW)" || { echo "usage: make compare BASE=<run-id> NEW=<run-id> [IGNORE=\"server mode\"]"; exit 2; }
 	$(PY) -m benchmarks compare $(BASE) $(NEW) --results-dir $(RESULTS_DIR) $(if $(IGNORE),--ignore $(IGNORE),)
 
-demo: $(STAMP) ## The main job end to end on the embedded server: export, serve graph & eager, benchmark, tables, plots
+demo: $(STAMP) ## The main job end to end on the embedded server: export, serve graph & eager, benchmark, report with findings, plots; prints the `python -m benchmarks readme RUN_ID` that writes them into README
 	$(PY) -m benchmarks demo --models-dir $(MODELS_DIR) --results-dir $(RESULTS_DIR)
 
 reliability: $(STAMP) ## Rollout, faults, hostile input, kill/restart, overload and a soak (SOAK_SECONDS=600, QUICK=1); prints the table

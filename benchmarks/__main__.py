@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 from benchmarks.commands.registry import COMMANDS, find
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from export.tf_startup import quiet_tensorflow_startup
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
@@ -29,7 +27,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     imported), so listing the commands costs nothing."""
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("-v", "--verbose", action="store_true")
+    ap.add_argument("-v", "--verbose", action="store_true",
+                    help="debug logging, and TensorFlow's start-up banners (hidden by default)")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     chosen = next((a for a in argv if not a.startswith("-")), None)  # top-level options take no values
     for cmd in COMMANDS:
@@ -42,8 +41,10 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    quiet_tensorflow_startup(verbose=bool({"-v", "--verbose"} & set(argv)))
     try:
         args = build_parser(argv).parse_args(argv)
+        args.argv = argv  # recorded in the run's environment as the command that re-runs it
     except RuntimeError as e:  # a registered module without the command interface
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -25,9 +25,9 @@ examples:
   python -m export savedmodel path/to/saved_model --name theirs       # an existing SavedModel
 
 layout written (TF Serving's base_path/version layout):
-  <out>/<model>/<version>/saved_model.pb, variables/      the SavedModel (signatures serving_default[, reconstruct])
-  <out>/<model>/<version>/assets.extra/                   warmup requests, manifest, model.keras (eager path)
-  <out>/models.config, <out>/models.local.config          TF Serving model config (container / local paths)
+  <models-dir>/<model>/<version>/saved_model.pb, variables/      the SavedModel (signatures serving_default[, reconstruct])
+  <models-dir>/<model>/<version>/assets.extra/                   warmup requests, manifest, model.keras (eager path)
+  <models-dir>/models.config, <models-dir>/models.local.config          TF Serving model config (container / local paths)
 """
 
 
@@ -44,7 +44,7 @@ def _export_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="diabetes", metavar="NAME",
                    help=f"training data: {', '.join(DATASETS)} (default: diabetes, ships with scikit-learn)")
     p.add_argument("--features", type=int, default=16, help="number of features for --dataset synthetic (default 16)")
-    p.add_argument("--out", type=Path, default=Path("artifacts/models"), help="models root (default artifacts/models)")
+    _add_models_dir(p)
     p.add_argument("--version", type=int, default=None, help="version to write (default: highest existing + 1)")
     p.add_argument("--epochs", type=int, default=40, help="training epochs (default 40)")
     p.add_argument("--seed", type=int, default=42, help="random seed for split, init and shuffling (default 42)")
@@ -59,11 +59,18 @@ def _verify_parser() -> argparse.ArgumentParser:
         "signatures, SavedModel-vs-eager-Keras agreement (1e-5), batch-vs-row agreement, saved_model_cli, "
         "custom gradients at ±200 and the warmup file.",
     )
-    p.add_argument("--out", type=Path, default=Path("artifacts/models"), help="models root (default artifacts/models)")
+    _add_models_dir(p)
     p.add_argument("--models", nargs="+", default=None, help="only these models (default: all found)")
     p.add_argument("--path", action="append", type=Path, default=[], help="verify this version directory (repeatable)")
     _add_import(p)
     return p
+
+
+def _add_models_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models-dir", type=Path, default=Path("artifacts/models"),
+                   help="models folder (default artifacts/models)")
+    p.add_argument("--out", dest="models_dir", type=Path, help=argparse.SUPPRESS)  # the name before --models-dir
+    p.add_argument("--verbose", action="store_true", help="also show TensorFlow's start-up banners")
 
 
 def _add_import(p: argparse.ArgumentParser) -> None:
@@ -85,11 +92,11 @@ def _own_model_parser(kind: str) -> argparse.ArgumentParser:
         description=f"Bring {what} into the models layout: the next version (or --version), signatures with a None "
         "batch dimension, warmup records for batch sizes 1 and 8, a manifest of where it came from, verified in a "
         "fresh process in staging and renamed into place; models.config / models.local.config list every model "
-        "under --out. Nothing is left in --out after a failure.",
+        "under --models-dir. Nothing is left in --models-dir after a failure.",
     )
     p.add_argument("path", type=Path, help="the .keras file" if kind == "keras" else "the SavedModel directory")
-    p.add_argument("--name", required=True, help="model name (the directory under --out, the name clients call)")
-    p.add_argument("--out", type=Path, default=Path("artifacts/models"), help="models root (default artifacts/models)")
+    p.add_argument("--name", required=True, help="model name (its directory under --models-dir, the name clients call)")
+    _add_models_dir(p)
     p.add_argument("--version", type=int, default=None, help="version to write (default: highest existing + 1)")
     if kind == "keras":
         _add_import(p)
@@ -108,7 +115,7 @@ def run_own_model(kind: str, argv: list[str]) -> int:
     from export.verify import VerificationError
 
     args = _own_model_parser(kind).parse_args(argv)
-    config = OwnModelConfig(args.path, args.name, args.out, args.version, tuple(getattr(args, "imports", ())),
+    config = OwnModelConfig(args.path, args.name, args.models_dir, args.version, tuple(getattr(args, "imports", ())),
                             tuple(getattr(args, "signatures", ())), getattr(args, "sample_data", None))
     try:
         results = (export_keras if kind == "keras" else import_saved_model)(config)
@@ -116,7 +123,7 @@ def run_own_model(kind: str, argv: list[str]) -> int:
         return _fail(str(exc))
     for r in results:
         print(f"published {r.model} v{r.version} -> {r.path}")
-    print(f"model configs: {args.out / 'models.config'} (container), {args.out / 'models.local.config'} (local)")
+    print(f"model configs: {args.models_dir / 'models.config'} (container), {args.models_dir / 'models.local.config'} (local)")
     return 0
 
 
@@ -131,12 +138,12 @@ def run_verify(argv: list[str]) -> int:
     if not paths:
         from export.contract import model_names, version_dirs
 
-        if not args.out.is_dir():
-            return _fail(f"{args.out} does not exist; run `make export` first")
-        for name in args.models or model_names(args.out):
-            found = version_dirs(args.out / name)
+        if not args.models_dir.is_dir():
+            return _fail(f"{args.models_dir} does not exist; run `make export` first")
+        for name in args.models or model_names(args.models_dir):
+            found = version_dirs(args.models_dir / name)
             if not found:
-                return _fail(f"no exported versions of {name!r} under {args.out}")
+                return _fail(f"no exported versions of {name!r} under {args.models_dir}")
             paths += [v.path for v in found]
     from export.keras_source import import_modules
     from export.pipeline import ExportError
@@ -168,7 +175,7 @@ def run_export(argv: list[str]) -> int:
 
     args = _export_parser().parse_args(argv)
     config = ExportConfig(
-        models=tuple(args.models), dataset=args.dataset, features=args.features, out_dir=args.out,
+        models=tuple(args.models), dataset=args.dataset, features=args.features, out_dir=args.models_dir,
         version=args.version, epochs=args.epochs, seed=args.seed, verify=not args.no_verify,
     )
     try:
@@ -185,7 +192,7 @@ def run_export(argv: list[str]) -> int:
         raise
     for r in results:
         print(f"published {r.model} v{r.version} -> {r.path}")
-    print(f"model configs: {args.out / 'models.config'} (container), {args.out / 'models.local.config'} (local)")
+    print(f"model configs: {args.models_dir / 'models.config'} (container), {args.models_dir / 'models.local.config'} (local)")
     return 0
 
 

@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from export.tf_startup import quiet_tensorflow_startup
+
+    quiet_tensorflow_startup(verbose="--verbose" in (sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
     if args.command == "launch":
         from serving.cli.launch import run_launch

@@ -132,7 +132,7 @@ def build_and_export(root: Path) -> OwnModels:
                  ["keras", str(files[SUBCLASSED]), "--name", SUBCLASSED, "--import", f"{PACKAGE}.layers",
                   "--signature", "half=halve", "--sample-data", str(root / "subclassed.json")],
                  ["savedmodel", str(root / "saved_model"), "--name", IMPORTED]):
-        proc = run_cli("export", *args, "--out", str(out), env=models.env)
+        proc = run_cli("export", *args, "--models-dir", str(out), env=models.env)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return models
 

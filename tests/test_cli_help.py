@@ -122,3 +122,21 @@ def test_one_cli_vocabulary_for_servers_and_targets():
     with pytest.raises(SystemExit):
         parse("capacity", "--server", "python")  # capacity's no-op server choice is --noop-server
     assert parse("capacity", "--noop-server", "python").noop_server == "python"
+
+
+def test_one_list_style_and_durations_in_seconds():
+    """Every list flag takes commas, spaces or both; durations end in -seconds (the -s spellings still parse)."""
+    from benchmarks.__main__ import build_parser
+
+    def parse(*argv: str):
+        return build_parser(list(argv)).parse_args(list(argv))
+
+    grpc = parse("grpc", "--batch-sizes", "1", "32", "--concurrency", "1,8", "16", "--models", "a,b", "c",
+                 "--loadgen", "server,offline", "--window-seconds", "0.5", "--timeout-s", "3")
+    assert (grpc.batch_sizes, grpc.concurrency, grpc.models, grpc.loadgen) == (
+        (1, 32), (1, 8, 16), ("a", "b", "c"), ("server", "offline"))
+    assert (grpc.window_s, grpc.timeout_s) == (0.5, 3.0)
+    assert parse("demo", "--server-modes", "graph,xla").server_modes == ("graph", "xla")
+    for bad in (["--batch-sizes", "0"], ["--batch-sizes", "x"], ["--loadgen", "server,nope"]):
+        with pytest.raises(SystemExit):
+            parse("grpc", *bad)

@@ -17,7 +17,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from benchmarks.commands.common import add_run_args, finish_run, int_list, open_run
+from benchmarks.commands.common import ListArg, add_old_name, add_run_args, finish_run, open_run
 from benchmarks.load.managers import ClosedLoop, WindowPlan, run_point
 from benchmarks.requests.payloads import build_payload
 from benchmarks.results.profiler import SATURATION_WARNING, profile
@@ -143,17 +143,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      "client, with its CPU cost per request. The no-op server must be cheaper than the client or "
                      "the run measures the server: --noop-server auto uses nghttpd (gRPC) + nginx (REST) when "
                      "installed, else the Python no-op server with a warning.")
-    p.add_argument("--concurrency", type=int_list, default=CONCURRENCIES,
-                   help="comma list (default " + ",".join(map(str, CONCURRENCIES)) + ")")
-    p.add_argument("--transports", nargs="*", default=list(TRANSPORTS), choices=TRANSPORTS)
-    p.add_argument("--grpc-clients", nargs="*", default=list(GRPC_CLIENTS), choices=GRPC_CLIENTS,
+    p.add_argument("--concurrency", action=ListArg, item=int, default=CONCURRENCIES,
+                   help="list (default " + ",".join(map(str, CONCURRENCIES)) + ")")
+    p.add_argument("--transports", action=ListArg, nargs="*", default=list(TRANSPORTS), allowed=TRANSPORTS)
+    p.add_argument("--grpc-clients", action=ListArg, nargs="*", default=list(GRPC_CLIENTS), allowed=GRPC_CLIENTS,
                    help="gRPC clients to measure (default: all)")
     p.add_argument("--noop-server", choices=SERVER_CHOICES, default="auto",
                    help="no-op server: native = nghttpd + nginx (Debian packages), python = benchmarks noop-server; "
                         "auto = native when installed (default)")
     p.add_argument("--install", action="store_true",
                    help="apt-get install nghttp2-server and nginx-light if missing (root)")
-    p.add_argument("--window-s", type=float, default=WINDOW_S, help=f"measurement window (default {WINDOW_S:g} s)")
+    add_old_name(p, "--window-s", "window_s", float)
+    p.add_argument("--window-seconds", dest="window_s", type=float, default=WINDOW_S, help=f"measurement window (default {WINDOW_S:g} s)")
     p.add_argument("--max-windows", type=int, default=MAX_WINDOWS,
                    help=f"cap on windows per point (default {MAX_WINDOWS})")
     p.add_argument("--grpc-channels", type=int, default=1, help="grpc.aio client: channels (default 1)")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -36,9 +37,14 @@ def add_target_args(p: argparse.ArgumentParser, *, grpc: bool = True, rest: bool
     """The one spelling of an endpoint on every command that sends requests: --target (gRPC), --rest-target."""
     if grpc:
         p.add_argument("--target", default=DEFAULT_GRPC_TARGET, help=f"gRPC host:port (default {DEFAULT_GRPC_TARGET})")
-        p.add_argument("--grpc-target", dest="target", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # old name
+        add_old_name(p, "--grpc-target", "target")
     if rest:
         p.add_argument("--rest-target", default=DEFAULT_REST_TARGET, help=f"REST host:port (default {DEFAULT_REST_TARGET})")
+
+
+def add_old_name(p: argparse.ArgumentParser, old: str, dest: str, type=str) -> None:  # noqa: A002 (argparse's word)
+    """A flag's earlier spelling, still accepted and not listed in --help (durations now end in -seconds)."""
+    p.add_argument(old, dest=dest, type=type, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
 def target_of(args: argparse.Namespace, kind: str) -> str:  # the endpoint the flags name for `kind` (grpc | rest)
@@ -51,12 +57,17 @@ def add_serve_args_option(p: argparse.ArgumentParser) -> None:
                         "--server-arg=--batching-parameters-file=docker/batching/batching_cpu.config")
 
 
+def recorded_command(argv: list[str]) -> str:
+    """The command line as a shell re-runs it: quoted, so an empty argument (--rest-target '') survives."""
+    return "python -m benchmarks " + shlex.join(argv)
+
+
 def open_run(args: argparse.Namespace, prefix: str, *, server_kind: str = "", server_mode: str = "") -> ResultWriter:
     run_id = args.run_id or new_run_id(prefix)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                if k not in ("func",) and not callable(v)}
+                if k not in ("func", "argv") and not callable(v)}
     env = capture_environment(server_kind=server_kind, server_mode=server_mode, settings=settings,
-                              command=" ".join(["python -m benchmarks", *sys.argv[1:]]))
+                              command=recorded_command(getattr(args, "argv", sys.argv[1:])))
     w = ResultWriter(Path(args.results_dir) / run_id, env)
     logging.getLogger("benchmarks").info("results -> %s", w.run_dir)
     print(f">> results: {w.run_dir}", flush=True)
@@ -77,22 +88,29 @@ def finish_run(w: ResultWriter, *, plots: bool = True) -> Path:
     return path
 
 
-def _positive_list(s: str, convert, what: str) -> tuple:
-    try:
-        vals = tuple(convert(x) for x in s.replace(" ", "").split(",") if x)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {s!r}") from None
-    if not vals or any(v <= 0 for v in vals):
-        raise argparse.ArgumentTypeError(f"expected positive {what}, got {s!r}")
-    return vals
+class ListArg(argparse.Action):
+    """The one list style of every list flag: values separated by commas, spaces or both (`--batch-sizes 1,32`,
+    `--models a b`, `--models a,b`). `item` converts each value; numbers must be positive; `allowed` are the
+    choices (checked here, after splitting, so `a,b` is not judged as one value)."""
 
+    def __init__(self, option_strings, dest, item=str, allowed=None, nargs="+", **kwargs):  # noqa: ANN001
+        self.item, self.allowed = item, tuple(allowed) if allowed else None
+        if self.allowed and "metavar" not in kwargs:
+            kwargs["metavar"] = "{" + ",".join(self.allowed) + "}"
+        super().__init__(option_strings, dest, nargs=nargs, **kwargs)
 
-def int_list(s: str) -> tuple[int, ...]:
-    return _positive_list(s, int, "integers")
-
-
-def float_list(s: str) -> tuple[float, ...]:
-    return _positive_list(s, float, "numbers")
+    def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001
+        raw = [x for v in values for x in v.replace(",", " ").split()]
+        try:
+            items = tuple(self.item(x) for x in raw)
+        except ValueError:
+            parser.error(f"argument {option_string}: expected {self.item.__name__} values, got {' '.join(values)!r}")
+        if self.item in (int, float) and any(v <= 0 for v in items):
+            parser.error(f"argument {option_string}: expected positive values, got {' '.join(values)!r}")
+        bad = [x for x in items if self.allowed and x not in self.allowed]
+        if bad:
+            parser.error(f"argument {option_string}: invalid choice {bad[0]!r} (choose from {', '.join(self.allowed)})")
+        setattr(namespace, self.dest, items)
 
 
 def run_module(prog: str, doc: str | None, add_arguments, main) -> int:

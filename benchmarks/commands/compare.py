@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from benchmarks.commands.common import DEFAULT_RESULTS
+from benchmarks.commands.common import DEFAULT_RESULTS, ListArg
 from benchmarks.results.compare import IGNORABLE, MAX_SAMPLES, THRESHOLD_PCT
 
 
@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"regression threshold in %% of median latency (default {THRESHOLD_PCT:g})")
     p.add_argument("--max-samples", type=int, default=MAX_SAMPLES,
                    help=f"samples drawn from each histogram (default {MAX_SAMPLES})")
-    p.add_argument("--ignore", nargs="*", default=[], choices=IGNORABLE,
+    p.add_argument("--ignore", action=ListArg, nargs="*", default=[], allowed=IGNORABLE,
                    help="key fields to ignore when matching rows (e.g. compare eager vs graph servers)")
 
 

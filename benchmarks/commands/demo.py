@@ -5,23 +5,26 @@
 3. Embedded server in graph mode, then in eager mode (subprocess `python -m serving serve`), each:
    gRPC and REST closed-loop sweeps, a LoadGen Server-scenario point, and a short Locust run.
 4. Tables: eager vs graph (in-process and served), gRPC vs REST; plots; servers stopped.
+5. The findings report.md opens with, and the command that writes them into README.md.
 """
 from __future__ import annotations
 
 import argparse
+import shlex
 import time
 from pathlib import Path
 
-from benchmarks.commands.common import (DEFAULT_MODELS, SERVER_MODES, add_run_args, add_serve_args_option, finish_run,
-                                        open_run)
+from benchmarks.commands.common import (DEFAULT_MODELS, DEFAULT_RESULTS, SERVER_MODES, ListArg, add_run_args,
+                                        add_serve_args_option, finish_run, open_run)
 from benchmarks.requests.discovery import discover_models
+from benchmarks.results.findings import findings
 from benchmarks.results.report import eager_vs_graph, grpc_vs_rest, openloop_table, table
 from benchmarks.targets.managed import ManagedServer
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS)
-    p.add_argument("--server-modes", nargs="*", default=["graph", "eager"], choices=SERVER_MODES)
+    p.add_argument("--server-modes", action=ListArg, default=("graph", "eager"), allowed=SERVER_MODES)
     p.add_argument("--skip-locust", action="store_true")
     p.add_argument("--locust-workers", type=int, default=0)
     add_serve_args_option(p)
@@ -42,6 +45,11 @@ def served_modes_table(rows) -> str:
         out.append([*k] + [v.p50_ms if v else None for v in vals] + [v.throughput_rps if v else None for v in vals])
     return table(["kind", "model", "batch", "conc"] + [f"{s} p50 ms" for s in servers] + [f"{s} req/s" for s in servers],
                  out)
+
+
+def readme_command(run_id: str, results_dir: Path) -> str:
+    extra = "" if Path(results_dir) == DEFAULT_RESULTS else f" --results-dir {shlex.quote(str(results_dir))}"
+    return f"python -m benchmarks readme {run_id}{extra}"
 
 
 def main(args: argparse.Namespace) -> int:
@@ -85,5 +93,7 @@ def main(args: argparse.Namespace) -> int:
         print("\n## Served: server modes side by side\n" + smt)
     print("\n## gRPC vs REST\n" + grpc_vs_rest(w.rows))
     print("\n## Open loop (LoadGen Server scenario) and Locust\n" + openloop_table(w.rows))
-    print(f"\n>> demo done in {time.perf_counter() - t0:.0f}s; everything is in {w.run_dir}", flush=True)
+    print("\n## Findings (report.md opens with these)\n" + findings(w.rows))
+    print(f"\n>> demo done in {time.perf_counter() - t0:.0f}s; everything is in {w.run_dir}\n"
+          f">> README's results block from this run: {readme_command(w.run_id, args.results_dir)}", flush=True)
     return 0

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.commands.common import add_run_args, finish_run, int_list, open_run
+from benchmarks.commands.common import ListArg, add_run_args, finish_run, open_run
 from benchmarks.commands.perf_check import median_row, single_stream, span_row
 from benchmarks.measure.calls import time_calls
 from benchmarks.results.schema import ResultRow
@@ -59,7 +59,7 @@ APIS = (Api("Predict", "predict", "Predict"), Api("Classify", "classify", "Class
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--requests", type=int, default=1000, help="round trips (and handler calls) per measurement")
     p.add_argument("--repeats", type=int, default=3, help="fresh servers per measurement; the median is reported")
-    p.add_argument("--sizes", type=int_list, default=(1, 32),
+    p.add_argument("--sizes", action=ListArg, item=int, default=(1, 32),
                    help="examples (rows) per request, comma-separated (default 1,32)")
     add_run_args(p)
 

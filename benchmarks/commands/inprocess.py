@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from benchmarks.commands.common import DEFAULT_MODELS, add_run_args, finish_run, int_list, open_run
+from benchmarks.commands.common import DEFAULT_MODELS, ListArg, add_old_name, add_run_args, finish_run, open_run
 from benchmarks.measure.calls import time_calls
 from benchmarks.measure.histogram import LatencyHistogram
 from benchmarks.requests.discovery import discover_models
@@ -127,10 +127,13 @@ def _measure_point(cfg: InprocessConfig, call, common: dict, version: int) -> tu
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = InprocessConfig
     p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS)
-    p.add_argument("--models", nargs="*", default=[], help="only these models (default: all exported)")
-    p.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES)
-    p.add_argument("--batch-sizes", type=int_list, default=d.batch_sizes, help="comma list (default 1,2,4,...,1024)")
-    p.add_argument("--budget-s", type=float, default=d.budget_s,
+    p.add_argument("--models", action=ListArg, nargs="*", default=[],
+                   help="only these models (default: all exported)")
+    p.add_argument("--modes", action=ListArg, nargs="*", default=list(MODES), allowed=MODES)
+    p.add_argument("--batch-sizes", action=ListArg, item=int, default=d.batch_sizes,
+                   help="list (default 1,2,4,...,1024)")
+    add_old_name(p, "--budget-s", "budget_s", float)
+    p.add_argument("--budget-seconds", dest="budget_s", type=float, default=d.budget_s,
                    help=f"steady-state seconds per point (default {d.budget_s:g})")
     p.add_argument("--version", type=int, default=d.version, help="model version (default newest)")
     add_run_args(p)

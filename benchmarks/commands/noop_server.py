@@ -2,6 +2,8 @@
 own process, so it does not share a load generator's GIL. ManagedServer("noop") starts it this way."""
 from __future__ import annotations
 
+from benchmarks.commands.common import ListArg
+
 import argparse
 import json
 import logging
@@ -19,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grpc-port", type=int, default=8600, help="gRPC port (0 = pick a free one)")
     p.add_argument("--rest-port", type=int, default=8601, help="REST port (0 = pick a free one)")
     p.add_argument("--delay-ms", type=float, default=0.0, help="sleep this long in every Predict (simulate work)")
-    p.add_argument("--models", nargs="*", default=[], help="model names to accept (default: any)")
+    p.add_argument("--models", action=ListArg, nargs="*", default=[], help="model names to accept (default: any)")
     p.add_argument("--ready-file", default="", help="write {'grpc_port','rest_port'} JSON here once listening")
 
 

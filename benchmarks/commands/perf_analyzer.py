@@ -7,9 +7,9 @@ REST client. The independent tools' figures are written as ordinary result rows 
 `wrk`; they report percentiles, not a histogram), ours beside them, every row tagged with its repeat.
 Within a repeat every point alternates theirs, then ours, so drift on a shared machine hits both alike;
 --repeats runs the whole grid again (≥ 3 pairs make the medians worth reading). perf_analyzer and ours
-measure windows of --window-s until 3 agree within --stability-pct, at most --max-windows (perf_analyzer
+measure windows of --window-seconds until 3 agree within --stability-pct, at most --max-windows (perf_analyzer
 judges p50, with --percentile=50; ours judges throughput and mean latency); wrk runs a fixed
-3 × --window-s.
+3 × --window-seconds.
 
 --image-request adds one point whose request carries as many float32 values as a 224×224×3 image
 (rows = 150,528 ÷ the model's features per row; about 600 KB on the wire): the size where a client's
@@ -26,7 +26,8 @@ from pathlib import Path
 from benchmarks.requests.input_data import load_document
 from benchmarks.requests.payloads import build_payload
 from benchmarks.clients.transports import DEFAULT_GRPC_CLIENT, GRPC_CLIENTS, client_name
-from benchmarks.commands.common import DEFAULT_MODELS, add_run_args, add_server_args, finish_run, int_list, open_run
+from benchmarks.commands.common import (DEFAULT_MODELS, ListArg, add_old_name, add_run_args, add_server_args,
+                                        finish_run, open_run)
 from benchmarks.commands.input_flags import add_input_arguments, input_options, served_models
 from benchmarks.commands.wrk import wrk_row
 from benchmarks.measure import perf_analyzer_tool as tool
@@ -47,19 +48,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                     servers=("none", "embedded"), default="none", rest=False)
     p.add_argument("--rest-target", default="",
                    help="REST host:port with --server none (default: none, REST is not checked)")
-    p.add_argument("--apis", type=lambda s: tuple(a for a in s.split(",") if a), default=APIS,
-                   help="which APIs to cross-check, comma list of grpc,rest (default both; rest needs a REST target)")
+    p.add_argument("--apis", action=ListArg, default=APIS, allowed=APIS,
+                   help="which APIs to cross-check, list of grpc,rest (default both; rest needs a REST target)")
     p.add_argument("--models", nargs=1, default=[], metavar="NAME",
                    help="model to measure (default: the first under --models-dir)")
     p.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS, help="exported models (names, manifests)")
     p.add_argument("--n-features", type=int, default=0, help=argparse.SUPPRESS)  # served_models reads it
-    p.add_argument("--batch-sizes", type=int_list, default=(1,), help="comma list (default 1)")
+    p.add_argument("--batch-sizes", action=ListArg, item=int, default=(1,), help="list (default 1)")
     p.add_argument("--image-request", action="store_true",
                    help="add one point whose request holds 224x224x3 float32 values (about 600 KB)")
-    p.add_argument("--concurrency", type=int_list, default=(1, 8), help="comma list (default 1,8)")
-    p.add_argument("--clients", nargs="*", default=[DEFAULT_GRPC_CLIENT], choices=GRPC_CLIENTS,
+    p.add_argument("--concurrency", action=ListArg, item=int, default=(1, 8), help="list (default 1,8)")
+    p.add_argument("--clients", action=ListArg, nargs="*", default=[DEFAULT_GRPC_CLIENT], allowed=GRPC_CLIENTS,
                    help=f"our gRPC clients to run beside perf_analyzer (default {DEFAULT_GRPC_CLIENT})")
-    p.add_argument("--window-s", type=float, default=2.0, help="measurement window, every tool (default 2 s)")
+    add_old_name(p, "--window-s", "window_s", float)
+    p.add_argument("--window-seconds", dest="window_s", type=float, default=2.0,
+                   help="measurement window, every tool (default 2 s)")
     p.add_argument("--max-windows", type=int, default=10, help="cap on windows per point, both tools (default 10)")
     p.add_argument("--stability-pct", type=float, default=10.0, help="windows agree within this %% (default 10)")
     p.add_argument("--repeats", type=int, default=1, help="run every point this many times (default 1)")
@@ -110,10 +113,6 @@ def _tools(args: argparse.Namespace) -> tuple[tool.PerfAnalyzer | None, str | No
 
 
 def main(args: argparse.Namespace) -> int:
-    unknown = set(args.apis) - set(APIS)
-    if unknown:
-        print(f"error: --apis {','.join(sorted(unknown))}: choose from {','.join(APIS)}")
-        return 2
     if "rest" in args.apis and args.server == "none" and not args.rest_target:
         args.apis = tuple(a for a in args.apis if a != "rest")  # an external server without a REST target
     try:

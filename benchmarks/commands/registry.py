@@ -53,6 +53,7 @@ COMMANDS = (
     Command("perf-analyzer", _C + "perf_analyzer",
             "cross-check: Triton's perf_analyzer beside our gRPC clients, same target, model and points"),
     Command("report", _C + "report", "re-render report.md and plots of an existing run"),
+    Command("readme", _C + "readme", "write a run's findings into README.md's results block, naming the run"),
     Command("perf-check", _C + "perf_check",
             "embedded server cost on top of the model: overhead vs in-process + bare gRPC, batching, eager/graph"),
     Command("graph-call", _C + "graph_call",

@@ -8,9 +8,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.commands.common import (DEFAULT_MODELS, add_run_args, add_serve_args_option, add_server_args,
-                                        finish_run, open_run)
+from benchmarks.commands.common import (DEFAULT_MODELS, ListArg, add_run_args, add_serve_args_option,
+                                        add_server_args, finish_run, open_run)
 from benchmarks.requests.discovery import discover_models
+from benchmarks.results.findings import API
 from benchmarks.requests.signature import check_models_served
 from benchmarks.targets.managed import start_for_run
 from export.contract import PROMETHEUS_PATH
@@ -55,7 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       help="11 batch sizes, 4 concurrencies, 2 LoadGen rates, longer windows (~13 min here)")
     add_server_args(p, "server to benchmark: start the embedded one (default), the no-op one, or use "
                        "--target/--rest-target (--rest-target '' = gRPC only)")
-    p.add_argument("--models", nargs="*", default=[], metavar="NAME",
+    p.add_argument("--models", action=ListArg, nargs="*", default=[], metavar="NAME",
                    help="models to benchmark (default: those under --models-dir); one without a manifest there "
                         "is described by the server's signature (--server none), e.g. a model of your own")
     p.add_argument("--server-label", default="external", help="with --server none: the server's name in the rows")
@@ -64,8 +65,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_args(p)
 
 
-def main(args: argparse.Namespace) -> int:
+def _external_name(args: argparse.Namespace) -> str:
+    """How the report names a server the suite did not start: its label and the endpoints measured."""
+    endpoints = ", ".join(f"{API[k]} {t}" for k, t in (("grpc", args.target), ("rest", args.rest_target)) if t)
+    return f"{args.server_label} (external; {endpoints})"
+
+
+def _inprocess_step(args: argparse.Namespace, plan: SuitePlan, infos: list, w) -> None:
     from benchmarks.commands.inprocess import InprocessConfig, run_inprocess
+
+    if args.skip_inprocess or not infos:
+        why = "--skip-inprocess" if args.skip_inprocess else f"no exported model under {args.models_dir} to load"
+        print(f">> [1/3] in-process: skipped ({why})", flush=True)
+        return
+    print(">> [1/3] in-process", flush=True)
+    run_inprocess(InprocessConfig(args.models_dir, tuple(i.name for i in infos), plan.inprocess_modes,
+                                  plan.inprocess_batches, plan.inprocess_budget_s, min_iters=10,
+                                  progress=not args.no_progress), w)
+
+
+def _announce_served_step(targets: dict[str, str]) -> None:
+    """Step 3 names each endpoint it measures and each API it skips, with the flag that would add it."""
+    print(f">> [3/3] {' and '.join(API[k] + ' at ' + t for k, t in targets.items())}: closed-loop sweeps, "
+          "then LoadGen open-loop scenarios", flush=True)
+    for kind in sorted(API.keys() - targets.keys()):
+        flag = "--target" if kind == "grpc" else "--rest-target (make bench REST_TARGET=host:port)"
+        print(f">> {API[kind]}: skipped, no endpoint given ({flag})", flush=True)
+
+
+def main(args: argparse.Namespace) -> int:
     from benchmarks.commands.served import ServedConfig, run_served
 
     plan = QUICK if args.quick else EXTENDED if args.extended else STANDARD
@@ -82,16 +110,17 @@ def main(args: argparse.Namespace) -> int:
         for kind, target in (("grpc", args.target), ("rest", args.rest_target)):
             if target:
                 check_models_served(kind, target, names, sorted(found))
-    w = open_run(args, "suite-quick" if args.quick else "suite-extended" if args.extended else "suite", server_kind=args.server, server_mode=args.mode)
+    external = args.server == "none"
+    w = open_run(args, "suite-quick" if args.quick else "suite-extended" if args.extended else "suite",
+                 server_kind=_external_name(args) if external else args.server,
+                 server_mode="" if external else args.mode)
     t0 = time.perf_counter()
-    if not args.skip_inprocess and infos:
-        print(">> [1/3] in-process", flush=True)
-        run_inprocess(InprocessConfig(args.models_dir, tuple(i.name for i in infos), plan.inprocess_modes,
-                                      plan.inprocess_batches, plan.inprocess_budget_s, min_iters=10,
-                                      progress=not args.no_progress), w)
+    _inprocess_step(args, plan, infos, w)
     server = None
     try:
-        if args.server != "none":
+        if external:
+            print(f">> [2/3] server: {args.server_label}, already running (--server none): none started", flush=True)
+        else:
             print(f">> [2/3] starting {args.server} server ({args.mode})", flush=True)
         server = start_for_run(args, w.run_dir, tuple(names), tuple(args.server_arg))
         if server is not None:
@@ -101,7 +130,7 @@ def main(args: argparse.Namespace) -> int:
             targets = {k: t for k, t in (("grpc", args.target), ("rest", args.rest_target)) if t}
             label = args.server_label
             metrics = f"http://{args.rest_target}{PROMETHEUS_PATH}" if args.rest_target else ""
-        print(">> [3/3] gRPC and REST: closed-loop sweeps, then LoadGen open-loop scenarios", flush=True)
+        _announce_served_step(targets)
         for kind in targets:
             run_served(ServedConfig(kind=kind, target=targets[kind], models=served,
                                     batch_sizes=plan.served_batches, concurrencies=plan.concurrencies,

@@ -9,7 +9,7 @@ import argparse
 import time
 from pathlib import Path
 
-from benchmarks.commands.common import (DEFAULT_MODELS, add_run_args, add_server_args, finish_run,
+from benchmarks.commands.common import (DEFAULT_MODELS, add_old_name, add_run_args, add_server_args, finish_run,
                                         open_run)
 from benchmarks.load.managers import ClosedLoop, WindowPlan, run_point
 from benchmarks.measure.cpu_meter import cpu_us_per_request
@@ -29,7 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="", help="model (default: first exported; any name for --server noop)")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--concurrency", type=int, default=8, help="connections for wrk = in-flight requests for ours")
-    p.add_argument("--duration-s", type=int, default=10)
+    add_old_name(p, "--duration-s", "duration_s", int)
+    p.add_argument("--duration-seconds", dest="duration_s", type=int, default=10, help="wrk run length (default 10)")
     add_server_args(p, "start this server for the check (none: use --rest-target)", grpc=False)
     p.add_argument("--install", action="store_true", help=f"apt-get install {wrk_tool.APT_PACKAGE} if it is missing")
     add_run_args(p)

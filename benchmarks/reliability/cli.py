@@ -28,7 +28,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from benchmarks.commands.common import DEFAULT_MODELS, DEFAULT_RESULTS, DEFAULT_SERVER_MODE, SERVER_MODES
+from benchmarks.commands.common import (DEFAULT_MODELS, DEFAULT_RESULTS, DEFAULT_SERVER_MODE, SERVER_MODES,
+                                        ListArg, recorded_command)
 
 if TYPE_CHECKING:
     from benchmarks.reliability.faults import Sentinel
@@ -85,7 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=SERVER_MODES, default=DEFAULT_SERVER_MODE,
                         help=f"server mode (default {DEFAULT_SERVER_MODE})")
     parser.add_argument("--run-id", default=None, help="run id (default: timestamp + random suffix)")
-    parser.add_argument("--skip", nargs="*", default=[], choices=PHASES,
+    parser.add_argument("--skip", action=ListArg, nargs="*", default=[], allowed=PHASES,
                         help="phases to leave out (they are reported as skipped)")
 
 
@@ -164,7 +165,7 @@ def _open_run(args: argparse.Namespace) -> _Run:
     run_dir = Path(args.results_dir) / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     env = capture_environment(server_kind="embedded", server_mode=args.mode, settings=settings,
-                              command=" ".join(sys.argv))
+                              command=recorded_command(getattr(args, "argv", sys.argv[1:])))
     report = ReliabilityReport(run_id, environment=asdict(env), settings=settings)
     return _Run(args, settings, run_dir, Path(tempfile.mkdtemp(prefix="tfserve-reliability-")), report,
                 client.predict_payload())

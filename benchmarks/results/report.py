@@ -7,20 +7,20 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from benchmarks.measure.cpu_meter import cpu_us_per_request
+from benchmarks.results.findings import findings, fmt_num, point_name
 from benchmarks.results.schema import REPORT_MD, ResultRow, atomic_write_text
 
 
-def fmt(v: Any, digits: int = 3) -> str:
+def fmt(v: Any) -> str:
+    """A table cell: floats in the one number format (fmt_num), counts as integers with separators."""
     if v is None:
         return "–"
     if isinstance(v, bool):
         return "yes" if v else "NO"
     if isinstance(v, float):
-        if math.isnan(v):
-            return "–"
-        if abs(v) >= 1000:
-            return f"{v:,.0f}"
-        return f"{v:.{digits}g}" if abs(v) < 1 else f"{v:.{digits}f}".rstrip("0").rstrip(".")
+        return "–" if math.isnan(v) or math.isinf(v) else fmt_num(v)
+    if isinstance(v, int):
+        return f"{v:,}"
     return str(v)
 
 
@@ -48,7 +48,7 @@ def eager_vs_graph(rows: list[ResultRow]) -> str:
             line.append(r.p50_ms if r else None)
         e = by.get((model, bs, "eager"))
         g = by.get((model, bs, "graph"))
-        line.append(f"{e.p50_ms / g.p50_ms:.1f}×" if e and g and g.p50_ms > 0 else "–")
+        line.append(f"{fmt_num(e.p50_ms / g.p50_ms)}×" if e and g and g.p50_ms > 0 else "–")
         line.append(" / ".join(fmt(first.get((model, m, bs))) for m in modes))
         out.append(line)
     hdr = ["model", "batch"] + [f"{m} p50 ms" for m in modes] + ["eager/graph", "first call ms (" + "/".join(modes) + ")"]
@@ -69,7 +69,7 @@ def grpc_vs_rest(rows: list[ResultRow]) -> str:
         out.append([server, model, bs, conc, g.p50_ms if g else None, h.p50_ms if h else None,
                     g.p99_ms if g else None, h.p99_ms if h else None,
                     g.throughput_rps if g else None, h.throughput_rps if h else None,
-                    f"{h.p50_ms / g.p50_ms:.2f}×" if g and h and g.p50_ms > 0 else "–",
+                    f"{fmt_num(h.p50_ms / g.p50_ms)}×" if g and h and g.p50_ms > 0 else "–",
                     g.serialize_ms if g else None, h.serialize_ms if h else None])
     text = table(["server", "model", "batch", "conc", "gRPC p50", "REST p50", "gRPC p99", "REST p99", "gRPC req/s",
                   "REST req/s", "REST/gRPC p50", "gRPC encode ms", "REST encode ms"], out)
@@ -106,9 +106,9 @@ def openloop_table(rows: list[ResultRow]) -> str:
     for r in sel:
         lg = r.extra.get("loadgen", {}) if isinstance(r.extra, dict) else {}
         asked = f"{r.target_rate:g}/s" if r.target_rate else (f"{r.concurrency} users" if r.kind == "locust" else "–")
-        out.append([r.kind, r.server, r.model, r.scenario, r.batch_size, asked, r.achieved_rate, r.n, r.p50_ms,
+        out.append([r.kind, r.server, r.model, r.scenario, r.batch_size, asked, r.throughput_rps, r.n, r.p50_ms,
                     r.p99_ms, r.max_ms, r.errors, lg.get("verdict", "")])
-    return table(["kind", "server", "model", "scenario", "batch", "asked", "achieved req/s", "n", "p50 ms", "p99 ms",
+    return table(["kind", "server", "model", "scenario", "batch", "asked", "req/s", "n", "p50 ms", "p99 ms",
                   "max ms", "errors", "LoadGen verdict"], out)
 
 
@@ -173,7 +173,7 @@ def locust_vs_ours(rows: list[ResultRow]) -> str:
                     o.throughput_rps if o else None, o.p50_ms if o else None, o.client_cpu_percent if o else None,
                     o and cpu_us_per_request(o.client_cpu_percent, o.throughput_rps),
                     o.client_saturated if o else None,
-                    f"{ratio:.2f}" if ratio is not None else "–", _limit(r, o, ratio)])
+                    ratio, _limit(r, o, ratio)])
     return table(["Locust", "server", "model", "batch", "users = streams", "Locust req/s", "Locust p50 ms",
                   "Locust CPU % (all processes)", "Locust µs CPU/req", "Locust saturated", "ours req/s",
                   "ours p50 ms", "ours CPU %", "ours µs CPU/req", "ours saturated", "Locust ÷ ours", "limit"], out)
@@ -207,15 +207,21 @@ def inprocess_table(rows: list[ResultRow]) -> str:
                    r.max_ms, r.rows_per_s] for r in ip])
 
 
+def environment_lines(env: dict) -> list[str]:
+    server = env.get("server_kind") or "–"
+    if env.get("server_mode"):
+        server += f" ({env['server_mode']})"
+    return [f"- machine: {env.get('cpu_model')} · {env.get('cpu_cores_logical')} logical cores · "
+            f"{env.get('memory_gib')} GiB · GPU: {', '.join(env.get('gpus') or []) or 'none'}",
+            f"- server: {server} · git {env.get('git_commit', '')[:10]}{' (dirty)' if env.get('git_dirty') else ''}",
+            "- versions: " + ", ".join(f"{k} {v}" for k, v in (env.get("versions") or {}).items() if v),
+            f"- command: `{env.get('command', '')}`"]
+
+
 def render(run_id: str, environment: dict, rows: list[ResultRow], plots: list[Path] | None = None) -> str:
-    env = environment
-    parts = [f"# Benchmark run {run_id}", "",
-             f"- machine: {env.get('cpu_model')} · {env.get('cpu_cores_logical')} logical cores · "
-             f"{env.get('memory_gib')} GiB · GPU: {', '.join(env.get('gpus') or []) or 'none'}",
-             f"- server: {env.get('server_kind') or '–'} ({env.get('server_mode') or '–'}) · git {env.get('git_commit', '')[:10]}"
-             f"{' (dirty)' if env.get('git_dirty') else ''}",
-             "- versions: " + ", ".join(f"{k} {v}" for k, v in (env.get("versions") or {}).items() if v),
-             f"- command: `{env.get('command', '')}`", ""]
+    found = findings(rows)
+    parts = [f"# Benchmark run {run_id}", ""] + (["## Findings", "", found, ""] if found else [])
+    parts += ["## Run", ""] + environment_lines(environment) + [""]
     for title, body in (("In-process: eager vs graph vs XLA (p50, ms)", eager_vs_graph(rows)),
                         ("In-process detail", inprocess_table(rows)),
                         ("gRPC vs REST (closed loop)", grpc_vs_rest(rows)),
@@ -228,13 +234,7 @@ def render(run_id: str, environment: dict, rows: list[ResultRow], plots: list[Pa
             parts += [f"## {title}", "", body, ""]
     warns = [(r, w) for r in rows for w in r.warnings]
     if warns:
-        def load(r: ResultRow) -> str:
-            if r.concurrency is not None:
-                return f"c={r.concurrency}"
-            return f"{r.scenario} {r.target_rate:g}/s" if r.target_rate else r.scenario
-
-        parts += ["## Warnings", ""] + [f"- {r.kind} {r.model} {r.mode} b={r.batch_size} {load(r)}: {w}"
-                                        for r, w in warns] + [""]
+        parts += ["## Warnings", ""] + [f"- {point_name(r)}: {w}" for r, w in warns] + [""]
     if plots:
         parts += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
     parts += ["Latencies are client-side, from HdrHistogram (µs resolution); closed-loop points report the "

@@ -53,6 +53,7 @@ class Environment:
     git_dirty: bool = False
     hostname: str = ""
     started_at: str = ""
+    load_average: float | None = None  # 1-minute load at the start: on a shared machine, how busy it was
     command: str = ""
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -157,10 +158,24 @@ def row_from_dict(d: dict[str, Any]) -> ResultRow:
     return row
 
 
+def current_umask() -> int:
+    """The process umask without changing it (Linux reports it in /proc); os.umask's set-and-restore otherwise."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp creates 0600; a result file follows the umask as open() does
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
@@ -342,6 +357,7 @@ def capture_environment(*, server_kind: str = "", server_mode: str = "",
         git_dirty=bool(_git("status", "--porcelain", "--untracked-files=no")),
         hostname=platform.node(),
         started_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        load_average=round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         command=command,
         settings=dict(settings or {}),
     )

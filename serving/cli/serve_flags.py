@@ -133,7 +133,7 @@ def _add_network_arguments(net: argparse._ArgumentGroup) -> None:
     net.add_argument("--host", default="127.0.0.1",
                      help="interface to listen on (default 127.0.0.1: local only; 0.0.0.0 to expose)")
     net.add_argument("--grpc-port", type=int, default=None,
-                     help=f"gRPC port (default {DEFAULT_GRPC_PORT}; 0 = pick a free one)")
+                     help=f"gRPC port (default {DEFAULT_GRPC_PORT}; 0 = pick a free one, unlike TF Serving's --port 0)")
     net.add_argument("--port", type=int, dest="tf_port", metavar="PORT",
                      help="TF Serving's gRPC port flag: as --grpc-port, except that 0 turns gRPC over TCP off "
                           "(then --grpc_socket_path is needed)")
@@ -147,7 +147,8 @@ def _add_network_arguments(net: argparse._ArgumentGroup) -> None:
                           "asyncio (one event loop, no thread per request: a request waiting for its batch holds no "
                           "thread), so there is no request thread pool to size")
     net.add_argument("--rest-port", type=int, default=None,
-                     help=f"REST port (default {DEFAULT_REST_PORT}; -1 disables REST; 0 = pick a free one)")
+                     help=f"REST port (default {DEFAULT_REST_PORT}; -1 disables REST; 0 = pick a free one, unlike TF "
+                          "Serving's --rest_api_port 0)")
     net.add_argument("--rest_api_port", type=int, dest="tf_rest_api_port", metavar="PORT",
                      help="TF Serving's REST port flag: as --rest-port, except that 0 turns REST off")
     net.add_argument("--rest-api-num-threads", "--rest_api_num_threads", type=int,
@@ -202,6 +203,8 @@ def _add_execution_arguments(run: argparse._ArgumentGroup) -> None:
                      help="on SIGINT/SIGTERM, how long in-flight requests may take to finish (default 30)")
     run.add_argument("--log-level", default=os.environ.get("SERVING_LOG_LEVEL", "INFO"),
                      choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="log verbosity (default INFO)")
+    run.add_argument("--verbose", action="store_true",
+                     help="also show TensorFlow's start-up banners and GPU probe lines (hidden by default)")
 
 
 def _add_lifecycle_arguments(life: argparse._ArgumentGroup) -> None:
@@ -210,9 +213,10 @@ def _add_lifecycle_arguments(life: argparse._ArgumentGroup) -> None:
     life.add_argument("--model-config-file-poll-wait-seconds", "--model_config_file_poll_wait_seconds", type=float,
                       default=0.0, help="re-read the model config file this often: models added to it load, models "
                                         "removed from it unload (default 0 = read once at start)")
-    life.add_argument("--enable-model-warmup", "--enable_model_warmup", "--no-enable-model-warmup", action=BoolFlag,
-                      default=True,
+    life.add_argument("--enable-model-warmup", "--enable_model_warmup", action=BoolFlag, default=True,
                       help="replay assets.extra/tf_serving_warmup_requests before a version is AVAILABLE (default on)")
+    life.add_argument("--no-enable-model-warmup", dest="enable_model_warmup", action="store_false",
+                      help="same as --enable-model-warmup=false")
     life.add_argument("--max-num-load-retries", "--max_num_load_retries", type=int, default=0,
                       help="retry a version that failed to load this many times, --load-retry-interval-micros apart, "
                            "before refusing it (default 0: refused at once and retried when its files change; "

@@ -4,7 +4,8 @@ Order of events (tensorflow_model_server's: models first, ports after):
   1. the command line's files are read: the model config (a malformed one ends the process with status 2
      and "Error parsing text-format tensorflow.serving.ModelServerConfig: ..." on stderr), the batching file;
   2. the configured models load, with progress logs (runner, warmup); version labels are checked;
-  3. the ports open (gRPC TCP and/or Unix socket, REST), health turns SERVING, the "listening:" log line is
+  3. the ports open (gRPC TCP and/or Unix socket, REST), health turns SERVING (NOT_SERVING while a configured
+     model waits for its first version), the "listening:" log line is
      written; the model config file is polled from then on if asked (--model_config_file_poll_wait_seconds);
   4. on SIGINT/SIGTERM: health NOT_SERVING, no new connections or RPCs, in-flight requests finish (up to
      --drain-timeout-seconds), batch threads finish their queues, versions are closed; exit code 0.
@@ -222,7 +223,6 @@ def _signal_event() -> threading.Event:
 
 def run_server(cfg: ServerConfig) -> int:
     _setup_logging(cfg.log_level)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     stop = _signal_event()
     try:
         inputs = _read_inputs(cfg)
@@ -233,24 +233,38 @@ def run_server(cfg: ServerConfig) -> int:
              ", ".join(f"{s.name} ({s.base_path}, {s.policy})" for s in inputs.sources))
     _configure_tensorflow(cfg)
     parts = build_parts(cfg, inputs.sources, inputs.batching)
-    failure = _load_models(parts, stop)
+    failure, healthy = _load_models(parts, stop), None
     if failure is None and not stop.is_set():
         try:
             where = _open_ports(cfg, parts)
         except (OSError, RuntimeError) as exc:
             failure = f"cannot open the server ports: {exc}"
         else:
-            parts.grpc_server.set_health(True)
+            healthy = _update_health(parts, None)
             _start_config_poller(cfg, parts, inputs)
-            log.info("listening: %s (models loaded; health SERVING), mode=%s, batching=%s", where, cfg.mode,
-                     "on" if parts.scheduler else "off")
+            log.info("listening: %s (initial load done; health %s), mode=%s, batching=%s", where,
+                     "SERVING" if healthy else "NOT_SERVING", cfg.mode, "on" if parts.scheduler else "off")
     if failure is not None:
         log.error("Failed to start server. Error: %s", failure)
         _shutdown(parts, time.monotonic(), cfg.drain_timeout_seconds)
         return EXIT_FAILED
     while not stop.wait(0.5):
-        pass
+        healthy = _update_health(parts, healthy)
     return 0 if _shutdown(parts, time.monotonic(), cfg.drain_timeout_seconds) else EXIT_FAILED
+
+
+def _update_health(parts: ServerParts, was: bool | None) -> bool:
+    """NOT_SERVING while a configured model waits for its first version: TF Serving would not have opened its
+    ports yet, so a health probe must not route traffic to a server without the model it was started for."""
+    missing = parts.manager.models_waiting()
+    healthy = not missing
+    if healthy != was:
+        parts.grpc_server.set_health(healthy)
+        if not healthy:
+            log.error("health NOT_SERVING: no version of %s found yet", ", ".join(missing))
+        elif was is not None:
+            log.info("health SERVING: every configured model has a version")
+    return healthy
 
 
 def _shutdown(parts: ServerParts, started: float, drain_seconds: float) -> bool:

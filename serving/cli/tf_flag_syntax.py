@@ -29,8 +29,7 @@ def parse_bool(text: str) -> bool:
 
 
 class BoolFlag(argparse.Action):
-    """`--flag`, `--flag=true|false`, `--flag true|false`; an option string starting `--no-` sets False
-    (the project's own `--no-enable-model-warmup` spelling)."""
+    """`--flag`, `--flag=true|false`, `--flag true|false` (TF Serving's boolean syntax)."""
 
     def __init__(self, option_strings: Sequence[str], dest: str, default: bool = False, **kwargs: Any) -> None:
         super().__init__(option_strings, dest, nargs="?", const="true", default=default, metavar="true|false",
@@ -38,9 +37,6 @@ class BoolFlag(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, value: Any,
                  option_string: str | None = None) -> None:
-        if option_string and option_string.startswith("--no-"):
-            setattr(namespace, self.dest, False)
-            return
         try:
             setattr(namespace, self.dest, parse_bool(value))
         except ValueError as exc:

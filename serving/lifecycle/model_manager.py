@@ -228,6 +228,12 @@ class ModelManager:
         with self._lock:
             return sorted(self._models)
 
+    def models_waiting(self) -> list[str]:
+        """Configured models with no version served and none refused: nothing found under the base path yet, or a
+        version still settling (TF Serving would still be waiting for them before opening its ports)."""
+        with self._lock:
+            return sorted(name for name, m in self._models.items() if not m.available and not m.failed_fingerprint)
+
     def all_models_available(self) -> bool:
         with self._lock:
             return bool(self._models) and all(m.available for m in self._models.values())
@@ -305,7 +311,11 @@ class ModelManager:
         found = {d.version: d for d in version_dirs(src.base_path)}
         present = list(found)
         if not present and initial:
-            log.warning("model %s: no version directories under %s yet", src.name, src.base_path)
+            if Path(src.base_path).is_dir():
+                log.warning("model %s: no version directories under %s yet", src.name, src.base_path)
+            else:  # TF Serving: "Could not find base path <path> for servable <name>"
+                log.error("model %s: base path %s does not exist (or is not a directory); health stays NOT_SERVING "
+                          "until a version appears there", src.name, src.base_path)
         fingerprints = {v: _fingerprint(d.path) for v, d in found.items()}
         candidates = []
         for v in present:

@@ -1,5 +1,5 @@
 """`python -m export keras` / `savedmodel`: a user's own model through the project's export path, and the
-errors a user will hit, each one line naming the cause, with nothing left in --out."""
+errors a user will hit, each one line naming the cause, with nothing left in --models-dir."""
 from __future__ import annotations
 
 import hashlib
@@ -76,7 +76,7 @@ def _fails_with(argv: list[str], out: Path, message: str, capsys) -> None:
     from export.cli import main
 
     before = _tree(out)
-    assert main([*argv, "--out", str(out)]) == 2
+    assert main([*argv, "--models-dir", str(out)]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
     assert _tree(out) == before
@@ -93,7 +93,7 @@ def test_a_file_that_is_not_a_keras_archive(out_dir: Path, tmp_path: Path, capsy
 def test_an_unregistered_custom_class_is_named_with_the_fix(own_models: OwnModels, out_dir: Path) -> None:
     """A fresh process that was not told to import the package (this one has it imported already)."""
     before = _tree(out_dir)
-    proc = run_cli("export", "keras", str(own_models.keras_files[SUBCLASSED]), "--name", "m", "--out", str(out_dir),
+    proc = run_cli("export", "keras", str(own_models.keras_files[SUBCLASSED]), "--name", "m", "--models-dir", str(out_dir),
                    env=own_models.env)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (

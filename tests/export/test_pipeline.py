@@ -28,7 +28,8 @@ def leftovers(root: Path) -> list[Path]:
 @pytest.fixture(scope="module")
 def verified_export(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("verified")
-    proc = run_export("--models", "softplus_regressor", "reconstructing_regressor", "--epochs", "3", "--out", str(out))
+    proc = run_export("--models", "softplus_regressor", "reconstructing_regressor", "--epochs", "3",
+                      "--models-dir", str(out))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "verified 2 version(s): 2 ok, 0 failed" in proc.stdout
     return out
@@ -97,7 +98,7 @@ def test_verify_command_catches_a_tampered_version(verified_export: Path, tmp_pa
     shutil.rmtree(vdir / "variables")
     shutil.copytree(tmp_path / "resaved" / "variables", vdir / "variables")
     shutil.copy(tmp_path / "resaved" / "saved_model.pb", vdir / "saved_model.pb")
-    proc = subprocess.run([sys.executable, "-m", "export", "verify", "--out", str(root)], cwd=REPO_ROOT,
+    proc = subprocess.run([sys.executable, "-m", "export", "verify", "--models-dir", str(root)], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "[FAIL] SavedModel == eager Keras" in proc.stdout
@@ -107,12 +108,12 @@ def test_verify_command_catches_a_tampered_version(verified_export: Path, tmp_pa
 def test_next_export_writes_next_version_and_refuses_an_existing_one(verified_export: Path, tmp_path: Path):
     out = tmp_path / "models"  # a copy: the shared export stays at version 1 for the other tests, in any order
     shutil.copytree(verified_export, out)
-    proc = run_export("--models", "softplus_regressor", "--version", "1", "--out", str(out))
+    proc = run_export("--models", "softplus_regressor", "--version", "1", "--models-dir", str(out))
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"error: softplus_regressor version 1 already exists in {out / 'softplus_regressor'}"
     ]
-    proc = run_export("--models", "softplus_regressor", "--epochs", "2", "--no-verify", "--out", str(out))
+    proc = run_export("--models", "softplus_regressor", "--epochs", "2", "--no-verify", "--models-dir", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert list_versions(out / "softplus_regressor") == [1, 2]
     from export.model_config import read_model_config
@@ -130,7 +131,7 @@ def test_next_export_writes_next_version_and_refuses_an_existing_one(verified_ex
     ],
 )
 def test_bad_arguments_fail_fast_with_one_line(args, message, tmp_path):
-    proc = run_export(*args, "--out", str(tmp_path / "m"), timeout=60)
+    proc = run_export(*args, "--models-dir", str(tmp_path / "m"), timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [message]
     assert not any((tmp_path / "m").rglob("saved_model.pb"))
@@ -139,7 +140,7 @@ def test_bad_arguments_fail_fast_with_one_line(args, message, tmp_path):
 def test_unwritable_output_directory(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    proc = run_export("--out", str(blocker / "models"), timeout=60)
+    proc = run_export("--out", str(blocker / "models"), timeout=60)  # the old name still works
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: output directory {blocker / 'models'} is not writable")

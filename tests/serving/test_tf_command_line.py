@@ -268,3 +268,36 @@ def test_ports_open_only_after_the_models_have_loaded_with_load_retries(models, 
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
+
+
+def _health(target: str) -> str:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(target) as ch:
+        status = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5).status
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+
+
+def test_missing_base_path_is_an_error_line_and_health_stays_not_serving_until_a_version_appears(
+        models, tmp_path: Path) -> None:
+    base = tmp_path / "nonexistent"
+    grpc_port = free_port()
+    log_path = tmp_path / "server.log"
+    argv = [sys.executable, "-m", "serving", "serve", f"--port={grpc_port}", f"--rest_api_port={free_port()}",
+            "--model_name=x", f"--model_base_path={base}", "--file_system_poll_wait_seconds=1"]
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert _eventually(lambda: "listening:" in log_path.read_text(), timeout=180), log_path.read_text()[-3000:]
+        text = log_path.read_text()
+        assert re.search(rf"ERROR \S+: model x: base path {re.escape(str(base))} does not exist", text), text
+        assert "health NOT_SERVING" in text.split("listening:", 1)[1].splitlines()[0]
+        target = f"127.0.0.1:{grpc_port}"
+        assert _health(target) == "NOT_SERVING"
+        shutil.copytree(models["half_plus_two"] / str(VERSION), base / "1")  # the version TF Serving waits for
+        assert _eventually(lambda: _health(target) == "SERVING", timeout=60), log_path.read_text()[-3000:]
+        assert _served(target, "x", 3.0)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0

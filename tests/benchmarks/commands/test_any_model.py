@@ -6,6 +6,7 @@ The same module without its string input (`three_inputs`) is served beside it.""
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -104,7 +105,7 @@ def test_float_int64_bool_inputs_run_with_zero_errors(tmp_path, multi_input_serv
 def test_bad_input_exits_2_naming_the_problem_before_any_load(tmp_path, multi_input_server, capsys):
     target = multi_input_server.grpc_target
     common = ["--target", target, "--models-dir", str(tmp_path / "none"), "--results-dir", str(tmp_path / "res"),
-              "--batch-sizes", "1", "--concurrency", "1", "--window-s", "0.2", "--max-windows", "2", "--no-progress"]
+              "--batch-sizes", "1", "--concurrency", "1", "--window-seconds", "0.2", "--max-windows", "2", "--no-progress"]
 
     assert bench_main(["grpc", "--models", "nope", MODEL, *common]) == 2
     err = capsys.readouterr().err
@@ -192,7 +193,7 @@ def test_perf_analyzer_crosscheck_writes_its_rows_beside_ours(tmp_path, multi_in
     _perf_analyzer_or_skip()
     code = bench_main(["perf-analyzer", "--target", multi_input_server.grpc_target, "--models", FLOAT_ONLY,
                        "--models-dir", str(tmp_path / "none"), "--results-dir", str(tmp_path), "--run-id", "pa",
-                       "--concurrency", "1", "--clients", "aio", "--window-s", "0.5", "--max-windows", "4",
+                       "--concurrency", "1", "--clients", "aio", "--window-seconds", "0.5", "--max-windows", "4",
                        "--no-progress"])
     assert code == 0
     rows = json.loads((tmp_path / "pa" / RESULTS_JSON).read_text())["results"]
@@ -234,3 +235,28 @@ def test_suite_measures_an_external_server_without_starting_one(tmp_path, multi_
     assert {r["scenario"] for r in rows} == {"closed", "server"}
     assert all(r["server"] == "other-server" and r["errors"] == 0 and r["n"] > 0 for r in rows)
     assert not list(tmp_path.glob("ext/*-server.log"))  # no server was started
+
+
+@pytest.mark.timeout(300)
+def test_suite_without_rest_target_says_so_names_the_server_and_records_a_command_that_reruns(
+        tmp_path, multi_input_server, capsys):
+    """make bench TARGET=host:port (no REST_TARGET) passes --rest-target '': the empty argument must survive."""
+    code = bench_main(["suite", "--quick", "--server", "none", "--target", multi_input_server.grpc_target,
+                       "--rest-target", "", "--server-label", "other-server", "--models", WITHOUT_STRING,
+                       "--models-dir", str(tmp_path / "none"), "--results-dir", str(tmp_path), "--run-id", "first",
+                       "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert ">> [1/3] in-process: skipped (no exported model under" in out
+    assert ">> [2/3] server: other-server, already running (--server none): none started" in out
+    assert ">> REST: skipped, no endpoint given (--rest-target (make bench REST_TARGET=host:port))" in out
+    report = (tmp_path / "first" / "report.md").read_text()
+    assert f"- server: other-server (external; gRPC {multi_input_server.grpc_target}) ·" in report
+    command = json.loads((tmp_path / "first" / RESULTS_JSON).read_text())["environment"]["command"]
+    assert "--rest-target ''" in command
+    argv = shlex.split(command)
+    assert argv[:3] == ["python", "-m", "benchmarks"]
+    argv[argv.index("--run-id") + 1] = "again"
+    assert bench_main(argv[3:]) == 0
+    rows = json.loads((tmp_path / "again" / RESULTS_JSON).read_text())["results"]
+    assert rows and {r["kind"] for r in rows} == {"grpc"} and all(r["server"] == "other-server" for r in rows)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import math
 
 import numpy as np
@@ -136,11 +138,88 @@ def test_report_puts_each_locust_row_next_to_our_client_and_names_the_limit():
             _served("rest", "closed", 999.0, False, concurrency=16)]  # other concurrency: never paired
     lines = locust_vs_ours(rows).splitlines()[2:]
     assert len(lines) == 2
-    assert "| 0.80 |" in lines[0] and "server (neither client saturated; they agree)" in lines[0]
+    assert "| 0.800 |" in lines[0] and "server (neither client saturated; they agree)" in lines[0]
     assert "| 5,000 |" in lines[0]  # 50 % of a core at 100 req/s: 5,000 µs of client CPU per request
-    assert "| 0.25 |" in lines[1] and lines[1].rstrip(" |").endswith("Locust")
+    assert "| 0.250 |" in lines[1] and lines[1].rstrip(" |").endswith("Locust")
     assert "999" not in "\n".join(lines)
     unequal = [_served("locust", "locust-grpc", 50.0, False), _served("grpc", "closed", 100.0, False)]
     assert "machine CPU shared by client and server" in locust_vs_ours(unequal)
     md = render("run-l", {}, rows)
     assert "Locust vs our client at the same concurrency" in md
+
+
+def _closed_row(kind, server, conc, rps, p99, *, batch=1, stable=True, **kw):
+    return ResultRow(kind=kind, model="m", mode=server.split("-")[-1], batch_size=batch, scenario="closed",
+                     concurrency=conc, n=1000, throughput_rps=rps, rows_per_s=rps * batch, p99_ms=p99,
+                     server=server, stable=stable, **kw)
+
+
+def test_report_opens_with_findings_computed_from_the_rows():
+    rows = [_closed_row("grpc", "embedded-graph", 1, 1500.0, 1.2), _closed_row("grpc", "embedded-graph", 8, 2104.4, 9.0),
+            _closed_row("rest", "embedded-graph", 8, 2631.0, 7.5),
+            _closed_row("grpc", "embedded-eager", 8, 404.2, 30.0),
+            _closed_row("rest", "embedded-eager", 8, 380.0, 150.0,
+                    stable=False, warnings=["unstable: last 3 of 5 windows differ by up to 31.0%"]),
+            ResultRow(kind="rest", model="m", mode="eager", batch_size=1, scenario="server", target_rate=100.0, n=500,
+                      throughput_rps=98.6, server="embedded-eager",
+                      extra={"loadgen": {"verdict": "INVALID", "target_latency_ms": 50.0}},
+                      warnings=["LoadGen verdict INVALID: Min queries satisfied=False"])]
+    md = render("run-x", {"cpu_model": "cpu"}, rows)
+    assert md.startswith("# Benchmark run run-x\n\n## Findings\n\n" + "\n".join([
+        "- served graph ÷ eager, gRPC, batch 1: 5.21× (2,100 vs 404 req/s at 8 / 8 streams)",
+        "- served graph ÷ eager, REST, batch 1: 6.92× (2,630 vs 380 req/s at 8 / 8 streams)",
+        "- gRPC ÷ REST on embedded-eager (the embedded server's APIs, not TF Serving's), batch 1: "
+        "1.06× (404 vs 380 req/s at 8 / 8 streams)",
+        "- gRPC ÷ REST on embedded-graph (the embedded server's APIs, not TF Serving's), batch 1: "
+        "0.800× (2,100 vs 2,630 req/s at 8 / 8 streams)",
+        "- best point with p99 ≤ 50.0 ms on embedded-eager: gRPC m batch 1 at 8 streams, 404 rows/s (404 req/s), "
+        "p99 30.0 ms",
+        "- best point with p99 ≤ 50.0 ms on embedded-graph: REST m batch 1 at 8 streams, 2,630 rows/s "
+        "(2,630 req/s), p99 7.50 ms",
+        "- REST embedded-eager m batch 1, 8 streams: unstable: last 3 of 5 windows differ by up to 31.0%",
+        "- REST embedded-eager m batch 1, LoadGen server 100/s: LoadGen verdict INVALID: "
+        "Min queries satisfied=False",
+    ]) + "\n\n## Run\n")
+    # one number format everywhere: the LoadGen row's req/s reads the same in every table
+    assert "98.6" in md and "98.595" not in md and "2,104" not in md
+
+
+@pytest.mark.parametrize("value,text", [(656.282, "656"), (1096.0, "1,100"), (7.331, "7.33"), (0.00518, "0.00518"),
+                                        (98.595, "98.6"), (12345.6, "12,300"), (0.0, "0")])
+def test_one_number_format(value, text):
+    from benchmarks.results.findings import fmt_num
+
+    assert fmt_num(value) == text
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_result_files_follow_the_umask(tmp_path, umask):
+    from benchmarks.results.report import write_report
+
+    old = os.umask(umask)
+    try:
+        w = ResultWriter(tmp_path / "run", capture_environment(command="pytest"))
+        write_report(w.run_dir, w.run_id, {}, [])
+    finally:
+        os.umask(old)
+    for name in (RESULTS_JSON, RESULTS_CSV, "report.md"):
+        assert stat.S_IMODE((w.run_dir / name).stat().st_mode) == 0o666 & ~umask, name
+
+
+def test_readme_command_writes_the_runs_findings_between_the_markers(tmp_path):
+    from benchmarks.__main__ import main as bench_main
+    from benchmarks.commands.readme import BEGIN, END
+    from benchmarks.results.findings import findings
+
+    w = ResultWriter(tmp_path / "run-r", capture_environment(command="python -m benchmarks demo"))
+    rows = [_closed_row("grpc", "embedded-graph", 8, 2000.0, 5.0), _closed_row("rest", "embedded-graph", 8, 2500.0, 4.0)]
+    w.extend(rows)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\nbefore\n{BEGIN}\nold figures\n{END}\nafter\n")
+    assert bench_main(["readme", "run-r", "--results-dir", str(tmp_path), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    block = text.split(BEGIN + "\n", 1)[1].split("\n" + END, 1)[0]
+    assert text.startswith("# x\n\nbefore\n") and text.endswith(f"{END}\nafter\n") and "old figures" not in text
+    assert block.startswith("Run `run-r`: `python -m benchmarks demo` on ") and block.endswith(findings(rows))
+    readme.write_text("no markers\n")
+    assert bench_main(["readme", "run-r", "--results-dir", str(tmp_path), "--readme", str(readme)]) == 2

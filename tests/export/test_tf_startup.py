@@ -1,0 +1,33 @@
+"""Quiet starts: TensorFlow's pre-logging banners and the no-GPU cuInit line are hidden unless asked for."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from export.tf_startup import NOISE
+from tests.conftest import REPO_ROOT
+
+SCRIPT = ("import sys; from export.tf_startup import quiet_tensorflow_startup; "
+          "quiet_tensorflow_startup(verbose=sys.argv[1] == 'verbose'); "
+          "print('before', file=sys.stderr); import tensorflow as tf; print('after', file=sys.stderr); "
+          "tf.config.threading.set_intra_op_parallelism_threads(1)")  # still allowed: no eager context yet
+
+
+def _stderr(mode: str, **env: str) -> str:
+    clean = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "TFSERVE_BENCH_TF_STARTUP")}
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, mode], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=180, env={**clean, **env})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stderr
+
+
+@pytest.mark.timeout(400)
+def test_banners_hidden_by_default_and_shown_when_asked():
+    quiet = _stderr("quiet")
+    assert quiet.splitlines()[:2] == ["before", "after"] and not NOISE.search(quiet), quiet
+    verbose = _stderr("verbose")
+    assert NOISE.search(verbose), verbose  # what the default hides is really printed by TensorFlow here
+    assert NOISE.search(_stderr("quiet", TF_CPP_MIN_LOG_LEVEL="0"))  # the user's own setting wins
