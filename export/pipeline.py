@@ -199,5 +199,8 @@ def publish_versions(out: Path, jobs: Sequence[tuple[str, int | None, StageFn]],
     finally:
         for item in staged:  # anything not published is removed: no half-written versions
             shutil.rmtree(item.staging, ignore_errors=True)
-        for base in created:  # and no empty model directory a config would list
-            shutil.rmtree(base, ignore_errors=True)
+        for base in created:  # and no empty model directory a config would list; rmdir, because another
+            try:              # exporter may have published into it meanwhile, and its version stays
+                base.rmdir()
+            except OSError:
+                pass

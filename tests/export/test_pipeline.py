@@ -168,7 +168,7 @@ def test_a_version_published_while_exporting_is_never_overwritten(tmp_path, monk
 
     planted = tmp_path / "softplus_regressor" / "1"
 
-    def publish_meanwhile(paths):  # another exporter publishes version 1 while ours is being verified
+    def publish_meanwhile(paths, imports=()):  # another exporter publishes version 1 while ours is being verified
         planted.mkdir()
         (planted / "theirs").write_text("kept")
 
