@@ -37,6 +37,7 @@ SEARCH     ?= quick
 TRIALS     ?= 8
 TARGET_RPS ?=
 API        ?= grpc
+REPEATS    ?= 3
 PYTEST_ARGS ?=
 
 # TensorFlow's start-up banners are hidden by the CLIs themselves (export/tf_startup.py); set
@@ -84,9 +85,10 @@ bench: $(STAMP) ## Standard benchmark suite into artifacts/results/<run-id>/ (QU
 	  $(if $(TARGET),--server none --skip-inprocess --target $(TARGET) --rest-target '$(REST_TARGET)' --server-label $(SERVER_LABEL),--mode $(MODE) $(foreach m,$(IMPORT),--server-arg=--import=$(m))) \
 	  $(if $(MODEL),--models $(MODEL),)
 
-crosscheck: $(STAMP) ## Triton's perf_analyzer beside our gRPC clients, 1 and 8 streams (installs it if missing; TARGET=, MODEL=; default: embedded server)
+crosscheck: $(STAMP) ## Our clients vs perf_analyzer (gRPC) and wrk (REST): batch 1,32,256 + a 224x224x3 request, 1 and 8 streams, REPEATS= interleaved pairs, one table (installs the tools; TARGET=, REST_TARGET=, MODEL=; default: embedded server)
 	$(PY) -m benchmarks perf-analyzer --install --models-dir $(MODELS_DIR) --results-dir $(RESULTS_DIR) --concurrency 1,8 \
-	  $(if $(TARGET),--target $(TARGET) --server-label $(SERVER_LABEL),--server embedded --mode $(MODE)) \
+	  --batch-sizes 1,32,256 --image-request --repeats $(REPEATS) \
+	  $(if $(TARGET),--target $(TARGET) --server-label $(SERVER_LABEL) $(if $(REST_TARGET),--rest-target $(REST_TARGET),),--server embedded --mode $(MODE)) \
 	  --models $(if $(MODEL),$(MODEL),residual_regressor)
 
 loadtest: $(STAMP) ## Locust headless run against the embedded server (MODEL=, USERS=, SPAWN_RATE=, RUN_TIME=, WORKERS=; any served model: requests from its signature)

@@ -84,6 +84,11 @@ INPUT_BATCH_SIZE = f"{BATCHING_PREFIX}:input_batch_size"
 PROCESSED_BATCH_SIZE = f"{BATCHING_PREFIX}:processed_batch_size"
 PADDING_SIZE = f"{BATCHING_PREFIX}:padding_size"
 PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
+# The embedded server's own metrics, named the same way under the project's prefix (TF Serving has no such name).
+PROJECT_METRIC_PREFIX = ":tfserve_bench:serving"
+# µs histogram {model_name, API, entrypoint, stage}: one Predict's handled time split into REQUEST_STAGES
+REQUEST_STAGE_LATENCY = f"{PROJECT_METRIC_PREFIX}:request_stage_latency"
+REQUEST_STAGES = ("decode", "queue", "execute", "encode", "framework")
 # The embedded server's own metrics beside TF Serving's (serving/metrics.py).
 EXECUTIONS_METRIC = "tfserve_bench_model_executions"
 EXECUTION_OUTCOMES_METRIC = "tfserve_bench_model_execution_outcomes"  # exposed with prometheus_client's _total

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from export.contract import INPUT_BATCH_SIZE, PROCESSED_BATCH_SIZE, REQUEST_COUNT, REQUEST_LATENCY, RUNTIME_LATENCY
+from export.contract import (INPUT_BATCH_SIZE, PROCESSED_BATCH_SIZE, REQUEST_COUNT, REQUEST_LATENCY,
+                             REQUEST_STAGE_LATENCY, REQUEST_STAGES, RUNTIME_LATENCY)
 
 BATCH_SIZE_NAMES = (PROCESSED_BATCH_SIZE, INPUT_BATCH_SIZE)
 
@@ -76,10 +77,29 @@ def delta(before: Snapshot | None, after: Snapshot | None, model: str = "") -> d
         if n > 0:
             out[f"{key}_mean_ms"] = s / n / 1000.0  # TF Serving records microseconds
             out[f"{key}_count"] = int(n)
+    stages = _stage_means_us(before, after, m)
+    if stages:
+        out["stage_mean_us"] = stages
     for name in BATCH_SIZE_NAMES:
         n = after.total(name + "_count", **m) - before.total(name + "_count", **m)
         s = after.total(name + "_sum", **m) - before.total(name + "_sum", **m)
         if n > 0:
             out[name.rsplit(":", 1)[1] + "_mean"] = s / n
             out[name.rsplit(":", 1)[1] + "_batches"] = int(n)
+    return out
+
+
+def _stage_means_us(before: Snapshot, after: Snapshot, match: dict[str, str]) -> dict[str, dict[str, float]]:
+    """The embedded server's per-stage Predict time (µs, mean over the span) by entrypoint (GRPC / REST)."""
+    out: dict[str, dict[str, float]] = {}
+    for entrypoint in ("GRPC", "REST"):
+        means = {}
+        for stage in REQUEST_STAGES:
+            sel = dict(match, entrypoint=entrypoint, stage=stage)
+            n = after.total(REQUEST_STAGE_LATENCY + "_count", **sel) - before.total(REQUEST_STAGE_LATENCY + "_count", **sel)
+            if n > 0:
+                means[stage] = round((after.total(REQUEST_STAGE_LATENCY + "_sum", **sel)
+                                      - before.total(REQUEST_STAGE_LATENCY + "_sum", **sel)) / n, 1)
+        if means:
+            out[entrypoint] = means
     return out

@@ -71,8 +71,13 @@ def grpc_vs_rest(rows: list[ResultRow]) -> str:
                     g.throughput_rps if g else None, h.throughput_rps if h else None,
                     f"{fmt_num(h.p50_ms / g.p50_ms)}×" if g and h and g.p50_ms > 0 else "–",
                     g.serialize_ms if g else None, h.serialize_ms if h else None])
-    return table(["server", "model", "batch", "conc", "gRPC p50", "REST p50", "gRPC p99", "REST p99", "gRPC req/s",
+    text = table(["server", "model", "batch", "conc", "gRPC p50", "REST p50", "gRPC p99", "REST p99", "gRPC req/s",
                   "REST req/s", "REST/gRPC p50", "gRPC encode ms", "REST encode ms"], out)
+    if any(str(server).startswith("embedded") for server, *_ in by):
+        text += ("\n\nREST/gRPC on embedded-* rows is the embedded server's own ratio (grpc.aio and http.server front "
+                 "ends in Python), not TF Serving's, whose guide finds gRPC slightly faster (docs/performance.md, "
+                 "\"gRPC vs REST\").")
+    return text
 
 
 def capacity_table(rows: list[ResultRow]) -> str:

@@ -34,6 +34,7 @@ from serving.execution import inference
 from serving.execution.core import ServingCore, deadline_from_timeout
 from serving.errors import ServingError, invalid_argument, not_found
 from serving.api.grpc_api import model_metadata, model_status
+from serving.metrics import StageClock
 from serving.lifecycle.model_manager import ModelManager
 from serving.tensors import format_predict_outputs, parse_json_body, parse_predict_inputs, signature_name_of
 
@@ -77,19 +78,25 @@ class RestApp:
         self.timeout_s = timeout_ms / 1000 if timeout_ms > 0 else None
         self.metrics_path = metrics_path  # None: Prometheus export off (--monitoring_config_file), a 404 like any path
 
-    def handle(self, method: str, path: str, body: bytes) -> tuple[int, str, bytes]:
+    def handle(self, method: str, path: str, body: bytes, clock: StageClock | None = None) -> tuple[int, str, bytes]:
+        """`clock`: a Predict's stages go there (decode, queue, execute; encode includes the JSON dump)."""
         if path == self.metrics_path and method == "GET":
             return 200, "text/plain; version=0.0.4; charset=utf-8", self.core.metrics.exposition()
         try:
-            doc = self._dispatch(method, path, body)
-            return 200, "application/json", json.dumps(doc).encode()
+            doc = self._dispatch(method, path, body, clock)
+            if clock is not None:
+                clock.skip()  # the bookkeeping since _predict's encode: framework
+            data = json.dumps(doc).encode()
+            if clock is not None:
+                clock.lap("encode")
+            return 200, "application/json", data
         except ServingError as exc:
             return exc.http_status, "application/json", json.dumps({"error": exc.message}).encode()
         except Exception as exc:  # never let one request take the server down
             log.exception("unexpected error on %s %s", method, path)
             return 500, "application/json", json.dumps({"error": f"internal error: {type(exc).__name__}: {exc}"}).encode()
 
-    def _dispatch(self, method: str, path: str, body: bytes) -> Any:
+    def _dispatch(self, method: str, path: str, body: bytes, clock: StageClock | None) -> Any:
         if not path.lower().startswith("/v1/"):
             raise not_found(f"Not found: {method} {path}")
         malformed = invalid_argument(f"Malformed request: {method} {path}")
@@ -100,7 +107,7 @@ class RestApp:
             name, version, label, verb = _parts(m)
             verb = verb.lower()
             if verb == "predict":
-                return self._predict(name, version, label, body)
+                return self._predict(name, version, label, body, clock)
             return self._classify_regress(verb, name, version, label, body)
         if method == "GET":
             m = _STATUS_RE.fullmatch(path)
@@ -116,17 +123,24 @@ class RestApp:
                                  always_print_fields_with_no_presence=True, preserving_proto_field_name=True)
         raise malformed
 
-    def _predict(self, name: str, version: int | None, label: str | None, body: bytes) -> Any:
+    def _predict(self, name: str, version: int | None, label: str | None, body: bytes,
+                 clock: StageClock | None) -> Any:
         with self.core.observed(name, "REST"):
             deadline = deadline_from_timeout(self.timeout_s)
+            if clock is not None:
+                clock.skip()  # routing so far: framework
             doc = parse_json_body(body)
             sig_name = signature_name_of(doc)
             with self.manager.acquire(name, version, label) as sv:
                 sig = self.core.signature(sv, sig_name)
                 inputs, fmt = parse_predict_inputs(doc, sig, self.core.max_tensor_elements,
                                                    may_hold_bools=b"true" in body or b"false" in body)
-                outputs = self.core.run(sv, sig, inputs, deadline)
-                return format_predict_outputs(outputs, fmt)
+                outputs = self.core.run(sv, sig, inputs, deadline, clock)
+                formatted = format_predict_outputs(outputs, fmt)
+                if clock is not None:
+                    clock.model = sv.model
+                    clock.lap("encode")
+                return formatted
 
 
     def _classify_regress(self, verb: str, name: str, version: int | None, label: str | None, body: bytes) -> Any:
@@ -244,15 +258,24 @@ class _Handler(BaseHTTPRequestHandler):
             chunks.append(self.rfile.read(size))
             self.rfile.readline(16)
 
+    def parse_request(self) -> bool:
+        # the request line has just arrived: a request's handled time (StageClock) starts here, so the
+        # header parsing that follows counts as framework
+        self.clock = StageClock("REST")
+        return super().parse_request()
+
     def _handle(self, method: str) -> None:
         with self.tracker:
             body = self._read_body() if method == "POST" else b""
             if body is None:
                 return
             path = self.path.split("?", 1)[0]
+            clock = self.clock if method == "POST" else None
             with self.handling:
-                status, ctype, payload = self.app.handle(method, path, body)
+                status, ctype, payload = self.app.handle(method, path, body, clock)
             self._reply(status, ctype, payload)
+            if clock is not None and status == 200:
+                self.app.core.metrics.observe_stages(clock)
 
     def do_GET(self) -> None:  # noqa: N802 (http.server naming)
         self._handle("GET")

@@ -23,7 +23,7 @@ from export.contract import CLASSIFY_METHOD_NAME, REGRESS_METHOD_NAME
 from serving.execution import inference
 from serving.execution.batching import BatchQueue, SharedBatchScheduler
 from serving.errors import ServingError, deadline_exceeded, invalid_argument
-from serving.metrics import ServingMetrics
+from serving.metrics import ServingMetrics, StageClock
 from serving.lifecycle.model_manager import ModelManager, ServableVersion
 from export.contract import DEFAULT_SIGNATURE
 from serving.execution.runners import load_runner
@@ -136,11 +136,14 @@ class ServingCore:
                                    f"(available: {', '.join(sorted(sv.runner.signatures))})")
         return sig
 
-    def _run_direct(self, sv: ServableVersion, sig: SignatureSpec, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _run_direct(self, sv: ServableVersion, sig: SignatureSpec, inputs: dict[str, np.ndarray],
+                    clock: StageClock | None = None) -> dict[str, np.ndarray]:
         started = time.perf_counter()
         out = sv.runner.run(sig.name, inputs)
-        self.metrics.child(self.metrics.runtime_latency, sv.model, "predict", self.mode).observe(
-            (time.perf_counter() - started) * 1e6)
+        elapsed = time.perf_counter() - started
+        self.metrics.child(self.metrics.runtime_latency, sv.model, "predict", self.mode).observe(elapsed * 1e6)
+        if clock is not None:
+            clock.execute += elapsed
         return out
 
     def _queue_for(self, sv: ServableVersion, sig: SignatureSpec, inputs: dict[str, np.ndarray]) -> BatchQueue:
@@ -182,18 +185,24 @@ class ServingCore:
         return {name: executor.stats for name, executor in list(self._executors.items())}
 
     def run(self, sv: ServableVersion, sig: SignatureSpec, inputs: dict[str, np.ndarray],
-            deadline: float | None) -> dict[str, np.ndarray]:
+            deadline: float | None, clock: StageClock | None = None) -> dict[str, np.ndarray]:
         """Execute a validated request on the calling thread's behalf: batched when batching is on and the
-        signature is batch-major, otherwise through the model's execution scheduler (runs on this thread)."""
+        signature is batch-major, otherwise through the model's execution scheduler (runs on this thread).
+        `clock` gets the model call as execute and the rest of this call as queue."""
         if deadline is not None and time.monotonic() >= deadline:
             raise deadline_exceeded("Deadline exceeded before the request could run")
-        if self.scheduler is not None and _batchable(sig):
-            rows = batch_size_of(inputs)
-            return self._queue_for(sv, sig, inputs).run(inputs, rows, deadline)
-        return self.executor(sv.model).run(lambda: self._run_direct(sv, sig, inputs), deadline)
+        if clock is not None:
+            clock.lap("decode")
+        try:
+            if self.scheduler is not None and _batchable(sig):
+                rows = batch_size_of(inputs)
+                return self._queue_for(sv, sig, inputs).run(inputs, rows, deadline)
+            return self.executor(sv.model).run(lambda: self._run_direct(sv, sig, inputs, clock), deadline)
+        finally:
+            _split_run(clock)
 
     async def run_async(self, sv: ServableVersion, sig: SignatureSpec, inputs: dict[str, np.ndarray],
-                        deadline: float | None, inline: bool) -> dict[str, np.ndarray]:
+                        deadline: float | None, inline: bool, clock: StageClock | None = None) -> dict[str, np.ndarray]:
         """run() for the asyncio gRPC front end.
 
         Batched requests wait on the event loop (no thread held) and are answered one loop wake-up per batch.
@@ -202,10 +211,16 @@ class ServingCore:
         """
         if deadline is not None and time.monotonic() >= deadline:
             raise deadline_exceeded("Deadline exceeded before the request could run")
-        if self.scheduler is not None and _batchable(sig):
-            rows = batch_size_of(inputs)
-            return await self._queue_for(sv, sig, inputs).run_async(inputs, rows, deadline)
-        return await self.executor(sv.model).run_async(lambda: self._run_direct(sv, sig, inputs), deadline, inline)
+        if clock is not None:
+            clock.lap("decode")
+        try:
+            if self.scheduler is not None and _batchable(sig):
+                rows = batch_size_of(inputs)
+                return await self._queue_for(sv, sig, inputs).run_async(inputs, rows, deadline)
+            return await self.executor(sv.model).run_async(lambda: self._run_direct(sv, sig, inputs, clock), deadline,
+                                                           inline)
+        finally:
+            _split_run(clock)
 
     def close(self) -> None:
         for executor in list(self._executors.values()):
@@ -214,6 +229,14 @@ class ServingCore:
     def observed(self, model_name: str, entrypoint: str, api: str = "predict") -> "_Observation":
         known = self.manager is not None and self.manager.has_model(model_name)
         return _Observation(self.metrics, model_name if known else UNKNOWN_MODEL_LABEL, api, entrypoint)
+
+
+def _split_run(clock: StageClock | None) -> None:
+    """After run(): the time since the decode mark that was not the model call itself is queue."""
+    if clock is not None:
+        now = time.perf_counter()
+        clock.queue += max(0.0, now - clock.mark - clock.execute)
+        clock.mark = now
 
 
 def _batchable(sig: SignatureSpec) -> bool:

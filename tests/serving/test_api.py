@@ -331,3 +331,28 @@ def test_server_still_serves_after_bad_input_and_counts_it(server, rows) -> None
     assert ":tensorflow:serving:request_latency_bucket{" in text
     assert ":tensorflow:serving:request_latency_count{" in text
     assert server.proc.poll() is None
+
+
+def _stage_counts(server) -> dict[tuple[str, str], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from export.contract import REQUEST_STAGE_LATENCY
+
+    text = requests.get(f"{server.rest_url}/monitoring/prometheus/metrics", timeout=10).text
+    return {(s.labels["entrypoint"], s.labels["stage"]): s.value for fam in text_string_to_metric_families(text)
+            for s in fam.samples if s.name == REQUEST_STAGE_LATENCY + "_count" and s.labels["model_name"] == MODEL}
+
+
+def test_each_successful_predict_adds_one_sample_per_stage_for_its_api(server, rows) -> None:
+    from export.contract import REQUEST_STAGES
+
+    before = _stage_counts(server)
+    server.prediction_stub().Predict(_predict_request(rows[:2]), timeout=10)
+    ok = requests.post(f"{server.rest_url}/v1/models/{MODEL}:predict", json={"instances": rows[:2].tolist()}, timeout=10)
+    assert ok.status_code == 200
+    with pytest.raises(grpc.RpcError):  # a refused request is counted by request_count, not split into stages
+        server.prediction_stub().Predict(_raw_request(inputs={"x": tensor_proto([1, 10], content=_ONE_ROW)}), timeout=10)
+    after = _stage_counts(server)
+    for entrypoint in ("GRPC", "REST"):
+        for stage in REQUEST_STAGES:
+            assert after[(entrypoint, stage)] - before.get((entrypoint, stage), 0.0) == 1.0, (entrypoint, stage)

@@ -12,6 +12,7 @@ import pytest
 
 from benchmarks.__main__ import main as bench_main
 from benchmarks.commands import wrk
+from benchmarks.measure import wrk_tool
 from benchmarks.results.schema import ResultRow, load_run
 
 WRK_STDOUT = """\
@@ -29,15 +30,17 @@ BENCH requests=52551 duration_us=10000412 p50_us=1450 p90_us=1980 p99_us=3120 ma
 
 
 def test_bench_line_is_parsed_and_wrks_own_report_ignored():
-    assert wrk.parse_bench_line(WRK_STDOUT) == {
-        "requests": 52551, "duration_us": 10000412, "p50_us": 1450, "p90_us": 1980, "p99_us": 3120,
-        "max_us": 12400, "mean_us": 1521.7, "connect": 0, "read": 0, "write": 0, "status": 3, "timeout": 1}
+    point = wrk_tool.parse_output(WRK_STDOUT)
+    assert (point.requests, point.duration_s) == (52551, 10.000412)
+    assert (point.p50_us, point.p90_us, point.p99_us, point.max_us, point.mean_us) == (1450, 1980, 3120, 12400, 1521.7)
+    assert point.errors == {"status": 3, "timeout": 1}
     # wrk stopped before done() ran (bad URL, refused connection): no summary at all
-    assert wrk.parse_bench_line(WRK_STDOUT.rsplit("BENCH", 1)[0]) is None
+    with pytest.raises(ValueError, match="no BENCH summary line"):
+        wrk_tool.parse_output(WRK_STDOUT.rsplit("BENCH", 1)[0])
 
 
 def test_wrk_row_from_its_summary(monkeypatch, tmp_path):
-    monkeypatch.setattr(wrk, "run_wrk", lambda *a, **k: wrk.parse_bench_line(WRK_STDOUT))
+    monkeypatch.setattr(wrk_tool, "run_point", lambda *a, **k: wrk_tool.parse_output(WRK_STDOUT))
     args = argparse.Namespace(concurrency=8, duration_s=10, batch_size=2)
     p = argparse.Namespace(rest_path="/v1/models/m:predict", rest_body=b"{}")
     row = wrk._measure_wrk("/usr/bin/wrk", "127.0.0.1:1", "noop", "m", p, args, tmp_path)

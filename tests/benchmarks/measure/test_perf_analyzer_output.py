@@ -8,9 +8,8 @@ import math
 
 import pytest
 
-from benchmarks.commands.perf_analyzer import CLIENT, crosscheck_table, pa_row
+from benchmarks.commands.perf_analyzer import CLIENT, pa_row
 from benchmarks.measure.perf_analyzer_tool import parse_output
-from benchmarks.results.schema import ResultRow
 
 CSV = """\
 Concurrency,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,Server Compute Input,Server Compute Infer,Server Compute Output,Client Recv,p50 latency,p90 latency,p95 latency,p99 latency,Avg latency,request/response,response wait
@@ -123,25 +122,3 @@ def test_pa_row_of_an_unstable_point_says_which_figures_are_known():
     row = pa_row(parse_output("", UNSTABLE_STDOUT, 1, 8), "m", "t", "x")
     assert row.stable is False and row.p50_ms == 7.0 and math.isnan(row.p99_ms)
     assert len(row.warnings) == 1 and row.warnings[0].startswith("unstable: perf_analyzer found no 3 agreeing")
-
-
-def _ours(client: str, p50: float, rps: float, stable: bool = True, conc: int = 8) -> ResultRow:
-    return ResultRow(kind="grpc", model="m", mode="x", batch_size=1, concurrency=conc, p50_ms=p50,
-                     throughput_rps=rps, stable=stable, client=client)
-
-
-def test_crosscheck_table_pairs_each_of_our_rows_with_the_perf_analyzer_row_before_it():
-    pa1, pa2 = _ours(CLIENT, 2.0, 1000.0), _ours(CLIENT, 4.0, 500.0)
-    rows = [pa1, _ours("grpc.aio", 3.0, 800.0), _ours("libcurl", 2.0, 1000.0),
-            pa2, _ours("grpc.aio", 5.0, 400.0, stable=False), _ours("libcurl", 4.4, 550.0),
-            _ours("grpc.aio", 1.0, 9.0, conc=1)]  # a row at another point has no perf_analyzer row: unpaired
-    per_pair, title, summary = crosscheck_table(rows).split("\n\n")
-    assert per_pair.splitlines()[2:] == [
-        "| 1 | 8 | grpc.aio | 3 | 2 | 1.5 | 800 | 1,000 | 0.8 |  |",
-        "| 1 | 8 | libcurl | 2 | 2 | 1 | 1,000 | 1,000 | 1 |  |",
-        "| 1 | 8 | grpc.aio | 5 | 4 | 1.25 | 400 | 500 | 0.8 | unstable |",
-        "| 1 | 8 | libcurl | 4.4 | 4 | 1.1 | 550 | 500 | 1.1 |  |"]
-    assert title == "Median over repeats (stable pairs when any):"
-    # grpc.aio: only its first pair is stable, so the median is that pair's; libcurl: median of both
-    assert summary.splitlines()[2:] == ["| 1 | 8 | grpc.aio | 2 | 1 | 1.5 | 0.8 |",
-                                        "| 1 | 8 | libcurl | 2 | 2 | 1.05 | 1.05 |"]
