@@ -64,16 +64,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _model_info(args) -> int:
-    """The model's input width from its manifest; 0 (ask the server's signature) for a model without one."""
+    """The model's input width (discovery's: 0 = build requests from the server's signature)."""
     from benchmarks.requests.discovery import discover_models
-    from export import contract
 
     infos = {i.name: i for i in discover_models(args.models_dir)}
     if args.server != "manual" and args.model not in infos:
         raise ValueError(f"no model {args.model!r} under {args.models_dir} "
                          f"(have: {', '.join(sorted(infos)) or 'none'}; export it first: make export)")
     info = infos.get(args.model)
-    return info.n_features if info is not None and contract.manifest_path(info.latest_dir).exists() else 0
+    return info.n_features if info is not None else 0
 
 
 def make_prober(args, n_features: int) -> Prober:
