@@ -281,10 +281,8 @@ def _health(target: str) -> str:
 def test_missing_base_path_is_an_error_line_and_health_stays_not_serving_until_a_version_appears(
         models, tmp_path: Path) -> None:
     base = tmp_path / "nonexistent"
-    grpc_port = free_port()
     log_path = tmp_path / "server.log"
-    argv = [sys.executable, "-m", "serving", "serve", f"--port={grpc_port}", f"--rest_api_port={free_port()}",
-            "--model_name=x", f"--model_base_path={base}", "--file_system_poll_wait_seconds=1"]
+    argv = [sys.executable, "-m", "serving", "serve", *_ports(), "--model_name=x", f"--model_base_path={base}", "--file_system_poll_wait_seconds=1"]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -293,7 +291,7 @@ def test_missing_base_path_is_an_error_line_and_health_stays_not_serving_until_a
         text = log_path.read_text()
         assert re.search(rf"ERROR \S+: model x: base path {re.escape(str(base))} does not exist", text), text
         assert "health NOT_SERVING" in text.split("listening:", 1)[1].splitlines()[0]
-        target = f"127.0.0.1:{grpc_port}"
+        target = f"127.0.0.1:{LISTENING.search(text).group(2)}"
         assert _health(target) == "NOT_SERVING"
         shutil.copytree(models["half_plus_two"] / str(VERSION), base / "1")  # the version TF Serving waits for
         assert _eventually(lambda: _health(target) == "SERVING", timeout=60), log_path.read_text()[-3000:]
