@@ -96,18 +96,19 @@ def test_achieved_rate_per_scenario():
     assert _achieved_qps({}) is None and _achieved_qps({"Samples per second": "n/a"}) is None
 
 
-def _loadgen_row(monkeypatch, tmp_path, text: str, qps: float = 250.0):
-    """served's LoadGen row for a run whose summary log is `text` (LoadGen itself not run)."""
+def _loadgen_row(monkeypatch, tmp_path, text: str, qps: float = 250.0, completed: int = 499, seconds: float = 2.0):
+    """served's LoadGen row for a run whose summary log is `text` (LoadGen itself not run) and whose measured
+    window holds `completed` answers over `seconds` (the span of LoadGen's test)."""
     summary = parse_summary(text)
     hist = LatencyHistogram()
-    for us in (400, 500, 600):
-        hist.record_us(us)
-    window = Window(0, 0.0, 1.0, hist, {}, ok=3, sum_ns=1_500_000)
-    cpu = CpuReading(wall_s=1.0, process_s=0.1, thread_s=0.05, pids_s=0.0, machine_busy_s=0.3)  # far from saturated
+    for i in range(completed):
+        hist.record_us((400, 500, 600)[i % 3])
+    window = Window(0, 0.0, seconds, hist, {}, ok=completed, sum_ns=500_000 * completed)
+    cpu = CpuReading(wall_s=seconds, process_s=0.1, thread_s=0.05, pids_s=0.0, machine_busy_s=0.3)  # far from saturated
 
     def fake_run(transport_factory, payloads, cfg, out_dir):
         return LoadGenResult(cfg.scenario, summary.get("Result is", "UNKNOWN"), summary, out_dir / "s.txt", window,
-                             cpu, 3, _loadgen_percentiles(summary), _achieved_qps(summary))
+                             cpu, completed, _loadgen_percentiles(summary), _achieved_qps(summary))
 
     monkeypatch.setattr(served, "run_loadgen", fake_run)
     cfg = served.ServedConfig(kind="grpc", target="127.0.0.1:1", models=[("m", 4)], loadgen_dir=tmp_path)
@@ -119,7 +120,9 @@ def _loadgen_row(monkeypatch, tmp_path, text: str, qps: float = 250.0):
 def test_served_row_of_a_valid_run_has_no_verdict_warning(monkeypatch, tmp_path):
     row = _loadgen_row(monkeypatch, tmp_path, VALID_SERVER)
     assert row.extra["loadgen"]["verdict"] == "VALID" and row.warnings == []
-    assert row.achieved_rate == 249.85 and row.target_rate == 250.0 and row.n == 3
+    # one req/s per row: ours (499 answers over the 2 s test); LoadGen's own figure stays in extra
+    assert row.achieved_rate == row.throughput_rps == 249.5 and row.target_rate == 250.0 and row.n == 499
+    assert row.extra["loadgen"]["achieved_qps"] == 249.85 and row.extra["loadgen"]["issued"] == 499
     assert row.extra["loadgen"]["percentiles_ms"]["p99.00"] == 16.384
 
 
@@ -134,6 +137,15 @@ def test_served_row_of_an_invalid_run_warns_with_every_constraint(monkeypatch, t
 
 
 def test_served_row_warns_when_the_achieved_rate_falls_short(monkeypatch, tmp_path):
-    row = _loadgen_row(monkeypatch, tmp_path, INVALID["Early stopping satisfied"], qps=200.0)
-    assert row.warnings[-1] == "achieved 101.4/s of target 200/s"
+    # LoadGen says 101.42/s; the warning gives the row's own rate (196 answers over 2 s), as its req/s column does
+    row = _loadgen_row(monkeypatch, tmp_path, INVALID["Early stopping satisfied"], qps=200.0, completed=196)
+    assert row.warnings[-1] == "achieved 98.0/s of target 200/s"
     assert row.warnings[0].startswith("LoadGen verdict INVALID: ") and "Early stopping satisfied=NO" in row.warnings[0]
+    assert len(row.warnings) == 2
+
+
+def test_served_row_at_thousands_per_second_warns_in_the_reports_number_format(monkeypatch, tmp_path):
+    row = _loadgen_row(monkeypatch, tmp_path, VALID_SERVER, qps=2000.0, completed=3000, seconds=2.0)
+    assert row.warnings == ["achieved 1,500/s of target 2000/s"]  # not 1.5e+03
+    row = _loadgen_row(monkeypatch, tmp_path, VALID_SERVER, qps=2000.0, completed=3600, seconds=2.0)
+    assert row.warnings == []  # 1,800/s: within 90 % of the target

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from benchmarks.measure.histogram import LatencyHistogram
+from benchmarks.results.findings import fmt_num
 from benchmarks.results.plots import write_plots
 from benchmarks.results.report import render
 from benchmarks.results.schema import RESULTS_CSV, RESULTS_JSON, ResultRow, ResultWriter, capture_environment, load_run
@@ -97,8 +98,11 @@ def test_report_and_plots_from_rows(tmp_path):
     md = render("run-x", {"cpu_model": "cpu"}, rows)
     assert "eager vs graph" in md and "gRPC vs REST" in md
     p50 = {(r.mode, r.batch_size): r.p50_ms for r in rows if r.kind == "inprocess"}
-    for bs in (1, 32):  # the eager/graph speed-up of each batch size, from the rows' own p50s
-        assert f"| m | {bs} | " in md and f" | {p50[('eager', bs)] / p50[('graph', bs)]:.1f}× | " in md
+    for bs in (1, 32):  # the eager/graph speed-up of each batch size, from the rows' own p50s, in the one format
+        speedup = p50[('eager', bs)] / p50[('graph', bs)]
+        assert f"| m | {bs} | {fmt_num(p50[('eager', bs)])} | {fmt_num(p50[('graph', bs)])} | " in md
+        assert f" | {fmt_num(speedup)}× | " in md
+    assert " | 10.1× | " in md and " | 9.74× | " in md  # 10.255 / 1.012 and 14.431 / 1.481 ms
     made = write_plots(rows, tmp_path)
     assert {p.name for p in made} == {"inprocess_modes.png", "latency_vs_throughput.png", "latency_spectrum.png"}
     for p in made:
