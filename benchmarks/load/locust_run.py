@@ -284,7 +284,9 @@ def _reconcile(row: ResultRow, transport: str, raw: dict, server: dict | None) -
     counts = {"master": master, "locust_stats": raw.get("locust_total", {}).get("num_requests"),
               "workers_sum": sum(w["requests"].get(transport, 0) for w in raw.get("workers", []))
               if raw.get("distributed") else None,
-              "server": None if server is None else sum(server.get("request_count_by_status", {}).values())}
+              # no counter in the server's metrics (delta leaves the key out): no count, not a count of 0
+              "server": sum(server["request_count_by_status"].values())
+              if server and "request_count_by_status" in server else None}
     gaps = {k: v - master for k, v in counts.items() if v is not None and v != master}
     row.extra.update(request_counts=counts, request_count_gaps=gaps)
     if gaps:

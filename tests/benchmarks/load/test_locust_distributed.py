@@ -19,10 +19,10 @@ import pytest
 from benchmarks.measure import prometheus
 from benchmarks.load.locust_run import LOCUSTFILE
 from benchmarks.results.schema import RESULTS_JSON
-from benchmarks.targets.managed import ManagedServer, free_port
+from benchmarks.targets.managed import REPO_ROOT, ManagedServer, free_port
 from export.contract import REQUEST_COUNT
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO_ROOT  # not a path counted up from this file: the file moved once and parents[2] became tests/
 MODEL = "m"
 
 
@@ -61,27 +61,32 @@ def _distributed_run(noop, tmp_path: Path, run_id: str, run_time: str, kill_seco
                        "--master-port", str(port)], tmp_path / "worker1.log")]
     try:
         if kill_second_worker_after_s is not None:
-            _wait_for_load(noop, master, timeout_s=90)
+            _wait_for_load(noop, master, tmp_path / "master.log", timeout_s=90)
             time.sleep(kill_second_worker_after_s)
             os.killpg(workers[1].pid, signal.SIGKILL)  # no quit message, no last report: a crash
         rc = master.wait(timeout=180)
-        for w in workers:
+        assert rc == 0, f"master exit {rc}:\n" + (tmp_path / "master.log").read_text()[-3000:]
+        for w in workers:  # the master's quit message stops them (the killed one is gone already)
             w.wait(timeout=30)
     finally:
         _stop_groups([master, *workers])
-    rows = json.loads((tmp_path / run_id / RESULTS_JSON).read_text())["results"] if rc == 0 else []
-    assert rc == 0 and len(rows) == 1, (tmp_path / "master.log").read_text()[-3000:]
+    rows = json.loads((tmp_path / run_id / RESULTS_JSON).read_text())["results"]
+    assert len(rows) == 1, (tmp_path / "master.log").read_text()[-3000:]
     return rows[0], [w.pid for w in workers]
 
 
-def _wait_for_load(noop, master: subprocess.Popen, timeout_s: float) -> None:
+def _wait_for_load(noop, master: subprocess.Popen, master_log: Path, timeout_s: float) -> None:
+    """Until the server's counter shows the run's requests (both workers connected, users spawned)."""
     start = prometheus.scrape(noop.metrics_url).total(REQUEST_COUNT, model_name=MODEL)
     deadline = time.time() + timeout_s
     while time.time() < deadline and master.poll() is None:
         if prometheus.scrape(noop.metrics_url).total(REQUEST_COUNT, model_name=MODEL) > start + 50:
             return
         time.sleep(0.2)
-    raise AssertionError("the load never started")
+    if master.poll() is not None:
+        raise AssertionError(f"the master exited ({master.returncode}) before the load started:\n"
+                             + master_log.read_text(errors="replace")[-3000:])
+    raise AssertionError(f"the load never started in {timeout_s:.0f} s")
 
 
 @pytest.mark.timeout(240)
@@ -105,7 +110,12 @@ def test_master_and_two_workers_in_separate_process_groups_reconcile_their_count
 
 @pytest.mark.timeout(240)
 def test_a_worker_killed_mid_run_is_named_in_the_report(noop, tmp_path):
-    row, pids = _distributed_run(noop, tmp_path, "killed", "9s", kill_second_worker_after_s=3.5)
+    # The kill waits for the load, then 5 s: over one worker report interval (Locust's 3 s), so the master has a
+    # report from the doomed worker (its pid, its requests). The master then names it missing once 3 heartbeats
+    # (1 s apart) have not come, ~4 s after the kill, and that must happen before the test ends: a 16 s run
+    # leaves ~6 s to spare. (A 9 s run with the kill at 3.5 s named it at +8.0 s of 9 on an idle machine, and a
+    # slower start or a later kill under load pushes that past the end.)
+    row, pids = _distributed_run(noop, tmp_path, "killed", "16s", kill_second_worker_after_s=5.0)
     killed = next(w for w in row["extra"]["worker_stats"] if w["pid"] == pids[1])
     survivor = next(w for w in row["extra"]["worker_stats"] if w["pid"] == pids[0])
     assert killed["lost_how"] == "missing" and killed["lost_at_s"] is not None and survivor["lost_at_s"] is None
