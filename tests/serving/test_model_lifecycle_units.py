@@ -153,7 +153,7 @@ class _GatedApp:
         self.active = self.peak = 0
         self.gate = threading.Event()
 
-    def handle(self, method: str, path: str, body: bytes) -> tuple[int, str, bytes]:
+    def handle(self, method: str, path: str, body: bytes, clock=None) -> tuple[int, str, bytes]:
         with self.lock:
             self.active += 1
             self.peak = max(self.peak, self.active)
