@@ -189,10 +189,7 @@ class ServingCore:
         """Execute a validated request on the calling thread's behalf: batched when batching is on and the
         signature is batch-major, otherwise through the model's execution scheduler (runs on this thread).
         `clock` gets the model call as execute and the rest of this call as queue."""
-        if deadline is not None and time.monotonic() >= deadline:
-            raise deadline_exceeded("Deadline exceeded before the request could run")
-        if clock is not None:
-            clock.lap("decode")
+        _admit(deadline, clock)
         try:
             if self.scheduler is not None and _batchable(sig):
                 rows = batch_size_of(inputs)
@@ -209,10 +206,7 @@ class ServingCore:
         Unbatched ones go through the same execution scheduler as REST requests; `inline` (nothing else in
         flight on the loop) lets a request that finds a free slot run on the loop thread itself.
         """
-        if deadline is not None and time.monotonic() >= deadline:
-            raise deadline_exceeded("Deadline exceeded before the request could run")
-        if clock is not None:
-            clock.lap("decode")
+        _admit(deadline, clock)
         try:
             if self.scheduler is not None and _batchable(sig):
                 rows = batch_size_of(inputs)
@@ -229,6 +223,14 @@ class ServingCore:
     def observed(self, model_name: str, entrypoint: str, api: str = "predict") -> "_Observation":
         known = self.manager is not None and self.manager.has_model(model_name)
         return _Observation(self.metrics, model_name if known else UNKNOWN_MODEL_LABEL, api, entrypoint)
+
+
+def _admit(deadline: float | None, clock: StageClock | None) -> None:
+    """The start of run() and run_async(): refuse a request already past its deadline, close the decode stage."""
+    if deadline is not None and time.monotonic() >= deadline:
+        raise deadline_exceeded("Deadline exceeded before the request could run")
+    if clock is not None:
+        clock.lap("decode")
 
 
 def _split_run(clock: StageClock | None) -> None:
