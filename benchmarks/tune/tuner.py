@@ -162,6 +162,21 @@ class Confirmation:
         return sum(1 for r in rows if r.p99_ms <= budget_ms)
 
 
+def confirmation_rate(winner: Trial, other: Trial) -> float:
+    """Where the claim "the winner holds rates the other cannot" is tested: halfway between the two edges.
+
+    At the winner's own edge a fresh server misses the budget about as often as it meets it (the rate search
+    stops within its resolution of the cliff, run 20261202-111514-tune-5b6535: neither side held it there), so
+    that rate cannot separate the two. Halfway, the other is past its edge and the winner has margin; with
+    equal edges the shared edge is used and only the p99s are compared.
+    """
+    if winner.score <= 0:
+        return winner.shown.rate
+    if 0 < other.score < winner.score:
+        return round((winner.score + other.score) / 2, 1)
+    return winner.score
+
+
 def _samples(rows: list[ResultRow]) -> np.ndarray:
     merged = LatencyHistogram()
     for r in rows:
@@ -172,9 +187,9 @@ def _samples(rows: list[ResultRow]) -> np.ndarray:
 
 def confirm(winner: Trial, other: Trial, launcher: Launcher, probe: Prober, s: TuneSettings, writer: ResultWriter,
             out: Callable[[str], None] = print) -> Confirmation | None:
-    """s.pairs interleaved pairs at the winner's rate (order alternating, so a drifting machine does not favour
+    """s.pairs interleaved pairs at confirmation_rate() (order alternating, so a drifting machine does not favour
     one side), each side on a freshly started server; None when a server did not start."""
-    rate = winner.score if winner.score > 0 else winner.shown.rate
+    rate = confirmation_rate(winner, other)
     sides: dict[str, list[ResultRow]] = {"winner": [], "other": []}
     for pair in range(s.pairs):
         order = (("winner", winner), ("other", other)) if pair % 2 == 0 else (("other", other), ("winner", winner))
