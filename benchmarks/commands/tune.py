@@ -14,6 +14,8 @@ import os
 import signal
 from pathlib import Path
 
+import numpy as np
+
 from benchmarks.commands.common import (DEFAULT_GRPC_TARGET, DEFAULT_MODELS, DEFAULT_REST_TARGET, add_run_args,
                                         finish_run, open_run)
 from benchmarks.load.managers import OpenLoop, WindowPlan, run_point
@@ -56,9 +58,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window-s", type=float, default=1.0,
                    help=f"probe window, 3 per probe (longer at low rates, to hold {MIN_REQUESTS} requests, up to "
                         f"{MAX_WINDOW_S:g} s)")
-    p.add_argument("--pairs", type=int, default=d.pairs, help="confirmation: interleaved pairs (0 = skip)")
-    p.add_argument("--search-minutes", type=float, default=5.5,
-                   help="no new trial starts after this long (default 5.5: with the confirmation, make tune stays "
+    p.add_argument("--pairs", type=int, default=d.pairs, help="confirmation: the winner's and the challenger's rates searched again on this many fresh servers "
+                        "each, interleaved (3: an exact test can then reach p = 0.05; 0 = skip)")
+    p.add_argument("--search-minutes", type=float, default=4.5,
+                   help="no new trial starts after this long (default 4.5: with the confirmation's 6 searches, make tune stays "
                         "within 10 minutes; 0 = no limit)")
     add_run_args(p)
 
@@ -110,24 +113,34 @@ def _launcher(args) -> Launcher:
     return make_launcher(kind, args.models_dir, args.model, args.target, args.rest_target)
 
 
-def conclusion(conf: Confirmation, winner: Trial, other: Trial, s: TuneSettings) -> str:
-    n = len(conf.winner)
+def _rates(rates: list[float]) -> str:
+    return ", ".join(f"{r:g}" for r in rates)
+
+
+def conclusion(conf: Confirmation, winner: Trial, other: Trial, s: TuneSettings) -> tuple[str, TrialConfig]:
+    """What the confirmation says, and the configuration to deploy: the search's winner only when its rates are
+    significantly higher than the default's; otherwise the default (a change has to earn its place)."""
+    n = len(conf.winner_rates)
     name = "the default" if other.config == DEFAULT else f"the runner-up ({other.config.label()})"
-    won, lost = conf.within(conf.winner, s.budget_ms), conf.within(conf.other, s.budget_ms)
-    measured = (f"at {conf.rate:g} req/s in {n} interleaved pairs: p99 within {s.budget_ms:g} ms for the winner "
-                f"in {won}/{n}, for {name} in {lost}/{n}; "
-                f"winner's p99 vs {name}: {conf.change_pct:+.1f} % (bootstrap 95 % CI {conf.ci_pct[0]:+.1f} .. "
-                f"{conf.ci_pct[1]:+.1f} %, {conf.verdict})")
-    holds = won == n and conf.verdict in ("improvement", "faster (within threshold)")
-    verdict = "significant" if holds else "not significant (the measurements do not separate them)"
-    if other.config != DEFAULT:
-        return f"the default is already best ({winner.score:g} req/s), {verdict}; {measured}"
-    if winner.score == other.score:
-        return (f"same rate under the budget as the default ({winner.score:g} req/s), lower p99 there: {verdict}; "
-                f"{measured}")
-    gain = f"{winner.score / other.score - 1:+.0%}" if other.score > 0 else "from nothing within the budget"
-    return (f"gain over the default: {gain} in rate under the budget ({winner.score:g} vs "
-            f"{max(other.score, 0):g} req/s), {verdict}; {measured}")
+    med_w, med_o = float(np.median(conf.winner_rates)), float(np.median(conf.other_rates))
+    measured = (f"rate within {s.budget_ms:g} ms searched again on {n} fresh servers a side, interleaved: winner "
+                f"{_rates(conf.winner_rates)} req/s, {name} {_rates(conf.other_rates)} req/s (exact permutation "
+                f"test of the mean: p = {conf.p_winner_higher:.3f} winner higher, {conf.p_other_higher:.3f} lower)")
+    if other.config != DEFAULT:  # the default won the search
+        if conf.verdict == "winner":
+            return f"the default is already best, significant: {measured}", DEFAULT
+        return (f"the default is already best in the search; not significantly ahead of the runner-up, so keep the "
+                f"default: {measured}"), DEFAULT
+    if conf.verdict == "winner":
+        gain = f"{med_w / med_o - 1:+.0%}" if med_o > 0 else "from nothing within the budget"
+        return (f"gain over the default: {gain} in rate under the budget (median {med_w:g} vs {med_o:g} req/s), "
+                f"significant: {measured}"), winner.config
+    if conf.verdict == "other":
+        return (f"not confirmed: the default held a significantly higher rate than the search's winner "
+                f"({winner.config.label()}); keep the default: {measured}"), DEFAULT
+    return (f"not significant: the search's winner ({winner.config.label()}, {winner.score:g} vs {other.score:g} "
+            f"req/s in the search) did not hold a higher rate than the default when both were measured again; "
+            f"keep the default: {measured}"), DEFAULT
 
 
 def _confirm_and_write(trials: list[Trial], launcher: Launcher, probe: Prober, s: TuneSettings, w, args) -> str:
@@ -140,18 +153,25 @@ def _confirm_and_write(trials: list[Trial], launcher: Launcher, probe: Prober, s
     if best.score < s.min_rps:
         lines.append(f"no configuration reaches --min-rps {s.min_rps:g} within the budget (best {best.score:g} req/s)")
     other = challenger(trials)
+    chosen, rate = best.config, best.score
     if other is None:
         lines.append("no confirmation: no second configuration was measured")
     elif s.pairs > 0:
         conf = confirm(best, other, launcher, probe, s, w)
         if conf is not None:
-            lines.append(conclusion(conf, best, other, s))
-            for row in conf.winner + conf.other:
-                row.extra["tune_confirm"]["verdict"] = lines[-1]
-    plan = CapacityPlan(args.target_rps, best.score) if args.target_rps > 0 else None
+            text, chosen = conclusion(conf, best, other, s)
+            lines.append(text)
+            # the capacity plan uses the re-measured rates of the configuration deployed
+            rate = float(np.median(conf.winner_rates if chosen == best.config else conf.other_rates))
+            for row in conf.rows:
+                row.extra["tune_confirm"]["verdict"] = text
+    if chosen != best.config:
+        lines.append(f"recommended: {chosen.label()} (best/ files)")
+    plan = CapacityPlan(args.target_rps, rate) if args.target_rps > 0 and rate > 0 else None
     winner_row = next(r for r in w.rows if r.scenario == TUNE and r.extra["tune"]["trial"] == best.index)
-    winner_row.extra["tune"].update(winner=True, capacity_plan=plan.text() if plan else "")
-    files = write_best(w.run_dir, best.config, plan)
+    winner_row.extra["tune"].update(winner=True, capacity_plan=plan.text() if plan else "",
+                                    recommended=chosen.label())
+    files = write_best(w.run_dir, chosen, plan)
     lines += [plan.text() if plan else "capacity plan: give --target-rps", "best files: " + ", ".join(
         str(f.relative_to(w.run_dir)) for f in files)]
     w.flush()

@@ -234,7 +234,7 @@ def tune_table(rows: list[ResultRow]) -> str:
 
 def tune_confirm_table(rows: list[ResultRow]) -> str:
     conf = [r for r in rows if r.scenario == "tune-confirm"]
-    body = table(["pair", "side", "configuration", "rate/s", "answered/s", "p50 ms", "p99 ms"],
+    body = table(["pair", "side", "configuration", "req/s within budget", "answered/s", "p50 ms", "p99 ms"],
                  [[r.extra["tune_confirm"]["pair"], r.extra["tune_confirm"]["role"], r.mode, r.target_rate,
                    r.throughput_rps, r.p50_ms, r.p99_ms] for r in conf]) if conf else ""
     verdict = conf[-1].extra["tune_confirm"].get("verdict", "") if conf else ""
