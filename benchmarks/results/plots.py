@@ -178,7 +178,8 @@ def plot_capacity(rows: list[ResultRow], out: Path) -> Path | None:
 
 def plot_tune_pareto(rows: list[ResultRow], out: Path) -> Path | None:
     """`tune`: each trial's rate within the budget against its p99 there; the Pareto front (no other trial has
-    both a higher rate and a lower p99), the default and the winner marked, the budget as a line."""
+    both a higher rate and a lower p99), the default and the winner marked, the budget as a line, and the
+    confirmation's re-measured rates of both sides (triangles): where they fall apart or together is the verdict."""
     trials = [r for r in rows if r.scenario == "tune" and "tune" in r.extra and _ok(r.p99_ms)]
     if not trials:
         return None
@@ -199,6 +200,13 @@ def plot_tune_pareto(rows: list[ResultRow], out: Path) -> Path | None:
             ax.scatter([v], [r.p99_ms], s=220, facecolors="none", edgecolors="tab:red" if win else "k")
             ax.annotate(f"winner: {r.mode}" if win else "default", (v, r.p99_ms), textcoords="offset points",
                         xytext=(-10, 10) if win else (10, 10), ha="right" if win else "left", fontsize=8)
+    # The confirmation: each side's rate searched again on fresh servers, so the spread of the figure shows
+    confirm = [r for r in rows if r.scenario == "tune-confirm" and r.target_rate and _ok(r.p99_ms)]
+    for role, marker, color in (("winner", "^", "tab:red"), ("other", "v", "k")):
+        side = [r for r in confirm if r.extra.get("tune_confirm", {}).get("role") == role]
+        if side:
+            ax.scatter([r.target_rate for r in side], [r.p99_ms for r in side], marker=marker, facecolors="none",
+                       edgecolors=color, s=60, label=f"re-measured: {'winner' if role == 'winner' else side[0].mode}")
     ax.axhline(trials[0].extra["tune"]["budget_ms"], c="tab:red", ls="--", lw=1, label="p99 budget")
     ax.set_xlabel("request rate (req/s, open loop, Poisson)")
     ax.set_ylabel("p99 latency (ms)")

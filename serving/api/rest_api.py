@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import re
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -271,8 +272,13 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             path = self.path.split("?", 1)[0]
             clock = self.clock if method == "POST" else None
-            with self.handling:
-                status, ctype, payload = self.app.handle(method, path, body, clock)
+            try:
+                with self.handling:
+                    status, ctype, payload = self.app.handle(method, path, body, clock)
+            except Exception as exc:  # RestApp.handle answers its own errors; this is a last line, never a dropped reply
+                log.exception("unexpected error handling %s %s", method, path)
+                self._error(500, f"internal error: {type(exc).__name__}: {exc}", close=True)
+                return
             self._reply(status, ctype, payload)
             if clock is not None and status == 200:
                 self.app.core.metrics.observe_stages(clock)
@@ -307,6 +313,15 @@ class RestServer:
             daemon_threads = True  # idle keep-alive threads must not block exit; drain uses the tracker
             request_queue_size = 1024  # many benchmark clients connect at once
             allow_reuse_address = True
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                # A client closing its keep-alive connection (wrk at the end of a run) is not a server error:
+                # socketserver would print a traceback to stderr for each one.
+                exc = sys.exc_info()[1]
+                if isinstance(exc, (ConnectionResetError, BrokenPipeError, TimeoutError)):
+                    log.debug("connection from %s ended: %s", client_address, exc)
+                    return
+                log.error("error on the connection from %s", client_address, exc_info=exc)
 
         self.httpd = _Server((host, port), handler)
         self.port = self.httpd.server_address[1]

@@ -2,6 +2,7 @@
 config-file poller, with a fake loader (no TensorFlow): fast and exact."""
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -185,6 +186,43 @@ def test_rest_api_num_threads_caps_requests_handled_at_once(num_threads, expecte
         for t in clients:
             t.join(20)
         assert app.peak == expected_peak
+    finally:
+        server.stop_accepting()
+        server.close()
+
+
+class _FailingApp:
+    """An app whose handle raises for one path: the HTTP layer's last line of defence answers, not a reset."""
+
+    def handle(self, method: str, path: str, body: bytes, clock=None) -> tuple[int, str, bytes]:
+        if path.endswith("boom"):
+            raise RuntimeError("handler bug")
+        return 200, "application/json", b"{}"
+
+
+def test_an_exception_in_the_app_is_a_500_reply_and_the_server_keeps_serving(caplog) -> None:
+    import requests
+
+    from serving.api.rest_api import RestServer
+
+    server = RestServer(_FailingApp(), "127.0.0.1", 0, 1 << 20)  # type: ignore[arg-type]
+    server.start()
+    try:
+        base = f"http://127.0.0.1:{server.port}/v1/models"
+        reply = requests.get(f"{base}/boom", timeout=10)
+        assert reply.status_code == 500 and reply.json() == {"error": "internal error: RuntimeError: handler bug"}
+        assert reply.headers["Connection"] == "close"
+        assert requests.get(f"{base}/m", timeout=10).status_code == 200
+        # a client that resets its connection is logged at debug, not printed as a server error; anything else is
+        caplog.set_level(logging.DEBUG, logger="serving.rest")
+        for exc in (ConnectionResetError(104, "Connection reset by peer"), RuntimeError("parser bug")):
+            try:
+                raise exc
+            except Exception:
+                server.httpd.handle_error(None, ("127.0.0.1", 1))
+        levels = [(r.levelname, type(r.exc_info[1]).__name__ if r.exc_info else "") for r in caplog.records
+                  if r.name == "serving.rest" and "('127.0.0.1', 1)" in r.getMessage()]
+        assert levels == [("DEBUG", ""), ("ERROR", "RuntimeError")]
     finally:
         server.stop_accepting()
         server.close()
