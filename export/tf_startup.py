@@ -6,6 +6,12 @@ and the CPU-feature notice, twice (two shared libraries print them), and, on a m
 `E0000 ... failed call to cuInit` line that reads like an error. By default the CLIs hold stderr while TensorFlow
 is imported and probes for GPUs, and drop exactly those lines; everything else is written as it came.
 `--verbose`, or a TF_CPP_MIN_LOG_LEVEL the user set, shows everything.
+
+The server also imports TensorFlow with scikit-learn hidden (`without_sklearn`): TensorFlow's __init__ imports
+keras.src.optimizers, which imports all of Keras, whose scikit-learn wrappers import scikit-learn when it is
+installed (it is: the exporter's datasets come from it). That was 0.7-1.6 s of a 4.0-5.1 s `import tensorflow`
+measured here, on every server start, for wrapper classes a server never uses. Only during that import: a later
+`import sklearn` (a user's --import module) works as usual.
 """
 from __future__ import annotations
 
@@ -24,17 +30,23 @@ NOISE = re.compile(r"All log messages before absl::InitializeLog|oneDNN custom o
                    r"computation placer already registered|Could not find cuda drivers")
 
 
-def quiet_tensorflow_startup(verbose: bool = False) -> None:
-    """Call at the start of a CLI, before anything imports TensorFlow."""
+def quiet_tensorflow_startup(verbose: bool = False, without_sklearn: bool = False) -> None:
+    """Call at the start of a CLI, before anything imports TensorFlow. without_sklearn: see the module docstring
+    (the server's CLI; not the exporter's, which loads its datasets with scikit-learn)."""
     if verbose:
         os.environ[MODE_ENV] = "verbose"
     mode = os.environ.get(MODE_ENV) or ("verbose" if "TF_CPP_MIN_LOG_LEVEL" in os.environ else "quiet")
-    if mode == "verbose":
+    quiet = mode != "verbose"
+    if quiet:
+        os.environ[MODE_ENV] = "quiet"
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's own INFO and WARNING lines too
+    if "tensorflow" in sys.modules or not (quiet or without_sklearn):
         return
-    os.environ[MODE_ENV] = "quiet"
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's own INFO and WARNING lines too
-    if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietImport) for f in sys.meta_path):
-        sys.meta_path.insert(0, _QuietImport())
+    hook = next((f for f in sys.meta_path if isinstance(f, _TensorflowImport)), None)
+    if hook is None:
+        sys.meta_path.insert(0, _TensorflowImport(quiet, without_sklearn))
+    else:
+        hook.quiet, hook.without_sklearn = hook.quiet or quiet, hook.without_sklearn or without_sklearn
 
 
 @contextlib.contextmanager
@@ -56,8 +68,12 @@ def _stderr_without_banners() -> Iterator[None]:
             sys.stderr.flush()
 
 
-class _QuietImport(importlib.abc.MetaPathFinder):
-    """Wraps the first `import tensorflow`, wherever it happens, in _stderr_without_banners."""
+class _TensorflowImport(importlib.abc.MetaPathFinder):
+    """Wraps the first `import tensorflow`, wherever it happens: in _stderr_without_banners (quiet) and with
+    scikit-learn hidden (without_sklearn)."""
+
+    def __init__(self, quiet: bool, without_sklearn: bool) -> None:
+        self.quiet, self.without_sklearn = quiet, without_sklearn
 
     def find_spec(self, name, path=None, target=None):  # noqa: ANN001 (importlib's signature)
         if name != "tensorflow":
@@ -66,12 +82,20 @@ class _QuietImport(importlib.abc.MetaPathFinder):
         spec = importlib.util.find_spec(name)
         if spec is None or spec.loader is None:
             return spec
-        load = spec.loader.exec_module
+        load, quiet, without_sklearn = spec.loader.exec_module, self.quiet, self.without_sklearn
 
         def exec_module(module) -> None:  # noqa: ANN001
-            with _stderr_without_banners():
-                load(module)
-                module.config.list_physical_devices("GPU")  # the cuInit probe, while stderr is still held
+            hidden = without_sklearn and "sklearn" not in sys.modules
+            if hidden:
+                sys.modules["sklearn"] = None  # type: ignore[assignment]  # `import sklearn` raises ImportError
+            try:
+                with _stderr_without_banners() if quiet else contextlib.nullcontext():
+                    load(module)
+                    if quiet:
+                        module.config.list_physical_devices("GPU")  # the cuInit probe, while stderr is still held
+            finally:
+                if hidden and "sklearn" in sys.modules and sys.modules["sklearn"] is None:
+                    del sys.modules["sklearn"]
 
         spec.loader.exec_module = exec_module
         return spec

@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     from serving.cli.launch import add_launch_arguments
 
     add_launch_arguments(launch)
-    from serving.cli.check_model import add_check_model_arguments
+    from serving.cli.check_model_flags import add_check_model_arguments
 
     add_check_model_arguments(sub.add_parser(
         "check-model", help="compare the embedded server's answers for a SavedModel with TensorFlow's v1 Session "
@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from export.tf_startup import quiet_tensorflow_startup
 
-    quiet_tensorflow_startup(verbose="--verbose" in (sys.argv[1:] if argv is None else argv))
+    # the server never uses scikit-learn: TensorFlow's import skips it (export/tf_startup.py says why)
+    quiet_tensorflow_startup(verbose="--verbose" in (sys.argv[1:] if argv is None else argv), without_sklearn=True)
     args = build_parser().parse_args(argv)
     if args.command == "launch":
         from serving.cli.launch import run_launch

@@ -31,3 +31,15 @@ def test_banners_hidden_by_default_and_shown_when_asked():
     verbose = _stderr("verbose")
     assert NOISE.search(verbose), verbose  # what the default hides is really printed by TensorFlow here
     assert NOISE.search(_stderr("quiet", TF_CPP_MIN_LOG_LEVEL="0"))  # the user's own setting wins
+
+
+def test_the_servers_tensorflow_import_skips_scikit_learn_and_leaves_it_importable():
+    script = ("import sys; from export.tf_startup import quiet_tensorflow_startup; "
+              "quiet_tensorflow_startup(without_sklearn=True); import tensorflow; "
+              "print('during', 'sklearn' in sys.modules); import sklearn; print('after', sklearn.__name__)")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["during", "False", "after", "sklearn"]
+    plain = subprocess.run([sys.executable, "-c", "import sys, tensorflow; print('sklearn' in sys.modules)"],
+                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
+    assert plain.stdout.split() == ["True"]  # what is skipped: Keras imports it with TensorFlow otherwise
