@@ -22,7 +22,7 @@ from benchmarks.load.managers import OpenLoop, WindowPlan, run_point
 from benchmarks.results.profiler import profile
 from benchmarks.tune.launchers import Endpoint, Launcher, docker_answers, make_launcher
 from benchmarks.tune.outputs import CapacityPlan, write_best
-from benchmarks.tune.rate_search import RatePlan
+from benchmarks.tune.rate_search import RatePlan, wait_until_drained
 from benchmarks.tune.space import DEFAULT, SEARCHES, TrialConfig, make_search
 from benchmarks.tune.tuner import (TUNE, Confirmation, Prober, Trial, TuneSettings, challenger, confirm, ranked,
                                    run_trials)
@@ -92,6 +92,7 @@ def make_prober(args, n_features: int) -> Prober:
             built = build_requests(RequestSpec(args.model, args.api, target, n_features))
             payloads["p"] = built.payload(args.request_batch)
         p = payloads["p"]
+        waited = wait_until_drained(lambda: _lone_request_ms(args.api, target, p, timeout_s), args.p99_ms)
         window_s = min(max(args.window_s, MIN_REQUESTS / (3 * rate)), max(MAX_WINDOW_S, args.window_s))
         plan = WindowPlan(window_s=window_s, fixed_windows=3, warmup_s=0.5)
         point = run_point(lambda: make_transport(args.api, target, p.rest_path, concurrency=MAX_IN_FLIGHT,
@@ -99,10 +100,23 @@ def make_prober(args, n_features: int) -> Prober:
                           [p.grpc_bytes if args.api == "grpc" else p.rest_body],
                           OpenLoop(rate, "poisson", max_in_flight=MAX_IN_FLIGHT), plan,
                           server_pids=endpoint.pids, metrics_url=endpoint.metrics_url, model=args.model)
-        return profile(point, kind=args.api, model=args.model, mode=config.label(), batch_size=args.request_batch,
-                       scenario=TUNE, server=endpoint.server, target=target, client=client_name(args.api))
+        row = profile(point, kind=args.api, model=args.model, mode=config.label(), batch_size=args.request_batch,
+                      scenario=TUNE, server=endpoint.server, target=target, client=client_name(args.api))
+        row.extra["drain_wait_s"] = round(waited, 2)
+        return row
 
     return probe
+
+
+def _lone_request_ms(api: str, target: str, payload, timeout_s: float) -> float | None:
+    """One blocking request's latency in ms (None when it failed): the drain check before a probe."""
+    import time
+
+    from benchmarks.clients.probe import probe as lone
+
+    started = time.perf_counter()
+    result = lone(api, target, payload, timeout_s)
+    return (time.perf_counter() - started) * 1000 if result.ok else None
 
 
 def _launcher(args) -> Launcher:

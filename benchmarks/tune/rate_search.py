@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -84,6 +85,28 @@ def why_not(row: ResultRow, rate: float, budget_ms: float, keep_up: float = Rate
     if expected and row.n < min(keep_up * expected, expected - 3 * math.sqrt(expected)):
         reasons.append(f"answered {row.throughput_rps:.0f}/s of {rate:g}/s")
     return "; ".join(reasons)
+
+
+def wait_until_drained(lone_call: Callable[[], float | None], budget_ms: float, timeout_s: float = 30.0,
+                       pause_s: float = 0.2, clock: Callable[[], float] = time.monotonic,
+                       sleep: Callable[[float], None] = time.sleep) -> float:
+    """Before a probe: send lone requests until one is answered within half the budget (or timeout_s passes);
+    returns the seconds waited. `lone_call` -> the request's latency in ms, None when it failed.
+
+    Why: the server cannot know that the client gave up on the requests a failed probe left in flight, so it
+    keeps computing them; the next probe then starts against that backlog and fails however low its rate (run
+    20261202-141415-tune-e28e48: after 131 req/s, MobileNetV2 failed 98 and 82 req/s with nothing answered, and
+    the same configuration held 123 req/s on two other servers). A lone request waits behind the backlog (one
+    queue), so its latency says when it is gone.
+    """
+    started = clock()
+    while True:
+        latency_ms = lone_call()
+        if latency_ms is not None and latency_ms <= budget_ms / 2:
+            return clock() - started
+        if clock() - started >= timeout_s:
+            return clock() - started
+        sleep(pause_s)
 
 
 def merge_rows(first: ResultRow, second: ResultRow) -> ResultRow:

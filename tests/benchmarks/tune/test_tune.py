@@ -72,6 +72,27 @@ def test_a_p99_only_failure_is_measured_again_and_judged_on_both_measurements():
     assert [p.rate for p in never.probes] == [400, 200] and "remeasured" not in never.probes[0].row.extra
 
 
+def test_a_probe_waits_until_a_lone_request_is_answered_within_half_the_budget():
+    """The backlog a failed probe left behind: a failed lone request, then 900 and 15 ms (over half of the 20 ms
+    budget), then 9 ms: drained."""
+    from benchmarks.tune.rate_search import wait_until_drained
+
+    now = [0.0]
+    answers = iter([None, 900.0, 15.0, 9.0, 1.0])
+    calls = []
+
+    def lone():
+        calls.append(now[0])
+        return next(answers)
+
+    waited = wait_until_drained(lone, 20.0, timeout_s=30, pause_s=0.5, clock=lambda: now[0],
+                                sleep=lambda s: now.__setitem__(0, now[0] + s))
+    assert calls == [0.0, 0.5, 1.0, 1.5] and waited == 1.5  # 9 ms <= 10 ms ends it; the fifth answer is never asked
+    stuck = wait_until_drained(lambda: 500.0, 20.0, timeout_s=2, pause_s=0.5, clock=lambda: now[0],
+                               sleep=lambda s: now.__setitem__(0, now[0] + s))
+    assert stuck == 2.0  # gives up at the timeout: the probe then measures (and fails) as it is
+
+
 def test_rate_search_stops_at_the_probe_cap():
     result = search_rate(cliff(430), 20.0, RatePlan(start_rps=100, max_probes=5))
     assert [p.rate for p in result.probes] == [100, 200, 400, 800, 600] and result.rate == 400
