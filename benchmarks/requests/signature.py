@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
+import http.client
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -93,14 +93,27 @@ def _ask(kind: str, target: str, model: str, what: tuple, timeout_s: float):
 
 
 def http_call(url: str, timeout_s: float, body: bytes | None = None) -> tuple[int, bytes]:
-    """GET (or POST `body` as JSON) -> (HTTP status, body bytes); connection failures raise OSError."""
-    req = urllib.request.Request(url, data=body, method="GET" if body is None else "POST",
-                                 headers={} if body is None else {"Content-Type": "application/json"})
+    """GET (or POST `body` as JSON) -> (HTTP status, body bytes); connection failures raise OSError.
+
+    http.client rather than urllib: a server that refuses a body before reading it (413 over --max-request-bytes)
+    answers and closes, so sending the rest fails with a broken pipe; the answer is already in the socket, and
+    it, not "Broken pipe", is what the caller gets.
+    """
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout_s)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
+        try:
+            conn.request("GET" if body is None else "POST", path, body=body,
+                         headers={} if body is None else {"Content-Type": "application/json"})
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered early (and closed): read that answer below, or fail there
+        response = conn.getresponse()
+        return response.status, response.read()
+    except http.client.HTTPException as exc:  # no (valid) answer at all
+        raise OSError(f"{type(exc).__name__}: {exc}") from None
+    finally:
+        conn.close()
 
 
 def error_message(body: bytes) -> str:

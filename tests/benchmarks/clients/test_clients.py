@@ -165,3 +165,30 @@ def test_rest_transport_parses_what_servers_send(reply, expected_status, expecte
     assert results == [(expected_status, expected_body)] * 3  # also after reuse / reconnect
     if expected_status != "protocol_error":
         assert seen == [b'{"instances":[[1.0]]}'] * 3
+
+
+def test_the_probe_reports_the_servers_413_not_a_broken_pipe():
+    """A body over the server's --max-request-bytes is answered 413 before it is read, and the connection closed;
+    the probe must read that answer rather than fail on sending the rest of the body."""
+    from benchmarks.clients.probe import probe
+    from benchmarks.requests.payloads import Payload
+    from serving.api.rest_api import RestServer
+
+    class _App:
+        def handle(self, method, path, body, clock=None):
+            return 200, "application/json", b"{}"
+
+    server = RestServer(_App(), "127.0.0.1", 0, 1 << 20)  # type: ignore[arg-type]
+    server.start()
+    try:
+        big = Payload("m", 1, 1, "serving_default", b"", b"[" + b"0," * (8 << 20) + b"0]", "/v1/models/m:predict",
+                      0.0, 0.0)
+        result = probe("rest", f"127.0.0.1:{server.port}", big, timeout_s=30)
+        assert result.status == "413" and not result.ok
+        assert result.message == (f"request body of {len(big.rest_body)} bytes exceeds the server's limit of "
+                                   f"{1 << 20} bytes (--max-request-bytes)")
+        small = Payload("m", 1, 1, "serving_default", b"", b"[0]", "/v1/models/m:predict", 0.0, 0.0)
+        assert probe("rest", f"127.0.0.1:{server.port}", small, timeout_s=30).status == "200"
+    finally:
+        server.stop_accepting()
+        server.close()
