@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import os
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -58,11 +59,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window-s", type=float, default=1.0,
                    help=f"probe window, 3 per probe (longer at low rates, to hold {MIN_REQUESTS} requests, up to "
                         f"{MAX_WINDOW_S:g} s)")
-    p.add_argument("--pairs", type=int, default=d.pairs, help="confirmation: the winner's and the challenger's rates searched again on this many fresh servers "
-                        "each, interleaved (3: an exact test can then reach p = 0.05; 0 = skip)")
+    p.add_argument("--pairs", type=int, default=d.pairs,
+                   help="confirmation: the winner's and the challenger's rates searched again on this many fresh "
+                        "servers each, interleaved (3: an exact test can then reach p = 0.05; 0 = skip)")
     p.add_argument("--search-minutes", type=float, default=4.5,
-                   help="no new trial starts after this long (default 4.5: with the confirmation's 6 searches, make tune stays "
-                        "within 10 minutes; 0 = no limit)")
+                   help="no new trial starts after this long (default 4.5: with the confirmation's 6 searches, "
+                        "make tune stays within 10 minutes; 0 = no limit)")
     add_run_args(p)
 
 
@@ -110,8 +112,6 @@ def make_prober(args, n_features: int) -> Prober:
 
 def _lone_request_ms(api: str, target: str, payload, timeout_s: float) -> float | None:
     """One blocking request's latency in ms (None when it failed): the drain check before a probe."""
-    import time
-
     from benchmarks.clients.probe import probe as lone
 
     started = time.perf_counter()

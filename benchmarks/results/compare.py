@@ -57,14 +57,14 @@ MAX_SAMPLES = 4000  # samples drawn from each row's histogram for the bootstrap
 
 
 def median_change_ci(base: np.ndarray, new: np.ndarray, *, confidence: float = 0.95, n_resamples: int = 2000,
-                     seed: int = 0, q: float = 0.5) -> tuple[float, float, float]:
-    """(point change, ci low, ci high) of median(new)/median(base) - 1; q: another quantile instead (tune's p99)."""
+                     seed: int = 0) -> tuple[float, float, float]:
+    """(point change, ci low, ci high) of median(new)/median(base) - 1."""
     from scipy.stats import bootstrap
 
-    point = float(np.quantile(new, q) / np.quantile(base, q) - 1.0)
+    point = float(np.median(new) / np.median(base) - 1.0)
 
     def stat(b, n, axis=-1):
-        return np.quantile(n, q, axis=axis) / np.quantile(b, q, axis=axis) - 1.0
+        return np.median(n, axis=axis) / np.median(b, axis=axis) - 1.0
 
     if np.all(base == base[0]) and np.all(new == new[0]):
         return point, point, point  # degenerate: every resample gives the same value
@@ -81,9 +81,9 @@ def verdict_for(point: float, lo: float, hi: float, threshold: float) -> str:
     return "no change"
 
 
-def compare_samples(base: np.ndarray, new: np.ndarray, threshold: float = THRESHOLD, seed: int = 0,
-                    q: float = 0.5) -> tuple[str, float, float, float]:
-    point, lo, hi = median_change_ci(np.asarray(base, float), np.asarray(new, float), seed=seed, q=q)
+def compare_samples(base: np.ndarray, new: np.ndarray, threshold: float = THRESHOLD,
+                    seed: int = 0) -> tuple[str, float, float, float]:
+    point, lo, hi = median_change_ci(np.asarray(base, float), np.asarray(new, float), seed=seed)
     return verdict_for(point, lo, hi, threshold), point, lo, hi
 
 

@@ -109,21 +109,23 @@ def wait_until_drained(lone_call: Callable[[], float | None], budget_ms: float, 
         sleep(pause_s)
 
 
+# what from_histogram fills: the rest of a merged row (CPU, server metrics, labels) is the second measurement's
+MEASURED_FIELDS = ("histogram", "n", "errors", "errors_by_code", "duration_s", "throughput_rps", "rows_per_s",
+                   "p50_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms", "mean_ms")
+
+
 def merge_rows(first: ResultRow, second: ResultRow) -> ResultRow:
     """Two measurements of one rate as one row: latencies, counts, errors and skipped sends of both."""
-    hist = first.histogram_obj().merge(second.histogram_obj())
     codes = dict(first.errors_by_code)
     for code, n in second.errors_by_code.items():
         codes[code] = codes.get(code, 0) + n
-    merged = ResultRow.from_histogram(hist, duration_s=first.duration_s + second.duration_s,
-                                      errors=first.errors + second.errors, errors_by_code=codes,
-                                      **{f: getattr(second, f) for f in KEY_FIELDS})
-    keep = {"histogram", "n", "errors", "errors_by_code", "duration_s", "throughput_rps", "rows_per_s", "extra",
-            "p50_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms", "mean_ms"}
-    merged = dataclasses.replace(second, **{f: getattr(merged, f) for f in keep if f != "extra"})
-    merged.extra = dict(second.extra, remeasured=True,
-                        dropped_open_loop=first.extra.get("dropped_open_loop", 0) + second.extra.get("dropped_open_loop", 0))
-    return merged
+    both = ResultRow.from_histogram(first.histogram_obj().merge(second.histogram_obj()),
+                                    duration_s=first.duration_s + second.duration_s,
+                                    errors=first.errors + second.errors, errors_by_code=codes,
+                                    **{f: getattr(second, f) for f in KEY_FIELDS})
+    dropped = first.extra.get("dropped_open_loop", 0) + second.extra.get("dropped_open_loop", 0)
+    return dataclasses.replace(second, **{f: getattr(both, f) for f in MEASURED_FIELDS},
+                               extra=dict(second.extra, remeasured=True, dropped_open_loop=dropped))
 
 
 def _worth_remeasuring(row: ResultRow, rate: float, budget_ms: float, plan: RatePlan) -> bool:

@@ -148,6 +148,9 @@ def challenger(trials: list[Trial]) -> Trial | None:
     return order[1] if default is None or default is order[0] else default
 
 
+ALPHA = 0.05  # with 3 searches a side the exact test reaches 1/20: every winner's rate above every other's
+
+
 @dataclass
 class Confirmation:
     """Each side's rate under the budget, searched again on `pairs` freshly started servers, interleaved."""
@@ -166,9 +169,6 @@ class Confirmation:
         if self.p_other_higher <= ALPHA + 1e-9:
             return "other"
         return "tie"
-
-
-ALPHA = 0.05  # with 3 searches a side the exact test reaches 1/20: every winner's rate above every other's
 
 
 def rate_test(winner: list[float], other: list[float]) -> tuple[float, float]:
@@ -200,7 +200,8 @@ def confirm(winner: Trial, other: Trial, launcher: Launcher, probe: Prober, s: T
     3/3). Each search starts below the lower of the two figures, so it brackets both.
     """
     found = [t.score for t in (winner, other) if t.score > 0]
-    plan = dataclasses.replace(s.rate, start_rps=max(s.rate.floor_rps, 0.75 * min(found)) if found else s.rate.start_rps)
+    start = max(s.rate.floor_rps, 0.75 * min(found)) if found else s.rate.start_rps
+    plan = dataclasses.replace(s.rate, start_rps=start)
     rates: dict[str, list[float]] = {"winner": [], "other": []}
     rows: list[ResultRow] = []
     for pair in range(s.pairs):
@@ -217,7 +218,8 @@ def confirm(winner: Trial, other: Trial, launcher: Launcher, probe: Prober, s: T
                 launcher.stop()
             rates[role].append(result.rate)
             shown = result.best or result.closest
-            row = shown.row if shown is not None else ResultRow(kind=s.api, model=s.model, mode="", batch_size=s.request_batch)
+            row = (shown.row if shown is not None
+                   else ResultRow(kind=s.api, model=s.model, mode="", batch_size=s.request_batch))
             row.mode, row.scenario, row.target_rate = trial.config.label(), CONFIRM, result.rate
             row.extra["tune_confirm"] = {"pair": pair + 1, "role": role, "rate_under_budget": result.rate,
                                          "probes": [{"rate": p.rate, "p99_ms": p.row.p99_ms, "why_not": p.why_not}

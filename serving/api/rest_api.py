@@ -275,7 +275,7 @@ class _Handler(BaseHTTPRequestHandler):
             try:
                 with self.handling:
                     status, ctype, payload = self.app.handle(method, path, body, clock)
-            except Exception as exc:  # RestApp.handle answers its own errors; this is a last line, never a dropped reply
+            except Exception as exc:  # RestApp.handle answers its own errors; this last line never drops a reply
                 log.exception("unexpected error handling %s %s", method, path)
                 self._error(500, f"internal error: {type(exc).__name__}: {exc}", close=True)
                 return
