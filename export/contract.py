@@ -30,6 +30,7 @@ MODEL_CONFIG_FILE = "models.config"  # base_path /models/<name>: what the offici
 LOCAL_MODEL_CONFIG_FILE = "models.local.config"  # absolute local base paths: for the embedded server
 CONTAINER_MODELS_ROOT = "/models"
 SERVER_MODES = ("graph", "xla", "eager")  # how the embedded server runs a model (serving/execution/runners.py)
+GRAPH_EXECUTORS = ("session", "function")  # how graph mode runs a signature (serving/execution/runners.py)
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 # safe_strto64's grammar: C isspace() around an optional '-' and ASCII digits ('+' is not accepted).

@@ -28,12 +28,12 @@ CALLS = {
     "tf-function-wrapper": "tf.function(lambda t: signature(t))",
     "concrete-call-flat": "ConcreteFunction._call_flat",
     "atomic-call-flat": "AtomicFunction.call_flat",
-    "graph-runner": "server GraphRunner.run (chosen path)",
-    "v1-session": "server SessionRunner.run (v1 Session, TF Serving's route)",
+    "graph-runner": "server GraphRunner.run, executor function (_FlatCall)",
+    "v1-session": "server SessionRunner.run (v1 Session, TF Serving's route; executor session)",
 }
 
 
-def candidates(version_dir: Path, signature: str) -> tuple[object, dict[str, Callable[[], object]], np.ndarray, dict]:
+def candidates(version_dir: Path, signature: str, batch_size: int = 1) -> tuple[object, dict[str, Callable[[], object]], np.ndarray, dict]:
     """(the loaded SavedModel, short name -> a batch-1 call, the reference output, short name -> error of a way
     that cannot run). The loaded object must outlive the calls: it owns the variables they capture."""
     import tensorflow as tf
@@ -44,11 +44,11 @@ def candidates(version_dir: Path, signature: str) -> tuple[object, dict[str, Cal
     sig = loaded.signatures[signature]
     in_name = list(sig.structured_input_signature[1])[0]
     n_features = sig.structured_input_signature[1][in_name].shape[-1]
-    x = np.random.default_rng(0).standard_normal((1, n_features)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((batch_size, n_features)).astype(np.float32)
     out_name = sorted(sig.structured_outputs)[0]
     reference = sig(**{in_name: tf.constant(x)})[out_name].numpy()
     wrapped = tf.function(lambda v: sig(**{in_name: v}))
-    runner = GraphRunner(version_dir, "bench")
+    runner = GraphRunner(version_dir, "bench", executor="function")
     calls: dict[str, Callable[[], object]] = {
         "signature-tf-constant": lambda: sig(**{in_name: tf.constant(x)})[out_name].numpy(),
         "signature-numpy": lambda: sig(**{in_name: x})[out_name].numpy(),
@@ -64,17 +64,19 @@ def candidates(version_dir: Path, signature: str) -> tuple[object, dict[str, Cal
     return loaded, calls, reference, {"v1-session": session_call}
 
 
-def _row(name: str, hist: LatencyHistogram, wall_s: float, model: str, extra: dict, **kw) -> ResultRow:
-    row = ResultRow.from_histogram(hist, duration_s=wall_s, kind="inprocess", model=model, mode=name, batch_size=1,
+def _row(name: str, hist: LatencyHistogram, wall_s: float, model: str, extra: dict, batch_size: int = 1,
+         **kw) -> ResultRow:
+    row = ResultRow.from_histogram(hist, duration_s=wall_s, kind="inprocess", model=model, mode=name,
+                                   batch_size=batch_size,
                                    scenario="steady", concurrency=1, server="inprocess", **kw)
     row.extra = {"call": CALLS[name], **extra}
     return row
 
 
 def measure(version_dir: Path, signature: str, iterations: int, rounds: int = 3, *, model: str,
-            extra: dict | None = None) -> list[ResultRow]:
+            extra: dict | None = None, batch_size: int = 1, gap_s: float = 0.0) -> list[ResultRow]:
     """One row per way of calling; a way that fails is a row with its error (n = 0)."""
-    _loaded, calls, reference, errors = candidates(version_dir, signature)
+    _loaded, calls, reference, errors = candidates(version_dir, signature, batch_size)
     hists: dict[str, LatencyHistogram] = {}
     walls: dict[str, float] = {}
     same: dict[str, bool] = {}
@@ -87,7 +89,7 @@ def measure(version_dir: Path, signature: str, iterations: int, rounds: int = 3,
                 if name not in same:
                     same[name] = bool(np.allclose(np.asarray(fn()).reshape(reference.shape), reference,
                                                   rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(reference).max()))))
-                t = time_calls(fn, max(1, iterations // rounds))
+                t = time_calls(fn, max(1, iterations // rounds), gap_s=gap_s)
             except Exception as exc:  # a way that does not work is a result too
                 errors[name] = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
                 continue
@@ -96,12 +98,12 @@ def measure(version_dir: Path, signature: str, iterations: int, rounds: int = 3,
     rows = []
     for name in CALLS:
         if name in errors:
-            row = _row(name, LatencyHistogram(), 0.0, model, dict(extra or {}), errors=1,
+            row = _row(name, LatencyHistogram(), 0.0, model, dict(extra or {}), batch_size, errors=1,
                        errors_by_code={errors[name].split(":")[0]: 1})
             row.warnings = [errors[name]]
         elif name in hists:
             row = _row(name, hists[name], walls[name], model,
-                       {**(extra or {}), "same_output": same[name], "rounds": rounds})
+                       {**(extra or {}), "same_output": same[name], "rounds": rounds}, batch_size)
         else:
             continue
         rows.append(row)
@@ -132,6 +134,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--signature", default="serving_default")
     p.add_argument("--iterations", type=int, default=3000, help="timed calls per way (split over rounds)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds, merged into one histogram per way")
+    p.add_argument("--batch-size", type=int, default=1, help="rows per call (default 1)")
+    p.add_argument("--gap-ms", type=float, default=0.0,
+                   help="idle time between timed calls, as a served stream has between requests (default 0: "
+                        "back to back, which flatters TF's thread pools)")
+    p.add_argument("--server-threads", action="store_true",
+                   help="TF's threads as the server sets them (1 intra-op + 1 inter-op on 2 cores; "
+                        "serving.cli.server.tf_thread_counts) instead of TF's defaults")
     p.add_argument("--out", type=Path, default=None,
                    help="also write the table (one entry per way: p50/p99 µs, same output or error) as JSON here")
     add_run_args(p)
@@ -162,9 +171,19 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: no version {version or ''} of {args.model} under {args.models_dir}: export first "
               "(`make export`)", file=sys.stderr)
         return 2
+    if args.server_threads:
+        import tensorflow as tf
+
+        from serving.cli.server import tf_thread_counts
+
+        intra, inter = tf_thread_counts(-1, -1)
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
     w = open_run(args, "graph-call", server_kind="none", server_mode="graph")
     w.extend(measure(found.path, args.signature, args.iterations, args.rounds, model=args.model,
-                     extra={"version": version, "signature": args.signature}))
+                     extra={"version": version, "signature": args.signature, "gap_ms": args.gap_ms,
+                            "server_threads": args.server_threads},
+                     batch_size=args.batch_size, gap_s=args.gap_ms / 1000))
     table = _table(w.rows)
     print(f"{'call':58s} {'p50 us':>9s} {'p99 us':>9s}  same output")
     for t in table:

@@ -27,9 +27,11 @@ class CallTiming:
 
 
 def time_calls(fn: Callable[[], object], calls: int, warmup: int = 200, *, budget_s: float | None = None,
-               min_calls: int = 0) -> CallTiming:
+               min_calls: int = 0, gap_s: float = 0.0) -> CallTiming:
     """`warmup` untimed calls, then `calls` timed ones; with `budget_s`, stop once that much time has passed
-    and at least `min_calls` were timed (so a slow mode gets a bounded run and a fast one enough samples)."""
+    and at least `min_calls` were timed (so a slow mode gets a bounded run and a fast one enough samples).
+    `gap_s` sleeps between timed calls (not timed): a served stream's calls come after idle time, and TF's
+    threads cost more to wake than to keep busy, so back-to-back calls flatter a runtime."""
     for _ in range(warmup):
         fn()
     hist = LatencyHistogram()
@@ -42,5 +44,7 @@ def time_calls(fn: Callable[[], object], calls: int, warmup: int = 200, *, budge
         fn()
         hist.record_ns(time.perf_counter_ns() - t0)
         done += 1
+        if gap_s:
+            time.sleep(gap_s)
     wall = time.perf_counter() - start
     return CallTiming(hist, done, wall, cpu.stop())

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from export.contract import LOCAL_MODEL_CONFIG_FILE, PROMETHEUS_PATH, SERVER_MODES
+from export.contract import GRAPH_EXECUTORS, LOCAL_MODEL_CONFIG_FILE, PROMETHEUS_PATH, SERVER_MODES
 from serving.cli.tf_flag_syntax import BoolFlag, VersionFlag, add_unsupported_flags, parse_grpc_channel_arguments
 
 DEFAULT_GRPC_PORT = 8500
@@ -76,6 +76,10 @@ class ServerConfig:
     rest_api_num_threads: int | None = None  # None: no cap on requests handled at once
     prometheus_path: str | None = PROMETHEUS_PATH  # None: no metrics endpoint
     mode: str = "graph"
+    # How graph mode runs a signature: "session" = TF's v1 Session (TF Serving's route) where the version loads
+    # into one and agrees with the signature function on a probe, else the function; "function" = always the
+    # TF2 signature function (serving/execution/runners.py GraphRunner).
+    graph_executor: str = "session"
     enable_batching: bool = False
     batching_parameters_file: Path | None = None
     file_system_poll_wait_seconds: float = 1.0
@@ -168,6 +172,10 @@ def _add_network_arguments(net: argparse._ArgumentGroup) -> None:
 
 def _add_execution_arguments(run: argparse._ArgumentGroup) -> None:
     run.add_argument("--mode", choices=SERVER_MODES, default="graph", help="graph | xla | eager (see above)")
+    run.add_argument("--graph-executor", choices=GRAPH_EXECUTORS, default="session",
+                     help="graph mode: 'session' runs each signature in a v1 Session, as TF Serving does, wherever "
+                          "the version loads into one and answers a probe input as the signature function does "
+                          "(else the function); 'function' always calls the TF2 signature function (default session)")
     run.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                      help="import MODULE at start: registers the custom Keras classes eager mode needs (repeatable)")
     run.add_argument("--enable-batching", "--enable_batching", action=BoolFlag, default=False,
@@ -335,6 +343,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         rest_api_num_threads=args.rest_api_num_threads,
         prometheus_path=_prometheus_path(args),
         mode=args.mode,
+        graph_executor=args.graph_executor,
         enable_batching=args.enable_batching,
         batching_parameters_file=args.batching_parameters_file,
         file_system_poll_wait_seconds=max(0.0, args.file_system_poll_wait_seconds),

@@ -136,7 +136,8 @@ def build_parts(cfg: ServerConfig, sources: list[Any], batching: Any = None) -> 
                                   getattr(grpc.StatusCode, cfg.full_queue_status))
     log.info("unbatched execution: %d at once per model (gRPC and REST together), up to %d waiting",
              execution.concurrency(cfg.mode), execution.max_queued)
-    core = ServingCore(cfg.mode, metrics, scheduler, cfg.max_tensor_elements, cfg.enable_model_warmup, execution)
+    core = ServingCore(cfg.mode, metrics, scheduler, cfg.max_tensor_elements, cfg.enable_model_warmup, execution,
+                       graph_executor=cfg.graph_executor)
     retries = LoadRetries(cfg.max_num_load_retries, max(0.0, cfg.load_retry_interval_micros / 1e6))
     manager = ModelManager(sources, core.load_version, cfg.file_system_poll_wait_seconds, retries,
                            cfg.allow_version_labels_for_unavailable_models)

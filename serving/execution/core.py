@@ -62,8 +62,9 @@ class ExecutionSettings:
 class ServingCore:
     def __init__(self, mode: str, metrics: ServingMetrics, scheduler: SharedBatchScheduler | None,
                  max_tensor_elements: int, enable_warmup: bool = True,
-                 execution: ExecutionSettings | None = None) -> None:
+                 execution: ExecutionSettings | None = None, graph_executor: str = "session") -> None:
         self.mode = mode
+        self.graph_executor = graph_executor
         self.metrics = metrics
         self.scheduler = scheduler
         self.max_tensor_elements = max_tensor_elements
@@ -78,7 +79,7 @@ class ServingCore:
     # ------------------------------------------------------------------ loading
     def load_version(self, name: str, version: int, path: Path) -> ServableVersion:
         label = f"{name} v{version} ({self.mode})"
-        runner = load_runner(self.mode, path, label)
+        runner = load_runner(self.mode, path, label, self.graph_executor)
         sv = ServableVersion(name, version, runner, extras={"queues": {}, "queues_lock": threading.Lock()})
         if self.scheduler is not None:
             def close_queues() -> None:

@@ -17,16 +17,20 @@ and a TF1 signature takes any shape its graph accepts (SignatureSpec.strict_shap
 loader cannot build is served through a v1 Session instead (serving/execution/session_bundle.py; both paths' cost
 per call in docs/performance.md, "TF1 signatures").
 
-graph  The restored signature ConcreteFunction, called through its flat entry point. Measured on this
-       machine (benchmarks/commands/graph_call.py, numbers in its output): `signatures[name](**kw)` ~310 us,
-       `ConcreteFunction._call_flat` ~210 us, the AtomicFunction's `call_flat` ~120 us, tf.function wrapping
-       ~500 us per batch-1 call; the v1 Session loader (what TF Serving's C++ does) cannot restore Keras 3
-       resource variables from Python. The server goes one level below call_flat, to the eager execute of
-       the function itself (see _FlatCall), and runs with 1 intra-op + 1 inter-op thread on 2 cores
-       (serving.cli.server.tf_thread_counts). Other routes tried and not kept (docs/performance.md): a frozen graph
-       (variables folded to constants) in a v1 Session, ~370-490 us; SINGLE_THREADED_EXECUTOR, no better.
-       The flat entry point uses private attributes, so at load it is checked against the public call on a
-       probe input and the public call is used if anything differs.
+graph  Executor "session" (the server's default, --graph-executor): each signature run through a v1 Session
+       (serving/execution/session_bundle.py: TF's v1 loader, the route tensorflow_model_server takes, with the
+       inter-op work on the calling thread) wherever the version loads into one and the Session answers a probe
+       input as the signature function does; GraphRunner says which per signature. Executor "function", and
+       any version or signature the Session cannot run (Keras 3 resource variables saved without an
+       ExportArchive may not restore in a Session): the restored signature ConcreteFunction, called through its
+       flat entry point. Measured on this machine (benchmarks/commands/graph_call.py, numbers in its output):
+       `signatures[name](**kw)` ~310 us, `ConcreteFunction._call_flat` ~210 us, the AtomicFunction's `call_flat`
+       ~120 us, tf.function wrapping ~500 us per batch-1 call. The function path goes one level below
+       call_flat, to the eager execute of the function itself (see _FlatCall), and runs with 1 intra-op + 1
+       inter-op thread on 2 cores (serving.cli.server.tf_thread_counts). Other routes tried and not kept
+       (docs/performance.md): a frozen graph (variables folded to constants) in a v1 Session, ~370-490 us;
+       SINGLE_THREADED_EXECUTOR, no better. The flat entry point uses private attributes, so at load it is
+       checked against the public call on a probe input and the public call is used if anything differs.
 xla    The same signature function inside tf.function(jit_compile=True), called the same fast way; XLA
        compiles once per distinct input shape (warmup covers the common ones).
 eager  The Keras model rebuilt from assets.extra/model.keras (export.keras_source.load_keras_file; custom classes
@@ -244,28 +248,75 @@ def _first_line(exc: Exception) -> str:
     stack where the op was defined; the message proper is the unindented text after it."""
     lines = [line for line in _NODE_SUFFIX.sub("", str(exc)).splitlines() if line.strip()]
     kept = [line.strip() for line in lines if not line[0].isspace()
-            and not line.startswith(("Graph execution error", "Detected at node", "Node: ", "Original stack trace"))]
+            and not line.startswith(("Graph execution error", "Detected at node", "Node: ", "Original stack trace",
+                                     "<stack traces unavailable>"))]
     return " ".join(kept) if kept else (lines[0].strip() if lines else type(exc).__name__)
 
 
 class GraphRunner(Runner):
+    """Each signature through a v1 Session (executor "session", TF Serving's route) where the version loads into
+    one and the Session answers a probe input as the signature function does; otherwise, or with executor
+    "function", through the TF2 signature function (_FlatCall).
+
+    Why the Session: with TF's inter-op work on the calling thread (session_bundle.session_config) a batch-1 call
+    of the exported models costs less than the eager function execute, most of all after an idle gap, which is
+    what a served stream sees (docs/performance.md, "Graph execution: v1 Session or TF2 function"). Keras 3 models
+    saved by tf.saved_model.save without an ExportArchive may not restore in a Session: those keep the function.
+    When every signature runs in the Session, the TF2 objects are released so the version is held once.
+    """
+
     mode = "graph"
 
-    def __init__(self, version_dir: Path, label: str) -> None:
+    def __init__(self, version_dir: Path, label: str, executor: str = "session") -> None:
         super().__init__(version_dir, label)
         import tensorflow as tf
 
         self._loaded = tf.saved_model.load(str(self.version_dir), tags=[SERVE_TAG])
-        self.flat_calls: dict[str, _FlatCall] = {}
+        self.executors: dict[str, str] = {}  # signature -> "session" | "function", what each call runs through
+        self._bundle: Any = None
+        functions = {name: _FlatCall(self._loaded.signatures[name], spec, f"{label} {name}")
+                     for name, spec in self.signatures.items()}
+        self._calls.update(functions)
+        self.executors.update({name: "function" for name in functions})
+        if executor == "session":
+            self._use_session(functions)
+
+    def _use_session(self, functions: dict[str, "_FlatCall"]) -> None:
+        from serving.execution.session_bundle import SessionBundle
+
+        try:
+            bundle = SessionBundle(self.version_dir)
+        except Exception as exc:  # e.g. Keras 3 resource variables a v1 Session cannot restore
+            log.info("%s: signature function (the version does not load into a v1 Session: %s: %s)", self.label,
+                     type(exc).__name__, _first_line(exc)[:200])
+            return
         for name, spec in self.signatures.items():
-            call = _FlatCall(self._loaded.signatures[name], spec, f"{label} {name}")
-            self.flat_calls[name] = call
-            self._calls[name] = call
+            try:
+                call = bundle.callable(name)
+                probe = _probe_inputs(spec)
+                if not _same_answer(call, functions[name], probe):
+                    call(probe)  # the Session's own error, when it has one, says more than "differs"
+                    raise ValueError("its answer to a probe input differs from the signature function's")
+            except Exception as exc:  # e.g. Keras 3 variables the Session did not restore: keep the function
+                log.info("%s %s: signature function (v1 Session: %s: %s)", self.label, name, type(exc).__name__,
+                         _first_line(exc)[:200])
+                continue
+            self._calls[name], self.executors[name] = call, "session"
+        if "session" not in self.executors.values():
+            bundle.close()
+            return
+        self._bundle = bundle
+        if "function" not in self.executors.values():
+            functions.clear()
+            self._loaded = None
+        log.info("%s: %s", self.label, ", ".join(f"{k} via {v}" for k, v in sorted(self.executors.items())))
 
     def close(self) -> None:
         super().close()
-        self.flat_calls.clear()
         self._loaded = None
+        if self._bundle is not None:
+            self._bundle.close()
+            self._bundle = None
 
 
 class XlaRunner(Runner):
@@ -366,10 +417,12 @@ class EagerRunner(Runner):
 RUNNERS: dict[str, type[Runner]] = {"graph": GraphRunner, "xla": XlaRunner, "eager": EagerRunner}
 
 
-def load_runner(mode: str, version_dir: Path, label: str) -> Runner:
+def load_runner(mode: str, version_dir: Path, label: str, graph_executor: str = "session") -> Runner:
     if mode not in RUNNERS:
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(RUNNERS)}")
     try:
+        if mode == "graph":
+            return GraphRunner(version_dir, label, graph_executor)
         return RUNNERS[mode](version_dir, label)
     except ServingError:
         raise

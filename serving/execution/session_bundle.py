@@ -27,6 +27,21 @@ from serving.execution.runners import INIT_OP_SIGNATURE, SERVE_TAG, Runner, as_o
 log = logging.getLogger("serving.execution.session_bundle")
 
 
+def session_config() -> Any:
+    """The server's thread settings (serving.cli.server.tf_thread_counts) as a Session's ConfigProto, with one
+    change: one inter-op thread becomes the caller's thread (inter_op_parallelism_threads = -1, "all operations
+    are performed in caller's thread"). The graph's ops still run one at a time, as on a one-thread pool, but
+    without handing every call to that pool thread and waking the caller when it is done; the hand-off, most of
+    all to a pool thread gone idle since the last call, cost more than the batch-1 model itself
+    (docs/performance.md, "Graph execution: v1 Session or TF2 function")."""
+    import tensorflow as tf
+
+    threads = tf.config.threading
+    inter = threads.get_inter_op_parallelism_threads()
+    return tf.compat.v1.ConfigProto(intra_op_parallelism_threads=threads.get_intra_op_parallelism_threads(),
+                                    inter_op_parallelism_threads=-1 if inter == 1 else inter)
+
+
 class SessionBundle:
     """One version in its own Graph and Session; `signature_defs` as the loader returned them."""
 
@@ -35,10 +50,7 @@ class SessionBundle:
 
         v1 = tf.compat.v1
         self.graph = tf.Graph()
-        threads = tf.config.threading  # the server's thread settings (serving.cli.server.tf_thread_counts)
-        config = v1.ConfigProto(intra_op_parallelism_threads=threads.get_intra_op_parallelism_threads(),
-                                inter_op_parallelism_threads=threads.get_inter_op_parallelism_threads())
-        self.session = v1.Session(graph=self.graph, config=config)
+        self.session = v1.Session(graph=self.graph, config=session_config())
         try:
             with self.graph.as_default():
                 meta = v1.saved_model.loader.load(self.session, [SERVE_TAG], str(version_dir))
