@@ -7,11 +7,14 @@ and the CPU-feature notice, twice (two shared libraries print them), and, on a m
 is imported and probes for GPUs, and drop exactly those lines; everything else is written as it came.
 `--verbose`, or a TF_CPP_MIN_LOG_LEVEL the user set, shows everything.
 
-The server also imports TensorFlow with scikit-learn hidden (`without_sklearn`): TensorFlow's __init__ imports
-keras.src.optimizers, which imports all of Keras, whose scikit-learn wrappers import scikit-learn when it is
-installed (it is: the exporter's datasets come from it). That was 0.7-1.6 s of a 4.0-5.1 s `import tensorflow`
-measured here, on every server start, for wrapper classes a server never uses. Only during that import: a later
-`import sklearn` (a user's --import module) works as usual.
+The server also imports TensorFlow with modules hidden that it does not use (`hide`): TensorFlow's __init__
+imports keras.src.optimizers, which imports all of Keras, whose scikit-learn wrappers import scikit-learn when it
+is installed (it is: the exporter's datasets come from it). scikit-learn was 0.7-1.6 s of a 4.0-5.1 s `import
+tensorflow` measured here, on every server start, for wrapper classes a server never uses. In graph and xla mode
+without --import the server hides Keras too: it runs SavedModels, never Keras code, and `import tensorflow` took
+2.38-2.57 s instead of 3.15-3.24 s (CPU, three interleaved pairs). TensorFlow catches the ImportError (its
+`tf.keras` stays a lazy attribute). Only during that import: a later `import sklearn` or `import keras` works as
+usual.
 """
 from __future__ import annotations
 
@@ -30,9 +33,9 @@ NOISE = re.compile(r"All log messages before absl::InitializeLog|oneDNN custom o
                    r"computation placer already registered|Could not find cuda drivers")
 
 
-def quiet_tensorflow_startup(verbose: bool = False, without_sklearn: bool = False) -> None:
-    """Call at the start of a CLI, before anything imports TensorFlow. without_sklearn: see the module docstring
-    (the server's CLI; not the exporter's, which loads its datasets with scikit-learn)."""
+def quiet_tensorflow_startup(verbose: bool = False, hide: tuple[str, ...] = ()) -> None:
+    """Call at the start of a CLI, before anything imports TensorFlow. hide: top-level modules that look absent
+    while TensorFlow is imported (the module docstring says why; the server's CLI, not the exporter's)."""
     if verbose:
         os.environ[MODE_ENV] = "verbose"
     mode = os.environ.get(MODE_ENV) or ("verbose" if "TF_CPP_MIN_LOG_LEVEL" in os.environ else "quiet")
@@ -40,13 +43,13 @@ def quiet_tensorflow_startup(verbose: bool = False, without_sklearn: bool = Fals
     if quiet:
         os.environ[MODE_ENV] = "quiet"
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's own INFO and WARNING lines too
-    if "tensorflow" in sys.modules or not (quiet or without_sklearn):
+    if "tensorflow" in sys.modules or not (quiet or hide):
         return
     hook = next((f for f in sys.meta_path if isinstance(f, _TensorflowImport)), None)
     if hook is None:
-        sys.meta_path.insert(0, _TensorflowImport(quiet, without_sklearn))
+        sys.meta_path.insert(0, _TensorflowImport(quiet, hide))
     else:
-        hook.quiet, hook.without_sklearn = hook.quiet or quiet, hook.without_sklearn or without_sklearn
+        hook.quiet, hook.hide = hook.quiet or quiet, tuple(dict.fromkeys(hook.hide + hide))
 
 
 @contextlib.contextmanager
@@ -69,11 +72,11 @@ def _stderr_without_banners() -> Iterator[None]:
 
 
 class _TensorflowImport(importlib.abc.MetaPathFinder):
-    """Wraps the first `import tensorflow`, wherever it happens: in _stderr_without_banners (quiet) and with
-    scikit-learn hidden (without_sklearn)."""
+    """Wraps the first `import tensorflow`, wherever it happens: in _stderr_without_banners (quiet) and with the
+    `hide` modules looking absent."""
 
-    def __init__(self, quiet: bool, without_sklearn: bool) -> None:
-        self.quiet, self.without_sklearn = quiet, without_sklearn
+    def __init__(self, quiet: bool, hide: tuple[str, ...]) -> None:
+        self.quiet, self.hide = quiet, hide
 
     def find_spec(self, name, path=None, target=None):  # noqa: ANN001 (importlib's signature)
         if name != "tensorflow":
@@ -82,20 +85,21 @@ class _TensorflowImport(importlib.abc.MetaPathFinder):
         spec = importlib.util.find_spec(name)
         if spec is None or spec.loader is None:
             return spec
-        load, quiet, without_sklearn = spec.loader.exec_module, self.quiet, self.without_sklearn
+        load, quiet = spec.loader.exec_module, self.quiet
+        hide = tuple(m for m in self.hide if m not in sys.modules)
 
         def exec_module(module) -> None:  # noqa: ANN001
-            hidden = without_sklearn and "sklearn" not in sys.modules
-            if hidden:
-                sys.modules["sklearn"] = None  # type: ignore[assignment]  # `import sklearn` raises ImportError
+            for name in hide:
+                sys.modules[name] = None  # type: ignore[assignment]  # `import name` raises ImportError
             try:
                 with _stderr_without_banners() if quiet else contextlib.nullcontext():
                     load(module)
                     if quiet:
                         module.config.list_physical_devices("GPU")  # the cuInit probe, while stderr is still held
             finally:
-                if hidden and "sklearn" in sys.modules and sys.modules["sklearn"] is None:
-                    del sys.modules["sklearn"]
+                for name in hide:
+                    if name in sys.modules and sys.modules[name] is None:
+                        del sys.modules[name]
 
         spec.loader.exec_module = exec_module
         return spec

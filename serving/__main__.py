@@ -35,9 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from export.tf_startup import quiet_tensorflow_startup
 
-    # the server never uses scikit-learn: TensorFlow's import skips it (export/tf_startup.py says why)
-    quiet_tensorflow_startup(verbose="--verbose" in (sys.argv[1:] if argv is None else argv), without_sklearn=True)
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # imports no TensorFlow
+    # The server never uses scikit-learn, and in graph or xla mode with no --import module no Keras either:
+    # TensorFlow's import skips them (export/tf_startup.py says why and what it saves).
+    graph_only = args.command == "serve" and args.mode in ("graph", "xla") and not args.imports
+    quiet_tensorflow_startup(verbose="--verbose" in (sys.argv[1:] if argv is None else argv),
+                             hide=("sklearn", "keras") if graph_only else ("sklearn",))
     if args.command == "launch":
         from serving.cli.launch import run_launch
 

@@ -33,13 +33,20 @@ def test_banners_hidden_by_default_and_shown_when_asked():
     assert NOISE.search(_stderr("quiet", TF_CPP_MIN_LOG_LEVEL="0"))  # the user's own setting wins
 
 
-def test_the_servers_tensorflow_import_skips_scikit_learn_and_leaves_it_importable():
+@pytest.mark.parametrize("hide, absent", [(("sklearn",), ["sklearn"]), (("sklearn", "keras"), ["sklearn", "keras"])])
+def test_the_servers_tensorflow_import_skips_hidden_modules_and_leaves_them_importable(hide, absent):
     script = ("import sys; from export.tf_startup import quiet_tensorflow_startup; "
-              "quiet_tensorflow_startup(without_sklearn=True); import tensorflow; "
-              "print('during', 'sklearn' in sys.modules); import sklearn; print('after', sklearn.__name__)")
+              f"quiet_tensorflow_startup(hide={hide!r}); import tensorflow; "
+              "print('during', *[m for m in ('sklearn', 'keras') if m in sys.modules]); "
+              "import sklearn, keras; print('after', sklearn.__name__, keras.__name__, "
+              "tensorflow.constant([2.0]).numpy()[0])")
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.split() == ["during", "False", "after", "sklearn"]
-    plain = subprocess.run([sys.executable, "-c", "import sys, tensorflow; print('sklearn' in sys.modules)"],
-                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
-    assert plain.stdout.split() == ["True"]  # what is skipped: Keras imports it with TensorFlow otherwise
+    present = [m for m in ("sklearn", "keras") if m not in absent]
+    assert proc.stdout.split() == ["during", *present, "after", "sklearn", "keras", "2.0"]
+
+
+def test_a_plain_tensorflow_import_brings_keras_and_scikit_learn():  # what hiding them saves
+    plain = subprocess.run([sys.executable, "-c", "import sys, tensorflow; print('sklearn' in sys.modules, "
+                            "'keras' in sys.modules)"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
+    assert plain.stdout.split() == ["True", "True"]

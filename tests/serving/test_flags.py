@@ -144,3 +144,25 @@ def test_refused_flag_ends_the_process_with_one_line_reason() -> None:
     last = proc.stderr.strip().splitlines()[-1]
     assert "--per_process_gpu_memory_fraction is not supported by the embedded server: " in last
     assert "CPU only" in last
+
+
+@pytest.mark.parametrize("argv, hidden", [
+    (["serve", BASE], ("sklearn", "keras")),
+    (["serve", BASE, "--mode", "xla"], ("sklearn", "keras")),
+    (["serve", BASE, "--mode", "eager"], ("sklearn",)),  # eager mode runs Keras
+    (["serve", BASE, "--import", "json"], ("sklearn",)),  # a user's module may use tf.keras
+    (["serve", BASE, "--graph-executor", "function"], ("sklearn", "keras")),
+])
+def test_what_the_servers_tensorflow_import_hides(monkeypatch: pytest.MonkeyPatch, argv: list[str],
+                                                   hidden: tuple[str, ...]) -> None:
+    import export.tf_startup
+    import serving.__main__ as cli
+    import serving.cli.server
+
+    seen: list[tuple[str, ...]] = []
+    monkeypatch.setattr(export.tf_startup, "quiet_tensorflow_startup", lambda verbose=False, hide=(): seen.append(hide))
+    configs: list[ServerConfig] = []
+    monkeypatch.setattr(serving.cli.server, "run_server", lambda config: configs.append(config) or 0)
+    assert cli.main(argv) == 0
+    assert seen == [hidden]
+    assert configs[0].graph_executor == ("function" if "function" in argv else "session")
