@@ -28,7 +28,8 @@ def leftovers(root: Path) -> list[Path]:
 @pytest.fixture(scope="module")
 def verified_export(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("verified")
-    proc = run_export("--models", "softplus_regressor", "reconstructing_regressor", "--epochs", "3",
+    # One epoch: what is checked (layout, manifest, signatures, verification) does not depend on how well it trained
+    proc = run_export("--models", "softplus_regressor", "reconstructing_regressor", "--epochs", "1",
                       "--models-dir", str(out))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "verified 2 version(s): 2 ok, 0 failed" in proc.stdout
@@ -113,7 +114,7 @@ def test_next_export_writes_next_version_and_refuses_an_existing_one(verified_ex
     assert proc.stderr.strip().splitlines() == [
         f"error: softplus_regressor version 1 already exists in {out / 'softplus_regressor'}"
     ]
-    proc = run_export("--models", "softplus_regressor", "--epochs", "2", "--no-verify", "--models-dir", str(out))
+    proc = run_export("--models", "softplus_regressor", "--epochs", "1", "--no-verify", "--models-dir", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert list_versions(out / "softplus_regressor") == [1, 2]
     from export.model_config import read_model_config
@@ -179,3 +180,16 @@ def test_a_version_published_while_exporting_is_never_overwritten(tmp_path, monk
     assert [p.name for p in planted.iterdir()] == ["theirs"] and (planted / "theirs").read_text() == "kept"
     assert leftovers(tmp_path) == []
     assert not (tmp_path / "models.config").exists()
+
+
+def test_tensorflows_saved_model_cli_reads_an_exported_version(verified_export: Path):
+    """The real console script, once (verification calls its `show --all` code in process, to save a TensorFlow
+    import per version): TF's own tool lists the signature with its dtype and shape."""
+    cli = Path(sys.executable).with_name("saved_model_cli")
+    proc = subprocess.run([str(cli if cli.exists() else "saved_model_cli"), "show", "--all", "--dir",
+                           str(verified_export / "reconstructing_regressor" / "1")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    shown = proc.stdout
+    assert "signature_def['serving_default']" in shown and "signature_def['reconstruct']" in shown
+    assert "dtype: DT_FLOAT" in shown and "shape: (-1, 10)" in shown
