@@ -5,6 +5,7 @@ exit 2 naming the problem before any load.
 The same module without its string input (`three_inputs`) is served beside it."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.__main__ import main as bench_main
+from benchmarks.commands import suite
 from benchmarks.requests.tensors import InputOptions
 from benchmarks.commands.served import ServedConfig, run_served
 from benchmarks.results.schema import RESULTS_JSON, ResultWriter, capture_environment
@@ -63,6 +65,20 @@ def multi_input_server(tmp_path_factory):
         for m in (MODEL, WITHOUT_STRING, FLOAT_ONLY)) + "}\n")
     with running_server(config) as server:
         yield server
+
+
+# `suite --quick` measures 4 closed-loop points of up to 2.5 s per API at full speed, then 2 s of LoadGen: its three
+# runs here took 48 s and over half of this module's 84 CPU s (client and server). The suite tests check its wiring
+# (which server, which endpoints, what the rows, the report and the recorded command say), not figures: the same
+# steps with one brief point and a short LoadGen run per API show that as well.
+BRIEF_QUICK = dataclasses.replace(suite.QUICK, served_batches=(1,), concurrencies=(1,), window_s=0.2, max_windows=3,
+                                  loadgen_qps=(100.0,), loadgen_ms=500)
+
+
+@pytest.fixture
+def brief_quick_suite(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`suite --quick` runs BRIEF_QUICK, the plan it reads when it starts (re-runs in this test included)."""
+    monkeypatch.setattr(suite, "QUICK", BRIEF_QUICK)
 
 
 def _rest_target(server) -> str:
@@ -222,7 +238,7 @@ def test_perf_analyzer_missing_exits_2_saying_what_to_install(monkeypatch, tmp_p
 
 
 @pytest.mark.timeout(300)
-def test_suite_measures_an_external_server_without_starting_one(tmp_path, multi_input_server):
+def test_suite_measures_an_external_server_without_starting_one(tmp_path, multi_input_server, brief_quick_suite):
     """make bench TARGET=... REST_TARGET=... MODEL=...: the served part of the suite, requests from the
     model's signature, rows labelled with the external server."""
     code = bench_main(["suite", "--quick", "--server", "none", "--target", multi_input_server.grpc_target,
@@ -239,7 +255,7 @@ def test_suite_measures_an_external_server_without_starting_one(tmp_path, multi_
 
 @pytest.mark.timeout(300)
 def test_suite_without_rest_target_says_so_names_the_server_and_records_a_command_that_reruns(
-        tmp_path, multi_input_server, capsys):
+        tmp_path, multi_input_server, brief_quick_suite, capsys):
     """make bench TARGET=host:port (no REST_TARGET) passes --rest-target '': the empty argument must survive."""
     code = bench_main(["suite", "--quick", "--server", "none", "--target", multi_input_server.grpc_target,
                        "--rest-target", "", "--server-label", "other-server", "--models", WITHOUT_STRING,

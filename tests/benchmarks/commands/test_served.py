@@ -49,9 +49,10 @@ def test_server_killed_mid_run_counts_errors_and_keeps_results(tmp_path, monkeyp
         target = srv.grpc_target if kind == "grpc" else srv.rest_target
         killer = threading.Thread(target=lambda: (answered.wait(20), srv.kill()), daemon=True)
         killer.start()  # hard kill while requests are in flight, once 40 were answered
-        # no warm-up: every request after the probe is in the measured windows (6 x 1 s, far longer than the kill)
+        # no warm-up: every request after the probe is in the measured windows (6 x 0.5 s, far longer than the
+        # 40 answers before the kill; the time after it is spent failing, so longer windows only cost CPU)
         rows = run_served(ServedConfig(kind=kind, target=target, models=[("m", 10)], batch_sizes=(2,),
-                                       concurrencies=(4,), window_s=1.0, fixed_windows=6, warmup_s=0.0,
+                                       concurrencies=(4,), window_s=0.5, fixed_windows=6, warmup_s=0.0,
                                        timeout_s=2.0, server_label="noop", grpc_client=grpc_client,
                                        progress=False), w)
         killer.join(30)

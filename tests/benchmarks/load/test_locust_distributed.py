@@ -26,9 +26,16 @@ ROOT = REPO_ROOT  # not a path counted up from this file: the file moved once an
 MODEL = "m"
 
 
+# The no-op server answers each Predict after this long. The tests are about counting and losing workers, not
+# speed: without it the 4 closed-loop users kept both workers and the server at full speed through both runs (41 CPU
+# s for this file on a 2-core machine, 14 with it), and a master short of CPU is slower to hear heartbeats. With it
+# each user still sends ~80 req/s.
+DELAY_MS = 10.0
+
+
 @pytest.fixture(scope="module")
 def noop():
-    with ManagedServer("noop") as srv:
+    with ManagedServer("noop", delay_ms=DELAY_MS) as srv:
         yield srv
 
 

@@ -384,8 +384,11 @@ def test_manual_launcher_prints_the_configuration_and_waits(tmp_path, capsys):
 def test_two_trial_tune_against_the_embedded_server(exported_models_dir, tmp_path):
     from benchmarks.__main__ import main
 
+    # Four server starts (two trials, one confirmation pair) are the command's; the rate searches are not under
+    # test here (the fake-launcher tests above check them exactly): one probe each, from 200 req/s, where the
+    # windows that hold tune's minimum of requests last 0.5 s (1 s at 100 req/s).
     code = main(["tune", "--model", "residual_regressor", "--p99-ms", "5000", "--trials", "2", "--search", "recipe",
-                 "--max-probes", "2", "--start-rps", "100", "--window-s", "0.3", "--pairs", "1", "--target-rps", "100",
+                 "--max-probes", "1", "--start-rps", "200", "--window-s", "0.3", "--pairs", "1", "--target-rps", "100",
                  "--models-dir", str(exported_models_dir), "--results-dir", str(tmp_path), "--run-id", "t",
                  "--no-progress"])
     run = tmp_path / "t"
