@@ -38,6 +38,7 @@ TRIALS     ?= 8
 TARGET_RPS ?=
 API        ?= grpc
 REPEATS    ?= 3
+TEST_WORKERS ?= auto
 PYTEST_ARGS ?=
 
 # TensorFlow's start-up banners are hidden by the CLIs themselves (export/tf_startup.py); set
@@ -112,8 +113,8 @@ tune: $(STAMP) ## Server configuration with the highest rate within a p99 budget
 reliability: $(STAMP) ## Rollout, faults, hostile input, kill/restart, overload and a soak (SOAK_SECONDS=600, QUICK=1); prints the table
 	$(PY) -m benchmarks reliability --models-dir $(MODELS_DIR) --results-dir $(RESULTS_DIR) --soak-seconds $(SOAK_SECONDS) $(if $(filter 1,$(QUICK)),--quick,)
 
-test: $(STAMP) ## Run the test suite in shuffled order (no Docker, no GPU needed; PYTEST_ARGS="-p no:randomly" for file order)
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: $(STAMP) ## Run the test suite in shuffled order, files spread over TEST_WORKERS processes (default: one per core, at most 4; TEST_WORKERS=0 for one process; PYTEST_ARGS="-p no:randomly" for file order)
+	$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile) $(PYTEST_ARGS)
 
 zoo: $(STAMP) ## The whole model zoo (20 SavedModels) against TensorFlow's v1 Session loader, gRPC + REST (make test runs a fast subset)
 	ZOO=all $(PY) -m pytest -q tests/serving/test_zoo.py

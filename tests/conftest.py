@@ -1,4 +1,5 @@
-"""Shared fixtures. The expensive one is a real export of every model, done once per test session."""
+"""Shared fixtures. The expensive ones, real exports, are built once per test run, whatever the number of
+pytest-xdist workers (tests/shared_fixture.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import benchmarks  # noqa: F401 -- before any TensorFlow import: loads pycurl's libcurl first (see there)
+from tests.shared_fixture import shared_dir
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -23,15 +25,16 @@ def exported_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """
     from export.pipeline import ExportConfig, export_models
 
-    out = tmp_path_factory.mktemp("models")
-    export_models(ExportConfig(out_dir=out, epochs=3, verify=False))
-    export_models(ExportConfig(models=("residual_regressor",), out_dir=out, epochs=3, verify=False, seed=7))
-    return out
+    def build(out: Path) -> None:
+        export_models(ExportConfig(out_dir=out, epochs=3, verify=False))
+        export_models(ExportConfig(models=("residual_regressor",), out_dir=out, epochs=3, verify=False, seed=7))
+
+    return shared_dir(tmp_path_factory, "models", build)
 
 
 @pytest.fixture(scope="session")
 def own_models(tmp_path_factory: pytest.TempPathFactory):
     """Three models of a user's own (tests/own_models.py), exported and verified through `python -m export`."""
-    from tests.own_models import build_and_export
+    from tests.own_models import build_and_export, describe
 
-    return build_and_export(tmp_path_factory.mktemp("own"))
+    return describe(shared_dir(tmp_path_factory, "own", build_and_export))

@@ -105,18 +105,25 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path = REPO_ROOT
                           timeout=timeout)
 
 
-def build_and_export(root: Path) -> OwnModels:
-    """Build the three models under ``root`` and export them into ``root / 'models'`` through the CLI."""
-    import keras
-
-    package_root = write_package(root / "site")
-    layers = import_package(package_root)
-    out, rng = root / "models", np.random.default_rng(3)
+def describe(root: Path) -> OwnModels:
+    """Where build_and_export(root) puts everything, and the samples it uses (fixed seed): also what another
+    test worker reads back from a tree built once for the run (tests/shared_fixture.py)."""
+    rng = np.random.default_rng(3)
     samples = {FUNCTIONAL: {"features": rng.standard_normal((5, 3)).astype(np.float32),
                             "token": rng.integers(0, 100, (5, 1)).astype(np.int32)},
                SUBCLASSED: {"inputs": rng.standard_normal((3, 4)).astype(np.float32)},
                IMPORTED: {"x": rng.standard_normal((2, 5)).astype(np.float32)}}
-    files = {name: root / f"{name}.keras" for name in samples}
+    return OwnModels(root / "models", root / "site", {name: root / f"{name}.keras" for name in samples}, samples)
+
+
+def build_and_export(root: Path) -> OwnModels:
+    """Build the three models under ``root`` and export them into ``root / 'models'`` through the CLI."""
+    import keras
+
+    models = describe(root)
+    package_root = write_package(models.package_root)
+    layers = import_package(package_root)
+    out, samples, files = models.out, models.samples, models.keras_files
     functional_model().save(files[FUNCTIONAL])
     np.savez(root / "functional.npz", **samples[FUNCTIONAL])
     subclassed = layers.ScaledDense(2)
@@ -127,7 +134,6 @@ def build_and_export(root: Path) -> OwnModels:
     plain = keras.Model(x, keras.layers.Dense(3)(x))
     plain.save(files[IMPORTED])
     plain.export(str(root / "saved_model"), verbose=False)
-    models = OwnModels(out, package_root, files, samples)
     for args in (["keras", str(files[FUNCTIONAL]), "--name", FUNCTIONAL, "--sample-data", str(root / "functional.npz")],
                  ["keras", str(files[SUBCLASSED]), "--name", SUBCLASSED, "--import", f"{PACKAGE}.layers",
                   "--signature", "half=halve", "--sample-data", str(root / "subclassed.json")],
