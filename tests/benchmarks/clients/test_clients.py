@@ -192,3 +192,41 @@ def test_the_probe_reports_the_servers_413_not_a_broken_pipe():
     finally:
         server.stop_accepting()
         server.close()
+
+
+@pytest.mark.timeout(60)
+def test_rest_transport_times_out_a_silent_server_and_keeps_working_after():
+    """The deadline (one watchdog for all connections, not a timer per request) ends a request the server never
+    answers as "timeout", closes that connection, and the next request on a new connection is answered."""
+    async def scenario():
+        answer = asyncio.Event()
+
+        async def handle(reader, writer):
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+                await reader.readexactly(int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0]))
+                if answer.is_set():
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+                    await writer.drain()
+                await reader.read()  # silent until the client hangs up
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        t = RestTransport(f"127.0.0.1:{port}", "/v1/models/m:predict", connections=1, timeout_s=0.3)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        first = await t.send(b"{}")
+        waited = loop.time() - start
+        answer.set()
+        second = await t.send(b"{}")
+        await t.close()
+        server.close()
+        return first, waited, second
+
+    first, waited, second = asyncio.run(scenario())
+    assert first == ("timeout", None)
+    assert waited >= 0.3  # not before the deadline (a hang is caught by the test timeout)
+    assert second == ("200", b"{}")
