@@ -39,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The server never uses scikit-learn, and in graph or xla mode with no --import module no Keras either:
     # TensorFlow's import skips them (export/tf_startup.py says why and what it saves).
     graph_only = args.command == "serve" and args.mode in ("graph", "xla") and not args.imports
-    quiet_tensorflow_startup(verbose="--verbose" in (sys.argv[1:] if argv is None else argv),
+    quiet_tensorflow_startup(verbose=getattr(args, "verbose", False),  # only `serve` has --verbose
                              hide=("sklearn", "keras") if graph_only else ("sklearn",))
     if args.command == "launch":
         from serving.cli.launch import run_launch

@@ -172,13 +172,9 @@ def main(args: argparse.Namespace) -> int:
               "(`make export`)", file=sys.stderr)
         return 2
     if args.server_threads:
-        import tensorflow as tf
+        from serving.cli.server import configure_tensorflow_threads
 
-        from serving.cli.server import tf_thread_counts
-
-        intra, inter = tf_thread_counts(-1, -1)
-        tf.config.threading.set_intra_op_parallelism_threads(intra)
-        tf.config.threading.set_inter_op_parallelism_threads(inter)
+        configure_tensorflow_threads()
     w = open_run(args, "graph-call", server_kind="none", server_mode="graph")
     w.extend(measure(found.path, args.signature, args.iterations, args.rounds, model=args.model,
                      extra={"version": version, "signature": args.signature, "gap_ms": args.gap_ms,

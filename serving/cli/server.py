@@ -93,10 +93,12 @@ def _batching_settings(cfg: ServerConfig) -> Any:
     return load_batching_settings(cfg.batching_parameters_file)
 
 
-def _configure_tensorflow(cfg: ServerConfig) -> None:
+def configure_tensorflow_threads(intra_op: int = -1, inter_op: int = -1) -> None:
+    """TensorFlow's thread pools as the server sizes them (tf_thread_counts); also what
+    `python -m benchmarks graph-call --server-threads` uses to time calls as the server makes them."""
     import tensorflow as tf
 
-    intra, inter = tf_thread_counts(cfg.intra_op_parallelism, cfg.inter_op_parallelism)
+    intra, inter = tf_thread_counts(intra_op, inter_op)
     if intra:
         tf.config.threading.set_intra_op_parallelism_threads(intra)
     if inter:
@@ -232,7 +234,7 @@ def run_server(cfg: ServerConfig) -> int:
         return EXIT_BAD_CONFIG
     log.info("starting embedded server: mode=%s, %d model(s): %s", cfg.mode, len(inputs.sources),
              ", ".join(f"{s.name} ({s.base_path}, {s.policy})" for s in inputs.sources))
-    _configure_tensorflow(cfg)
+    configure_tensorflow_threads(cfg.intra_op_parallelism, cfg.inter_op_parallelism)
     parts = build_parts(cfg, inputs.sources, inputs.batching)
     failure, healthy = _load_models(parts, stop), None
     if failure is None and not stop.is_set():

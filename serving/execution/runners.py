@@ -272,12 +272,12 @@ class GraphRunner(Runner):
         import tensorflow as tf
 
         self._loaded = tf.saved_model.load(str(self.version_dir), tags=[SERVE_TAG])
-        self.executors: dict[str, str] = {}  # signature -> "session" | "function", what each call runs through
         self._bundle: Any = None
         functions = {name: _FlatCall(self._loaded.signatures[name], spec, f"{label} {name}")
                      for name, spec in self.signatures.items()}
         self._calls.update(functions)
-        self.executors.update({name: "function" for name in functions})
+        # signature -> "session" | "function": what each call runs through
+        self.executors: dict[str, str] = dict.fromkeys(functions, "function")
         if executor == "session":
             self._use_session(functions)
 
@@ -307,8 +307,7 @@ class GraphRunner(Runner):
             return
         self._bundle = bundle
         if "function" not in self.executors.values():
-            functions.clear()
-            self._loaded = None
+            self._loaded = None  # no call left on the TF2 objects: hold the version once
         log.info("%s: %s", self.label, ", ".join(f"{k} via {v}" for k, v in sorted(self.executors.items())))
 
     def close(self) -> None:
