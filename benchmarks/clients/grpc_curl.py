@@ -28,7 +28,7 @@ def grpc_status_name(value: bytes) -> str:
 class _CurlCall:
     """One reusable libcurl easy handle and what its current call has received."""
 
-    __slots__ = ("curl", "body", "status", "future", "frame")
+    __slots__ = ("curl", "body", "status", "future", "frame", "deadline", "retried")
 
     def __init__(self, curl) -> None:
         self.curl = curl
@@ -36,12 +36,15 @@ class _CurlCall:
         self.status: bytes | None = None  # grpc-status value (headers of a Trailers-Only reply, or trailers)
         self.future: asyncio.Future | None = None
         self.frame: bytes | None = None  # the request body POSTFIELDS currently points at
+        self.deadline = 0.0  # loop time by which the current call must end (CurlGrpcTransport._tick)
+        self.retried = False  # the current call was sent again after its connection was found closed
 
     def reset(self) -> None:
         """Forget the last call's response so the handle can carry the next one."""
         self.future = None
         self.body.clear()  # cleared in place: WRITEFUNCTION is bound to this list's append
         self.status = None
+        self.retried = False
 
     def on_header(self, line: bytes) -> None:
         # libcurl hands over every response header line, HTTP/2 trailers included
@@ -58,7 +61,9 @@ class CurlGrpcTransport:
     Why a second gRPC client: grpc.aio costs ~140-210 µs of CPU per call here, which caps one
     load-generator process near 6,000-9,000 req/s even against a server that answers in microseconds.
     libcurl does the HTTP/2 framing, HPACK and flow control in C; what is left in Python per call is
-    queueing a reused easy handle, a few header callbacks and resolving a future (~70 µs in all here).
+    queueing a reused easy handle, a few header callbacks and resolving a future. Per call at batch 1 and one
+    stream the loop makes one epoll_wait, two send()s and two recv()s; the connection's socket stays registered
+    between calls and the deadline is one watchdog, not a libcurl timer (docs/performance.md, "Client fidelity").
 
     The wire format is gRPC's own (PROTOCOL-HTTP2.md): POST to /package.Service/Method over cleartext
     HTTP/2 with prior knowledge, ``content-type: application/grpc``, ``te: trailers``, a grpc-timeout
@@ -93,6 +98,9 @@ class CurlGrpcTransport:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
         self._watched: dict[int, int] = {}  # fd -> pycurl POLL_* currently registered with the loop
+        self._parked: set[int] = set()  # sockets libcurl stopped watching whose reader is kept (_on_socket)
+        self._watchdog: asyncio.TimerHandle | None = None  # ends calls past their deadline (_tick)
+        self._tick_s = min(0.1, timeout_s / 10)
         self._adding = False  # inside add_handle (libcurl may ask for a 0 ms timer there)
         self._start_now = False  # ... and it did
 
@@ -101,9 +109,27 @@ class CurlGrpcTransport:
         return cls(o.target, timeout_s=o.timeout_s, method=o.grpc_method)
 
     # -- libcurl -> asyncio -------------------------------------------------------------------
+    # libcurl says POLL_REMOVE for the connection's socket when a call ends and POLL_IN again when the next one
+    # starts: two add_reader/remove_reader pairs and their epoll_ctl calls per call, ~35 µs of client CPU at
+    # batch 1 (py-spy; docs/performance.md, "Client fidelity"). So a removed socket's reader is parked, not
+    # removed: it stays registered until the socket is wanted again (nothing to do) or reads while parked (the
+    # server spoke on an idle connection, or closed it: removed then; libcurl reads it when it reuses it).
+    # libcurl closes an idle connection by itself only when its idle age is reached (MAXAGE_CONN, set to a day
+    # in _new_call) or its pool is full; a number it closed and reuses for a new socket is announced by
+    # SOCKOPTFUNCTION before the socket is used, and the stale registration is dropped there.
     def _on_socket(self, what: int, fd: int, multi, socketp) -> None:
         pc, loop = self._pycurl, self._loop
+        if what == pc.POLL_REMOVE:
+            prev = self._watched.pop(fd, pc.POLL_NONE)
+            if prev in (pc.POLL_OUT, pc.POLL_INOUT):
+                loop.remove_writer(fd)  # a writable idle socket would wake the loop on every turn
+            if prev in (pc.POLL_IN, pc.POLL_INOUT):
+                self._parked.add(fd)
+            return
         prev = self._watched.get(fd, pc.POLL_NONE)
+        if fd in self._parked:
+            self._parked.discard(fd)
+            prev = pc.POLL_IN  # its reader is still registered
         want_in = what in (pc.POLL_IN, pc.POLL_INOUT)
         want_out = what in (pc.POLL_OUT, pc.POLL_INOUT)
         had_in = prev in (pc.POLL_IN, pc.POLL_INOUT)
@@ -116,10 +142,13 @@ class CurlGrpcTransport:
             loop.add_writer(fd, self._action, fd, pc.CSELECT_OUT)
         elif had_out and not want_out:
             loop.remove_writer(fd)
-        if what == pc.POLL_REMOVE:
-            self._watched.pop(fd, None)
-        else:
-            self._watched[fd] = what
+        self._watched[fd] = what
+
+    def _on_new_socket(self, fd: int, purpose: int) -> int:
+        if fd in self._parked:  # the parked socket was closed and its number now names a new one
+            self._parked.discard(fd)
+            self._loop.remove_reader(fd)
+        return 0  # CURL_SOCKOPT_OK
 
     def _on_timer(self, timeout_ms: int) -> None:
         if self._timer is not None:
@@ -130,7 +159,34 @@ class CurlGrpcTransport:
         elif timeout_ms >= 0 and self._loop is not None:
             self._timer = self._loop.call_later(timeout_ms / 1000.0, self._action, self._pycurl.SOCKET_TIMEOUT, 0)
 
+    # The deadline is kept here, not by libcurl's TIMEOUT_MS: libcurl would set and clear a timer of its own per
+    # call (two more callbacks and a loop timer made and cancelled), ~15 µs per call at batch 1. One watchdog,
+    # ticking while calls are in flight, ends the calls past their deadline (at most a tenth of it late).
+    def _tick(self) -> None:
+        self._watchdog = None
+        now, late = self._loop.time(), []
+        in_flight = False
+        for call in self._by_curl.values():
+            if call.future is not None:
+                if now >= call.deadline:
+                    late.append(call)
+                else:
+                    in_flight = True
+        for call in late:
+            fut = call.future
+            self._multi.remove_handle(call.curl)
+            call.reset()
+            self._idle.append(call)
+            if not fut.done():
+                fut.set_result(("DEADLINE_EXCEEDED", None))
+        if in_flight:
+            self._watchdog = self._loop.call_later(self._tick_s, self._tick)
+
     def _action(self, fd: int, events: int) -> None:
+        if fd in self._parked:  # an idle connection became readable (GOAWAY, close): libcurl reads it on reuse
+            self._parked.discard(fd)
+            self._loop.remove_reader(fd)
+            return
         try:
             self._multi.socket_action(fd, events)
         except self._pycurl.error:
@@ -151,6 +207,13 @@ class CurlGrpcTransport:
     def _finish(self, curl, errno: int) -> None:
         call = self._by_curl[curl]
         self._multi.remove_handle(curl)
+        if errno == self._pycurl.E_SEND_ERROR and not call.retried and call.status is None and not call.body:
+            # The call went out on a connection the server had already closed while it sat idle (GOAWAY, then
+            # close; libcurl finds out only when it writes): nothing reached the server, so send it once more,
+            # on a new connection, as gRPC's own clients retry a stream that never left them.
+            call.retried = True
+            self._multi.add_handle(curl)
+            return
         fut = call.future
         if errno:
             pc = self._pycurl
@@ -183,9 +246,10 @@ class CurlGrpcTransport:
         curl.setopt(pc.POST, 1)
         curl.setopt(pc.HTTPHEADER, self._headers)
         curl.setopt(pc.PIPEWAIT, 1)  # wait for the first connection and multiplex on it, not a connect storm
-        curl.setopt(pc.TIMEOUT_MS, max(1, int(self.timeout_s * 1000)))
         curl.setopt(pc.NOSIGNAL, 1)
         curl.setopt(pc.TCP_NODELAY, 1)
+        curl.setopt(pc.MAXAGE_CONN, 86_400)  # keep idle connections (and their parked readers) between points
+        curl.setopt(pc.SOCKOPTFUNCTION, self._on_new_socket)
         curl.setopt(pc.HEADERFUNCTION, call.on_header)
         curl.setopt(pc.WRITEFUNCTION, call.body.append)
         self._by_curl[curl] = call
@@ -208,6 +272,9 @@ class CurlGrpcTransport:
             call.curl.setopt(self._pycurl.POSTFIELDS, frame)  # pycurl keeps a reference: no copy
             call.frame = frame
         fut = call.future = self._loop.create_future()
+        call.deadline = self._loop.time() + self.timeout_s
+        if self._watchdog is None:
+            self._watchdog = self._loop.call_later(self._tick_s, self._tick)
         # add_handle asks for a 0 ms timer (_on_timer). Answering it here, not on the next loop turn, saves a
         # turn (and an epoll_wait) per call; sharing one socket_action among the send()s of a turn saved
         # nothing measurable at 8 streams (docs/performance.md, "Client fidelity").
@@ -228,13 +295,15 @@ class CurlGrpcTransport:
             raise
 
     async def close(self) -> None:
-        for fd in list(self._watched):
+        for fd in [*self._watched, *self._parked]:
             if self._loop is not None:
                 self._loop.remove_reader(fd)
                 self._loop.remove_writer(fd)
         self._watched.clear()
-        if self._timer is not None:
-            self._timer.cancel()
+        self._parked.clear()
+        for timer in (self._timer, self._watchdog):
+            if timer is not None:
+                timer.cancel()
         for call in list(self._by_curl.values()):
             if call.future is not None:
                 self._multi.remove_handle(call.curl)

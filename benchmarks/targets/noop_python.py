@@ -33,6 +33,7 @@ class NoopConfig:
     host: str = "127.0.0.1"
     delay_ms: float = 0.0
     models: tuple[str, ...] = ()  # empty = accept any model name
+    max_connection_age_ms: int = 0  # > 0: the gRPC server closes each connection after this long (GOAWAY)
 
 
 class _Metrics:
@@ -150,7 +151,9 @@ async def _serve_grpc(core: NoopCore, ready: threading.Event | None, port_box: l
 
     handlers = [grpc.method_handlers_generic_handler(service, {name: grpc.unary_unary_rpc_method_handler(fn)})
                 for (service, name), fn in ((rpc_name(PREDICT_METHOD), predict), (rpc_name(STATUS_METHOD), status_rpc))]
-    server = grpc.aio.server(options=[*GRPC_MESSAGE_OPTIONS, ("grpc.so_reuseport", 0)])
+    age = core.cfg.max_connection_age_ms
+    aging = [("grpc.max_connection_age_ms", age), ("grpc.max_connection_age_grace_ms", age)] if age > 0 else []
+    server = grpc.aio.server(options=[*GRPC_MESSAGE_OPTIONS, ("grpc.so_reuseport", 0), *aging])
     server.add_generic_rpc_handlers(handlers)
     port_box.append(server.add_insecure_port(f"{core.cfg.host}:{core.cfg.grpc_port}"))
     await server.start()

@@ -230,3 +230,57 @@ def test_rest_transport_times_out_a_silent_server_and_keeps_working_after():
     assert first == ("timeout", None)
     assert waited >= 0.3  # not before the deadline (a hang is caught by the test timeout)
     assert second == ("200", b"{}")
+
+
+@pytest.mark.timeout(60)
+def test_curl_client_follows_a_server_that_keeps_closing_its_connections():
+    """libcurl's socket stays registered with the loop between calls (parked); a server that closes every
+    connection after 100 ms (GOAWAY, then close) makes libcurl open new sockets, often under a number a parked
+    socket had: every call, sent back to back and with idle gaps longer than a connection's age, is answered."""
+    p = build_payload("m", 1, 10)
+    with NoopServer(NoopConfig(max_connection_age_ms=100)) as s:
+        async def run():
+            t = CurlGrpcTransport(f"127.0.0.1:{s.grpc_port}", timeout_s=5.0)
+            statuses, sockets = [], set()
+            try:
+                loop = asyncio.get_running_loop()
+                end = loop.time() + 1.5
+                while loop.time() < end:
+                    statuses.append((await t.send(p.grpc_bytes))[0])
+                    sockets.update(t._watched, t._parked)
+                for _ in range(3):
+                    await asyncio.sleep(0.3)  # idle past the connection's age: it is closed while parked
+                    statuses.append((await t.send(p.grpc_bytes))[0])
+                return statuses, loop.time() - end
+            finally:
+                await t.close()
+
+        statuses, idle_part_s = asyncio.run(run())
+    assert len(statuses) > 20 and set(statuses) == {"OK"}, statuses
+    assert idle_part_s < 3.0  # no call waited for its 5 s deadline
+
+
+@pytest.mark.timeout(60)
+def test_curl_client_deadline_ends_calls_at_the_deadline_and_reuses_the_handle():
+    """The deadline is the client's watchdog (not libcurl's TIMEOUT_MS): each call to a server slower than the
+    deadline ends as DEADLINE_EXCEEDED no earlier than the deadline and within a tick after it, and the handle
+    taken back from the first call carries the second."""
+    p = build_payload("m", 1, 10)
+    with NoopServer(NoopConfig(delay_ms=1500)) as s:
+        async def run():
+            t = CurlGrpcTransport(f"127.0.0.1:{s.grpc_port}", timeout_s=0.3)
+            loop = asyncio.get_running_loop()
+            out = []
+            try:
+                for _ in range(2):
+                    start = loop.time()
+                    out.append(((await t.send(p.grpc_bytes))[0], loop.time() - start))
+                return out, len(t._by_curl)
+            finally:
+                await t.close()
+
+        calls, handles = asyncio.run(run())
+    for status, waited in calls:
+        assert status == "DEADLINE_EXCEEDED"
+        assert 0.3 <= waited < 0.75  # at the deadline (one 30 ms tick late at most, plus a loaded machine)
+    assert handles == 1
