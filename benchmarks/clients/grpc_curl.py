@@ -5,6 +5,7 @@ pycurl must load before TensorFlow in a process that uses both: benchmarks/__ini
 from __future__ import annotations
 
 import asyncio
+from typing import Callable
 
 from benchmarks.clients.base import TransportOptions, register_client
 from export.contract import PREDICT_METHOD
@@ -28,12 +29,12 @@ def grpc_status_name(value: bytes) -> str:
 class _CurlCall:
     """One reusable libcurl easy handle and what its current call has received."""
 
-    __slots__ = ("curl", "body", "status", "future", "frame", "deadline", "retried")
+    __slots__ = ("curl", "body", "head", "future", "frame", "deadline", "retried")
 
     def __init__(self, curl) -> None:
         self.curl = curl
         self.body: list[bytes] = []
-        self.status: bytes | None = None  # grpc-status value (headers of a Trailers-Only reply, or trailers)
+        self.head = bytearray()  # every header line received, HTTP/2 trailers included
         self.future: asyncio.Future | None = None
         self.frame: bytes | None = None  # the request body POSTFIELDS currently points at
         self.deadline = 0.0  # loop time by which the current call must end (CurlGrpcTransport._tick)
@@ -43,13 +44,36 @@ class _CurlCall:
         """Forget the last call's response so the handle can carry the next one."""
         self.future = None
         self.body.clear()  # cleared in place: WRITEFUNCTION is bound to this list's append
-        self.status = None
+        self.head.clear()  # ... and HEADERFUNCTION to this bytearray's extend
         self.retried = False
 
-    def on_header(self, line: bytes) -> None:
-        # libcurl hands over every response header line, HTTP/2 trailers included
-        if line.startswith(b"grpc-status:"):
-            self.status = line[12:].strip()
+    @property
+    def status(self) -> bytes | None:
+        """The grpc-status value (in the headers of a Trailers-Only reply, else in the trailers), None if none.
+        Header lines are collected by bytearray.extend and read once here: a Python callback per line cost
+        ~1 µs each, 6-7 lines a call."""
+        i = self.head.find(b"grpc-status:")
+        if i < 0:
+            return None
+        return bytes(self.head[i + 12:self.head.find(b"\r\n", i)]).strip()
+
+    @property
+    def nothing_received(self) -> bool:
+        return not self.head and not self.body
+
+
+def _result(call: _CurlCall, pycurl) -> tuple[str, bytes | None]:
+    """(gRPC status name, response message bytes) of a call libcurl completed."""
+    status = call.status
+    if status is None:  # no grpc-status at all: map the HTTP status as gRPC clients do
+        code = call.curl.getinfo(pycurl.RESPONSE_CODE)
+        return (_HTTP_TO_GRPC.get(code, "UNKNOWN") if code != 200 else "INTERNAL"), None
+    if status != b"0":
+        return grpc_status_name(status), None
+    data = b"".join(call.body)
+    if len(data) < 5 or data[0] != 0 or int.from_bytes(data[1:5], "big") != len(data) - 5:
+        return "INTERNAL", None  # truncated, compressed (never asked for) or several messages
+    return "OK", data[5:]
 
 
 # The default gRPC client: its figures agree with an independent C++ client (Triton's perf_analyzer) on the
@@ -207,7 +231,7 @@ class CurlGrpcTransport:
     def _finish(self, curl, errno: int) -> None:
         call = self._by_curl[curl]
         self._multi.remove_handle(curl)
-        if errno == self._pycurl.E_SEND_ERROR and not call.retried and call.status is None and not call.body:
+        if errno == self._pycurl.E_SEND_ERROR and not call.retried and call.nothing_received:
             # The call went out on a connection the server had already closed while it sat idle (GOAWAY, then
             # close; libcurl finds out only when it writes): nothing reached the server, so send it once more,
             # on a new connection, as gRPC's own clients retry a stream that never left them.
@@ -219,25 +243,23 @@ class CurlGrpcTransport:
             pc = self._pycurl
             result = ("DEADLINE_EXCEEDED" if errno == pc.E_OPERATION_TIMEDOUT else "UNAVAILABLE"), None
         else:
-            result = self._result(call)
+            result = _result(call, self._pycurl)
         call.reset()
         self._idle.append(call)
         if fut is not None and not fut.done():
             fut.set_result(result)
 
-    def _result(self, call: _CurlCall) -> tuple[str, bytes | None]:
-        if call.status is None:  # no grpc-status at all: map the HTTP status as gRPC clients do
-            code = call.curl.getinfo(self._pycurl.RESPONSE_CODE)
-            return (_HTTP_TO_GRPC.get(code, "UNKNOWN") if code != 200 else "INTERNAL"), None
-        if call.status != b"0":
-            return grpc_status_name(call.status), None
-        data = b"".join(call.body)
-        if len(data) < 5 or data[0] != 0 or int.from_bytes(data[1:5], "big") != len(data) - 5:
-            return "INTERNAL", None  # truncated, compressed (never asked for) or several messages
-        return "OK", data[5:]
-
     # -- public -------------------------------------------------------------------------------
     def _new_call(self) -> _CurlCall:
+        call = self._easy()
+        curl = call.curl
+        curl.setopt(self._pycurl.MAXAGE_CONN, 86_400)  # keep idle connections (and their parked readers) between points
+        curl.setopt(self._pycurl.SOCKOPTFUNCTION, self._on_new_socket)
+        self._by_curl[curl] = call
+        return call
+
+    def _easy(self) -> _CurlCall:
+        """An easy handle set up for this target's calls (the loop's handles and the blocking ones)."""
         pc = self._pycurl
         curl = pc.Curl()
         call = _CurlCall(curl)
@@ -248,12 +270,16 @@ class CurlGrpcTransport:
         curl.setopt(pc.PIPEWAIT, 1)  # wait for the first connection and multiplex on it, not a connect storm
         curl.setopt(pc.NOSIGNAL, 1)
         curl.setopt(pc.TCP_NODELAY, 1)
-        curl.setopt(pc.MAXAGE_CONN, 86_400)  # keep idle connections (and their parked readers) between points
-        curl.setopt(pc.SOCKOPTFUNCTION, self._on_new_socket)
-        curl.setopt(pc.HEADERFUNCTION, call.on_header)
+        curl.setopt(pc.HEADERFUNCTION, call.head.extend)
         curl.setopt(pc.WRITEFUNCTION, call.body.append)
-        self._by_curl[curl] = call
         return call
+
+    def open_blocking(self) -> "BlockingCurl":
+        """A handle (and connection) of its own for one thread making blocking calls (ClosedLoop's synchronous
+        calls); its deadline is libcurl's TIMEOUT_MS."""
+        call = self._easy()
+        call.curl.setopt(self._pycurl.TIMEOUT_MS, max(1, int(self.timeout_s * 1000)))
+        return BlockingCurl(call, self._pycurl, self._frame)
 
     def _frame(self, payload: bytes) -> bytes:
         frame = self._frames.get(payload)
@@ -313,3 +339,34 @@ class CurlGrpcTransport:
         self._by_curl.clear()
         self._idle.clear()
         self._multi.close()
+
+
+class BlockingCurl:
+    """One libcurl easy handle driven by curl_easy_perform (which releases the GIL), for a thread that makes one
+    call at a time. Why: with one call in flight the event loop has nothing to interleave, and its turns and
+    callbacks cost ~40 µs of a ~600 µs batch-1 call here; perform() is within a few per cent of perf_analyzer
+    (docs/performance.md, "Client fidelity")."""
+
+    def __init__(self, call: _CurlCall, pycurl, frame: Callable[[bytes], bytes]) -> None:
+        self._call, self._pycurl, self._frame = call, pycurl, frame
+
+    def send(self, payload: bytes) -> tuple[str, bytes | None]:
+        call, pc = self._call, self._pycurl
+        frame = self._frame(payload)
+        if call.frame is not frame:
+            call.curl.setopt(pc.POSTFIELDS, frame)
+            call.frame = frame
+        for attempt in (1, 2):
+            call.reset()
+            try:
+                call.curl.perform()
+            except pc.error as exc:
+                errno = exc.args[0]
+                if errno == pc.E_SEND_ERROR and attempt == 1 and call.nothing_received:
+                    continue  # sent on a connection the server had closed while idle: nothing reached it (as above)
+                return ("DEADLINE_EXCEEDED" if errno == pc.E_OPERATION_TIMEDOUT else "UNAVAILABLE"), None
+            return _result(call, pc)
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self._call.curl.close()

@@ -17,6 +17,7 @@ import dataclasses
 import itertools
 import math
 import random
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -46,6 +47,7 @@ class LoadLoop:
         self.error_backoff_s, self.version_of = error_backoff_s, version_of
         self.sent = self.in_flight = 0
         self.stopping = False
+        self._counting = threading.Lock()  # sent/in_flight, when blocking workers count from their threads
 
     async def send(self, payload: bytes, started_ns: int | None = None) -> str:
         """One request, recorded. started_ns: when it was due (open loop), so a late send counts as latency."""
@@ -61,10 +63,29 @@ class LoadLoop:
             raise
         except Exception as exc:  # anything else is still an outcome that must be counted
             status = type(exc).__name__
+        self._record(status, body, t0)
+        return status
+
+    def send_blocking(self, sender, payload: bytes) -> str:
+        """One request through a blocking sender (Transport.open_blocking), on a worker thread; recorded the same
+        way. The counters are shared with the loop thread, hence the lock."""
+        t0 = time.perf_counter_ns()
+        with self._counting:
+            self.sent += 1
+            self.in_flight += 1
+        body = None
+        try:
+            status, body = sender.send(payload)
+        except Exception as exc:
+            status = type(exc).__name__
+        self._record(status, body, t0)
+        return status
+
+    def _record(self, status: str, body: bytes | None, t0: int) -> None:
         version = self.version_of(body) if self.version_of and body is not None and ok(status) else None
         self.recorder.record(status, time.perf_counter_ns() - t0, version)
-        self.in_flight -= 1
-        return status
+        with self._counting:
+            self.in_flight -= 1
 
     async def stop(self, tasks: list[asyncio.Task], timeout_s: float) -> None:
         """Let in-flight requests finish (up to timeout_s), then cancel what is left (recorded as
@@ -99,14 +120,31 @@ class LoadManager:
 
 @dataclass
 class ClosedLoop(LoadManager):
-    """`concurrency` workers, each keeping one request in flight until the loop stops or `requests` are sent."""
+    """`concurrency` workers, each keeping one request in flight until the loop stops or `requests` are sent.
+
+    sync_calls: each worker a thread making blocking calls on a connection of its own (Transport.open_blocking),
+    as perf_analyzer makes synchronous calls by default, instead of a task on the event loop. None (default):
+    only at concurrency 1, where the loop has nothing to interleave and its turns are pure cost (~30-40 µs of a
+    0.3-0.6 ms batch-1 call here; docs/performance.md, "Client fidelity"), and only for a transport that offers
+    blocking calls (the REST and libcurl clients; grpc.aio does not).
+    """
 
     concurrency: int
     requests: int | None = None
+    sync_calls: bool | None = None
+
+    def blocking(self, loop: LoadLoop) -> bool:
+        """Will this manager's workers make blocking calls through `loop`'s transport?"""
+        can = hasattr(loop.transport, "open_blocking")
+        return can and (self.sync_calls if self.sync_calls is not None else self.concurrency == 1)
 
     def start(self, loop: LoadLoop) -> list[asyncio.Task]:
         loop.stopping, self._left = False, self.requests
-        return [asyncio.create_task(self._worker(loop, i)) for i in range(max(1, self.concurrency))]
+        workers = range(max(1, self.concurrency))
+        if self.blocking(loop):
+            self._taking = threading.Lock()
+            return [asyncio.create_task(_in_thread(self._blocking_worker, loop, i)) for i in workers]
+        return [asyncio.create_task(self._worker(loop, i)) for i in workers]
 
     async def _worker(self, loop: LoadLoop, first: int) -> None:
         k = first
@@ -115,6 +153,44 @@ class ClosedLoop(LoadManager):
             k += 1
             if not ok(status) and loop.error_backoff_s:
                 await asyncio.sleep(loop.error_backoff_s)
+
+    def _blocking_worker(self, loop: LoadLoop, first: int) -> None:
+        sender = loop.transport.open_blocking()  # type: ignore[attr-defined]
+        k = first
+        try:
+            while True:
+                with self._taking:  # the budget is shared by the worker threads
+                    if not self._take(loop):
+                        return
+                status = loop.send_blocking(sender, loop.payloads[k % len(loop.payloads)])
+                k += 1
+                if not ok(status) and loop.error_backoff_s:
+                    time.sleep(loop.error_backoff_s)
+        finally:
+            sender.close()
+
+
+async def _in_thread(fn: Callable[..., None], *args) -> None:
+    """Run fn on a thread of its own (not the loop's default executor, which has fewer threads than a point may
+    have workers) and wait for it. Cancelling the wait does not stop the thread: a blocking worker ends after its
+    call in flight, once the loop is stopping."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def settle(exc: BaseException | None) -> None:
+        if not done.done():
+            done.set_exception(exc) if exc is not None else done.set_result(None)
+
+    def run() -> None:
+        try:
+            fn(*args)
+        except BaseException as exc:  # handed to the waiting task, which raises it
+            loop.call_soon_threadsafe(settle, exc)
+        else:
+            loop.call_soon_threadsafe(settle, None)
+
+    threading.Thread(target=run, name="load-worker", daemon=True).start()
+    await done
 
 
 @dataclass
@@ -209,6 +285,7 @@ class MeasuredPoint:
     deviation_pct: float = math.inf
     window_throughputs: list[float] = field(default_factory=list)  # every measured window, req/s
     dropped: int = 0  # open loop: sends skipped at max_in_flight
+    calls: str = "async"  # "sync": blocking calls on worker threads (ClosedLoop.sync_calls), "async": on the loop
 
 
 async def _measure_windows(rec: Recorder, plan: WindowPlan) -> tuple[list[Window], bool, float]:
@@ -257,8 +334,9 @@ async def measure_point(transport: Transport, payloads: list[bytes], manager: Lo
         stable, dev = None, math.inf  # the rule needs three windows: not judged
     throughputs = [round(w.throughput, 1) for w in windows] if stable is not None else []
     load = {"target_rate": manager.rate} if isinstance(manager, OpenLoop) else {"concurrency": manager.concurrency}
+    calls = "sync" if isinstance(manager, ClosedLoop) and manager.blocking(loop) else "async"
     return MeasuredPoint(load, windows if plan.fixed_windows else windows[-3:], reading,
-                         server_metrics, stable, dev, throughputs, getattr(manager, "dropped", 0))
+                         server_metrics, stable, dev, throughputs, getattr(manager, "dropped", 0), calls)
 
 
 def run_point(new_transport: Callable[[], Transport], payloads: list[bytes], manager: LoadManager,

@@ -30,6 +30,7 @@ def _figures(point: MeasuredPoint, rps: float) -> dict:
                      server_cores=round(cpu.pids_pct / 100, 2))
     if point.dropped:
         x["dropped_open_loop"] = point.dropped
+    x["calls"] = point.calls
     x["server_metrics"] = point.server_metrics
     return x
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 import time
 
 import pytest
@@ -135,7 +136,10 @@ def test_curl_client_multiplexes_calls_and_reuses_handles():
     (b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 2\r\n\r\n{}", "503", None),
     (b"SMTP ready\r\n\r\n", "protocol_error", None),
 ])
-def test_rest_transport_parses_what_servers_send(reply, expected_status, expected_body):
+@pytest.mark.parametrize("blocking", [False, True], ids=["asyncio", "blocking"])
+def test_rest_transport_parses_what_servers_send(reply, expected_status, expected_body, blocking):
+    """The same replies through the asyncio connection and the blocking one (ClosedLoop's synchronous calls),
+    which share the response parser."""
     async def scenario():
         seen = []
 
@@ -156,7 +160,12 @@ def test_rest_transport_parses_what_servers_send(reply, expected_status, expecte
         server = await asyncio.start_server(handle, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         t = RestTransport(f"127.0.0.1:{port}", "/v1/models/m:predict", connections=1)
-        results = [await t.send(b'{"instances":[[1.0]]}') for _ in range(3)]
+        if blocking:  # on a thread: the server runs on this loop
+            sender = t.open_blocking()
+            results = [await asyncio.to_thread(sender.send, b'{"instances":[[1.0]]}') for _ in range(3)]
+            sender.close()
+        else:
+            results = [await t.send(b'{"instances":[[1.0]]}') for _ in range(3)]
         await t.close()
         server.close()
         return results, seen
@@ -284,3 +293,65 @@ def test_curl_client_deadline_ends_calls_at_the_deadline_and_reuses_the_handle()
         assert status == "DEADLINE_EXCEEDED"
         assert 0.3 <= waited < 0.75  # at the deadline (one 30 ms tick late at most, plus a loaded machine)
     assert handles == 1
+
+
+@pytest.mark.timeout(60)
+def test_blocking_rest_connection_times_out_a_silent_server_and_reconnects():
+    """The blocking connection's deadline is the kernel's receive timeout: a request the server never answers
+    ends as "timeout" at the deadline, and the next one goes out on a new connection and is answered."""
+    answer = threading.Event()
+    conns = []
+
+    def serve(listener: socket.socket) -> None:
+        while True:
+            try:
+                c, _ = listener.accept()
+            except OSError:
+                return
+            conns.append(c)
+            data = b""
+            while b"\r\n\r\n" not in data or not data.endswith(b"{}"):
+                data += c.recv(4096)
+            if answer.is_set():
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        threading.Thread(target=serve, args=(listener,), daemon=True).start()
+        t = RestTransport(f"127.0.0.1:{listener.getsockname()[1]}", "/v1/models/m:predict", timeout_s=0.3)
+        sender = t.open_blocking()
+        start = time.perf_counter()
+        first = sender.send(b"{}")
+        waited = time.perf_counter() - start
+        answer.set()
+        second = sender.send(b"{}")
+        sender.close()
+    assert first == ("timeout", None) and 0.29 <= waited < 2.0
+    assert second == ("200", b"{}") and len(conns) == 2
+
+
+def test_blocking_curl_calls_give_the_loops_statuses_and_bytes():
+    """libcurl's blocking sender (ClosedLoop's synchronous calls at one stream) answers as its event-loop calls
+    do: the same OK bytes, NOT_FOUND, INVALID_ARGUMENT, DEADLINE_EXCEEDED past its deadline, UNAVAILABLE when
+    nothing listens."""
+    good, unknown = build_payload("known", 3, 10).grpc_bytes, build_payload("other", 1, 10).grpc_bytes
+
+    def blocking(target: str, payload: bytes, timeout_s: float = 5.0) -> tuple[str, bytes | None]:
+        sender = CurlGrpcTransport(target, timeout_s=timeout_s).open_blocking()
+        try:
+            return sender.send(payload)
+        finally:
+            sender.close()
+
+    with NoopServer(NoopConfig(models=("known",))) as s:
+        target = f"127.0.0.1:{s.grpc_port}"
+        looped = asyncio.run(send_with_each_grpc_client(target, good))["curl"]
+        assert blocking(target, good) == looped and looped[0] == "OK"
+        assert blocking(target, unknown) == ("NOT_FOUND", None)
+        assert blocking(target, b"\xff\xfe not a proto") == ("INVALID_ARGUMENT", None)
+    with NoopServer(NoopConfig(delay_ms=500)) as slow:
+        assert blocking(f"127.0.0.1:{slow.grpc_port}", good, timeout_s=0.1) == ("DEADLINE_EXCEEDED", None)
+    with socket.socket() as refusing:
+        refusing.bind(("127.0.0.1", 0))
+        assert blocking(f"127.0.0.1:{refusing.getsockname()[1]}", good) == ("UNAVAILABLE", None)

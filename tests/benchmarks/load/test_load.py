@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
+import time
 
 import pytest
 
@@ -225,3 +227,78 @@ def test_reliability_background_load_runs_on_the_shared_loop_closed_and_open() -
     assert s.dropped_open_loop > 0 and 1 <= s.sent <= 5 and s.failed == 0
     # open loop: latency runs from the intended send time, so it is never below the server's 200 ms
     assert s.hist.percentile_ms(50) >= 199
+
+
+class MockBlockingTransport(MockTransport):
+    """The mock with blocking calls too (Transport.open_blocking): each sender notes the thread it runs on."""
+
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.lock = threading.Lock()
+        self.threads: set[str] = set()
+        self.opened = self.closed = 0
+
+    def open_blocking(self):
+        transport = self
+
+        class Sender:
+            def send(self, payload: bytes) -> tuple[str, bytes | None]:
+                with transport.lock:
+                    i = transport.calls
+                    transport.calls += 1
+                    transport.payloads.append(payload)
+                    transport.in_flight += 1
+                    transport.max_in_flight = max(transport.max_in_flight, transport.in_flight)
+                    transport.threads.add(threading.current_thread().name)
+                time.sleep(transport.delay_s)
+                with transport.lock:
+                    transport.in_flight -= 1
+                if i in transport.raise_on:
+                    raise ConnectionResetError("planted")
+                status = transport.status(i)
+                return status, transport.body(i, payload) if status == "OK" else None
+
+            def close(self) -> None:
+                transport.closed += 1
+
+        self.opened += 1
+        return Sender()
+
+
+def test_one_stream_makes_blocking_calls_on_a_thread_when_the_transport_offers_them() -> None:
+    """Concurrency 1 (sync_calls=None): a worker thread with blocking calls, every request recorded once, the
+    budget exact; concurrency 2 stays on the loop unless asked; a transport without blocking calls stays too."""
+    t = MockBlockingTransport(delay_s=0.001, status=lambda i: "UNAVAILABLE" if i % 5 == 0 else "OK",
+                              body=lambda i, p: bytes([1 if i < 10 else 2]))
+    loop = LoadLoop(t, [b"a", b"b"], Recorder(), error_backoff_s=0, version_of=lambda body: body[0])
+    manager = ClosedLoop(1, requests=30)
+    assert manager.blocking(loop)
+    asyncio.run(manager.run(loop))
+    totals = loop.recorder.totals()
+    assert t.calls == loop.sent == 30 and loop.in_flight == 0 and t.max_in_flight == 1
+    assert totals.ok == 24 and totals.errors == {"UNAVAILABLE": 6}
+    assert totals.version_counts == {1: 8, 2: 16}
+    assert t.threads == {"load-worker"} and t.opened == t.closed == 1
+    assert not ClosedLoop(2).blocking(loop) and ClosedLoop(2, sync_calls=True).blocking(loop)
+    assert not ClosedLoop(1, sync_calls=False).blocking(loop)
+    assert not ClosedLoop(1).blocking(LoadLoop(MockTransport(), [b"x"]))
+
+
+def test_blocking_workers_share_the_budget_and_keep_their_concurrency() -> None:
+    t = MockBlockingTransport(delay_s=0.005, raise_on={7})
+    loop = LoadLoop(t, [b"x"], Recorder(), error_backoff_s=0)
+    asyncio.run(ClosedLoop(8, requests=200, sync_calls=True).run(loop))
+    totals = loop.recorder.totals()
+    assert t.calls == loop.sent == 200 and loop.in_flight == 0
+    assert t.max_in_flight == 8  # eight threads (more than the loop's default executor would run)
+    assert totals.ok == 199 and totals.errors == {"ConnectionResetError": 1}
+    assert t.opened == t.closed == 8
+
+
+def test_a_blocking_point_is_measured_in_windows_and_its_worker_ends_on_stop() -> None:
+    t = MockBlockingTransport(delay_s=0.002)
+    plan = WindowPlan(window_s=0.1, fixed_windows=3, warmup_s=0.05)
+    r = asyncio.run(measure_point(t, [b"x"], ClosedLoop(1), plan))
+    assert len(r.windows) == 3 and all(w.ok > 0 for w in r.windows) and r.load == {"concurrency": 1}
+    assert r.calls == "sync" and asyncio.run(measure_point(t, [b"x"], ClosedLoop(2), plan)).calls == "async"
+    assert t.threads == {"load-worker"} and t.opened == t.closed == 1  # the worker saw the stop and closed

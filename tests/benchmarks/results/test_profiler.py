@@ -37,7 +37,7 @@ def test_a_measured_point_becomes_one_row_with_every_common_figure() -> None:
                          # 50 % of a core / 100 req/s = 5,000 µs; the server's 20 % -> 2,000 µs
                          "client_cpu_us_per_request": 5000.0, "client_cores": 0.5,
                          "server_cpu_us_per_request": 2000.0, "server_cores": 0.2,
-                         "server_metrics": {"processed_batch_size_mean": 4.0}, "own": 1}
+                         "server_metrics": {"processed_batch_size_mean": 4.0}, "calls": "async", "own": 1}
     assert row.warnings == ["3 failed requests: {'UNAVAILABLE': 3}"]
 
 
