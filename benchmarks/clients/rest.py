@@ -261,7 +261,7 @@ class BlockingRest:
         sock = socket.create_connection((self.host, self.port), timeout=self.timeout_s)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # The deadline is the kernel's (each send or receive waits at most timeout_s), not Python's socket
-        # timeout, which polls before every send and recv: one more system call per read, ~14 µs a call here.
+        # timeout, which polls before every send and recv: a system call more each (p50 351 -> 348 µs here).
         sock.settimeout(None)
         whole, frac = divmod(self.timeout_s, 1.0)
         wait = struct.pack("ll", int(whole), int(frac * 1e6))

@@ -43,6 +43,7 @@ class PointSummary:
     our_rps: float
     their_rps: float
     rps_ratio: float
+    calls: str = "async"  # how our client called: "sync" (blocking, on a worker thread) or "async" (event loop)
 
     @property
     def within(self) -> bool:
@@ -79,7 +80,8 @@ def summarise(rows: list[ResultRow]) -> list[PointSummary]:
             _median([o.p50_ms for o, _ in use]), _median([t.p50_ms for _, t in use]),
             _median([ratio(o.p50_ms, t.p50_ms) for o, t in use]),
             _median([o.throughput_rps for o, _ in use]), _median([t.throughput_rps for _, t in use]),
-            _median([ratio(o.throughput_rps, t.throughput_rps) for o, t in use])))
+            _median([ratio(o.throughput_rps, t.throughput_rps) for o, t in use]),
+            "/".join(sorted({str(o.extra.get("calls", "async")) for o, _ in group}))))
     return out
 
 
@@ -134,12 +136,13 @@ def stage_table(rows: list[ResultRow]) -> str:
 def crosscheck_table(rows: list[ResultRow], server: str = "") -> str:
     """The whole cross-check section: one row per point, then served ÷ in-process and REST ÷ gRPC."""
     points = summarise(rows)
-    body = [[p.api, p.batch, p.concurrency, p.client, INDEPENDENT[p.api], f"{p.pairs} ({p.stable_pairs} stable)",
+    body = [[p.api, p.batch, p.concurrency, p.client, p.calls, INDEPENDENT[p.api], f"{p.pairs} ({p.stable_pairs} stable)",
              p.our_p50, p.their_p50, p.p50_ratio, f"{p.our_rps:,.0f}", f"{p.their_rps:,.0f}", p.rps_ratio,
              "yes" if p.within else "NO"] for p in points]
     bounds = (f"Medians over the repeats (stable pairs when any). Bounds: p50 ours ÷ theirs within ±{P50_BOUND:.0%}, "
-              f"req/s ours ÷ theirs ≥ {THROUGHPUT_BOUND:g}.")
-    parts = [bounds, table(["API", "batch", "conc", "ours", "theirs", "pairs", "our p50 ms", "their p50 ms",
+              f"req/s ours ÷ theirs ≥ {THROUGHPUT_BOUND:g}. calls: sync = blocking calls on a worker thread (one "
+              "stream, as perf_analyzer's synchronous calls), async = on the event loop.")
+    parts = [bounds, table(["API", "batch", "conc", "ours", "calls", "theirs", "pairs", "our p50 ms", "their p50 ms",
                             "p50 ratio", "our req/s", "their req/s", "req/s ratio", "within"], body)]
     met = sum(p.within for p in points)
     parts.append(f"{met} of {len(points)} points within both bounds.")

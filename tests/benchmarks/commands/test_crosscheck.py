@@ -41,6 +41,7 @@ def test_one_table_row_per_point_with_median_ratios_and_the_bounds() -> None:
     for rep, (ours, theirs) in enumerate([(1.10, 1.00), (1.00, 1.00), (1.30, 1.00)], start=1):
         rows += [_row("grpc", "perf_analyzer", theirs, 1000, rep), _row("grpc", "libcurl", ours, 950, rep)]
         rows += [_row("rest", "wrk", 0.5, 2000, rep), _row("rest", "asyncio-http1", 0.52, 1700, rep)]
+        rows[-1].extra["calls"] = "sync"  # our REST client's blocking calls at one stream; the gRPC rows say none
     rows.append(_row("inprocess", "", 0.4, math.nan, 1))
     rows[-1].scenario = "steady"
     points = {(p.api, p.batch, p.concurrency): p for p in summarise(rows)}
@@ -49,7 +50,9 @@ def test_one_table_row_per_point_with_median_ratios_and_the_bounds() -> None:
     assert (grpc.pairs, grpc.stable_pairs) == (3, 3)
     assert grpc.p50_ratio == pytest.approx(1.10) and grpc.rps_ratio == pytest.approx(0.95) and grpc.within
     assert rest.p50_ratio == pytest.approx(1.04) and rest.rps_ratio == pytest.approx(0.85) and not rest.within
+    assert (grpc.calls, rest.calls) == ("async", "sync")
     text = crosscheck_table(rows, "embedded-graph")
+    assert "| rest | 1 | 1 | asyncio-http1 | sync | wrk |" in text and "| libcurl | async | perf_analyzer |" in text
     assert "1 of 2 points within both bounds" in text
     assert "= **2.50×**" in text  # perf_analyzer's p50 1.0 ÷ the in-process 0.4
     assert "the embedded server's own ratio" in text and "NOT TF Serving's" in text
