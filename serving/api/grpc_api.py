@@ -3,7 +3,7 @@
 Built on the official generated servicers from tensorflow-serving-api, so the method names, request and
 response messages are exactly TF Serving's.
 
-The server is grpc.aio (asyncio) on one event-loop thread, not the thread-pool server. Why (measured,
+The server is grpc.aio on one event-loop thread (uvloop), not the thread-pool server. Why (measured,
 docs/performance.md): with the thread-pool server every request, and every request waiting for its batch, holds a
 worker thread; 64 concurrent streams meant 64+ threads taking turns on the GIL, a wake-up per request when
 its batch finished, and batching that saved no CPU at all. Here a request waiting for its batch is just a
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import (
     classification_pb2,
@@ -312,7 +313,10 @@ class GrpcServer:
     """
 
     def __init__(self, core: ServingCore, manager: ModelManager, listen: GrpcListen, enable_config_reload: bool) -> None:
-        self._loop = asyncio.new_event_loop()
+        # uvloop (libuv) rather than asyncio's own loop: perf_analyzer against two graph servers side by side,
+        # interleaved, quiet machine: batch 1 at 8 streams 2,239-2,254 -> 2,458-2,475 req/s (p50 3.53 -> 3.22 ms),
+        # at 1 stream 560-570 -> 552-558 µs (docs/performance.md, "Per-stage time and gRPC vs REST").
+        self._loop = uvloop.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="grpc-aio", daemon=True)
         self._thread.start()
         self.prediction = PredictionServicer(core, manager)
