@@ -222,9 +222,9 @@ def test_perf_analyzer_crosscheck_writes_its_rows_beside_ours(tmp_path, multi_in
         assert pa["n"] > 0 and pa["p50_ms"] <= pa["p90_ms"] <= pa["p99_ms"] and pa["warnings"] == []
     else:
         assert pa["p90_ms"] is None and pa["warnings"][0].startswith("unstable: perf_analyzer found no 3 agreeing")
-    assert ours["errors"] == 0 and ours["n"] > 0
+    assert ours["errors"] == 0 and ours["n"] > 0 and ours["extra"]["calls"] == "async"  # grpc.aio: no blocking calls
     table_md = (tmp_path / "pa" / "crosscheck.md").read_text()
-    assert "| grpc | 1 | 1 | grpc.aio | perf_analyzer |" in table_md and "p50 ratio" in capsys.readouterr().out
+    assert "| grpc | 1 | 1 | grpc.aio | async | perf_analyzer |" in table_md and "p50 ratio" in capsys.readouterr().out
 
 
 def test_perf_analyzer_missing_exits_2_saying_what_to_install(monkeypatch, tmp_path, capsys):
