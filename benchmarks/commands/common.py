@@ -118,3 +118,11 @@ def run_module(prog: str, doc: str | None, add_arguments, main) -> int:
     parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     return main(parser.parse_args())
+
+
+def add_calls_argument(p: argparse.ArgumentParser) -> None:
+    """--calls: how a closed-loop point calls the server (perf_analyzer's synchronous calls vs its --async)."""
+    p.add_argument("--calls", choices=("auto", "sync", "async"), default="auto",
+                   help="closed-loop calls: sync = each stream a thread making blocking calls on a connection of its "
+                        "own (as perf_analyzer's synchronous calls), async = every stream on the event loop, auto "
+                        "(default) = sync at 1 stream, async above; grpc.aio has no blocking calls and stays async")

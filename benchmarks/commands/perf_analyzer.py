@@ -26,8 +26,8 @@ from pathlib import Path
 from benchmarks.requests.input_data import load_document
 from benchmarks.requests.payloads import build_payload
 from benchmarks.clients.transports import DEFAULT_GRPC_CLIENT, GRPC_CLIENTS, client_name
-from benchmarks.commands.common import (DEFAULT_MODELS, ListArg, add_old_name, add_run_args, add_server_args,
-                                        finish_run, open_run)
+from benchmarks.commands.common import (DEFAULT_MODELS, ListArg, add_calls_argument, add_old_name, add_run_args,
+                                        add_server_args, finish_run, open_run)
 from benchmarks.commands.input_flags import add_input_arguments, input_options, served_models
 from benchmarks.commands.wrk import wrk_row
 from benchmarks.measure import perf_analyzer_tool as tool
@@ -66,6 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-windows", type=int, default=10, help="cap on windows per point, both tools (default 10)")
     p.add_argument("--stability-pct", type=float, default=10.0, help="windows agree within this %% (default 10)")
     p.add_argument("--repeats", type=int, default=1, help="run every point this many times (default 1)")
+    add_calls_argument(p)
     p.add_argument("--no-inprocess", action="store_true",
                    help="skip timing the SavedModel signature call in this process (the served ÷ in-process line)")
     p.add_argument("--server-label", default="external", help="how to name the server in the rows")
@@ -100,7 +101,8 @@ def _measure_ours(args, kind: str, target: str, picked: tuple[str, int], inputs,
 
     run_served(ServedConfig(kind=kind, target=target, models=[picked], batch_sizes=(bs,),
                             concurrencies=(conc,), window_s=args.window_s, max_windows=args.max_windows,
-                            stability_pct=args.stability_pct, grpc_client=client, server_label=args.server_label,
+                            stability_pct=args.stability_pct, grpc_client=client, calls=args.calls,
+                            server_label=args.server_label,
                             progress=False, inputs=inputs, allow_errors=args.allow_errors, extra={"repeat": rep},
                             metrics_url=args.metrics_url), w)
 

@@ -13,10 +13,10 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.commands.common import (DEFAULT_MODELS, DEFAULT_REST_TARGET, ListArg, add_old_name, add_run_args,
-                                        add_target_args, finish_run, open_run, target_of)
+from benchmarks.commands.common import (DEFAULT_MODELS, DEFAULT_REST_TARGET, ListArg, add_calls_argument, add_old_name,
+                                        add_run_args, add_target_args, finish_run, open_run, target_of)
 from benchmarks.measure import prometheus
-from benchmarks.load.managers import ClosedLoop, MeasuredPoint, WindowPlan, run_point
+from benchmarks.load.managers import CALLS, ClosedLoop, MeasuredPoint, WindowPlan, run_point
 from benchmarks.load.loadgen import SCENARIOS as LOADGEN_SCENARIOS, LoadGenConfig, run_loadgen
 from benchmarks.requests.builder import RequestSpec, build_requests
 from benchmarks.requests.tensors import InputOptions
@@ -47,6 +47,7 @@ class ServedConfig:
     timeout_s: float = 30.0
     grpc_channels: int = 1
     grpc_client: str = DEFAULT_GRPC_CLIENT  # curl (libcurl HTTP/2) | aio (grpc.aio): see benchmarks/clients/
+    calls: str = "auto"  # closed-loop calls: auto | sync (blocking, a thread per stream) | async (the event loop)
     server_label: str = ""  # e.g. embedded-graph, tfserving, noop
     metrics_url: str = ""  # Prometheus endpoint (REST port), optional
     loadgen_scenarios: tuple[str, ...] = ()  # single_stream | server | offline
@@ -128,7 +129,8 @@ def _transport(cfg: ServedConfig, p: Payload, concurrency: int):
 def _closed_point(cfg: ServedConfig, p: Payload, payload: list[bytes], conc: int, common: dict) -> ResultRow:
     """One closed-loop point at concurrency `conc`, with the server's Prometheus delta over it."""
     plan = WindowPlan(cfg.window_s, cfg.max_windows, cfg.stability_pct, cfg.warmup_s, cfg.fixed_windows)
-    point = run_point(lambda: _transport(cfg, p, conc), payload, ClosedLoop(conc), plan, metrics_url=cfg.metrics_url,
+    manager = ClosedLoop(conc, sync_calls=CALLS[cfg.calls])
+    point = run_point(lambda: _transport(cfg, p, conc), payload, manager, plan, metrics_url=cfg.metrics_url,
                       model=p.model)
     return profile(point, scenario="closed", extra=cfg.extra, **common)
 
@@ -209,6 +211,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "agree with Triton's perf_analyzer and which costs 2-3x less client CPU per call; aio = grpc.aio "
                         "(the reference implementation; its p50 ran 16 %% above perf_analyzer's at 1 stream, libcurl's 9 %%, "
                         "here, see `perf-analyzer`)")
+    add_calls_argument(p)
     add_old_name(p, "--timeout-s", "timeout_s", float)
     p.add_argument("--timeout-seconds", dest="timeout_s", type=float, default=d.timeout_s,
                    help=f"per-request deadline (default {d.timeout_s:g})")
@@ -225,7 +228,7 @@ def main(args: argparse.Namespace) -> int:
                        concurrencies=() if args.command == "loadgen" else args.concurrency,
                        window_s=args.window_s, max_windows=args.max_windows, stability_pct=args.stability_pct,
                        timeout_s=args.timeout_s, grpc_channels=args.grpc_channels, grpc_client=args.grpc_client,
-                       server_label=label, metrics_url=args.metrics_url,
+                       calls=args.calls, server_label=label, metrics_url=args.metrics_url,
                        loadgen_scenarios=tuple(args.loadgen) if args.command != "sweep" else (),
                        loadgen_qps=args.loadgen_qps, loadgen_min_duration_ms=args.loadgen_duration_ms,
                        loadgen_target_latency_ms=args.loadgen_latency_ms, loadgen_dir=w.run_dir / "loadgen",

@@ -28,6 +28,8 @@ from benchmarks.measure.cpu_meter import CpuMeter, CpuReading
 from benchmarks.measure.recorder import Recorder, Window
 
 ARRIVALS = ("constant", "poisson")
+# --calls on the command line -> ClosedLoop.sync_calls (auto: blocking calls at one stream, where the transport can)
+CALLS = {"auto": None, "sync": True, "async": False}
 
 
 class LoadLoop:

@@ -109,3 +109,17 @@ def test_served_rows_carry_loadgen_verdict_and_server_metrics(tmp_path, noop):
     assert lg.extra["loadgen"]["constraints"]["Performance constraints satisfied"] == "NO"
     assert lg.warnings[0].startswith("LoadGen verdict INVALID: Performance constraints satisfied=NO")
     assert (tmp_path / "lg" / "grpc-m-b4-server-200qps" / "mlperf_log_summary.txt").exists()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("calls,conc,expected", [("auto", 1, "sync"), ("async", 1, "async"), ("auto", 2, "async"),
+                                                 ("sync", 2, "sync")])
+def test_calls_choose_blocking_or_loop_calls_and_the_row_says_which(tmp_path, noop, calls, conc, expected):
+    """--calls (ServedConfig.calls): auto makes blocking calls at one stream only; sync and async force either.
+    Every request of the point is answered either way."""
+    w = ResultWriter(tmp_path / "run", capture_environment(server_kind="noop"))
+    cfg = ServedConfig(kind="rest", target=f"127.0.0.1:{noop.rest_port}", models=[("m", 10)], batch_sizes=(1,),
+                       concurrencies=(conc,), window_s=0.2, fixed_windows=2, warmup_s=0.05, server_label="noop",
+                       calls=calls, progress=False)
+    (row,) = run_served(cfg, w)
+    assert row.extra["calls"] == expected and row.n > 0 and row.errors == 0, row.warnings
