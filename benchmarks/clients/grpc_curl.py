@@ -57,23 +57,32 @@ class _CurlCall:
             return None
         return bytes(self.head[i + 12:self.head.find(b"\r\n", i)]).strip()
 
-    @property
-    def nothing_received(self) -> bool:
-        return not self.head and not self.body
+    def post(self, frame: bytes, pycurl) -> None:
+        """Point the request body at `frame` (pycurl keeps a reference: no copy), unless it already is."""
+        if self.frame is not frame:
+            self.curl.setopt(pycurl.POSTFIELDS, frame)
+            self.frame = frame
 
-
-def _result(call: _CurlCall, pycurl) -> tuple[str, bytes | None]:
-    """(gRPC status name, response message bytes) of a call libcurl completed."""
-    status = call.status
-    if status is None:  # no grpc-status at all: map the HTTP status as gRPC clients do
-        code = call.curl.getinfo(pycurl.RESPONSE_CODE)
-        return (_HTTP_TO_GRPC.get(code, "UNKNOWN") if code != 200 else "INTERNAL"), None
-    if status != b"0":
-        return grpc_status_name(status), None
-    data = b"".join(call.body)
-    if len(data) < 5 or data[0] != 0 or int.from_bytes(data[1:5], "big") != len(data) - 5:
-        return "INTERNAL", None  # truncated, compressed (never asked for) or several messages
-    return "OK", data[5:]
+    def outcome(self, errno: int, pycurl) -> tuple[str, bytes | None] | None:
+        """(gRPC status name, response message bytes) of the call libcurl ended with `errno` (0 = completed), or
+        None when it is to be sent once more: it went out on a connection the server had already closed while it
+        sat idle (GOAWAY, then close; libcurl finds out only when it writes), so nothing reached the server, and
+        gRPC's own clients retry a stream that never left them."""
+        if errno:
+            if errno == pycurl.E_SEND_ERROR and not self.retried and not self.head and not self.body:
+                self.retried = True
+                return None
+            return ("DEADLINE_EXCEEDED" if errno == pycurl.E_OPERATION_TIMEDOUT else "UNAVAILABLE"), None
+        status = self.status
+        if status is None:  # no grpc-status at all: map the HTTP status as gRPC clients do
+            code = self.curl.getinfo(pycurl.RESPONSE_CODE)
+            return (_HTTP_TO_GRPC.get(code, "UNKNOWN") if code != 200 else "INTERNAL"), None
+        if status != b"0":
+            return grpc_status_name(status), None
+        data = b"".join(self.body)
+        if len(data) < 5 or data[0] != 0 or int.from_bytes(data[1:5], "big") != len(data) - 5:
+            return "INTERNAL", None  # truncated, compressed (never asked for) or several messages
+        return "OK", data[5:]
 
 
 # The default gRPC client: its figures agree with an independent C++ client (Triton's perf_analyzer) on the
@@ -231,19 +240,11 @@ class CurlGrpcTransport:
     def _finish(self, curl, errno: int) -> None:
         call = self._by_curl[curl]
         self._multi.remove_handle(curl)
-        if errno == self._pycurl.E_SEND_ERROR and not call.retried and call.nothing_received:
-            # The call went out on a connection the server had already closed while it sat idle (GOAWAY, then
-            # close; libcurl finds out only when it writes): nothing reached the server, so send it once more,
-            # on a new connection, as gRPC's own clients retry a stream that never left them.
-            call.retried = True
+        result = call.outcome(errno, self._pycurl)
+        if result is None:  # sent once more, on a new connection
             self._multi.add_handle(curl)
             return
         fut = call.future
-        if errno:
-            pc = self._pycurl
-            result = ("DEADLINE_EXCEEDED" if errno == pc.E_OPERATION_TIMEDOUT else "UNAVAILABLE"), None
-        else:
-            result = _result(call, self._pycurl)
         call.reset()
         self._idle.append(call)
         if fut is not None and not fut.done():
@@ -293,10 +294,7 @@ class CurlGrpcTransport:
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         call = self._idle.pop() if self._idle else self._new_call()
-        frame = self._frame(payload)
-        if call.frame is not frame:
-            call.curl.setopt(self._pycurl.POSTFIELDS, frame)  # pycurl keeps a reference: no copy
-            call.frame = frame
+        call.post(self._frame(payload), self._pycurl)
         fut = call.future = self._loop.create_future()
         call.deadline = self._loop.time() + self.timeout_s
         if self._watchdog is None:
@@ -352,21 +350,17 @@ class BlockingCurl:
 
     def send(self, payload: bytes) -> tuple[str, bytes | None]:
         call, pc = self._call, self._pycurl
-        frame = self._frame(payload)
-        if call.frame is not frame:
-            call.curl.setopt(pc.POSTFIELDS, frame)
-            call.frame = frame
-        for attempt in (1, 2):
-            call.reset()
+        call.post(self._frame(payload), pc)
+        call.reset()
+        while True:  # twice at most: outcome() asks for one more send only
             try:
                 call.curl.perform()
+                errno = 0
             except pc.error as exc:
                 errno = exc.args[0]
-                if errno == pc.E_SEND_ERROR and attempt == 1 and call.nothing_received:
-                    continue  # sent on a connection the server had closed while idle: nothing reached it (as above)
-                return ("DEADLINE_EXCEEDED" if errno == pc.E_OPERATION_TIMEDOUT else "UNAVAILABLE"), None
-            return _result(call, pc)
-        raise AssertionError("unreachable")
+            result = call.outcome(errno, pc)
+            if result is not None:
+                return result
 
     def close(self) -> None:
         self._call.curl.close()

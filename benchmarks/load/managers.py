@@ -19,6 +19,7 @@ import math
 import random
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -51,11 +52,18 @@ class LoadLoop:
         self.stopping = False
         self._counting = threading.Lock()  # sent/in_flight, when blocking workers count from their threads
 
+    def _begin(self) -> int:
+        """Count a request going out; the counters are shared with blocking workers' threads, hence the lock."""
+        with self._counting:
+            self.sent += 1
+            self.in_flight += 1
+        return time.perf_counter_ns()
+
     async def send(self, payload: bytes, started_ns: int | None = None) -> str:
         """One request, recorded. started_ns: when it was due (open loop), so a late send counts as latency."""
-        t0 = started_ns if started_ns is not None else time.perf_counter_ns()
-        self.sent += 1
-        self.in_flight += 1
+        t0 = self._begin()
+        if started_ns is not None:
+            t0 = started_ns
         body = None
         try:
             status, body = await self.transport.send(payload)
@@ -70,11 +78,8 @@ class LoadLoop:
 
     def send_blocking(self, sender, payload: bytes) -> str:
         """One request through a blocking sender (Transport.open_blocking), on a worker thread; recorded the same
-        way. The counters are shared with the loop thread, hence the lock."""
-        t0 = time.perf_counter_ns()
-        with self._counting:
-            self.sent += 1
-            self.in_flight += 1
+        way."""
+        t0 = self._begin()
         body = None
         try:
             status, body = sender.send(payload)
@@ -89,7 +94,7 @@ class LoadLoop:
         with self._counting:
             self.in_flight -= 1
 
-    async def stop(self, tasks: list[asyncio.Task], timeout_s: float) -> None:
+    async def stop(self, tasks: list[asyncio.Future], timeout_s: float) -> None:
         """Let in-flight requests finish (up to timeout_s), then cancel what is left (recorded as
         CANCELLED_BY_CLIENT before this returns)."""
         self.stopping = True
@@ -106,14 +111,16 @@ class LoadManager:
 
     requests: int | None = None
     _left: int | None = None
+    _taking = threading.Lock()  # the budget is shared by blocking workers' threads (one lock for all: uncontended)
 
     def _take(self, loop: LoadLoop) -> bool:
         """May one more request start? Not once the loop is stopping or the budget is spent."""
-        if loop.stopping or (self._left is not None and self._left <= 0):
-            return False
-        if self._left is not None:
-            self._left -= 1
-        return True
+        with self._taking:
+            if loop.stopping or (self._left is not None and self._left <= 0):
+                return False
+            if self._left is not None:
+                self._left -= 1
+            return True
 
     async def run(self, loop: LoadLoop) -> None:
         """Send until the request budget is spent (or the loop is stopped)."""
@@ -140,13 +147,19 @@ class ClosedLoop(LoadManager):
         can = hasattr(loop.transport, "open_blocking")
         return can and (self.sync_calls if self.sync_calls is not None else self.concurrency == 1)
 
-    def start(self, loop: LoadLoop) -> list[asyncio.Task]:
+    def start(self, loop: LoadLoop) -> list[asyncio.Future]:
         loop.stopping, self._left = False, self.requests
         workers = range(max(1, self.concurrency))
-        if self.blocking(loop):
-            self._taking = threading.Lock()
-            return [asyncio.create_task(_in_thread(self._blocking_worker, loop, i)) for i in workers]
-        return [asyncio.create_task(self._worker(loop, i)) for i in workers]
+        if not self.blocking(loop):
+            return [asyncio.create_task(self._worker(loop, i)) for i in workers]
+        # A thread per worker (the loop's default executor has fewer threads than a point may have workers).
+        # Cancelling a worker's future does not stop its thread: it ends after its call in flight, once the loop
+        # is stopping.
+        pool = ThreadPoolExecutor(max_workers=len(workers), thread_name_prefix="load-worker")
+        running = asyncio.get_running_loop()
+        futures = [running.run_in_executor(pool, self._blocking_worker, loop, i) for i in workers]
+        pool.shutdown(wait=False)  # the threads end with their workers
+        return futures
 
     async def _worker(self, loop: LoadLoop, first: int) -> None:
         k = first
@@ -160,39 +173,13 @@ class ClosedLoop(LoadManager):
         sender = loop.transport.open_blocking()  # type: ignore[attr-defined]
         k = first
         try:
-            while True:
-                with self._taking:  # the budget is shared by the worker threads
-                    if not self._take(loop):
-                        return
+            while self._take(loop):
                 status = loop.send_blocking(sender, loop.payloads[k % len(loop.payloads)])
                 k += 1
                 if not ok(status) and loop.error_backoff_s:
                     time.sleep(loop.error_backoff_s)
         finally:
             sender.close()
-
-
-async def _in_thread(fn: Callable[..., None], *args) -> None:
-    """Run fn on a thread of its own (not the loop's default executor, which has fewer threads than a point may
-    have workers) and wait for it. Cancelling the wait does not stop the thread: a blocking worker ends after its
-    call in flight, once the loop is stopping."""
-    loop = asyncio.get_running_loop()
-    done = loop.create_future()
-
-    def settle(exc: BaseException | None) -> None:
-        if not done.done():
-            done.set_exception(exc) if exc is not None else done.set_result(None)
-
-    def run() -> None:
-        try:
-            fn(*args)
-        except BaseException as exc:  # handed to the waiting task, which raises it
-            loop.call_soon_threadsafe(settle, exc)
-        else:
-            loop.call_soon_threadsafe(settle, None)
-
-    threading.Thread(target=run, name="load-worker", daemon=True).start()
-    await done
 
 
 @dataclass

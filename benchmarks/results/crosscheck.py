@@ -136,8 +136,8 @@ def stage_table(rows: list[ResultRow]) -> str:
 def crosscheck_table(rows: list[ResultRow], server: str = "") -> str:
     """The whole cross-check section: one row per point, then served ÷ in-process and REST ÷ gRPC."""
     points = summarise(rows)
-    body = [[p.api, p.batch, p.concurrency, p.client, p.calls, INDEPENDENT[p.api], f"{p.pairs} ({p.stable_pairs} stable)",
-             p.our_p50, p.their_p50, p.p50_ratio, f"{p.our_rps:,.0f}", f"{p.their_rps:,.0f}", p.rps_ratio,
+    body = [[p.api, p.batch, p.concurrency, p.client, p.calls, INDEPENDENT[p.api],
+             f"{p.pairs} ({p.stable_pairs} stable)", p.our_p50, p.their_p50, p.p50_ratio, f"{p.our_rps:,.0f}", f"{p.their_rps:,.0f}", p.rps_ratio,
              "yes" if p.within else "NO"] for p in points]
     bounds = (f"Medians over the repeats (stable pairs when any). Bounds: p50 ours ÷ theirs within ±{P50_BOUND:.0%}, "
               f"req/s ours ÷ theirs ≥ {THROUGHPUT_BOUND:g}. calls: sync = blocking calls on a worker thread (one "

@@ -278,7 +278,7 @@ def test_one_stream_makes_blocking_calls_on_a_thread_when_the_transport_offers_t
     assert t.calls == loop.sent == 30 and loop.in_flight == 0 and t.max_in_flight == 1
     assert totals.ok == 24 and totals.errors == {"UNAVAILABLE": 6}
     assert totals.version_counts == {1: 8, 2: 16}
-    assert t.threads == {"load-worker"} and t.opened == t.closed == 1
+    assert t.threads == {"load-worker_0"} and t.opened == t.closed == 1
     assert not ClosedLoop(2).blocking(loop) and ClosedLoop(2, sync_calls=True).blocking(loop)
     assert not ClosedLoop(1, sync_calls=False).blocking(loop)
     assert not ClosedLoop(1).blocking(LoadLoop(MockTransport(), [b"x"]))
@@ -301,4 +301,4 @@ def test_a_blocking_point_is_measured_in_windows_and_its_worker_ends_on_stop() -
     r = asyncio.run(measure_point(t, [b"x"], ClosedLoop(1), plan))
     assert len(r.windows) == 3 and all(w.ok > 0 for w in r.windows) and r.load == {"concurrency": 1}
     assert r.calls == "sync" and asyncio.run(measure_point(t, [b"x"], ClosedLoop(2), plan)).calls == "async"
-    assert t.threads == {"load-worker"} and t.opened == t.closed == 1  # the worker saw the stop and closed
+    assert t.threads == {"load-worker_0"} and t.opened == t.closed == 1  # the worker saw the stop and closed
